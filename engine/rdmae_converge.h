@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Convergence math and the bandwidth cap. Pure functions of numbers and
+ * times (nanoseconds), so they are tested without a clock.
+ */
+#ifndef RDMAE_CONVERGE_H
+#define RDMAE_CONVERGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Bandwidth of bytes moved in ns nanoseconds, bytes per second (0 when ns is 0). */
+double rdmae_bandwidth(uint64_t bytes, uint64_t ns);
+
+/* Expected downtime of moving remaining bytes at bw bytes/s, in ns; UINT64_MAX when bw is 0 and bytes > 0. */
+uint64_t rdmae_expected_downtime_ns(uint64_t remaining, double bw);
+
+/* Does the expected downtime fit the limit? */
+bool rdmae_converged(uint64_t remaining, double bw, uint64_t downtime_limit_ns);
+
+/*
+ * Bandwidth cap. Bytes are charged as they are posted; the limiter says how
+ * long to wait before the next post so that the average since start never
+ * exceeds rate bytes/s. rate 0 means no cap.
+ */
+struct rdmae_ratelimit {
+	uint64_t rate;		/* bytes per second, 0 = unlimited */
+	uint64_t start_ns;
+	uint64_t bytes;		/* charged since start_ns */
+};
+
+void rdmae_ratelimit_init(struct rdmae_ratelimit *rl, uint64_t rate, uint64_t now_ns);
+/* Charge bytes and return how many ns to sleep before sending more (0 = go on). */
+uint64_t rdmae_ratelimit_charge(struct rdmae_ratelimit *rl, uint64_t bytes, uint64_t now_ns);
+
+#endif

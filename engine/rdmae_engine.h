@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The migration engine: a session moves a VM's RAM blocks and its device
+ * state over one rdmae connection.
+ *
+ * Source:      create -> preflight -> plan/round ... -> (stop the VM) ->
+ *              final round -> send_state ... -> complete
+ * Destination: create -> preflight -> dest_step ... until COMMITTED
+ * Either side may cancel at any point; the source's memory is never
+ * written by the engine, the destination's registrations are undone.
+ */
+#ifndef RDMAE_ENGINE_H
+#define RDMAE_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../rdma/rdmae_conn.h"
+#include "../rdma/rdmae_region.h"
+
+struct rdmae_session;
+
+enum rdmae_role { RDMAE_SOURCE, RDMAE_DEST };
+
+#define RDMAE_BLOCK_NAME_MAX 64
+
+struct rdmae_block {
+	const char *name;		/* unique, < RDMAE_BLOCK_NAME_MAX bytes */
+	void *host;			/* the mapping (guest RAM as it is) */
+	size_t len;			/* multiple of page_size */
+	size_t page_size;		/* dirty-tracking granularity, e.g. 4096 */
+	bool hugepages;			/* destination: the mapping must be on huge pages */
+};
+
+struct rdmae_session_opts {
+	enum rdmae_reg_mode reg_mode;	/* source-side registration; destination pins all */
+	uint64_t max_bandwidth;		/* bytes/s, 0 = unlimited */
+	uint64_t downtime_limit_ns;	/* default 300 ms */
+	unsigned int max_rounds;	/* pre-copy rounds before giving up; default 30 */
+	bool no_zero_detect;		/* send zero pages as data */
+	bool no_verify;			/* skip the checksums at commit */
+	int timeout_ms;			/* per message wait; default 30000 */
+};
+
+struct rdmae_round_stats {
+	unsigned int round;		/* 1, 2, ... */
+	uint64_t pages;			/* dirty pages this round */
+	uint64_t bytes;			/* bytes written by RDMA */
+	uint64_t zero_pages;
+	uint64_t runs;			/* WRITE runs after coalescing */
+	uint64_t duration_ns;
+	double bandwidth;		/* bytes/s of this round */
+	double dirty_rate;		/* bytes/s dirtied during the previous round */
+	uint64_t remaining_bytes;	/* dirty bytes found for the next round (after plan) */
+	uint64_t expected_downtime_ns;
+};
+
+struct rdmae_session_stats {
+	uint64_t total_bytes;		/* sum of block lengths */
+	uint64_t transferred_bytes;	/* by RDMA WRITE, all rounds */
+	uint64_t remaining_bytes;	/* dirty bytes at the last plan */
+	uint64_t normal_pages;
+	uint64_t zero_pages;
+	uint64_t state_bytes;		/* device state sent or received */
+	unsigned int rounds;
+	double throughput;		/* bytes/s over all rounds */
+	double dirty_rate;		/* last measured, bytes/s */
+	uint64_t expected_downtime_ns;
+	uint64_t actual_downtime_ns;	/* from rdmae_session_mark_stopped to commit */
+	uint64_t setup_ns;		/* preflight, registration included */
+	uint64_t total_ns;		/* preflight start to commit */
+	unsigned int lanes;
+};
+
+void rdmae_session_opts_default(struct rdmae_session_opts *o);
+
+/* The session borrows conn and blocks; both must outlive it. */
+int rdmae_session_create(struct rdmae_session **out, enum rdmae_role role, struct rdmae_conn *conn,
+			 const struct rdmae_block *blocks, size_t nblocks,
+			 const struct rdmae_session_opts *o, struct rdmae_err *err);
+/* Deregisters everything; safe at any point, idempotent on NULL. */
+void rdmae_session_destroy(struct rdmae_session *s);
+
+/*
+ * Pre-flight. Source: announce the blocks and wait for the destination's
+ * descriptors. Destination: check the announcement against its blocks
+ * (names, sizes, page sizes, memlock limit, huge pages), register, and
+ * answer with descriptors or an error naming the block and the mismatch.
+ */
+int rdmae_session_preflight(struct rdmae_session *s, struct rdmae_err *err);
+
+/* What the next round would cost. bitmaps[i] is block i's dirty bitmap. */
+struct rdmae_plan {
+	uint64_t dirty_pages;
+	uint64_t dirty_bytes;
+	uint64_t expected_downtime_ns;
+	bool converged;			/* fits the downtime limit: stop the VM and go final */
+};
+int rdmae_session_plan(struct rdmae_session *s, const uint64_t *const *bitmaps,
+		       struct rdmae_plan *plan);
+
+/*
+ * Source: send the pages whose bits are set (one pre-copy round, or the
+ * final one with the VM stopped). The bitmaps are read, not cleared; the
+ * caller harvests a fresh dirty log for each round. Returns -ETIME once
+ * max_rounds pre-copy rounds have passed without converging (the caller
+ * then cancels or keeps the VM running); rs may be NULL.
+ */
+int rdmae_session_round(struct rdmae_session *s, const uint64_t *const *bitmaps,
+			struct rdmae_round_stats *rs, struct rdmae_err *err);
+
+/* Source: the VM is stopped now; downtime is measured from here. */
+void rdmae_session_mark_stopped(struct rdmae_session *s);
+
+/* Source: device-state bytes, ordered after every round already sent. */
+int rdmae_session_send_state(struct rdmae_session *s, const void *buf, size_t len,
+			     struct rdmae_err *err);
+
+/*
+ * Source: finish. Fences every lane, waits for the destination to confirm
+ * placement and matching checksums. Returns 0 only then; a mismatch fails
+ * with a message naming the block and the first differing page.
+ */
+int rdmae_session_complete(struct rdmae_session *s, struct rdmae_err *err);
+
+enum rdmae_dest_event_kind {
+	RDMAE_EV_ROUND,			/* a round was placed */
+	RDMAE_EV_STATE,			/* device-state bytes in data/len (valid until the next step) */
+	RDMAE_EV_COMMITTED,		/* verified: the destination may run */
+};
+
+struct rdmae_dest_event {
+	enum rdmae_dest_event_kind kind;
+	unsigned int round;
+	const void *data;
+	size_t len;
+};
+
+/*
+ * Destination: process the next message. Returns 0 with an event, or a
+ * negative errno: -ECANCELED when the source cancelled (the registrations
+ * are already undone), or a transport error.
+ */
+int rdmae_session_dest_step(struct rdmae_session *s, struct rdmae_dest_event *ev,
+			    struct rdmae_err *err);
+
+/*
+ * Cancel from either side: tell the peer (best effort), stop, deregister.
+ * Any call blocked in another thread returns -ECANCELED. The source's
+ * memory is untouched.
+ */
+void rdmae_session_cancel(struct rdmae_session *s, const char *why);
+
+int rdmae_session_stats(struct rdmae_session *s, struct rdmae_session_stats *st);
+int rdmae_session_lane_stats(struct rdmae_session *s, unsigned int lane,
+			     struct rdmae_lane_stats *out);
+
+#endif

@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A connection: rdma_cm setup by host:port, negotiation, N lanes (one RC QP
+ * each), a credit-controlled message channel on lane 0 and keepalive.
+ *
+ * Threading: each connection runs one progress thread that reaps completions
+ * (one CQ for all lanes, event-driven), handles CM events and the keepalive
+ * timer. API calls may come from any thread; they post work and sleep on
+ * condition variables that the progress thread signals. Once a connection
+ * fails (completion error, disconnect, keepalive timeout, abort) every call
+ * returns the same negative errno and rdmae_conn_error() tells why.
+ */
+#ifndef RDMAE_CONN_H
+#define RDMAE_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rdmae_err.h"
+#include "rdmae_wire.h"
+
+struct rdmae_conn;
+struct rdmae_listener;
+
+struct rdmae_conn_opts {
+	const char *bind_addr;		/* local address (dedicated network); NULL = any */
+	int timeout_ms;			/* resolve, route, connect, negotiate; default 5000 */
+	uint16_t credits;		/* receives kept posted per lane; default 255 */
+	uint16_t lanes;			/* lanes asked for (client) / allowed (server) */
+	uint16_t min_version;		/* test knobs; default RDMAE_VERSION */
+	uint16_t max_version;
+	uint32_t send_size;		/* preferred send size; default 8192 */
+	uint32_t recv_size;		/* max receive size; default 8192 */
+	uint32_t frag_size;		/* max fragmented message; default 32 MiB */
+	uint32_t rw_size;		/* max bytes in one RDMA WRITE; default 1 MiB */
+	int keepalive_ms;		/* idle time before a probe; default 10000, 0 = off */
+	int keepalive_timeout_ms;	/* probe answer deadline; default 5000 */
+	size_t recv_queue_bytes;	/* unread bytes before receives are withheld; default 4 MiB */
+	uint32_t writes_in_flight;	/* RDMA WRITE WRs outstanding per lane; default 128 */
+};
+
+/* The options' defaults; a zero field in opts passed to connect/listen means its default. */
+void rdmae_conn_opts_default(struct rdmae_conn_opts *o);
+
+int rdmae_listen(struct rdmae_listener **out, const char *host, const char *port,
+		 const struct rdmae_conn_opts *o, struct rdmae_err *err);
+/* The port actually bound (useful with port "0"). */
+int rdmae_listener_port(const struct rdmae_listener *l);
+/* Wait for one connection, negotiated and with all its lanes; timeout_ms < 0 waits for ever. */
+int rdmae_accept(struct rdmae_listener *l, struct rdmae_conn **out, int timeout_ms,
+		 struct rdmae_err *err);
+void rdmae_listener_destroy(struct rdmae_listener *l);
+
+int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
+		  const struct rdmae_conn_opts *o, struct rdmae_err *err);
+
+/* Disconnect and free everything; idempotent on NULL. */
+void rdmae_conn_destroy(struct rdmae_conn *c);
+
+/*
+ * Put the connection in the error state with code (e.g. -ECANCELED) and
+ * disconnect: every waiter wakes with that code. Safe from any thread.
+ */
+void rdmae_conn_abort(struct rdmae_conn *c, int code, const char *why);
+
+/* 0 while healthy, else the sticky error code, with its message in err. */
+int rdmae_conn_error(struct rdmae_conn *c, struct rdmae_err *err);
+
+const struct rdmae_negotiated *rdmae_conn_negotiated(const struct rdmae_conn *c);
+
+/* "10.9.9.2:4444" of the peer, for messages. */
+const char *rdmae_conn_peer(const struct rdmae_conn *c);
+
+/*
+ * Send one message of 1..max_fragmented_size bytes, fragmented as needed.
+ * Blocks while no send credit is usable. Messages arrive in order.
+ */
+int rdmae_send(struct rdmae_conn *c, const void *buf, size_t len, struct rdmae_err *err);
+
+/*
+ * Receive the next whole message into a malloc'd buffer (the caller frees
+ * it). timeout_ms < 0 waits for ever; -ETIMEDOUT when none came in time.
+ */
+int rdmae_recv(struct rdmae_conn *c, void **buf, size_t *len, int timeout_ms,
+	       struct rdmae_err *err);
+
+struct rdmae_lane_stats {
+	uint64_t sends;			/* SEND WRs posted */
+	uint64_t send_bytes;
+	uint64_t recvs;			/* messages received */
+	uint64_t recv_bytes;
+	uint64_t writes;		/* RDMA WRITE WRs posted */
+	uint64_t write_bytes;
+	uint64_t doorbells;		/* ibv_post_send calls */
+	uint64_t completions;		/* work completions reaped */
+	uint64_t credit_stalls;		/* a sender waited for a credit */
+	uint64_t sq_stalls;		/* a writer waited for send-queue room */
+	uint64_t fences;		/* fences sent */
+};
+
+int rdmae_conn_lane_stats(struct rdmae_conn *c, unsigned int lane, struct rdmae_lane_stats *out);
+
+#endif

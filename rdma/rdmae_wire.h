@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * rdmae wire protocol v1: the messages that travel over SEND/RECV.
+ * Semantics follow MS-SMBD (negotiate, credits, fragmentation, keepalive);
+ * the format is our own. All integers are little-endian; each message is a
+ * fixed-size struct whose size is checked at compile time. doc/protocol.md is
+ * the prose version of this file and must be kept in step with it.
+ *
+ * Host code never touches the wire structs' fields directly: it encodes from
+ * and decodes into the host-order structs below, and the decoders reject
+ * anything out of bounds before a caller sees it.
+ */
+#ifndef RDMAE_WIRE_H
+#define RDMAE_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RDMAE_MAGIC		0x454d4452u	/* "RDME" on the wire */
+#define RDMAE_VERSION_1		0x0100
+#define RDMAE_VERSION		RDMAE_VERSION_1
+
+#define RDMAE_NEG_REQ_SIZE	32
+#define RDMAE_NEG_RESP_SIZE	48
+#define RDMAE_DATA_HDR_SIZE	24
+#define RDMAE_BUFDESC_SIZE	16
+
+/* Floors and ceilings that every peer must respect. */
+#define RDMAE_MIN_RECV_SIZE	128		/* header + some payload */
+#define RDMAE_MAX_RECV_SIZE	(1u << 20)
+#define RDMAE_MIN_FRAG_SIZE	131072u		/* MS-SMBD's floor */
+#define RDMAE_MAX_FRAG_SIZE	(1u << 30)
+#define RDMAE_MIN_RW_SIZE	4096u
+#define RDMAE_MAX_RW_SIZE	(1u << 30)
+#define RDMAE_MAX_LANES		16
+#define RDMAE_MAX_CREDITS	4096
+
+/* Data-transfer flags. */
+#define RDMAE_FLAG_RESPONSE_REQUESTED	0x0001	/* reply at once (keepalive) */
+#define RDMAE_FLAG_FENCE		0x0002	/* WRITEs before this on this lane are placed */
+#define RDMAE_FLAGS_KNOWN		0x0003
+
+/* ---- on the wire (little-endian, never read directly) ---- */
+
+struct rdmae_wire_neg_req {
+	uint32_t magic;
+	uint16_t min_version;
+	uint16_t max_version;
+	uint16_t credits_requested;
+	uint16_t credits_granted;
+	uint16_t lanes;
+	uint16_t reserved;
+	uint32_t preferred_send_size;
+	uint32_t max_receive_size;
+	uint32_t max_fragmented_size;
+	uint32_t max_rw_size;
+};
+
+struct rdmae_wire_neg_resp {
+	uint32_t magic;
+	uint16_t min_version;
+	uint16_t max_version;
+	uint16_t negotiated_version;
+	uint16_t credits_requested;
+	uint16_t credits_granted;
+	uint16_t lanes;
+	int32_t status;			/* 0, or a negative errno */
+	uint32_t status_field;		/* enum rdmae_wire_field that failed */
+	uint32_t max_rw_size;
+	uint32_t preferred_send_size;
+	uint32_t max_receive_size;
+	uint32_t max_fragmented_size;
+	uint64_t conn_token;		/* names this connection to its extra lanes */
+};
+
+struct rdmae_wire_data_hdr {
+	uint16_t credits_requested;
+	uint16_t credits_granted;
+	uint16_t flags;
+	uint16_t reserved;
+	uint32_t remaining_data_length;
+	uint32_t data_offset;		/* 0 when data_length is 0 */
+	uint32_t data_length;
+	uint32_t fence_seq;		/* meaningful with RDMAE_FLAG_FENCE */
+};
+
+/* An RDMA-accessible region advertised to the peer (MS-SMBD's descriptor). */
+struct rdmae_wire_bufdesc {
+	uint64_t offset;		/* remote virtual address (IOVA) */
+	uint32_t token;			/* rkey */
+	uint32_t length;
+};
+
+_Static_assert(sizeof(struct rdmae_wire_neg_req) == RDMAE_NEG_REQ_SIZE, "neg_req size");
+_Static_assert(sizeof(struct rdmae_wire_neg_resp) == RDMAE_NEG_RESP_SIZE, "neg_resp size");
+_Static_assert(sizeof(struct rdmae_wire_data_hdr) == RDMAE_DATA_HDR_SIZE, "data_hdr size");
+_Static_assert(sizeof(struct rdmae_wire_bufdesc) == RDMAE_BUFDESC_SIZE, "bufdesc size");
+
+/* ---- host order ---- */
+
+struct rdmae_neg_req {
+	uint16_t min_version;
+	uint16_t max_version;
+	uint16_t credits_requested;
+	uint16_t credits_granted;
+	uint16_t lanes;
+	uint32_t preferred_send_size;
+	uint32_t max_receive_size;
+	uint32_t max_fragmented_size;
+	uint32_t max_rw_size;
+};
+
+struct rdmae_neg_resp {
+	uint16_t min_version;
+	uint16_t max_version;
+	uint16_t negotiated_version;
+	uint16_t credits_requested;
+	uint16_t credits_granted;
+	uint16_t lanes;
+	int32_t status;
+	uint32_t status_field;
+	uint32_t max_rw_size;
+	uint32_t preferred_send_size;
+	uint32_t max_receive_size;
+	uint32_t max_fragmented_size;
+	uint64_t conn_token;
+};
+
+struct rdmae_data_hdr {
+	uint16_t credits_requested;
+	uint16_t credits_granted;
+	uint16_t flags;
+	uint32_t remaining_data_length;
+	uint32_t data_offset;
+	uint32_t data_length;
+	uint32_t fence_seq;
+};
+
+struct rdmae_bufdesc {
+	uint64_t offset;
+	uint32_t token;
+	uint32_t length;
+};
+
+/* Which field a decoder or negotiation rule rejected; names in rdmae_wire_field_name(). */
+enum rdmae_wire_field {
+	RDMAE_F_NONE = 0,
+	RDMAE_F_LENGTH,			/* message shorter than its struct */
+	RDMAE_F_MAGIC,
+	RDMAE_F_VERSION,		/* ranges do not overlap / negotiated one not ours */
+	RDMAE_F_CREDITS_REQUESTED,
+	RDMAE_F_CREDITS_GRANTED,
+	RDMAE_F_LANES,
+	RDMAE_F_PREFERRED_SEND_SIZE,
+	RDMAE_F_MAX_RECEIVE_SIZE,
+	RDMAE_F_MAX_FRAGMENTED_SIZE,
+	RDMAE_F_MAX_RW_SIZE,
+	RDMAE_F_STATUS,
+	RDMAE_F_FLAGS,
+	RDMAE_F_DATA_OFFSET,
+	RDMAE_F_DATA_LENGTH,
+	RDMAE_F_REMAINING_DATA_LENGTH,
+	RDMAE_F_RESERVED,
+	RDMAE_F_COUNT
+};
+
+const char *rdmae_wire_field_name(enum rdmae_wire_field f);
+
+/*
+ * What the local side offers and accepts; the negotiation rules compare a
+ * peer's message against it.
+ */
+struct rdmae_wire_limits {
+	uint16_t min_version;
+	uint16_t max_version;
+	uint16_t credits;		/* receive credits we post */
+	uint16_t lanes;			/* lanes we ask for / allow at most */
+	uint32_t preferred_send_size;
+	uint32_t max_receive_size;
+	uint32_t max_fragmented_size;
+	uint32_t max_rw_size;
+};
+
+/* The outcome of a negotiation, identical on both sides. */
+struct rdmae_negotiated {
+	uint16_t version;
+	uint16_t lanes;
+	uint16_t send_credits;		/* initial credits granted by the peer */
+	uint16_t peer_credits_target;	/* what the peer asks us to keep posted */
+	uint32_t max_send_size;		/* min(our preferred send, peer max receive) */
+	uint32_t max_receive_size;	/* min(our max receive, peer preferred send), floor 128 */
+	uint32_t max_fragmented_size;	/* min of both */
+	uint32_t max_rw_size;		/* min of both */
+};
+
+/*
+ * Encoders write exactly the struct's size into buf, which must hold it.
+ * Decoders take the received length and return 0, or -EPROTO/-EBADMSG with
+ * *field set to the offending field; they check only what can be checked
+ * without the peer's context (lengths, magic, alignment, flags).
+ */
+void rdmae_neg_req_encode(void *buf, const struct rdmae_neg_req *m);
+int rdmae_neg_req_decode(const void *buf, size_t len, struct rdmae_neg_req *m,
+			 enum rdmae_wire_field *field);
+void rdmae_neg_resp_encode(void *buf, const struct rdmae_neg_resp *m);
+int rdmae_neg_resp_decode(const void *buf, size_t len, struct rdmae_neg_resp *m,
+			  enum rdmae_wire_field *field);
+void rdmae_data_hdr_encode(void *buf, const struct rdmae_data_hdr *m);
+/* max_frag is the negotiated max fragmented size (0 during tests of the header alone = no limit). */
+int rdmae_data_hdr_decode(const void *buf, size_t len, uint32_t max_frag,
+			  struct rdmae_data_hdr *m, enum rdmae_wire_field *field);
+void rdmae_bufdesc_encode(void *buf, const struct rdmae_bufdesc *d);
+void rdmae_bufdesc_decode(const void *buf, struct rdmae_bufdesc *d);
+
+/*
+ * Negotiation rules (MS-SMBD 3.1.5, adapted).
+ * Server side: validate a decoded request against our limits and fill the
+ * response and the negotiated parameters. Returns 0, or a negative errno with
+ * *field naming the rule that failed; resp is filled in both cases (with
+ * status and status_field set on failure) so that it can be sent back.
+ */
+int rdmae_negotiate_server(const struct rdmae_wire_limits *ours, const struct rdmae_neg_req *req,
+			   uint16_t credits_posted, uint64_t conn_token,
+			   struct rdmae_neg_resp *resp, struct rdmae_negotiated *out,
+			   enum rdmae_wire_field *field);
+/* Client side: validate the response against what we asked for. */
+int rdmae_negotiate_client(const struct rdmae_wire_limits *ours, const struct rdmae_neg_req *sent,
+			   const struct rdmae_neg_resp *resp, struct rdmae_negotiated *out,
+			   enum rdmae_wire_field *field);
+
+#endif

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Bulk transfer: one-sided RDMA WRITE of runs from a local region straight
+ * into the peer's advertised region, spread across the lanes.
+ *
+ * Runs are coalesced and split to the negotiated max_rw_size, chained per
+ * lane behind one doorbell, and signalled selectively. A fence is a message
+ * sent on every lane after its WRITEs: on an RC QP its arrival tells the
+ * peer that all the WRITEs before it on that lane are placed.
+ */
+#ifndef RDMAE_WRITE_H
+#define RDMAE_WRITE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rdmae_err.h"
+#include "rdmae_runs.h"
+#include "rdmae_wire.h"
+
+struct rdmae_conn;
+struct rdmae_region;
+
+/* The peer's region as advertised: descriptors covering it in order, each RDMAE_DESC_SPAN long but the last. */
+struct rdmae_remote {
+	const struct rdmae_bufdesc *descs;
+	size_t ndescs;
+	uint64_t len;
+};
+
+/*
+ * Post WRITEs for runs (local offsets into src, remote offsets into dst).
+ * Returns once all are posted; may block for send-queue room. The runs
+ * array is coalesced in place. Offsets are checked against both regions.
+ */
+int rdmae_write(struct rdmae_conn *c, struct rdmae_region *src, const struct rdmae_remote *dst,
+		struct rdmae_run *runs, size_t n, struct rdmae_err *err);
+
+/* Wait until every WRITE posted so far has completed locally. */
+int rdmae_write_flush(struct rdmae_conn *c, struct rdmae_err *err);
+
+/* Send a fence on every lane after its WRITEs; *seq receives its number (1, 2, ...). */
+int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err);
+
+/* Peer side: wait until fence seq has arrived on every lane. */
+int rdmae_fence_wait(struct rdmae_conn *c, uint32_t seq, int timeout_ms, struct rdmae_err *err);
+
+#endif
