@@ -110,6 +110,13 @@ int rdmae_session_plan(struct rdmae_session *s, const uint64_t *const *bitmaps,
 int rdmae_session_round(struct rdmae_session *s, const uint64_t *const *bitmaps,
 			struct rdmae_round_stats *rs, struct rdmae_err *err);
 
+/*
+ * The last round's stats, with remaining_bytes and expected_downtime_ns
+ * filled in by the rdmae_session_plan() that followed it; -ENOENT before the
+ * first round.
+ */
+int rdmae_session_last_round(struct rdmae_session *s, struct rdmae_round_stats *rs);
+
 /* Source: the VM is stopped now; downtime is measured from here. */
 void rdmae_session_mark_stopped(struct rdmae_session *s);
 

@@ -34,7 +34,10 @@ void rdmae_credits_init(struct rdmae_credits *c, uint32_t send, uint32_t recv_po
  */
 bool rdmae_credits_can_send(const struct rdmae_credits *c, uint32_t grant);
 
-/* Credits to put in the next message (all we owe); the count is reset. */
+/*
+ * Credits to put in the next message (all we owe, at most RDMAE_MAX_CREDITS);
+ * what is returned is no longer owed.
+ */
 uint32_t rdmae_credits_take_grant(struct rdmae_credits *c);
 
 /* A message was sent: one send credit spent. */
@@ -43,8 +46,9 @@ void rdmae_credits_on_send(struct rdmae_credits *c);
 /*
  * A message arrived carrying the peer's credits_granted and
  * credits_requested: one receive consumed, send credits grow. Returns
- * -EPROTO when the peer grants more than our send side can ever hold
- * (more than RDMAE_MAX_CREDITS outstanding).
+ * -EPROTO, changing nothing, when the peer sent without a credit (no posted
+ * receive it has been told of: recv_posted <= to_grant) or grants more than
+ * our send side can ever hold (more than RDMAE_MAX_CREDITS outstanding).
  */
 int rdmae_credits_on_recv(struct rdmae_credits *c, uint32_t granted, uint32_t requested);
 

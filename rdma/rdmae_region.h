@@ -53,6 +53,12 @@ size_t rdmae_region_len(const struct rdmae_region *r);
 void *rdmae_region_addr(const struct rdmae_region *r);
 size_t rdmae_region_page_size(const struct rdmae_region *r);
 
+/*
+ * Page size backing the mapping at addr (4096, or the huge page size for
+ * hugetlbfs mappings), read from /proc/self/smaps; 0 if addr is not mapped.
+ */
+size_t rdmae_mapping_page_size(const void *addr);
+
 /* Per-connection pin bound for ON_DEMAND chunks (default 256 MiB). */
 void rdmae_conn_set_pin_limit(struct rdmae_conn *c, size_t bytes);
 /* Bytes pinned now by ON_DEMAND chunks of this connection. */

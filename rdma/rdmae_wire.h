@@ -24,6 +24,7 @@
 #define RDMAE_NEG_RESP_SIZE	48
 #define RDMAE_DATA_HDR_SIZE	24
 #define RDMAE_BUFDESC_SIZE	16
+#define RDMAE_LANE_PD_SIZE	16
 
 /* Floors and ceilings that every peer must respect. */
 #define RDMAE_MIN_RECV_SIZE	128		/* header + some payload */
@@ -34,6 +35,12 @@
 #define RDMAE_MAX_RW_SIZE	(1u << 30)
 #define RDMAE_MAX_LANES		16
 #define RDMAE_MAX_CREDITS	4096
+/*
+ * The first grant must be at least 2: a side holding a single credit may
+ * spend it only on a message that grants credits, and before it has
+ * received anything it has none to grant, so it could never send first.
+ */
+#define RDMAE_MIN_INITIAL_GRANT	2
 
 /* Data-transfer flags. */
 #define RDMAE_FLAG_RESPONSE_REQUESTED	0x0001	/* reply at once (keepalive) */
@@ -91,6 +98,19 @@ struct rdmae_wire_bufdesc {
 	uint32_t length;
 };
 
+/*
+ * rdma_cm private data of every connect request. Lane 0 carries token 0 and
+ * is negotiated by messages; lanes 1..n-1 carry the token from the negotiate
+ * response so that the listener attaches them to their connection.
+ */
+struct rdmae_wire_lane_pd {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t lane;
+	uint64_t conn_token;
+};
+
+_Static_assert(sizeof(struct rdmae_wire_lane_pd) == RDMAE_LANE_PD_SIZE, "lane_pd size");
 _Static_assert(sizeof(struct rdmae_wire_neg_req) == RDMAE_NEG_REQ_SIZE, "neg_req size");
 _Static_assert(sizeof(struct rdmae_wire_neg_resp) == RDMAE_NEG_RESP_SIZE, "neg_resp size");
 _Static_assert(sizeof(struct rdmae_wire_data_hdr) == RDMAE_DATA_HDR_SIZE, "data_hdr size");
@@ -140,6 +160,12 @@ struct rdmae_bufdesc {
 	uint64_t offset;
 	uint32_t token;
 	uint32_t length;
+};
+
+struct rdmae_lane_pd {
+	uint16_t version;
+	uint16_t lane;
+	uint64_t conn_token;
 };
 
 /* Which field a decoder or negotiation rule rejected; names in rdmae_wire_field_name(). */
@@ -209,6 +235,10 @@ void rdmae_data_hdr_encode(void *buf, const struct rdmae_data_hdr *m);
 /* max_frag is the negotiated max fragmented size (0 during tests of the header alone = no limit). */
 int rdmae_data_hdr_decode(const void *buf, size_t len, uint32_t max_frag,
 			  struct rdmae_data_hdr *m, enum rdmae_wire_field *field);
+void rdmae_lane_pd_encode(void *buf, const struct rdmae_lane_pd *p);
+/* Rejects short data, a wrong magic, lane >= RDMAE_MAX_LANES, and lane 0 with a token or lane > 0 without one. */
+int rdmae_lane_pd_decode(const void *buf, size_t len, struct rdmae_lane_pd *p,
+			 enum rdmae_wire_field *field);
 void rdmae_bufdesc_encode(void *buf, const struct rdmae_bufdesc *d);
 void rdmae_bufdesc_decode(const void *buf, struct rdmae_bufdesc *d);
 

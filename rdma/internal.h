@@ -1,0 +1,239 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Transport internals shared by the files of rdma/. Not installed.
+ *
+ * Locking: one mutex per connection (c->lock) guards all of its state,
+ * including every lane; c->cond is broadcast on any change a caller may
+ * wait for (credits, send-queue room, messages, fences, errors, state).
+ * The progress thread runs completion callbacks with the lock held.
+ */
+#ifndef RDMAE_INTERNAL_H
+#define RDMAE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <infiniband/verbs.h>
+#include <rdma/rdma_cma.h>
+
+#include "rdmae_conn.h"
+#include "rdmae_credits.h"
+#include "rdmae_frag.h"
+#include "rdmae_region.h"
+#include "rdmae_wire.h"
+
+struct rdmae_lane;
+struct rdmae_chunk;
+
+/*
+ * Every signalled work request points at one of these through wr_id, and
+ * the progress thread calls done() (the kernel's ib_cqe pattern): no
+ * casting of wr_id to guess what completed.
+ */
+struct rdmae_cqe {
+	void (*done)(struct rdmae_cqe *cqe, const struct ibv_wc *wc);
+};
+
+/* One posted receive buffer. */
+struct rdmae_rxbuf {
+	struct rdmae_cqe cqe;
+	struct rdmae_lane *lane;
+	uint8_t *data;
+	struct rdmae_rxbuf *next_parked;
+};
+
+/* What a send-queue position holds, so a signalled completion can retire everything before it. */
+enum rdmae_wr_kind { RDMAE_WR_SEND = 1, RDMAE_WR_WRITE };
+
+struct rdmae_wrslot {
+	struct rdmae_cqe cqe;
+	struct rdmae_lane *lane;
+	uint64_t pos;			/* send-queue position of this WR */
+	enum rdmae_wr_kind kind;
+	struct rdmae_chunk *chunk;	/* on-demand chunk pinned for a WRITE, or NULL */
+};
+
+/* WRs gathered for one doorbell. */
+#define RDMAE_CHAIN_MAX 32
+/* A WRITE is signalled at least this often, so completions stay rare but SQ room comes back. */
+#define RDMAE_SIGNAL_EVERY 16
+
+struct rdmae_lane {
+	struct rdmae_conn *conn;
+	unsigned int idx;
+	struct rdma_cm_id *id;
+	struct ibv_qp *qp;
+	bool established;
+	struct rdmae_credits cr;
+
+	/* receive ring: nrx buffers of rx_size bytes */
+	uint32_t nrx;
+	uint32_t rx_size;
+	void *rx_mem;
+	bool rx_huge;
+	struct ibv_mr *rx_mr;
+	struct rdmae_rxbuf *rx;
+	struct rdmae_rxbuf *parked;	/* consumed, held back while the reader lags */
+	uint32_t nparked;
+
+	/* send ring: ntx slots of tx_size bytes, used and freed in order */
+	uint32_t ntx;
+	uint32_t tx_size;
+	void *tx_mem;
+	bool tx_huge;
+	struct ibv_mr *tx_mr;
+	uint64_t tx_head;		/* slots taken */
+	uint64_t tx_tail;		/* slots whose SEND completed */
+
+	/* send queue accounting by position */
+	uint32_t sq_depth;
+	struct rdmae_wrslot *wr;	/* sq_depth entries, indexed by pos % sq_depth */
+	uint64_t sq_posted;		/* WRs handed to the chain (posted or pending) */
+	uint64_t sq_done;		/* WRs known complete */
+	uint64_t last_signal;		/* position after the last signalled WR */
+
+	/* the chain waiting for its doorbell */
+	struct ibv_send_wr chain[RDMAE_CHAIN_MAX];
+	struct ibv_sge sge[RDMAE_CHAIN_MAX];
+	unsigned int nchain;
+
+	uint32_t fence_seen;		/* highest fence received on this lane */
+	bool grant_pending;		/* an empty credit grant could not be sent yet */
+	bool reply_owed;		/* the peer asked for a response on this lane */
+	struct rdmae_lane_stats st;
+};
+
+enum rdmae_conn_state {
+	RDMAE_ST_SETUP = 0,		/* lane 0 connecting */
+	RDMAE_ST_NEGOTIATING,		/* lane 0 up, negotiate message in flight */
+	RDMAE_ST_LANES,			/* negotiated, extra lanes connecting */
+	RDMAE_ST_CONNECTED,
+	RDMAE_ST_ERROR,
+};
+
+struct rdmae_msg {
+	struct rdmae_msg *next;
+	size_t len;
+	void *data;
+};
+
+struct rdmae_conn {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool server;
+	enum rdmae_conn_state state;
+	struct rdmae_err err;		/* sticky once state is ERROR */
+	bool linger;			/* failed, but let queued sends finish before disconnecting */
+	char peer[80];
+	struct rdmae_conn_opts opts;
+	struct rdmae_wire_limits limits;
+	struct rdmae_negotiated neg;
+	uint64_t token;
+
+	struct rdma_event_channel *cm_ch;
+	bool cm_to_thread;		/* the progress thread owns CM events now */
+	struct ibv_context *verbs;
+	struct ibv_device_attr dev_attr;
+	struct ibv_pd *pd;
+	struct ibv_comp_channel *comp_ch;
+	struct ibv_cq *cq;
+	unsigned int cq_events;		/* to ack before destroying the CQ */
+	int numa_node;
+	bool odp_write;			/* device can do RC WRITE on ODP memory */
+
+	unsigned int nlanes;		/* lanes created */
+	unsigned int lanes_up;		/* lanes ESTABLISHED */
+	struct rdmae_lane lanes[RDMAE_MAX_LANES];
+
+	/* negotiation */
+	struct rdmae_neg_req neg_sent;
+
+	/* message channel (lane 0) */
+	struct rdmae_reasm reasm;
+	struct rdmae_msg *q_head, *q_tail;
+	size_t q_bytes;
+	bool sending;			/* one rdmae_send at a time keeps fragments in order */
+
+	/* bulk */
+	unsigned int next_lane;
+	uint32_t fence_seq;
+
+	/* keepalive, in CLOCK_MONOTONIC ns */
+	uint64_t last_rx_ns;
+	uint64_t probe_ns;		/* 0 = no probe outstanding */
+
+	/* progress thread */
+	pthread_t thread;
+	bool thread_started;
+	bool stop;
+	int wake_fd;			/* eventfd: wakes the progress thread */
+	int notify_fd;			/* listener's eventfd while pending, else -1 */
+
+	/* on-demand registration cache */
+	size_t pin_limit;
+	size_t pinned;
+	struct rdmae_chunk *lru_head, *lru_tail;	/* idle chunks, most recent first */
+	struct rdmae_region *regions;			/* live regions of this connection */
+};
+
+/* time */
+uint64_t rdmae_now_ns(void);
+
+/* conn.c */
+/* The first message on lane 0 is the peer's negotiate message; handled in the progress thread. */
+void rdmae_conn_on_negotiate_locked(struct rdmae_conn *c, const void *buf, size_t len);
+void rdmae_conn_fail_locked(struct rdmae_conn *c, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int rdmae_conn_check_locked(struct rdmae_conn *c, struct rdmae_err *err);
+/* Wait on c->cond until deadline (0 = for ever); posts pending chains first. -ETIMEDOUT on timeout. */
+int rdmae_conn_wait_locked(struct rdmae_conn *c, uint64_t deadline_ns);
+void rdmae_conn_wake(struct rdmae_conn *c);
+
+/* lane.c */
+int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int idx,
+		      struct rdmae_err *err);
+/* Destroy the QP and release the pins of WRs it will never complete. */
+void rdmae_lane_destroy_qp(struct rdmae_lane *l);
+void rdmae_lane_destroy(struct rdmae_lane *l);
+int rdmae_lane_post_chain(struct rdmae_lane *l);
+void rdmae_conn_post_all_locked(struct rdmae_conn *c);
+/* Reserve one send-queue position for a WR and return its slot; caller fills the chain entry. */
+struct rdmae_wrslot *rdmae_lane_sq_take(struct rdmae_lane *l, enum rdmae_wr_kind kind,
+					struct ibv_send_wr **wr, struct ibv_sge **sge);
+uint32_t rdmae_lane_sq_free(const struct rdmae_lane *l);
+/*
+ * Queue one data-transfer message on a lane (added to the chain). Waits for
+ * a credit, a send slot and send-queue room unless nowait, in which case it
+ * returns -EAGAIN instead. raw: bypass credits and headers (negotiation).
+ */
+int rdmae_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32_t len,
+			   uint32_t remaining, uint16_t flags, uint32_t fence_seq, bool nowait,
+			   uint64_t deadline_ns);
+int rdmae_lane_send_raw_locked(struct rdmae_lane *l, const void *buf, uint32_t len);
+void rdmae_lane_repost_parked_locked(struct rdmae_lane *l);
+/* Send an empty message if credits are owed (or a reply is owed); never blocks. */
+void rdmae_lane_grant_locked(struct rdmae_lane *l, uint16_t flags, bool force);
+
+/* progress.c */
+int rdmae_progress_start(struct rdmae_conn *c, struct rdmae_err *err);
+void rdmae_progress_stop(struct rdmae_conn *c);
+
+/* region.c */
+void rdmae_chunk_put_locked(struct rdmae_conn *c, struct rdmae_chunk *ch);
+void rdmae_regions_destroy_all(struct rdmae_conn *c);
+/*
+ * lkey for [off, off+len) of r, which must not cross a chunk (ON_DEMAND) or
+ * RDMAE_DESC_SPAN (PIN_ALL) boundary. ON_DEMAND pins the chunk and returns
+ * it in *chunk (release with rdmae_chunk_put_locked once the WR completes).
+ */
+int rdmae_region_lkey_locked(struct rdmae_region *r, uint64_t off, uint32_t *lkey,
+			     struct rdmae_chunk **chunk, uint64_t deadline_ns);
+uint64_t rdmae_region_boundary(const struct rdmae_region *r);
+
+/* mem.c: ring memory on the device's NUMA node, on huge pages when there are any */
+void *rdmae_mem_alloc(size_t len, int numa_node, bool *huge);
+void rdmae_mem_free(void *p, size_t len, bool huge);
+int rdmae_device_numa_node(struct ibv_context *verbs);
+
+#endif

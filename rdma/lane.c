@@ -1,0 +1,505 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One lane: an RC QP with its receive ring, send ring and send-queue
+ * accounting. Every SEND is signalled (sends are rare and their slots must
+ * come back in order); WRITEs are signalled selectively. Every WR, signalled
+ * or not, carries a completion object in wr_id, because a QP in error
+ * flushes all of them.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+static int post_recv(struct rdmae_lane *l, struct rdmae_rxbuf *rb)
+{
+	struct ibv_sge sge = {
+		.addr = (uintptr_t)rb->data,
+		.length = l->rx_size,
+		.lkey = l->rx_mr->lkey,
+	};
+	struct ibv_recv_wr wr = { .wr_id = (uintptr_t)&rb->cqe, .sg_list = &sge, .num_sge = 1 };
+	struct ibv_recv_wr *bad;
+
+	return -ibv_post_recv(l->qp, &wr, &bad);
+}
+
+static void repost_locked(struct rdmae_lane *l, struct rdmae_rxbuf *rb)
+{
+	int ret = post_recv(l, rb);
+
+	if (ret) {
+		rdmae_conn_fail_locked(l->conn, ret, "ibv_post_recv on lane %u: %s", l->idx,
+				       strerror(-ret));
+		return;
+	}
+	rdmae_credits_on_repost(&l->cr, 1);
+}
+
+static void enqueue_msg_locked(struct rdmae_conn *c, void *data, size_t len)
+{
+	struct rdmae_msg *m = malloc(sizeof(*m));
+
+	if (!m) {
+		free(data);
+		rdmae_conn_fail_locked(c, -ENOMEM, "receive queue on %s: out of memory", c->peer);
+		return;
+	}
+	m->next = NULL;
+	m->len = len;
+	m->data = data;
+	if (c->q_tail)
+		c->q_tail->next = m;
+	else
+		c->q_head = m;
+	c->q_tail = m;
+	c->q_bytes += len;
+}
+
+static void handle_data_locked(struct rdmae_lane *l, const uint8_t *buf, uint32_t len)
+{
+	struct rdmae_conn *c = l->conn;
+	struct rdmae_data_hdr h;
+	enum rdmae_wire_field f;
+	void *msg;
+	size_t mlen;
+	int ret;
+
+	ret = rdmae_data_hdr_decode(buf, len, c->neg.max_fragmented_size, &h, &f);
+	if (ret) {
+		rdmae_conn_fail_locked(c, ret, "message from %s on lane %u rejected: bad %s", c->peer,
+				       l->idx, rdmae_wire_field_name(f));
+		return;
+	}
+	ret = rdmae_credits_on_recv(&l->cr, h.credits_granted, h.credits_requested);
+	if (ret) {
+		rdmae_conn_fail_locked(c, ret,
+				       "message from %s on lane %u broke the credit rules "
+				       "(granted %u)", c->peer, l->idx, h.credits_granted);
+		return;
+	}
+	if ((h.flags & RDMAE_FLAG_FENCE) && h.fence_seq > l->fence_seen)
+		l->fence_seen = h.fence_seq;
+	if (h.flags & RDMAE_FLAG_RESPONSE_REQUESTED)
+		l->reply_owed = true;
+	if (!h.data_length)
+		return;
+	if (l->idx != 0) {
+		rdmae_conn_fail_locked(c, -EPROTO, "message from %s: payload on bulk lane %u",
+				       c->peer, l->idx);
+		return;
+	}
+	ret = rdmae_reasm_push(&c->reasm, buf + h.data_offset, h.data_length,
+			       h.remaining_data_length, &msg, &mlen);
+	if (ret) {
+		rdmae_conn_fail_locked(c, ret, "reassembly of a message from %s: %s", c->peer,
+				       strerror(-ret));
+		return;
+	}
+	if (msg)
+		enqueue_msg_locked(c, msg, mlen);
+}
+
+static void rx_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
+{
+	struct rdmae_rxbuf *rb = container_of(cqe, struct rdmae_rxbuf, cqe);
+	struct rdmae_lane *l = rb->lane;
+	struct rdmae_conn *c = l->conn;
+
+	l->st.completions++;
+	if (wc->status != IBV_WC_SUCCESS) {
+		if (wc->status != IBV_WC_WR_FLUSH_ERR || c->state != RDMAE_ST_ERROR)
+			rdmae_conn_fail_locked(c, -EIO, "receive on lane %u from %s failed: %s",
+					       l->idx, c->peer, ibv_wc_status_str(wc->status));
+		return;
+	}
+	l->st.recvs++;
+	l->st.recv_bytes += wc->byte_len;
+	c->last_rx_ns = rdmae_now_ns();
+	c->probe_ns = 0;
+
+	if (l->idx == 0 && c->state == RDMAE_ST_NEGOTIATING) {
+		/* Negotiate messages sit outside the credit scheme: repost at once. */
+		rdmae_conn_on_negotiate_locked(c, rb->data, wc->byte_len);
+		if (post_recv(l, rb))
+			rdmae_conn_fail_locked(c, -EIO, "ibv_post_recv on lane 0 after negotiate");
+		return;
+	}
+	if (c->state == RDMAE_ST_ERROR)
+		return;
+	handle_data_locked(l, rb->data, wc->byte_len);
+	if (c->state == RDMAE_ST_ERROR)
+		return;
+	/*
+	 * Hold the buffer back while the reader lags: the peer then runs out of
+	 * credits, which is the back-pressure that bounds our queue.
+	 */
+	if (l->idx == 0 && c->q_bytes > c->opts.recv_queue_bytes) {
+		rb->next_parked = l->parked;
+		l->parked = rb;
+		l->nparked++;
+		return;
+	}
+	repost_locked(l, rb);
+}
+
+void rdmae_lane_repost_parked_locked(struct rdmae_lane *l)
+{
+	struct rdmae_conn *c = l->conn;
+
+	while (l->parked && c->q_bytes <= c->opts.recv_queue_bytes && c->state != RDMAE_ST_ERROR) {
+		struct rdmae_rxbuf *rb = l->parked;
+
+		l->parked = rb->next_parked;
+		l->nparked--;
+		repost_locked(l, rb);
+	}
+}
+
+/* Retire every send-queue position up to and including pos. */
+static void sq_retire_locked(struct rdmae_lane *l, uint64_t pos)
+{
+	struct rdmae_conn *c = l->conn;
+
+	while (l->sq_done <= pos && l->sq_done < l->sq_posted) {
+		struct rdmae_wrslot *s = &l->wr[l->sq_done % l->sq_depth];
+
+		if (s->kind == RDMAE_WR_SEND)
+			l->tx_tail++;
+		if (s->chunk) {
+			rdmae_chunk_put_locked(c, s->chunk);
+			s->chunk = NULL;
+		}
+		s->kind = 0;
+		l->sq_done++;
+	}
+}
+
+static void sq_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
+{
+	struct rdmae_wrslot *s = container_of(cqe, struct rdmae_wrslot, cqe);
+	struct rdmae_lane *l = s->lane;
+	struct rdmae_conn *c = l->conn;
+
+	l->st.completions++;
+	if (wc->status != IBV_WC_SUCCESS &&
+	    (wc->status != IBV_WC_WR_FLUSH_ERR || c->state != RDMAE_ST_ERROR))
+		rdmae_conn_fail_locked(c, -EIO, "%s on lane %u to %s failed: %s",
+				       s->kind == RDMAE_WR_WRITE ? "RDMA WRITE" : "SEND", l->idx,
+				       c->peer, ibv_wc_status_str(wc->status));
+	sq_retire_locked(l, s->pos);
+}
+
+uint32_t rdmae_lane_sq_free(const struct rdmae_lane *l)
+{
+	return l->sq_depth - (uint32_t)(l->sq_posted - l->sq_done);
+}
+
+struct rdmae_wrslot *rdmae_lane_sq_take(struct rdmae_lane *l, enum rdmae_wr_kind kind,
+					struct ibv_send_wr **wr, struct ibv_sge **sge)
+{
+	uint64_t pos = l->sq_posted++;
+	struct rdmae_wrslot *s = &l->wr[pos % l->sq_depth];
+	struct ibv_send_wr *w = &l->chain[l->nchain];
+	struct ibv_sge *g = &l->sge[l->nchain];
+
+	l->nchain++;
+	s->pos = pos;
+	s->kind = kind;
+	s->chunk = NULL;
+	memset(w, 0, sizeof(*w));
+	w->wr_id = (uintptr_t)&s->cqe;
+	w->sg_list = g;
+	w->num_sge = 1;
+	*wr = w;
+	*sge = g;
+	return s;
+}
+
+int rdmae_lane_post_chain(struct rdmae_lane *l)
+{
+	struct rdmae_conn *c = l->conn;
+	struct ibv_send_wr *bad;
+	uint64_t first = l->sq_posted - l->nchain;
+	unsigned int i;
+	int ret;
+
+	if (!l->nchain)
+		return 0;
+	/* The last WR of a doorbell is signalled so that a waiter always has a completion coming. */
+	l->chain[l->nchain - 1].send_flags |= IBV_SEND_SIGNALED;
+	for (i = 0; i < l->nchain; i++) {
+		l->chain[i].next = i + 1 < l->nchain ? &l->chain[i + 1] : NULL;
+		if (l->chain[i].send_flags & IBV_SEND_SIGNALED)
+			l->last_signal = first + i + 1;
+	}
+	l->nchain = 0;
+	l->st.doorbells++;
+	ret = ibv_post_send(l->qp, &l->chain[0], &bad);
+	if (ret) {
+		rdmae_conn_fail_locked(c, -ret, "ibv_post_send on lane %u to %s: %s", l->idx,
+				       c->peer, strerror(ret));
+		return -ret;
+	}
+	return 0;
+}
+
+void rdmae_conn_post_all_locked(struct rdmae_conn *c)
+{
+	unsigned int i;
+
+	for (i = 0; i < c->nlanes; i++)
+		rdmae_lane_post_chain(&c->lanes[i]);
+}
+
+static uint8_t *tx_slot(struct rdmae_lane *l)
+{
+	return (uint8_t *)l->tx_mem + (size_t)(l->tx_head % l->ntx) * l->tx_size;
+}
+
+static bool tx_room(const struct rdmae_lane *l)
+{
+	return l->tx_head - l->tx_tail < l->ntx && rdmae_lane_sq_free(l) > 0;
+}
+
+static void queue_send(struct rdmae_lane *l, uint8_t *slot, uint32_t len)
+{
+	struct ibv_send_wr *wr;
+	struct ibv_sge *sge;
+
+	rdmae_lane_sq_take(l, RDMAE_WR_SEND, &wr, &sge);
+	sge->addr = (uintptr_t)slot;
+	sge->length = len;
+	sge->lkey = l->tx_mr->lkey;
+	wr->opcode = IBV_WR_SEND;
+	wr->send_flags = IBV_SEND_SIGNALED;
+	l->tx_head++;
+	l->st.sends++;
+	l->st.send_bytes += len;
+	if (l->nchain == RDMAE_CHAIN_MAX)
+		rdmae_lane_post_chain(l);
+}
+
+int rdmae_lane_send_raw_locked(struct rdmae_lane *l, const void *buf, uint32_t len)
+{
+	uint8_t *slot;
+
+	if (!tx_room(l) || len > l->tx_size)
+		return -ENOSPC;
+	slot = tx_slot(l);
+	memcpy(slot, buf, len);
+	queue_send(l, slot, len);
+	return rdmae_lane_post_chain(l);
+}
+
+int rdmae_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32_t len,
+			   uint32_t remaining, uint16_t flags, uint32_t fence_seq, bool nowait,
+			   uint64_t deadline_ns)
+{
+	struct rdmae_conn *c = l->conn;
+	struct rdmae_data_hdr h;
+	bool stalled = false;
+	uint8_t *slot;
+	int ret;
+
+	for (;;) {
+		ret = rdmae_conn_check_locked(c, NULL);
+		if (ret)
+			return ret;
+		if (rdmae_credits_can_send(&l->cr, l->cr.to_grant) && tx_room(l))
+			break;
+		if (nowait)
+			return -EAGAIN;
+		if (!stalled && !rdmae_credits_can_send(&l->cr, l->cr.to_grant)) {
+			stalled = true;
+			l->st.credit_stalls++;
+		}
+		ret = rdmae_conn_wait_locked(c, deadline_ns);
+		if (ret)
+			return ret;
+	}
+	h.credits_requested = (uint16_t)l->cr.recv_target;
+	h.credits_granted = (uint16_t)rdmae_credits_take_grant(&l->cr);
+	h.flags = flags;
+	h.remaining_data_length = remaining;
+	h.data_offset = len ? RDMAE_DATA_HDR_SIZE : 0;
+	h.data_length = len;
+	h.fence_seq = fence_seq;
+	slot = tx_slot(l);
+	rdmae_data_hdr_encode(slot, &h);
+	if (len)
+		memcpy(slot + RDMAE_DATA_HDR_SIZE, payload, len);
+	rdmae_credits_on_send(&l->cr);
+	queue_send(l, slot, RDMAE_DATA_HDR_SIZE + len);
+	return 0;
+}
+
+void rdmae_lane_grant_locked(struct rdmae_lane *l, uint16_t flags, bool force)
+{
+	bool reply = l->reply_owed;
+
+	if (!force && !reply && !l->grant_pending && !rdmae_credits_need_grant_msg(&l->cr))
+		return;
+	if (rdmae_lane_send_locked(l, NULL, 0, 0, flags, 0, true, 0) == 0) {
+		l->reply_owed = false;
+		l->grant_pending = false;
+		rdmae_lane_post_chain(l);
+	} else {
+		l->grant_pending = true;
+	}
+}
+
+int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int idx,
+		      struct rdmae_err *err)
+{
+	struct rdmae_lane *l = &c->lanes[idx];
+	struct ibv_qp_init_attr qa;
+	uint32_t i;
+	int ret;
+
+	memset(l, 0, sizeof(*l));
+	l->conn = c;
+	l->idx = idx;
+	l->id = id;
+	id->context = l;
+	l->nrx = c->opts.credits;
+	l->rx_size = c->opts.recv_size;
+	l->ntx = c->opts.credits;
+	l->tx_size = c->opts.send_size;
+	l->sq_depth = l->ntx + c->opts.writes_in_flight + 1;
+
+	/* Depths follow from the credits; check them against the device before allocating anything. */
+	if (l->sq_depth > (uint32_t)c->dev_attr.max_qp_wr || l->nrx > (uint32_t)c->dev_attr.max_qp_wr)
+		return rdmae_err_set(err, -EINVAL,
+				     "lane %u on %s: queue depth %u/%u exceeds max_qp_wr %d", idx,
+				     ibv_get_device_name(c->verbs->device), l->sq_depth, l->nrx,
+				     c->dev_attr.max_qp_wr);
+
+	ret = -ENOMEM;
+	l->rx_mem = rdmae_mem_alloc((size_t)l->nrx * l->rx_size, c->numa_node, &l->rx_huge);
+	l->rx = calloc(l->nrx, sizeof(*l->rx));
+	if (!l->rx_mem || !l->rx)
+		goto err_rx;
+	l->rx_mr = ibv_reg_mr(c->pd, l->rx_mem, (size_t)l->nrx * l->rx_size, IBV_ACCESS_LOCAL_WRITE);
+	if (!l->rx_mr) {
+		ret = -errno;
+		rdmae_err_set(err, ret, "ibv_reg_mr of the receive ring of lane %u: %s", idx,
+			      strerror(errno));
+		goto err_rx;
+	}
+	l->tx_mem = rdmae_mem_alloc((size_t)l->ntx * l->tx_size, c->numa_node, &l->tx_huge);
+	l->wr = calloc(l->sq_depth, sizeof(*l->wr));
+	if (!l->tx_mem || !l->wr) {
+		ret = -ENOMEM;
+		goto err_tx;
+	}
+	l->tx_mr = ibv_reg_mr(c->pd, l->tx_mem, (size_t)l->ntx * l->tx_size, 0);
+	if (!l->tx_mr) {
+		ret = -errno;
+		rdmae_err_set(err, ret, "ibv_reg_mr of the send ring of lane %u: %s", idx,
+			      strerror(errno));
+		goto err_tx;
+	}
+	for (i = 0; i < l->sq_depth; i++) {
+		l->wr[i].cqe.done = sq_done;
+		l->wr[i].lane = l;
+	}
+
+	memset(&qa, 0, sizeof(qa));
+	qa.send_cq = c->cq;
+	qa.recv_cq = c->cq;
+	qa.qp_type = IBV_QPT_RC;
+	qa.cap.max_send_wr = l->sq_depth;
+	qa.cap.max_recv_wr = l->nrx;
+	qa.cap.max_send_sge = 1;
+	qa.cap.max_recv_sge = 1;
+	if (rdma_create_qp(id, c->pd, &qa)) {
+		ret = -errno;
+		rdmae_err_set(err, ret, "rdma_create_qp for lane %u (sq %u, rq %u): %s", idx,
+			      l->sq_depth, l->nrx, strerror(errno));
+		goto err_tx;
+	}
+	l->qp = id->qp;
+
+	for (i = 0; i < l->nrx; i++) {
+		l->rx[i].cqe.done = rx_done;
+		l->rx[i].lane = l;
+		l->rx[i].data = (uint8_t *)l->rx_mem + (size_t)i * l->rx_size;
+		ret = post_recv(l, &l->rx[i]);
+		if (ret) {
+			rdmae_err_set(err, ret, "ibv_post_recv on lane %u: %s", idx, strerror(-ret));
+			goto err_qp;
+		}
+	}
+	/* Credits proper start at negotiation; until then the ring is simply posted. */
+	l->cr.recv_posted = l->nrx;
+	l->cr.recv_target = l->nrx;
+	if (idx >= c->nlanes)
+		c->nlanes = idx + 1;
+	return 0;
+
+err_qp:
+	rdma_destroy_qp(id);
+	l->qp = NULL;
+err_tx:
+	if (l->tx_mr)
+		ibv_dereg_mr(l->tx_mr);
+	rdmae_mem_free(l->tx_mem, (size_t)l->ntx * l->tx_size, l->tx_huge);
+	free(l->wr);
+	if (l->rx_mr)
+		ibv_dereg_mr(l->rx_mr);
+err_rx:
+	rdmae_mem_free(l->rx_mem, (size_t)l->nrx * l->rx_size, l->rx_huge);
+	free(l->rx);
+	if (ret == -ENOMEM)
+		rdmae_err_set(err, ret, "lane %u rings (%u x %u bytes): out of memory", idx, l->nrx,
+			      l->rx_size);
+	memset(l, 0, sizeof(*l));
+	id->context = NULL;
+	return ret;
+}
+
+void rdmae_lane_destroy_qp(struct rdmae_lane *l)
+{
+	uint64_t p;
+
+	if (!l->conn || !l->qp)
+		return;
+	rdma_destroy_qp(l->id);
+	l->qp = NULL;
+	/* The QP is gone, so no completion will retire what was in flight: release pins here. */
+	for (p = l->sq_done; p < l->sq_posted; p++) {
+		struct rdmae_wrslot *s = &l->wr[p % l->sq_depth];
+
+		if (s->chunk)
+			rdmae_chunk_put_locked(l->conn, s->chunk);
+		s->chunk = NULL;
+	}
+	l->sq_done = l->sq_posted;
+}
+
+void rdmae_lane_destroy(struct rdmae_lane *l)
+{
+	if (!l->conn)
+		return;
+	rdmae_lane_destroy_qp(l);
+	if (l->tx_mr)
+		ibv_dereg_mr(l->tx_mr);
+	if (l->rx_mr)
+		ibv_dereg_mr(l->rx_mr);
+	rdmae_mem_free(l->tx_mem, (size_t)l->ntx * l->tx_size, l->tx_huge);
+	rdmae_mem_free(l->rx_mem, (size_t)l->nrx * l->rx_size, l->rx_huge);
+	free(l->wr);
+	free(l->rx);
+	l->tx_mr = NULL;
+	l->rx_mr = NULL;
+	l->tx_mem = NULL;
+	l->rx_mem = NULL;
+	l->wr = NULL;
+	l->rx = NULL;
+	l->conn = NULL;
+}

@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The message channel on lane 0: whole messages up to the negotiated
+ * max_fragmented_size, fragmented into sends of at most max_send_size and
+ * reassembled on arrival. All fragments of one message go out behind as few
+ * doorbells as the send ring allows.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+int rdmae_send(struct rdmae_conn *c, const void *buf, size_t len, struct rdmae_err *err)
+{
+	struct rdmae_lane *l0 = &c->lanes[0];
+	const uint8_t *p = buf;
+	uint32_t max_payload;
+	size_t sent = 0;
+	int ret;
+
+	if (!len || len > c->neg.max_fragmented_size)
+		return rdmae_err_set(err, -EMSGSIZE, "send to %s: %zu bytes (1..%u allowed)", c->peer,
+				     len, c->neg.max_fragmented_size);
+	pthread_mutex_lock(&c->lock);
+	/* One message at a time, or two senders' fragments would interleave. */
+	while (c->sending && !(ret = rdmae_conn_check_locked(c, err)))
+		rdmae_conn_wait_locked(c, 0);
+	ret = rdmae_conn_check_locked(c, err);
+	if (ret)
+		goto out;
+	c->sending = true;
+	max_payload = c->neg.max_send_size - RDMAE_DATA_HDR_SIZE;
+	if (max_payload > l0->tx_size - RDMAE_DATA_HDR_SIZE)
+		max_payload = l0->tx_size - RDMAE_DATA_HDR_SIZE;
+	while (sent < len) {
+		uint32_t flen, remaining;
+
+		rdmae_frag_next(len, sent, max_payload, &flen, &remaining);
+		ret = rdmae_lane_send_locked(l0, p + sent, flen, remaining, 0, 0, false, 0);
+		if (ret)
+			break;
+		sent += flen;
+	}
+	rdmae_lane_post_chain(l0);
+	c->sending = false;
+	pthread_cond_broadcast(&c->cond);
+	if (ret)
+		ret = rdmae_conn_check_locked(c, err) ?: ret;
+out:
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
+int rdmae_recv(struct rdmae_conn *c, void **buf, size_t *len, int timeout_ms,
+	       struct rdmae_err *err)
+{
+	uint64_t deadline = timeout_ms < 0 ? 0 : rdmae_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	struct rdmae_lane *l0 = &c->lanes[0];
+	struct rdmae_msg *m;
+	int ret = 0;
+
+	*buf = NULL;
+	*len = 0;
+	pthread_mutex_lock(&c->lock);
+	/* Messages that arrived before a failure are still delivered: the last one may be the answer. */
+	while (!c->q_head) {
+		ret = rdmae_conn_check_locked(c, err);
+		if (ret)
+			goto out;
+		if (rdmae_conn_wait_locked(c, deadline) == -ETIMEDOUT && !c->q_head) {
+			ret = rdmae_err_set(err, -ETIMEDOUT, "receive from %s: nothing within %d ms",
+					    c->peer, timeout_ms);
+			goto out;
+		}
+	}
+	m = c->q_head;
+	c->q_head = m->next;
+	if (!c->q_head)
+		c->q_tail = NULL;
+	c->q_bytes -= m->len;
+	if (c->state != RDMAE_ST_ERROR) {
+		rdmae_lane_repost_parked_locked(l0);
+		rdmae_lane_grant_locked(l0, 0, false);
+	}
+	*buf = m->data;
+	*len = m->len;
+	free(m);
+out:
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}

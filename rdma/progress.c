@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The progress thread of a connection: it sleeps in poll() on the
+ * completion channel, the CM event channel and a wake-up eventfd, reaps
+ * completions in batches, answers response-requested messages, sends credit
+ * grants, and runs the keepalive timer. Event-driven rather than busy
+ * polling: with long WRITE runs and selective signalling there are few
+ * completions per byte, so an interrupt per batch costs little CPU.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <numa.h>
+
+#include "internal.h"
+
+#define WC_BATCH 32
+#define CQ_ACK_BATCH 64
+
+static void reap_locked(struct rdmae_conn *c)
+{
+	struct ibv_wc wc[WC_BATCH];
+	struct ibv_cq *cq;
+	void *ctx;
+	int n, i;
+
+	while (!ibv_get_cq_event(c->comp_ch, &cq, &ctx)) {
+		if (++c->cq_events >= CQ_ACK_BATCH) {
+			ibv_ack_cq_events(c->cq, c->cq_events);
+			c->cq_events = 0;
+		}
+	}
+	/* Re-arm before the last poll, so a completion between the two is not lost. */
+	ibv_req_notify_cq(c->cq, 0);
+	do {
+		n = ibv_poll_cq(c->cq, WC_BATCH, wc);
+		for (i = 0; i < n; i++) {
+			struct rdmae_cqe *cqe = (struct rdmae_cqe *)(uintptr_t)wc[i].wr_id;
+
+			cqe->done(cqe, &wc[i]);
+		}
+	} while (n > 0);
+	if (n < 0)
+		rdmae_conn_fail_locked(c, -EIO, "ibv_poll_cq on the connection to %s failed",
+				       c->peer);
+}
+
+static void cm_events_locked(struct rdmae_conn *c)
+{
+	struct rdma_cm_event *ev;
+
+	while (!rdma_get_cm_event(c->cm_ch, &ev)) {
+		enum rdma_cm_event_type type = ev->event;
+		struct rdmae_lane *l = ev->id->context;
+
+		rdma_ack_cm_event(ev);
+		switch (type) {
+		case RDMA_CM_EVENT_DISCONNECTED:
+			rdmae_conn_fail_locked(c, -ECONNRESET,
+					       "connection to %s closed by the peer (lane %u)",
+					       c->peer, l ? l->idx : 0);
+			break;
+		case RDMA_CM_EVENT_DEVICE_REMOVAL:
+			rdmae_conn_fail_locked(c, -ENODEV, "RDMA device of the connection to %s "
+					       "was removed", c->peer);
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+/* After completions: answers, grants and reposts that could not go earlier. */
+static void housekeeping_locked(struct rdmae_conn *c)
+{
+	unsigned int i;
+
+	if (c->state != RDMAE_ST_CONNECTED && c->state != RDMAE_ST_LANES)
+		return;
+	for (i = 0; i < c->nlanes; i++) {
+		struct rdmae_lane *l = &c->lanes[i];
+
+		if (!l->qp || !l->established)
+			continue;
+		rdmae_lane_repost_parked_locked(l);
+		rdmae_lane_grant_locked(l, 0, false);
+	}
+	rdmae_conn_post_all_locked(c);
+}
+
+/* Returns the poll timeout in ms until the next keepalive deadline (-1: none). */
+static int keepalive_locked(struct rdmae_conn *c)
+{
+	uint64_t now, idle_ns, tmo_ns, due;
+
+	if (c->state != RDMAE_ST_CONNECTED || c->opts.keepalive_ms <= 0)
+		return -1;
+	now = rdmae_now_ns();
+	idle_ns = (uint64_t)c->opts.keepalive_ms * 1000000ull;
+	tmo_ns = (uint64_t)c->opts.keepalive_timeout_ms * 1000000ull;
+	if (c->probe_ns) {
+		if (now - c->probe_ns >= tmo_ns) {
+			rdmae_conn_fail_locked(c, -ETIMEDOUT,
+					       "keepalive: no answer from %s within %d ms",
+					       c->peer, c->opts.keepalive_timeout_ms);
+			return -1;
+		}
+		due = c->probe_ns + tmo_ns;
+	} else if (now - c->last_rx_ns >= idle_ns) {
+		/*
+		 * Probe: an empty message asking for a reply. Without a usable
+		 * credit no probe can go, and none is needed: the peer then owes
+		 * us a grant, and a reader that is merely slow must not be taken
+		 * for a dead peer. Try again one idle period later.
+		 */
+		if (!rdmae_lane_send_locked(&c->lanes[0], NULL, 0, 0, RDMAE_FLAG_RESPONSE_REQUESTED,
+					    0, true, 0)) {
+			rdmae_lane_post_chain(&c->lanes[0]);
+			c->probe_ns = now;
+			due = now + tmo_ns;
+		} else {
+			due = now + idle_ns;
+		}
+	} else {
+		due = c->last_rx_ns + idle_ns;
+	}
+	return due <= now ? 0 : (int)((due - now) / 1000000ull) + 1;
+}
+
+static void *progress_main(void *arg)
+{
+	struct rdmae_conn *c = arg;
+
+	/* Completions touch the rings, which live on the device's node: run there too. */
+	if (c->numa_node >= 0 && numa_available() >= 0)
+		numa_run_on_node(c->numa_node);
+	pthread_mutex_lock(&c->lock);
+	while (!c->stop) {
+		struct pollfd p[3];
+		nfds_t n = 0;
+		int tmo = keepalive_locked(c);
+		uint64_t v;
+
+		p[n++] = (struct pollfd){ .fd = c->comp_ch->fd, .events = POLLIN };
+		p[n++] = (struct pollfd){ .fd = c->wake_fd, .events = POLLIN };
+		if (c->cm_to_thread)
+			p[n++] = (struct pollfd){ .fd = c->cm_ch->fd, .events = POLLIN };
+		pthread_mutex_unlock(&c->lock);
+		poll(p, n, tmo);
+		if (p[1].revents & POLLIN) {
+			ssize_t r = read(c->wake_fd, &v, sizeof(v));
+
+			(void)r;
+		}
+		pthread_mutex_lock(&c->lock);
+		if (c->stop)
+			break;
+		reap_locked(c);
+		if (c->cm_to_thread)
+			cm_events_locked(c);
+		housekeeping_locked(c);
+		pthread_cond_broadcast(&c->cond);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+int rdmae_progress_start(struct rdmae_conn *c, struct rdmae_err *err)
+{
+	int ret = pthread_create(&c->thread, NULL, progress_main, c);
+
+	if (ret)
+		return rdmae_err_set(err, -ret, "progress thread for %s: %s", c->peer, strerror(ret));
+	c->thread_started = true;
+	return 0;
+}
+
+void rdmae_progress_stop(struct rdmae_conn *c)
+{
+	if (!c->thread_started)
+		return;
+	pthread_mutex_lock(&c->lock);
+	c->stop = true;
+	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_wake(c);
+	pthread_join(c->thread, NULL);
+	c->thread_started = false;
+}

@@ -1,0 +1,399 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Registration of existing mappings, with no bounce buffer.
+ *
+ * PIN_ALL pins the whole mapping up front: the cost is paid once, at
+ * setup, and the NIC can then read or write any page. ON_DEMAND pins
+ * chunks as transfers reach them and keeps the pinned total under a bound
+ * by unpinning idle chunks, least recently used first; a chunk is "in use"
+ * while a WRITE that reads it is in flight. When the device offers ODP the
+ * kernel and NIC do the paging themselves and one implicit MR suffices.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define DEFAULT_CHUNK (16u << 20)
+#define DESTROY_WAIT_MS 5000
+
+struct rdmae_chunk {
+	struct rdmae_region *r;
+	size_t idx;
+	struct ibv_mr *mr;		/* NULL while not pinned */
+	unsigned int refs;		/* WRs in flight that read it */
+	struct rdmae_chunk *prev, *next;	/* idle list, while pinned with refs == 0 */
+};
+
+struct rdmae_region {
+	struct rdmae_conn *c;
+	struct rdmae_region *next;	/* in c->regions */
+	uint8_t *addr;
+	size_t len;
+	size_t page_size;
+	struct rdmae_region_opts o;
+	int access;
+	struct ibv_mr **mrs;		/* PIN_ALL: one per RDMAE_DESC_SPAN */
+	size_t nmrs;
+	struct ibv_mr *odp_mr;		/* ON_DEMAND on an ODP-capable device */
+	struct rdmae_chunk *chunks;	/* ON_DEMAND otherwise */
+	size_t nchunks;
+	size_t chunk_size;
+};
+
+size_t rdmae_mapping_page_size(const void *addr)
+{
+	uintptr_t a = (uintptr_t)addr;
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[256];
+	bool inside = false;
+	size_t ps = 0;
+
+	if (!f)
+		return (size_t)sysconf(_SC_PAGESIZE);
+	while (fgets(line, sizeof(line), f)) {
+		uintptr_t lo, hi;
+		unsigned long kb;
+
+		if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " ", &lo, &hi) == 2 && strchr(line, '-') &&
+		    line[0] != ' ') {
+			inside = a >= lo && a < hi;
+			continue;
+		}
+		if (inside && sscanf(line, "KernelPageSize: %lu kB", &kb) == 1) {
+			ps = (size_t)kb * 1024;
+			break;
+		}
+	}
+	fclose(f);
+	return ps;
+}
+
+static void lru_unlink(struct rdmae_conn *c, struct rdmae_chunk *ch)
+{
+	if (ch->prev)
+		ch->prev->next = ch->next;
+	else if (c->lru_head == ch)
+		c->lru_head = ch->next;
+	if (ch->next)
+		ch->next->prev = ch->prev;
+	else if (c->lru_tail == ch)
+		c->lru_tail = ch->prev;
+	ch->prev = NULL;
+	ch->next = NULL;
+}
+
+static void lru_push(struct rdmae_conn *c, struct rdmae_chunk *ch)
+{
+	ch->prev = NULL;
+	ch->next = c->lru_head;
+	if (c->lru_head)
+		c->lru_head->prev = ch;
+	c->lru_head = ch;
+	if (!c->lru_tail)
+		c->lru_tail = ch;
+}
+
+static size_t chunk_len(const struct rdmae_region *r, size_t idx)
+{
+	size_t off = idx * r->chunk_size;
+
+	return r->len - off < r->chunk_size ? r->len - off : r->chunk_size;
+}
+
+static void chunk_unpin(struct rdmae_conn *c, struct rdmae_chunk *ch)
+{
+	if (!ch->mr)
+		return;
+	lru_unlink(c, ch);
+	ibv_dereg_mr(ch->mr);
+	ch->mr = NULL;
+	c->pinned -= chunk_len(ch->r, ch->idx);
+}
+
+void rdmae_chunk_put_locked(struct rdmae_conn *c, struct rdmae_chunk *ch)
+{
+	if (--ch->refs == 0) {
+		lru_push(c, ch);
+		pthread_cond_broadcast(&c->cond);
+	}
+}
+
+uint64_t rdmae_region_boundary(const struct rdmae_region *r)
+{
+	return r->chunks ? r->chunk_size : RDMAE_DESC_SPAN;
+}
+
+static int chunk_pin_locked(struct rdmae_region *r, struct rdmae_chunk *ch, uint64_t deadline)
+{
+	struct rdmae_conn *c = r->c;
+	size_t len = chunk_len(r, ch->idx);
+	int ret;
+
+	if (len > c->pin_limit)
+		return -ENOBUFS;
+	while (c->pinned + len > c->pin_limit) {
+		if (c->lru_tail) {
+			chunk_unpin(c, c->lru_tail);
+			continue;
+		}
+		/* Everything pinned is in flight: wait for completions to free a chunk. */
+		ret = rdmae_conn_check_locked(c, NULL);
+		if (!ret)
+			ret = rdmae_conn_wait_locked(c, deadline);
+		if (ret)
+			return ret;
+		if (ch->mr)
+			return 0;
+	}
+	ch->mr = ibv_reg_mr(c->pd, r->addr + ch->idx * r->chunk_size, len, r->access);
+	if (!ch->mr)
+		return -errno;
+	c->pinned += len;
+	return 0;
+}
+
+int rdmae_region_lkey_locked(struct rdmae_region *r, uint64_t off, uint32_t *lkey,
+			     struct rdmae_chunk **chunk, uint64_t deadline_ns)
+{
+	struct rdmae_chunk *ch;
+	int ret;
+
+	*chunk = NULL;
+	if (r->mrs) {
+		*lkey = r->mrs[off / RDMAE_DESC_SPAN]->lkey;
+		return 0;
+	}
+	if (r->odp_mr) {
+		*lkey = r->odp_mr->lkey;
+		return 0;
+	}
+	ch = &r->chunks[off / r->chunk_size];
+	if (ch->mr) {
+		if (ch->refs == 0)
+			lru_unlink(r->c, ch);
+	} else {
+		ret = chunk_pin_locked(r, ch, deadline_ns);
+		if (ret)
+			return ret;
+		if (ch->refs == 0)
+			lru_unlink(r->c, ch);
+	}
+	ch->refs++;
+	*lkey = ch->mr->lkey;
+	*chunk = ch;
+	return 0;
+}
+
+static void region_release(struct rdmae_region *r)
+{
+	size_t i;
+
+	if (r->mrs)
+		for (i = 0; i < r->nmrs; i++)
+			if (r->mrs[i])
+				ibv_dereg_mr(r->mrs[i]);
+	if (r->chunks)
+		for (i = 0; i < r->nchunks; i++)
+			chunk_unpin(r->c, &r->chunks[i]);
+	if (r->odp_mr)
+		ibv_dereg_mr(r->odp_mr);
+	free(r->mrs);
+	free(r->chunks);
+}
+
+int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *addr, size_t len,
+			const struct rdmae_region_opts *o, struct rdmae_err *err)
+{
+	struct rdmae_region *r;
+	size_t i;
+	int ret;
+
+	*out = NULL;
+	if (!addr || !len)
+		return rdmae_err_set(err, -EINVAL, "register region %p+%zu: empty", addr, len);
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return rdmae_err_set(err, -ENOMEM, "register region: out of memory");
+	r->c = c;
+	r->addr = addr;
+	r->len = len;
+	r->o = *o;
+	r->page_size = o->page_size ? o->page_size : rdmae_mapping_page_size(addr);
+	if (!r->page_size) {
+		ret = rdmae_err_set(err, -EFAULT, "register region %p+%zu: not mapped", addr, len);
+		goto err_free;
+	}
+	r->access = o->remote_write ? IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE : 0;
+
+	if (o->mode == RDMAE_REG_ON_DEMAND && o->remote_write) {
+		ret = rdmae_err_set(err, -EINVAL, "register region %p+%zu: an on-demand region "
+				    "cannot be advertised for remote writes", addr, len);
+		goto err_free;
+	}
+	pthread_mutex_lock(&c->lock);
+	if (o->mode == RDMAE_REG_PIN_ALL) {
+		r->nmrs = (len + RDMAE_DESC_SPAN - 1) / RDMAE_DESC_SPAN;
+		r->mrs = calloc(r->nmrs, sizeof(*r->mrs));
+		ret = -ENOMEM;
+		if (!r->mrs)
+			goto err_unlock;
+		for (i = 0; i < r->nmrs; i++) {
+			size_t off = i * RDMAE_DESC_SPAN;
+			size_t n = len - off < RDMAE_DESC_SPAN ? len - off : RDMAE_DESC_SPAN;
+
+			r->mrs[i] = ibv_reg_mr(c->pd, r->addr + off, n, r->access);
+			if (!r->mrs[i]) {
+				ret = rdmae_err_set(err, -errno,
+						    "ibv_reg_mr of %zu bytes at %p (region of %zu "
+						    "MiB): %s%s", n, (void *)(r->addr + off),
+						    len >> 20, strerror(errno),
+						    errno == ENOMEM || errno == EPERM ?
+						    " (is the memlock limit, ulimit -l, too low?)" :
+						    "");
+				goto err_unlock;
+			}
+		}
+	} else if (c->odp_write) {
+		r->odp_mr = ibv_reg_mr(c->pd, addr, len, r->access | IBV_ACCESS_ON_DEMAND);
+		if (!r->odp_mr) {
+			ret = rdmae_err_set(err, -errno, "ibv_reg_mr (ODP) of %zu bytes at %p: %s",
+					    len, addr, strerror(errno));
+			goto err_unlock;
+		}
+	} else {
+		size_t cs = o->chunk_size ? o->chunk_size : DEFAULT_CHUNK;
+
+		/* Whole pages per chunk, so huge pages are pinned as whole huge pages. */
+		if (cs < r->page_size)
+			cs = r->page_size;
+		cs -= cs % r->page_size;
+		r->chunk_size = cs;
+		r->nchunks = (len + cs - 1) / cs;
+		r->chunks = calloc(r->nchunks, sizeof(*r->chunks));
+		ret = -ENOMEM;
+		if (!r->chunks)
+			goto err_unlock;
+		for (i = 0; i < r->nchunks; i++) {
+			r->chunks[i].r = r;
+			r->chunks[i].idx = i;
+		}
+	}
+	r->next = c->regions;
+	c->regions = r;
+	pthread_mutex_unlock(&c->lock);
+	*out = r;
+	return 0;
+
+err_unlock:
+	if (ret == -ENOMEM)
+		rdmae_err_set(err, ret, "register region of %zu bytes: out of memory", len);
+	region_release(r);
+	pthread_mutex_unlock(&c->lock);
+err_free:
+	free(r);
+	return ret;
+}
+
+static bool sq_busy(const struct rdmae_conn *c)
+{
+	unsigned int i;
+
+	for (i = 0; i < c->nlanes; i++)
+		if (c->lanes[i].qp && c->lanes[i].sq_done != c->lanes[i].sq_posted)
+			return true;
+	return false;
+}
+
+void rdmae_region_destroy(struct rdmae_region *r)
+{
+	struct rdmae_conn *c;
+	struct rdmae_region **pp;
+	uint64_t deadline;
+
+	if (!r)
+		return;
+	c = r->c;
+	pthread_mutex_lock(&c->lock);
+	/* A WRITE in flight may read this memory: let the send queues empty first. */
+	deadline = rdmae_now_ns() + DESTROY_WAIT_MS * 1000000ull;
+	while (sq_busy(c) && c->thread_started && !c->stop)
+		if (rdmae_conn_wait_locked(c, deadline))
+			break;
+	for (pp = &c->regions; *pp; pp = &(*pp)->next)
+		if (*pp == r) {
+			*pp = r->next;
+			break;
+		}
+	region_release(r);
+	pthread_mutex_unlock(&c->lock);
+	free(r);
+}
+
+void rdmae_regions_destroy_all(struct rdmae_conn *c)
+{
+	while (c->regions) {
+		struct rdmae_region *r = c->regions;
+
+		c->regions = r->next;
+		region_release(r);
+		free(r);
+	}
+}
+
+int rdmae_region_bufdescs(const struct rdmae_region *r, struct rdmae_bufdesc *out, size_t cap,
+			  size_t *n, struct rdmae_err *err)
+{
+	size_t i;
+
+	if (!r->mrs || !r->o.remote_write)
+		return rdmae_err_set(err, -EINVAL,
+				     "descriptors of region %p: only a pinned, remotely writable "
+				     "region can be advertised", (void *)r->addr);
+	*n = r->nmrs;
+	if (cap < r->nmrs)
+		return rdmae_err_set(err, -ENOSPC, "descriptors of region %p: %zu needed, room "
+				     "for %zu", (void *)r->addr, r->nmrs, cap);
+	for (i = 0; i < r->nmrs; i++) {
+		out[i].offset = (uintptr_t)r->mrs[i]->addr;
+		out[i].token = r->mrs[i]->rkey;
+		out[i].length = (uint32_t)r->mrs[i]->length;
+	}
+	return 0;
+}
+
+size_t rdmae_region_len(const struct rdmae_region *r)
+{
+	return r->len;
+}
+
+void *rdmae_region_addr(const struct rdmae_region *r)
+{
+	return r->addr;
+}
+
+size_t rdmae_region_page_size(const struct rdmae_region *r)
+{
+	return r->page_size;
+}
+
+void rdmae_conn_set_pin_limit(struct rdmae_conn *c, size_t bytes)
+{
+	pthread_mutex_lock(&c->lock);
+	c->pin_limit = bytes;
+	pthread_mutex_unlock(&c->lock);
+}
+
+size_t rdmae_conn_pinned(struct rdmae_conn *c)
+{
+	size_t n;
+
+	pthread_mutex_lock(&c->lock);
+	n = c->pinned;
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}

@@ -1,0 +1,205 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Bulk transfer: RDMA WRITE straight from the source's registered memory
+ * into the peer's advertised region. The CPU's part per byte is only
+ * building one WR per run (up to max_rw_size bytes); pieces go round-robin
+ * over the lanes, are chained per lane behind one doorbell, and only one in
+ * RDMAE_SIGNAL_EVERY asks for a completion.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+
+#include "internal.h"
+#include "rdmae_write.h"
+
+static int remote_addr(const struct rdmae_remote *dst, uint64_t off, uint64_t len,
+		       uint64_t *raddr, uint32_t *rkey)
+{
+	size_t i = off / RDMAE_DESC_SPAN;
+	uint64_t o = off % RDMAE_DESC_SPAN;
+
+	if (i >= dst->ndescs || o + len > dst->descs[i].length)
+		return -ERANGE;
+	*raddr = dst->descs[i].offset + o;
+	*rkey = dst->descs[i].token;
+	return 0;
+}
+
+static int check_runs(struct rdmae_conn *c, struct rdmae_region *src,
+		      const struct rdmae_remote *dst, const struct rdmae_run *runs, size_t n,
+		      struct rdmae_err *err)
+{
+	size_t len = rdmae_region_len(src), i;
+
+	for (i = 0; i < n; i++) {
+		const struct rdmae_run *r = &runs[i];
+
+		if (r->local > len || r->len > len - r->local || r->remote > dst->len ||
+		    r->len > dst->len - r->remote)
+			return rdmae_err_set(err, -ERANGE,
+					     "write to %s: run %zu (local %" PRIu64 ", remote %"
+					     PRIu64 ", %" PRIu64 " bytes) outside the regions "
+					     "(%zu local, %" PRIu64 " remote bytes)", c->peer, i,
+					     r->local, r->remote, r->len, len, dst->len);
+	}
+	return 0;
+}
+
+static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *src,
+			     const struct rdmae_remote *dst, const struct rdmae_run *p)
+{
+	struct rdmae_lane *l = &c->lanes[c->next_lane++ % c->nlanes];
+	struct rdmae_chunk *chunk;
+	struct rdmae_wrslot *slot;
+	struct ibv_send_wr *wr;
+	struct ibv_sge *sge;
+	uint64_t raddr;
+	uint32_t rkey, lkey;
+	bool stalled = false;
+	int ret;
+
+	ret = remote_addr(dst, p->remote, p->len, &raddr, &rkey);
+	if (ret)
+		return ret;
+	while (rdmae_lane_sq_free(l) == 0) {
+		if (!stalled) {
+			l->st.sq_stalls++;
+			stalled = true;
+		}
+		ret = rdmae_conn_check_locked(c, NULL);
+		if (!ret)
+			ret = rdmae_conn_wait_locked(c, 0);
+		if (ret)
+			return ret;
+	}
+	ret = rdmae_region_lkey_locked(src, p->local, &lkey, &chunk, 0);
+	if (ret)
+		return ret;
+	slot = rdmae_lane_sq_take(l, RDMAE_WR_WRITE, &wr, &sge);
+	slot->chunk = chunk;
+	sge->addr = (uintptr_t)rdmae_region_addr(src) + p->local;
+	sge->length = (uint32_t)p->len;
+	sge->lkey = lkey;
+	wr->opcode = IBV_WR_RDMA_WRITE;
+	wr->wr.rdma.remote_addr = raddr;
+	wr->wr.rdma.rkey = rkey;
+	if (slot->pos + 1 - l->last_signal >= RDMAE_SIGNAL_EVERY) {
+		wr->send_flags = IBV_SEND_SIGNALED;
+		l->last_signal = slot->pos + 1;
+	}
+	l->st.writes++;
+	l->st.write_bytes += p->len;
+	if (l->nchain == RDMAE_CHAIN_MAX)
+		return rdmae_lane_post_chain(l);
+	return 0;
+}
+
+int rdmae_write(struct rdmae_conn *c, struct rdmae_region *src, const struct rdmae_remote *dst,
+		struct rdmae_run *runs, size_t n, struct rdmae_err *err)
+{
+	uint64_t max = c->neg.max_rw_size;
+	uint64_t boundary = rdmae_region_boundary(src);
+	size_t i;
+	int ret;
+
+	ret = check_runs(c, src, dst, runs, n, err);
+	if (ret)
+		return ret;
+	n = rdmae_runs_coalesce(runs, n, max);
+	pthread_mutex_lock(&c->lock);
+	ret = rdmae_conn_check_locked(c, err);
+	for (i = 0; i < n && !ret; i++) {
+		struct rdmae_run r = runs[i];
+
+		while (r.len && !ret) {
+			struct rdmae_run p = rdmae_run_take(&r, max, boundary, RDMAE_DESC_SPAN);
+
+			ret = post_piece_locked(c, src, dst, &p);
+		}
+	}
+	rdmae_conn_post_all_locked(c);
+	if (ret) {
+		int code = rdmae_conn_check_locked(c, err);
+
+		if (code)
+			ret = code;
+		else if (ret == -ERANGE)
+			rdmae_err_set(err, ret, "write to %s: a run crosses the end of a remote "
+				      "descriptor", c->peer);
+		else
+			rdmae_err_set(err, ret, "write to %s: %s", c->peer, strerror(-ret));
+	}
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
+static bool sq_busy(const struct rdmae_conn *c)
+{
+	unsigned int i;
+
+	for (i = 0; i < c->nlanes; i++)
+		if (c->lanes[i].sq_done != c->lanes[i].sq_posted)
+			return true;
+	return false;
+}
+
+int rdmae_write_flush(struct rdmae_conn *c, struct rdmae_err *err)
+{
+	int ret;
+
+	pthread_mutex_lock(&c->lock);
+	while (!(ret = rdmae_conn_check_locked(c, err)) && sq_busy(c))
+		rdmae_conn_wait_locked(c, 0);
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
+int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err)
+{
+	unsigned int i;
+	int ret;
+
+	pthread_mutex_lock(&c->lock);
+	ret = rdmae_conn_check_locked(c, err);
+	if (ret)
+		goto out;
+	*seq = ++c->fence_seq;
+	for (i = 0; i < c->nlanes && !ret; i++) {
+		ret = rdmae_lane_send_locked(&c->lanes[i], NULL, 0, 0, RDMAE_FLAG_FENCE, *seq, false,
+					     0);
+		if (!ret)
+			c->lanes[i].st.fences++;
+	}
+	rdmae_conn_post_all_locked(c);
+	if (ret)
+		ret = rdmae_conn_check_locked(c, err) ?: ret;
+out:
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
+int rdmae_fence_wait(struct rdmae_conn *c, uint32_t seq, int timeout_ms, struct rdmae_err *err)
+{
+	uint64_t deadline = timeout_ms < 0 ? 0 : rdmae_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	unsigned int i;
+	int ret = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < c->nlanes && !ret; i++) {
+		while (c->lanes[i].fence_seen < seq) {
+			ret = rdmae_conn_check_locked(c, err);
+			if (ret)
+				break;
+			if (rdmae_conn_wait_locked(c, deadline) == -ETIMEDOUT &&
+			    c->lanes[i].fence_seen < seq) {
+				ret = rdmae_err_set(err, -ETIMEDOUT,
+						    "fence %u from %s: lane %u not placed within "
+						    "%d ms", seq, c->peer, i, timeout_ms);
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}

@@ -1,0 +1,210 @@
+# Sourced by bench.sh. Builds the two initramfs parts of the bench VMs.
+#
+# The kernel unpacks concatenated (compressed) cpio archives one after the
+# other, later files overwriting earlier ones, so the VM's initrd is
+#   fixed part (cached in $CACHE, rebuilt only when its key changes)
+#   + per-run part (rebuilt every run: project binaries and test scripts).
+#
+# Fixed part: busybox-static + applet links, /init and the guest helpers, the
+# kernel modules below (dependencies first, built-ins skipped), iproute2's ip and
+# rdma, the rdma-core/perftest tools, libibverbs' rxe provider, every library
+# ldd names for those, libgcc_s.so.1 and the dynamic loader.
+# Its key hashes: the kernel (package and version), the versions of the Debian
+# packages it copies from, this file, the guest/ tree.
+
+# Modules, in load order (as in doc/../shared/softroce.md). Missing dependencies
+# are added from modules.dep; built-in ones are skipped.
+INITRAMFS_MODULES=(crc32_generic udp_tunnel ip6_udp_tunnel ib_core ib_uverbs rdma_rxe
+  configfs iw_cm ib_cm rdma_cm rdma_ucm dummy
+  virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
+  failover net_failover virtio_net)
+
+# Tools copied into the VM. ip and rdma go to /usr/sbin (call them by absolute
+# path: busybox sh prefers its own "ip" applet), the rest to /usr/bin.
+INITRAMFS_SBIN_TOOLS=(ip rdma)
+INITRAMFS_BIN_TOOLS=(ibv_devinfo ibv_devices ibv_rc_pingpong
+  ib_write_bw ib_write_lat ib_read_bw ib_read_lat ib_send_bw ib_send_lat
+  rping ucmatose udaddy)
+
+# Packages whose versions go into the key of the fixed part.
+INITRAMFS_KEY_PACKAGES=(busybox-static rdma-core ibverbs-providers ibverbs-utils
+  rdmacm-utils perftest iproute2 libc6 libgcc-s1 libibverbs1 librdmacm1
+  libnl-3-200 libnl-route-3-200 libmnl0 libbpf1 libelf1 libcap2 libbsd0 libpci3 zlib1g)
+
+INITRAMFS_RXE_PROVIDER=/usr/lib/x86_64-linux-gnu/libibverbs/librxe-rdmav34.so
+INITRAMFS_RXE_DRIVER=/etc/libibverbs.d/rxe.driver
+
+_which() { # tool -> absolute path on the host
+  PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin command -v "$1" 2>/dev/null ||
+    die "tool '$1' not found on this machine (tests/softroce/deps.sh install)"
+}
+
+# Copy the libraries ldd names for FILE into STAGE, at the same paths.
+_copy_libs() { # stage file
+  local stage=$1 f=$2 out line p
+  out=$(ldd "$f" 2>&1) || {
+    grep -q 'not a dynamic executable' <<<"$out" && return 0
+    die "ldd $f failed: $out"
+  }
+  if grep -q 'not found' <<<"$out"; then
+    die "ldd $f: $(grep 'not found' <<<"$out" | tr -s ' \t' ' ')"
+  fi
+  while IFS= read -r line; do
+    p=
+    case $line in
+      *"=> /"*) p=${line#*=> }; p=${p%% (*} ;;
+      [[:space:]]/*) p=${line#"${line%%[![:space:]]*}"}; p=${p%% (*} ;;
+    esac
+    [[ -n $p ]] || continue
+    [[ -e $stage$p ]] && continue
+    mkdir -p "$stage$(dirname "$p")"
+    cp -L "$p" "$stage$p"
+  done <<<"$out"
+}
+
+_copy_file() { # stage src dest
+  mkdir -p "$1$(dirname "$3")"
+  cp -L "$2" "$1$3"
+}
+
+_cpio_gz() { # dir out   (newc, owned by root, gzip -1, padded to 512 bytes)
+  local dir=$1 out=$2 size pad
+  (cd "$dir" && find . -mindepth 1 | LC_ALL=C sort |
+    cpio --quiet -o -H newc -R 0:0) | gzip -1 >"$out.tmp"
+  size=$(stat -c %s "$out.tmp")
+  pad=$(( (512 - size % 512) % 512 ))
+  [[ $pad -eq 0 ]] || head -c "$pad" /dev/zero >>"$out.tmp"
+  mv "$out.tmp" "$out"
+}
+
+initramfs_key() {
+  {
+    echo "kernel $KID"
+    dpkg-query -W -f='${Package} ${Version}\n' "${INITRAMFS_KEY_PACKAGES[@]}" 2>/dev/null || true
+    echo "modules ${INITRAMFS_MODULES[*]}"
+    sha256sum "$HERE/lib/initramfs.sh"
+    (cd "$HERE/guest" && find . -type f | LC_ALL=C sort | xargs sha256sum)
+  } | sha256sum | cut -c1-16
+}
+
+# Resolve INITRAMFS_MODULES against modules.dep / modules.builtin; prints
+# "name relpath" lines in load order.
+_module_order() {
+  local mdir=$KDIR/lib/modules/$KVER
+  awk -v want="${INITRAMFS_MODULES[*]}" '
+    function base(p,  b) { b = p; sub(/.*\//, "", b); sub(/\.ko(\.(xz|zst|gz))?$/, "", b); gsub(/-/, "_", b); return b }
+    FILENAME ~ /modules\.builtin$/ { builtin[base($1)] = 1; next }
+    {
+      p = $1; sub(/:$/, "", p); n = base(p); path[n] = p
+      deps[n] = ""
+      for (i = NF; i >= 2; i--) deps[n] = deps[n] " " $i   # reversed: load last-listed first
+    }
+    function add(n,  k, m, d) {
+      if (n in done) return
+      if (!(n in path)) {
+        if (n in builtin) { done[n] = 1; print "# builtin " n; return }
+        print "ERROR " n; done[n] = 1; return
+      }
+      m = split(deps[n], d, " ")
+      for (k = 1; k <= m; k++) add(base(d[k]))
+      done[n] = 1
+      print n " " path[n]
+    }
+    END { k = split(want, w, " "); for (i = 1; i <= k; i++) add(w[i]) }
+  ' "$mdir/modules.builtin" "$mdir/modules.dep"
+}
+
+initramfs_fixed() { # sets FIXED_CPIO
+  local key stage t p line n rel src mdir=$KDIR/lib/modules/$KVER
+  key=$(initramfs_key)
+  FIXED_CPIO=$CACHE/initramfs-fixed-$key.cpio.gz
+  if [[ -f $FIXED_CPIO ]]; then
+    vnote "initramfs: cached fixed part $FIXED_CPIO"
+    return 0
+  fi
+  note "initramfs: building the fixed part (key $key)"
+  stage=$WORK/fixed
+  rm -rf "$stage"
+  mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,usr/libexec/rdmae,etc/libibverbs.d,proc,sys,dev,tmp,run,root,tests,lib/modules/rdmae}
+  chmod 1777 "$stage/tmp"
+
+  # busybox and its applets (in /bin only: /usr/bin and /usr/sbin hold the real tools)
+  _copy_file "$stage" "$(_which busybox)" /bin/busybox
+  file -b "$stage/bin/busybox" 2>/dev/null | grep -q 'dynamically linked' &&
+    die "busybox is dynamically linked; install busybox-static"
+  for t in $("$stage/bin/busybox" --list); do
+    [[ -e $stage/bin/$t || $t == busybox ]] || ln -s busybox "$stage/bin/$t"
+  done
+
+  # guest side of the bench
+  cp "$HERE/guest/init" "$stage/init"
+  chmod 755 "$stage/init"
+  cp "$HERE"/guest/bin/* "$stage/usr/libexec/rdmae/"
+  chmod 755 "$stage"/usr/libexec/rdmae/*
+
+  # modules
+  : >"$stage/lib/modules/rdmae/load-order"
+  while read -r n rel; do
+    case $n in
+      "#") vnote "initramfs: module $rel is built in" ; continue ;;
+      ERROR) die "kernel module $rel: not in $mdir/modules.dep nor modules.builtin" ;;
+    esac
+    src=$mdir/$rel
+    case $src in
+      *.ko) cp "$src" "$stage/lib/modules/rdmae/$n.ko" ;;
+      *.ko.xz) xz -dc "$src" >"$stage/lib/modules/rdmae/$n.ko" ;;
+      *.ko.zst) zstd -qdc "$src" >"$stage/lib/modules/rdmae/$n.ko" ;;
+      *.ko.gz) gzip -dc "$src" >"$stage/lib/modules/rdmae/$n.ko" ;;
+      *) die "unexpected module file $src" ;;
+    esac
+    echo "$n" >>"$stage/lib/modules/rdmae/load-order"
+  done < <(_module_order)
+
+  # tools + their libraries
+  for t in "${INITRAMFS_SBIN_TOOLS[@]}"; do
+    p=$(_which "$t"); _copy_file "$stage" "$p" "/usr/sbin/$t"; _copy_libs "$stage" "$p"
+  done
+  for t in "${INITRAMFS_BIN_TOOLS[@]}"; do
+    p=$(_which "$t"); _copy_file "$stage" "$p" "/usr/bin/$t"; _copy_libs "$stage" "$p"
+  done
+  [[ -f $INITRAMFS_RXE_PROVIDER ]] || die "$INITRAMFS_RXE_PROVIDER missing (package ibverbs-providers)"
+  _copy_file "$stage" "$INITRAMFS_RXE_PROVIDER" "$INITRAMFS_RXE_PROVIDER"
+  _copy_libs "$stage" "$INITRAMFS_RXE_PROVIDER"
+  _copy_file "$stage" "$INITRAMFS_RXE_DRIVER" "$INITRAMFS_RXE_DRIVER"
+  p=$(ldconfig -p 2>/dev/null | awk '$1 == "libgcc_s.so.1" && /x86-64/ { print $NF; exit }')
+  [[ -n $p ]] || p=/lib/x86_64-linux-gnu/libgcc_s.so.1
+  [[ -f $p ]] || die "libgcc_s.so.1 not found (package libgcc-s1)"
+  _copy_file "$stage" "$p" "$p"
+
+  # /etc
+  echo 'root:x:0:0:root:/root:/bin/sh' >"$stage/etc/passwd"
+  echo 'root:x:0:' >"$stage/etc/group"
+  printf '127.0.0.1 localhost\n10.9.9.1 src one\n10.9.9.2 dst\n' >"$stage/etc/hosts"
+  echo 'hosts: files' >"$stage/etc/nsswitch.conf"
+  printf '/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu\n' >"$stage/etc/ld.so.conf"
+  PATH=$PATH:/usr/sbin:/sbin ldconfig -r "$stage" 2>/dev/null || true
+
+  _cpio_gz "$stage" "$FIXED_CPIO"
+  rm -rf "$stage"
+  note "initramfs: fixed part $(du -h "$FIXED_CPIO" | cut -f1) -> $FIXED_CPIO"
+  # Keep the three newest fixed parts.
+  ls -t "$CACHE"/initramfs-fixed-*.cpio.gz 2>/dev/null | tail -n +4 | xargs -r rm -f
+}
+
+# Per-run part: project binaries (build/san/verbs/*, build/rel/rdmae-perf) in
+# /usr/local/bin with their libraries, and every test script in /tests.
+initramfs_run() { # out
+  local out=$1 stage=$WORK/run f n=0
+  rm -rf "$stage"
+  mkdir -p "$stage/usr/local/bin" "$stage/tests"
+  for f in "$BUILD_DIR"/san/verbs/* "$BUILD_DIR"/rel/rdmae-perf; do
+    [[ -f $f && -x $f ]] || continue
+    cp "$f" "$stage/usr/local/bin/"
+    _copy_libs "$stage" "$f"
+    n=$((n + 1))
+  done
+  cp "$HERE"/tests/*.sh "$stage/tests/"
+  _cpio_gz "$stage" "$out"
+  RUN_BINARIES=$n
+  rm -rf "$stage"
+}

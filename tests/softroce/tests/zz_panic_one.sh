@@ -1,0 +1,4 @@
+#!/bin/sh
+# topology: one
+# timeout: 20
+echo c > /proc/sysrq-trigger

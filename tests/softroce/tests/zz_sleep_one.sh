@@ -1,0 +1,4 @@
+#!/bin/sh
+# topology: one
+# timeout: 5
+sleep 3

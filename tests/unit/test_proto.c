@@ -1,0 +1,627 @@
+/* SPDX-License-Identifier: MIT */
+/* Engine messages: every one round-trips, and the decoder rejects what is out of bounds. */
+#include <endian.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "proto.h"
+#include "rdmae_region.h"
+
+#define H RDMAE_PROTO_HDR_SIZE
+#define GIB (1ull << 30)
+
+/* Two blocks: 2.5 GiB (three descriptors) and 1 MiB, 4 KiB pages. */
+static const uint64_t blen[2] = { 5 * GIB / 2, 1 << 20 };
+static const uint64_t bpages[2] = { 5 * GIB / 2 / 4096, 256 };
+static const struct rdmae_proto_ctx ctx = {
+	.nblocks = 2, .block_len = blen, .block_pages = bpages, .max_msg = 1 << 20,
+};
+
+static uint8_t buf[1 << 16];
+
+static void put32(size_t off, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(buf + off, &v, 4);
+}
+
+static void put64(size_t off, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(buf + off, &v, 8);
+}
+
+static int dec(size_t len, const struct rdmae_proto_ctx *c, struct rdmae_msg *m)
+{
+	struct rdmae_err err = { 0 };
+	int rc = rdmae_msg_decode(buf, len, c, m, &err);
+
+	/* Every rejection says what it rejected. */
+	if (rc) {
+		assert_int_equal(err.code, rc);
+		assert_true(strlen(err.msg) > 0);
+	}
+	return rc;
+}
+
+/* Decoding must fail with code; a message of len bytes is in buf. */
+static void reject(size_t len, const struct rdmae_proto_ctx *c, int code)
+{
+	struct rdmae_msg m;
+
+	assert_int_equal(dec(len, c, &m), code);
+}
+
+static void set_body_len(size_t len)
+{
+	put32(8, (uint32_t)(len - H));
+}
+
+/* ---- header ---- */
+
+static void test_header(void **state)
+{
+	struct rdmae_msg m;
+	size_t len;
+
+	(void)state;
+	len = rdmae_msg_round_ack_encode(buf, 7);
+	assert_int_equal(len, H + 8);
+	assert_memory_equal(buf, "RDEG", 4);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.type, RDMAE_MSG_ROUND_ACK);
+	assert_int_equal(m.u.round_ack.round, 7);
+
+	reject(0, &ctx, -EBADMSG);
+	reject(H - 1, &ctx, -EBADMSG);
+	/* Truncated body: the header says more than came. */
+	reject(len - 1, &ctx, -EBADMSG);
+	/* Trailing bytes. */
+	buf[len] = 0;
+	reject(len + 1, &ctx, -EBADMSG);
+
+	buf[0] = 'X';
+	reject(len, &ctx, -EPROTO);
+	rdmae_msg_round_ack_encode(buf, 7);
+	buf[4] = 2;
+	reject(len, &ctx, -EPROTO);
+	rdmae_msg_round_ack_encode(buf, 7);
+	buf[6] = 0;
+	reject(len, &ctx, -EPROTO);
+	buf[6] = RDMAE_MSG_TYPE_END;
+	reject(len, &ctx, -EPROTO);
+	rdmae_msg_round_ack_encode(buf, 7);
+	put32(12, 1);
+	reject(len, &ctx, -EPROTO);
+	/* Reserved body field. */
+	rdmae_msg_round_ack_encode(buf, 7);
+	put32(H + 4, 1);
+	reject(len, &ctx, -EPROTO);
+	/* Before pre-flight only BLOCKS and CANCEL decode. */
+	rdmae_msg_round_ack_encode(buf, 7);
+	reject(len, NULL, -EPROTO);
+	assert_string_equal(rdmae_msg_type_name(RDMAE_MSG_ROUND_ACK), "ROUND_ACK");
+	assert_string_equal(rdmae_msg_type_name(999), "unknown");
+}
+
+/* ---- BLOCKS ---- */
+
+static size_t blocks_msg(void)
+{
+	struct rdmae_msg_block b[2] = {
+		{ .name = "pc.ram", .len = 1ull << 30, .page_size = 4096,
+		  .flags = RDMAE_BLOCK_HUGEPAGES },
+		{ .name = "vga.vram", .len = 16 << 20, .page_size = 4096 },
+	};
+
+	return rdmae_msg_blocks_encode(buf, b, 2);
+}
+
+static void test_blocks(void **state)
+{
+	struct rdmae_msg_block b;
+	struct rdmae_msg m;
+	size_t len;
+
+	(void)state;
+	len = blocks_msg();
+	assert_int_equal(len, rdmae_msg_blocks_size(2));
+	assert_int_equal(len, H + 8 + 2 * 80);
+	assert_int_equal(dec(len, NULL, &m), 0);
+	assert_int_equal(m.type, RDMAE_MSG_BLOCKS);
+	assert_int_equal(m.u.blocks.count, 2);
+	rdmae_msg_blocks_get(&m, 0, &b);
+	assert_string_equal(b.name, "pc.ram");
+	assert_int_equal(b.len, 1ull << 30);
+	assert_int_equal(b.page_size, 4096);
+	assert_int_equal(b.flags, RDMAE_BLOCK_HUGEPAGES);
+	rdmae_msg_blocks_get(&m, 1, &b);
+	assert_string_equal(b.name, "vga.vram");
+	assert_int_equal(b.flags, 0);
+
+	/* A name too long for the field is cut, and stays terminated. */
+	{
+		struct rdmae_msg_block lb = { .len = 4096, .page_size = 4096 };
+
+		memset(lb.name, 'a', sizeof(lb.name));	/* no NUL at all */
+		len = rdmae_msg_blocks_encode(buf, &lb, 1);
+		assert_int_equal(dec(len, NULL, &m), 0);
+		rdmae_msg_blocks_get(&m, 0, &b);
+		assert_int_equal(strlen(b.name), RDMAE_PROTO_NAME_LEN - 1);
+	}
+}
+
+static void test_blocks_reject(void **state)
+{
+	size_t len, b0 = H + 8;
+
+	(void)state;
+	/* Count past the body. */
+	len = blocks_msg();
+	put32(H, 3);
+	reject(len, NULL, -EBADMSG);
+	/* Count short of the body. */
+	put32(H, 1);
+	reject(len, NULL, -EBADMSG);
+	/* No blocks, too many. */
+	put32(H, 0);
+	reject(len, NULL, -EPROTO);
+	put32(H, RDMAE_PROTO_MAX_BLOCKS + 1);
+	reject(len, NULL, -EPROTO);
+	/* Body shorter than the count field. */
+	len = blocks_msg();
+	set_body_len(H + 4);
+	reject(H + 4, NULL, -EBADMSG);
+	/* Name without NUL. */
+	len = blocks_msg();
+	memset(buf + b0, 'x', RDMAE_PROTO_NAME_LEN);
+	reject(len, NULL, -EPROTO);
+	/* Empty name. */
+	len = blocks_msg();
+	buf[b0] = 0;
+	reject(len, NULL, -EPROTO);
+	/* Length not a multiple of the page size, zero length, bad page sizes. */
+	len = blocks_msg();
+	put64(b0 + 64, 4097);
+	reject(len, NULL, -EPROTO);
+	put64(b0 + 64, 0);
+	reject(len, NULL, -EPROTO);
+	len = blocks_msg();
+	put32(b0 + 72, 3000);
+	reject(len, NULL, -EPROTO);
+	put32(b0 + 72, 0);
+	reject(len, NULL, -EPROTO);
+	/* Unknown flag. */
+	len = blocks_msg();
+	put32(b0 + 76, 0x2);
+	reject(len, NULL, -EPROTO);
+	/* Reserved. */
+	len = blocks_msg();
+	put32(H + 4, 1);
+	reject(len, NULL, -EPROTO);
+}
+
+/* ---- PREFLIGHT_OK / PREFLIGHT_ERR ---- */
+
+static size_t preflight_ok_msg(void)
+{
+	const uint32_t counts[2] = { 3, 1 };
+	const struct rdmae_bufdesc d[4] = {
+		{ 0x100000000ull, 11, 1u << 30 },
+		{ 0x140000000ull, 12, 1u << 30 },
+		{ 0x180000000ull, 13, 1u << 29 },
+		{ 0x7000000ull, 14, 1u << 20 },
+	};
+
+	return rdmae_msg_preflight_ok_encode(buf, 2, counts, d);
+}
+
+static void test_preflight_ok(void **state)
+{
+	struct rdmae_bufdesc d;
+	struct rdmae_msg m;
+	uint32_t first, n;
+	size_t len;
+
+	(void)state;
+	len = preflight_ok_msg();
+	assert_int_equal(len, rdmae_msg_preflight_ok_size(2, 4));
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.type, RDMAE_MSG_PREFLIGHT_OK);
+	rdmae_msg_preflight_ok_span(&m, 0, &first, &n);
+	assert_int_equal(first, 0);
+	assert_int_equal(n, 3);
+	rdmae_msg_preflight_ok_span(&m, 1, &first, &n);
+	assert_int_equal(first, 3);
+	assert_int_equal(n, 1);
+	rdmae_msg_preflight_ok_desc(&m, 2, &d);
+	assert_int_equal(d.offset, 0x180000000ull);
+	assert_int_equal(d.token, 13);
+	assert_int_equal(d.length, 1u << 29);
+	rdmae_msg_preflight_ok_desc(&m, 3, &d);
+	assert_int_equal(d.token, 14);
+}
+
+static void test_preflight_ok_reject(void **state)
+{
+	size_t len, counts = H + 8, descs = H + 8 + 16;
+
+	(void)state;
+	len = preflight_ok_msg();
+	reject(len, NULL, -EPROTO);
+	/* Block count not the session's. */
+	put32(H, 3);
+	reject(len, &ctx, -EPROTO);
+	/* Total past the body. */
+	len = preflight_ok_msg();
+	put32(H + 4, 5);
+	reject(len, &ctx, -EBADMSG);
+	/* A block's count not covering its length. */
+	len = preflight_ok_msg();
+	put32(counts, 2);
+	put32(counts + 8, 2);
+	reject(len, &ctx, -EPROTO);
+	/* A descriptor of the wrong length: middle one short, last one long. */
+	len = preflight_ok_msg();
+	put32(descs + 16 + 12, 4096);
+	reject(len, &ctx, -EPROTO);
+	len = preflight_ok_msg();
+	put32(descs + 3 * 16 + 12, (1u << 20) + 4096);
+	reject(len, &ctx, -EPROTO);
+	/* Address that wraps. */
+	len = preflight_ok_msg();
+	put64(descs + 3 * 16, UINT64_MAX - 10);
+	reject(len, &ctx, -EPROTO);
+	/* Truncated. */
+	len = preflight_ok_msg();
+	set_body_len(len - 16);
+	reject(len - 16, &ctx, -EBADMSG);
+}
+
+static void test_preflight_err(void **state)
+{
+	struct rdmae_msg m;
+	size_t len;
+	char longr[400];
+
+	(void)state;
+	len = rdmae_msg_preflight_err_encode(buf, -EINVAL, 1, "block 'x': size 1 here, 2 at the source");
+	assert_int_equal(len, H + 200);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.u.preflight_err.error, -EINVAL);
+	assert_int_equal(m.u.preflight_err.block, 1);
+	assert_string_equal(m.u.preflight_err.reason, "block 'x': size 1 here, 2 at the source");
+
+	len = rdmae_msg_preflight_err_encode(buf, -ENOMEM, RDMAE_PROTO_NO_BLOCK, NULL);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.u.preflight_err.block, RDMAE_PROTO_NO_BLOCK);
+	assert_string_equal(m.u.preflight_err.reason, "");
+
+	memset(longr, 'r', sizeof(longr) - 1);
+	longr[sizeof(longr) - 1] = 0;
+	len = rdmae_msg_preflight_err_encode(buf, -EIO, 0, longr);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(strlen(m.u.preflight_err.reason), RDMAE_PROTO_REASON_LEN - 1);
+
+	/* Block index out of range. */
+	rdmae_msg_preflight_err_encode(buf, -EINVAL, 2, "x");
+	reject(len, &ctx, -EPROTO);
+	/* Reason without NUL. */
+	rdmae_msg_preflight_err_encode(buf, -EINVAL, 0, "x");
+	memset(buf + H + 8, 'y', RDMAE_PROTO_REASON_LEN);
+	reject(len, &ctx, -EPROTO);
+	/* errno 0 and out of range. */
+	rdmae_msg_preflight_err_encode(buf, -EINVAL, 0, "x");
+	put32(H, 0);
+	reject(len, &ctx, -EPROTO);
+	put32(H, 100000);
+	reject(len, &ctx, -EPROTO);
+	/* Truncated. */
+	rdmae_msg_preflight_err_encode(buf, -EINVAL, 0, "x");
+	set_body_len(len - 1);
+	reject(len - 1, &ctx, -EBADMSG);
+}
+
+/* ---- ZERO_RUNS ---- */
+
+static void test_zero_runs(void **state)
+{
+	struct rdmae_msg m;
+	uint64_t f, n;
+	size_t len;
+
+	(void)state;
+	rdmae_msg_zero_runs_put(buf, 0, 0, 1);
+	rdmae_msg_zero_runs_put(buf, 1, 10, 246);
+	len = rdmae_msg_zero_runs_finish(buf, 1, 2);
+	assert_int_equal(len, rdmae_msg_zero_runs_size(2));
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.u.zero_runs.block, 1);
+	assert_int_equal(m.u.zero_runs.count, 2);
+	rdmae_msg_zero_runs_get(&m, 1, &f, &n);
+	assert_int_equal(f, 10);
+	assert_int_equal(n, 246);
+
+	/* Empty list is fine. */
+	len = rdmae_msg_zero_runs_finish(buf, 0, 0);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+}
+
+static void test_zero_runs_reject(void **state)
+{
+	size_t len;
+
+	(void)state;
+	rdmae_msg_zero_runs_put(buf, 0, 0, 1);
+	rdmae_msg_zero_runs_put(buf, 1, 10, 246);
+	len = rdmae_msg_zero_runs_finish(buf, 1, 2);
+	/* Block index out of range. */
+	put32(H, 2);
+	reject(len, &ctx, -EPROTO);
+	put32(H, 1);
+	/* Count past the body. */
+	put32(H + 4, 3);
+	reject(len, &ctx, -EBADMSG);
+	put32(H + 4, 2);
+	/* Page range past the block (1 MiB = 256 pages). */
+	rdmae_msg_zero_runs_put(buf, 1, 10, 247);
+	reject(len, &ctx, -EPROTO);
+	rdmae_msg_zero_runs_put(buf, 1, 256, 1);
+	reject(len, &ctx, -EPROTO);
+	/* Wraps around. */
+	rdmae_msg_zero_runs_put(buf, 1, 10, UINT64_MAX - 5);
+	reject(len, &ctx, -EPROTO);
+	/* Empty run. */
+	rdmae_msg_zero_runs_put(buf, 1, 10, 0);
+	reject(len, &ctx, -EPROTO);
+	/* Body cut inside a run. */
+	rdmae_msg_zero_runs_put(buf, 1, 10, 1);
+	set_body_len(len - 8);
+	reject(len - 8, &ctx, -EBADMSG);
+	/* Before pre-flight. */
+	len = rdmae_msg_zero_runs_finish(buf, 1, 2);
+	reject(len, NULL, -EPROTO);
+}
+
+/* ---- rounds ---- */
+
+static void test_rounds(void **state)
+{
+	struct rdmae_msg_round_end re = {
+		.round = 3, .fence_seq = 9, .flags = RDMAE_ROUND_FINAL, .pages = 100,
+		.bytes = 90 * 4096, .zero_pages = 10, .runs = 7, .duration_ns = 12345678,
+	};
+	struct rdmae_msg m;
+	size_t len;
+
+	(void)state;
+	len = rdmae_msg_progress_encode(buf, 2, 1ull << 40);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.type, RDMAE_MSG_PROGRESS);
+	assert_int_equal(m.u.progress.round, 2);
+	assert_int_equal(m.u.progress.bytes, 1ull << 40);
+	set_body_len(len - 1);
+	reject(len - 1, &ctx, -EBADMSG);
+
+	len = rdmae_msg_round_end_encode(buf, &re);
+	assert_int_equal(len, H + 56);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.type, RDMAE_MSG_ROUND_END);
+	assert_memory_equal(&m.u.round_end, &re, sizeof(re));
+
+	/* Unknown flag, zero round, zero fence, more zero pages than pages. */
+	put32(H + 8, 2);
+	reject(len, &ctx, -EPROTO);
+	rdmae_msg_round_end_encode(buf, &re);
+	put32(H, 0);
+	reject(len, &ctx, -EPROTO);
+	rdmae_msg_round_end_encode(buf, &re);
+	put32(H + 4, 0);
+	reject(len, &ctx, -EPROTO);
+	rdmae_msg_round_end_encode(buf, &re);
+	put64(H + 32, 101);
+	reject(len, &ctx, -EPROTO);
+	rdmae_msg_round_end_encode(buf, &re);
+	set_body_len(len + 8);
+	reject(len + 8, &ctx, -EBADMSG);
+}
+
+/* ---- STATE ---- */
+
+static void test_state(void **state)
+{
+	struct rdmae_msg m;
+	size_t len;
+
+	(void)state;
+	memcpy(buf + RDMAE_MSG_STATE_DATA_OFF, "vmstate!", 8);
+	len = rdmae_msg_state_encode(buf, 1000, 8);
+	assert_int_equal(len, H + 16 + 8);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.u.state.offset, 1000);
+	assert_int_equal(m.u.state.len, 8);
+	assert_memory_equal(m.u.state.data, "vmstate!", 8);
+
+	/* Length past the body, short of it, empty. */
+	put32(H + 8, 9);
+	reject(len, &ctx, -EBADMSG);
+	put32(H + 8, 7);
+	reject(len, &ctx, -EBADMSG);
+	len = rdmae_msg_state_encode(buf, 0, 0);
+	reject(len, &ctx, -EPROTO);
+	/* Offset + length wraps. */
+	len = rdmae_msg_state_encode(buf, UINT64_MAX - 2, 8);
+	reject(len, &ctx, -EPROTO);
+	/* Shorter than its struct. */
+	len = rdmae_msg_state_encode(buf, 0, 8);
+	set_body_len(H + 8);
+	reject(H + 8, &ctx, -EBADMSG);
+}
+
+/* ---- commit ---- */
+
+static void test_complete(void **state)
+{
+	struct rdmae_msg_complete c = {
+		.fence_seq = 5, .flags = RDMAE_COMPLETE_NO_VERIFY, .nblocks = 2, .rounds = 4,
+		.state_bytes = 1234567,
+	};
+	struct rdmae_msg m;
+	size_t len;
+
+	(void)state;
+	len = rdmae_msg_complete_encode(buf, &c);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_memory_equal(&m.u.complete, &c, sizeof(c));
+	put32(H + 8, 3);
+	reject(len, &ctx, -EPROTO);
+	rdmae_msg_complete_encode(buf, &c);
+	put32(H + 4, 4);
+	reject(len, &ctx, -EPROTO);
+	rdmae_msg_complete_encode(buf, &c);
+	put32(H, 0);
+	reject(len, &ctx, -EPROTO);
+}
+
+static void test_sums(void **state)
+{
+	const uint64_t sums[2] = { 0x1122334455667788ull, 42 };
+	struct rdmae_msg m;
+	uint64_t i;
+	size_t len;
+
+	(void)state;
+	len = rdmae_msg_block_sums_encode(buf, sums, 2);
+	assert_int_equal(len, rdmae_msg_block_sums_size(2));
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_true(rdmae_msg_block_sums_get(&m, 0) == sums[0]);
+	assert_true(rdmae_msg_block_sums_get(&m, 1) == sums[1]);
+	/* Count not the session's, and count past the body. */
+	len = rdmae_msg_block_sums_encode(buf, sums, 1);
+	reject(len, &ctx, -EPROTO);
+	put32(H, 2);
+	reject(len, &ctx, -EBADMSG);
+
+	len = rdmae_msg_page_sums_req_encode(buf, 0, 100, 50);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.type, RDMAE_MSG_PAGE_SUMS_REQ);
+	assert_int_equal(m.u.page_sums.block, 0);
+	assert_int_equal(m.u.page_sums.first_page, 100);
+	assert_int_equal(m.u.page_sums.npages, 50);
+	assert_null(m.u.page_sums.raw);
+	/* Past the block, out of range block, empty, more than one answer can carry. */
+	len = rdmae_msg_page_sums_req_encode(buf, 1, 200, 57);
+	reject(len, &ctx, -EPROTO);
+	len = rdmae_msg_page_sums_req_encode(buf, 2, 0, 1);
+	reject(len, &ctx, -EPROTO);
+	len = rdmae_msg_page_sums_req_encode(buf, 1, 0, 0);
+	reject(len, &ctx, -EPROTO);
+	len = rdmae_msg_page_sums_req_encode(buf, 0, 0, rdmae_msg_page_sums_max(ctx.max_msg) + 1);
+	reject(len, &ctx, -EPROTO);
+	len = rdmae_msg_page_sums_req_encode(buf, 0, 0, rdmae_msg_page_sums_max(ctx.max_msg));
+	assert_int_equal(dec(len, &ctx, &m), 0);
+
+	for (i = 0; i < 6; i++)
+		rdmae_msg_page_sums_put(buf, i, 1000 + i);
+	len = rdmae_msg_page_sums_encode(buf, 1, 250, 6);
+	assert_int_equal(len, rdmae_msg_page_sums_size(6));
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.type, RDMAE_MSG_PAGE_SUMS);
+	for (i = 0; i < 6; i++)
+		assert_int_equal(rdmae_msg_page_sums_get(&m, i), 1000 + i);
+	/* npages past the body, and past the block. */
+	put64(H + 16, 7);
+	reject(len, &ctx, -EBADMSG);
+	len = rdmae_msg_page_sums_encode(buf, 1, 251, 6);
+	reject(len, &ctx, -EPROTO);
+}
+
+static void test_commit(void **state)
+{
+	struct rdmae_msg m;
+	size_t len;
+
+	(void)state;
+	len = rdmae_msg_commit_ok_encode(buf, RDMAE_COMMIT_VERIFIED);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.u.commit_ok.flags, RDMAE_COMMIT_VERIFIED);
+	len = rdmae_msg_commit_ok_encode(buf, 4);
+	reject(len, &ctx, -EPROTO);
+
+	len = rdmae_msg_commit_fail_encode(buf, -EIO, 1, 255, "page 255 differs");
+	assert_int_equal(len, H + 208);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.u.commit_fail.error, -EIO);
+	assert_int_equal(m.u.commit_fail.block, 1);
+	assert_int_equal(m.u.commit_fail.first_page, 255);
+	assert_string_equal(m.u.commit_fail.reason, "page 255 differs");
+	len = rdmae_msg_commit_fail_encode(buf, -EPROTO, RDMAE_PROTO_NO_BLOCK, RDMAE_PROTO_NO_PAGE,
+					   "counts");
+	assert_int_equal(dec(len, &ctx, &m), 0);
+
+	/* Page past the block; page without a block; block out of range; reason without NUL. */
+	rdmae_msg_commit_fail_encode(buf, -EIO, 1, 256, "x");
+	reject(len, &ctx, -EPROTO);
+	rdmae_msg_commit_fail_encode(buf, -EIO, RDMAE_PROTO_NO_BLOCK, 3, "x");
+	reject(len, &ctx, -EPROTO);
+	rdmae_msg_commit_fail_encode(buf, -EIO, 2, RDMAE_PROTO_NO_PAGE, "x");
+	reject(len, &ctx, -EPROTO);
+	rdmae_msg_commit_fail_encode(buf, -EIO, 0, 0, "x");
+	memset(buf + H + 16, 'z', RDMAE_PROTO_REASON_LEN);
+	reject(len, &ctx, -EPROTO);
+}
+
+static void test_cancel(void **state)
+{
+	struct rdmae_msg m;
+	size_t len;
+
+	(void)state;
+	len = rdmae_msg_cancel_encode(buf, -ECANCELED, "operator said so");
+	assert_true(len <= RDMAE_MSG_SMALL_MAX);
+	/* CANCEL decodes before pre-flight too. */
+	assert_int_equal(dec(len, NULL, &m), 0);
+	assert_int_equal(m.u.cancel.error, -ECANCELED);
+	assert_string_equal(m.u.cancel.reason, "operator said so");
+	/* An errno that is not one becomes EPROTO on the wire. */
+	len = rdmae_msg_cancel_encode(buf, 0, "x");
+	assert_int_equal(dec(len, NULL, &m), 0);
+	assert_int_equal(m.u.cancel.error, -EPROTO);
+
+	memset(buf + H + 8, 'c', RDMAE_PROTO_REASON_LEN);
+	reject(len, NULL, -EPROTO);
+	len = rdmae_msg_cancel_encode(buf, -ECANCELED, "x");
+	put32(H + 4, 1);
+	reject(len, NULL, -EPROTO);
+	len = rdmae_msg_cancel_encode(buf, -ECANCELED, "x");
+	set_body_len(len - 1);
+	reject(len - 1, NULL, -EBADMSG);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_header),
+		cmocka_unit_test(test_blocks),
+		cmocka_unit_test(test_blocks_reject),
+		cmocka_unit_test(test_preflight_ok),
+		cmocka_unit_test(test_preflight_ok_reject),
+		cmocka_unit_test(test_preflight_err),
+		cmocka_unit_test(test_zero_runs),
+		cmocka_unit_test(test_zero_runs_reject),
+		cmocka_unit_test(test_rounds),
+		cmocka_unit_test(test_state),
+		cmocka_unit_test(test_complete),
+		cmocka_unit_test(test_sums),
+		cmocka_unit_test(test_commit),
+		cmocka_unit_test(test_cancel),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
