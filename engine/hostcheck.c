@@ -63,9 +63,9 @@ int rdmae_check_hugepages(const void *addr, size_t len, char *why, size_t whylen
 	uintptr_t vlo = 0, vhi = 0;
 	long base = sysconf(_SC_PAGESIZE);
 	long huge = gethugepagesize();
-	bool in_range = false;
+	bool in_range = false, line_start = true;
 	unsigned long kps;
-	char line[512];
+	char line[1024];
 	int rc = 0;
 	FILE *f;
 
@@ -81,9 +81,14 @@ int rdmae_check_hugepages(const void *addr, size_t len, char *why, size_t whylen
 		return -e;
 	}
 	while (covered < hi && fgets(line, sizeof(line), f)) {
+		/* The tail of a line longer than the buffer (a long path) is not a line. */
+		bool at_start = line_start;
 		unsigned long a, b;
 		int n = 0;
 
+		line_start = strchr(line, '\n') != NULL;
+		if (!at_start)
+			continue;
 		if (sscanf(line, "%lx-%lx %n", &a, &b, &n) == 2 && n > 0) {
 			vlo = a;
 			vhi = b;
@@ -99,7 +104,8 @@ int rdmae_check_hugepages(const void *addr, size_t len, char *why, size_t whylen
 			continue;
 		if (kps * 1024 <= (unsigned long)base) {
 			snprintf(why, whylen,
-				 "mapping %#" PRIxPTR "-%#" PRIxPTR " is on %lu KiB pages, not on huge pages (%ld KiB)",
+				 "mapping %#" PRIxPTR "-%#" PRIxPTR
+				 " is on %lu KiB pages, not on huge pages (%ld KiB)",
 				 vlo, vhi, kps, huge / 1024);
 			rc = -EINVAL;
 			goto out;

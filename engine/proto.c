@@ -143,7 +143,8 @@ size_t rdmae_msg_preflight_ok_encode(void *buf, uint32_t nblocks, const uint32_t
 		rdmae_bufdesc_encode(p, &descs[i]);
 		p += sizeof(struct rdmae_wire_bufdesc);
 	}
-	return put_hdr(buf, RDMAE_MSG_PREFLIGHT_OK, rdmae_msg_preflight_ok_size(nblocks, total) - HDR);
+	return put_hdr(buf, RDMAE_MSG_PREFLIGHT_OK,
+		       rdmae_msg_preflight_ok_size(nblocks, total) - HDR);
 }
 
 static uint32_t wire_errno(int error)
@@ -420,6 +421,18 @@ static int check_body(unsigned int type, size_t body, size_t fixed, uint64_t n, 
 	return 0;
 }
 
+static int dec_fixed(unsigned int type, const uint8_t *b, size_t body, void *w, size_t sz,
+		     struct rdmae_err *err)
+{
+	if (body != sz) {
+		rdmae_err_set(err, -EBADMSG, "decode %s: body of %zu bytes, expected %zu",
+			      rdmae_msg_type_name(type), body, sz);
+		return -EBADMSG;
+	}
+	memcpy(w, b, sz);
+	return 0;
+}
+
 static int check_block(const struct rdmae_proto_ctx *ctx, unsigned int type, uint32_t block,
 		       bool none_ok, struct rdmae_err *err)
 {
@@ -448,7 +461,8 @@ static int check_range(const struct rdmae_proto_ctx *ctx, unsigned int type, uin
 static int check_errno(unsigned int type, uint32_t e, struct rdmae_err *err)
 {
 	if (!e || e > MAX_ERRNO)
-		return bad(err, -EPROTO, type, "errno out of range", e, EPROTO);
+		return rdmae_err_set(err, -EPROTO, "decode %s: errno %" PRIu32 " not in 1..%d",
+				     rdmae_msg_type_name(type), e, MAX_ERRNO);
 	return 0;
 }
 
@@ -489,8 +503,8 @@ static int dec_blocks(const uint8_t *b, size_t body, struct rdmae_msg *m, struct
 	if (rc)
 		return rc;
 	if (!m->u.blocks.count || m->u.blocks.count > RDMAE_PROTO_MAX_BLOCKS)
-		return bad(err, -EPROTO, m->type, "block count out of range", m->u.blocks.count,
-			   RDMAE_PROTO_MAX_BLOCKS);
+		return rdmae_err_set(err, -EPROTO, "decode BLOCKS: block count %" PRIu32
+				     " not in 1..%d", m->u.blocks.count, RDMAE_PROTO_MAX_BLOCKS);
 	rc = check_body(m->type, body, sizeof(w), m->u.blocks.count,
 			sizeof(struct rdmae_wire_block), err);
 	if (rc)
@@ -517,13 +531,49 @@ static int dec_blocks(const uint8_t *b, size_t body, struct rdmae_msg *m, struct
 	return 0;
 }
 
+/*
+ * Block i's n descriptors, from index first: as many as its length needs,
+ * each RDMAE_DESC_SPAN long but the last, which ends the block.
+ */
+static int check_block_descs(const struct rdmae_msg *m, const struct rdmae_proto_ctx *ctx,
+			     uint32_t i, uint32_t first, uint32_t n, struct rdmae_err *err)
+{
+	uint64_t want = (ctx->block_len[i] + RDMAE_DESC_SPAN - 1) / RDMAE_DESC_SPAN;
+	uint64_t covered = 0;
+	uint32_t j;
+
+	if (n != want)
+		return rdmae_err_set(err, -EPROTO,
+				     "decode PREFLIGHT_OK: block %" PRIu32 ": %" PRIu32
+				     " descriptors for %" PRIu64 " bytes, expected %" PRIu64, i, n,
+				     ctx->block_len[i], want);
+	for (j = 0; j < n; j++) {
+		uint64_t len_want = j + 1 < n ? RDMAE_DESC_SPAN : ctx->block_len[i] - covered;
+		struct rdmae_bufdesc d;
+
+		rdmae_msg_preflight_ok_desc(m, first + j, &d);
+		if (d.length != len_want)
+			return rdmae_err_set(err, -EPROTO,
+					     "decode PREFLIGHT_OK: block %" PRIu32 " descriptor %"
+					     PRIu32 ": length %" PRIu32 ", expected %" PRIu64,
+					     i, j, d.length, len_want);
+		if (d.offset > UINT64_MAX - d.length)
+			return rdmae_err_set(err, -EPROTO,
+					     "decode PREFLIGHT_OK: block %" PRIu32 " descriptor %"
+					     PRIu32 ": address %#" PRIx64 " + %" PRIu32 " wraps",
+					     i, j, d.offset, d.length);
+		covered += d.length;
+	}
+	return 0;
+}
+
 static int dec_preflight_ok(const uint8_t *b, size_t body, const struct rdmae_proto_ctx *ctx,
 			    struct rdmae_msg *m, struct rdmae_err *err)
 {
 	struct rdmae_wire_preflight_ok w;
 	uint64_t total = 0;
 	size_t fixed;
-	uint32_t i, j, di = 0;
+	uint32_t i, first = 0;
 	int rc;
 
 	if (body < sizeof(w))
@@ -545,34 +595,18 @@ static int dec_preflight_ok(const uint8_t *b, size_t body, const struct rdmae_pr
 		const uint8_t *c = m->u.preflight_ok.counts +
 				   (size_t)i * sizeof(struct rdmae_wire_block_descs);
 		uint32_t n = get_le32(c);
-		uint64_t want = (ctx->block_len[i] + RDMAE_DESC_SPAN - 1) / RDMAE_DESC_SPAN;
-		uint64_t covered = 0;
 
 		rc = check_reserved(m->type, get_le32(c + 4), err);
 		if (rc)
 			return rc;
-		if (n != want)
-			return rdmae_err_set(err, -EPROTO,
-					     "decode PREFLIGHT_OK: block %" PRIu32 ": %" PRIu32
-					     " descriptors for %" PRIu64 " bytes, expected %" PRIu64,
-					     i, n, ctx->block_len[i], want);
 		total += n;
 		if (total > m->u.preflight_ok.ndescs)
 			return bad(err, -EBADMSG, m->type, "descriptor counts past the total",
 				   total, m->u.preflight_ok.ndescs);
-		/* Every descriptor spans RDMAE_DESC_SPAN but the last, which ends the block. */
-		for (j = 0; j < n; j++, di++) {
-			struct rdmae_bufdesc d;
-			uint64_t len_want = j + 1 < n ? RDMAE_DESC_SPAN : ctx->block_len[i] - covered;
-
-			rdmae_msg_preflight_ok_desc(m, di, &d);
-			if (d.length != len_want || d.offset > UINT64_MAX - d.length)
-				return rdmae_err_set(err, -EPROTO,
-						     "decode PREFLIGHT_OK: block %" PRIu32
-						     " descriptor %" PRIu32 ": length %" PRIu32
-						     ", expected %" PRIu64, i, j, d.length, len_want);
-			covered += d.length;
-		}
+		rc = check_block_descs(m, ctx, i, first, n, err);
+		if (rc)
+			return rc;
+		first += n;
 	}
 	if (total != m->u.preflight_ok.ndescs)
 		return bad(err, -EBADMSG, m->type, "descriptor counts do not add up to the total",
@@ -586,10 +620,9 @@ static int dec_preflight_err(const uint8_t *b, size_t body, const struct rdmae_p
 	struct rdmae_wire_preflight_err w;
 	int rc;
 
-	rc = check_body(m->type, body, sizeof(w), 0, 1, err);
+	rc = dec_fixed(m->type, b, body, &w, sizeof(w), err);
 	if (rc)
 		return rc;
-	memcpy(&w, b, sizeof(w));
 	rc = check_errno(m->type, le32toh(w.error), err);
 	if (!rc)
 		rc = check_block(ctx, m->type, le32toh(w.block), true, err);
@@ -630,16 +663,6 @@ static int dec_zero_runs(const uint8_t *b, size_t body, const struct rdmae_proto
 			return rc;
 	}
 	return 0;
-}
-
-static int dec_fixed(unsigned int type, const uint8_t *b, size_t body, void *w, size_t sz,
-		     struct rdmae_err *err)
-{
-	int rc = check_body(type, body, sz, 0, 1, err);
-
-	if (!rc)
-		memcpy(w, b, sz);
-	return rc;
 }
 
 static int dec_round_end(const uint8_t *b, size_t body, struct rdmae_msg *m,
@@ -767,7 +790,8 @@ static int dec_page_sums(const uint8_t *b, size_t body, const struct rdmae_proto
 	if (rc)
 		return rc;
 	/* A request must be answerable within one message. */
-	if (!answer && ctx->max_msg && m->u.page_sums.npages > rdmae_msg_page_sums_max(ctx->max_msg))
+	if (!answer && ctx->max_msg &&
+	    m->u.page_sums.npages > rdmae_msg_page_sums_max(ctx->max_msg))
 		return bad(err, -EPROTO, m->type, "more pages than one answer carries",
 			   m->u.page_sums.npages, rdmae_msg_page_sums_max(ctx->max_msg));
 	return 0;
@@ -789,10 +813,13 @@ static int dec_commit_fail(const uint8_t *b, size_t body, const struct rdmae_pro
 	page = le64toh(w.first_page);
 	if (!rc)
 		rc = check_block(ctx, m->type, block, true, err);
-	if (!rc && page != RDMAE_PROTO_NO_PAGE &&
-	    (block == RDMAE_PROTO_NO_BLOCK || page >= ctx->block_pages[block]))
-		rc = bad(err, -EPROTO, m->type, "page out of range", page,
-			 block == RDMAE_PROTO_NO_BLOCK ? 0 : ctx->block_pages[block]);
+	if (!rc && page != RDMAE_PROTO_NO_PAGE && block == RDMAE_PROTO_NO_BLOCK)
+		rc = rdmae_err_set(err, -EPROTO, "decode COMMIT_FAIL: page %" PRIu64
+				   " without a block", page);
+	else if (!rc && page != RDMAE_PROTO_NO_PAGE && page >= ctx->block_pages[block])
+		rc = rdmae_err_set(err, -EPROTO, "decode COMMIT_FAIL: page %" PRIu64
+				   " outside block %" PRIu32 " (%" PRIu64 " pages)", page, block,
+				   ctx->block_pages[block]);
 	if (!rc)
 		rc = get_reason(m->type, m->u.commit_fail.reason, w.reason, err);
 	if (rc)

@@ -35,13 +35,13 @@
 
 #define RUN_BATCH		256		/* runs per rdmae_write */
 #define ZERO_BATCH		1024		/* zero runs per ZERO_RUNS message */
-#define BATCH_BYTES_MAX		(64 * MIB)	/* bytes per rdmae_write: bounds one rate-limit step */
+#define BATCH_BYTES_MAX		(64 * MIB)	/* per rdmae_write: bounds a rate-limit step */
 #define BATCH_TIME_NS		(50 * NSEC_PER_MSEC)	/* capped: a batch is ~50 ms of data */
 #define WALK_SEGMENT_BYTES	(1ull << 30)	/* scanned between progress checks */
 #define SLEEP_SLICE_NS		(50 * NSEC_PER_MSEC)
 #define PROGRESS_MAX_MS		1000		/* a round says it is alive at least this often */
 #define MEMLOCK_SLACK		(64 * MIB)
-#define CANCEL_SEND_MS		1000		/* best effort: never wait longer for CANCEL to go */
+#define CANCEL_SEND_MS		1000		/* best effort: longest wait for CANCEL to go */
 #define STATE_CHUNK_MAX		(16 * MIB)
 #define PAGE_SUMS_CHUNK_MAX	(1u << 20)	/* page sums per PAGE_SUMS answer */
 
@@ -243,18 +243,19 @@ static void destroy_regions(struct rdmae_session *s)
  * reason sticks; a concurrent second caller returns only once the regions
  * are gone.
  */
-static void shut(struct rdmae_session *s, int code, const char *why, bool notify)
+static void shut(struct rdmae_session *s, int code, const char *prefix, const char *why,
+		 bool notify)
 {
 	pthread_mutex_lock(&s->cancel_lock);
 	if (!atomic_load(&s->stop)) {
 		pthread_mutex_lock(&s->lock);
 		s->stop_code = code;
-		snprintf(s->stop_why, sizeof(s->stop_why), "%s", why);
+		snprintf(s->stop_why, sizeof(s->stop_why), "%s%s", prefix, why);
 		pthread_mutex_unlock(&s->lock);
 		atomic_store(&s->stop, true);
 		if (notify)
 			send_cancel_bounded(s->conn, code, why);
-		rdmae_conn_abort(s->conn, code, why);
+		rdmae_conn_abort(s->conn, code, s->stop_why);
 	}
 	if (s->role == RDMAE_DEST)
 		destroy_regions(s);
@@ -288,7 +289,7 @@ static void set_failed(struct rdmae_session *s, int rc, const struct rdmae_err *
 static int fail(struct rdmae_session *s, int rc, struct rdmae_err *err)
 {
 	set_failed(s, rc, err);
-	shut(s, rc, err->msg, rdmae_conn_error(s->conn, NULL) == 0);
+	shut(s, rc, "", err->msg, rdmae_conn_error(s->conn, NULL) == 0);
 	return rc;
 }
 
@@ -302,7 +303,7 @@ static int peer_cancelled(struct rdmae_session *s, const struct rdmae_msg *m,
 		 m->u.cancel.reason);
 	rdmae_err_set(err, -ECANCELED, "%s", why);
 	set_failed(s, -ECANCELED, err);
-	shut(s, -ECANCELED, why, false);
+	shut(s, -ECANCELED, "", why, false);
 	return -ECANCELED;
 }
 
@@ -407,13 +408,15 @@ static int check_blocks(const struct rdmae_block *b, size_t n, struct rdmae_err 
 
 		if (!nl || nl >= RDMAE_BLOCK_NAME_MAX)
 			return rdmae_err_set(err, -EINVAL,
-					     "session create: block %zu: name empty or %d bytes or more",
-					     i, RDMAE_BLOCK_NAME_MAX);
+					     "session create: block %zu: name empty or %d bytes"
+					     " or more", i, RDMAE_BLOCK_NAME_MAX);
 		if (!b[i].host || !b[i].page_size || b[i].page_size > UINT32_MAX ||
 		    (b[i].page_size & (b[i].page_size - 1)) || !b[i].len ||
 		    b[i].len % b[i].page_size)
 			return rdmae_err_set(err, -EINVAL,
-					     "session create: block '%s': needs memory, a power-of-two page size and a length that is a non-zero multiple of it (len %zu, page size %zu)",
+					     "session create: block '%s': needs memory, a"
+					     " power-of-two page size and a length that is a"
+					     " non-zero multiple of it (len %zu, page size %zu)",
 					     b[i].name, b[i].len, b[i].page_size);
 		for (j = 0; j < i; j++)
 			if (!strcmp(b[i].name, b[j].name))
@@ -456,7 +459,8 @@ int rdmae_session_create(struct rdmae_session **out, enum rdmae_role role, struc
 		return rc;
 	neg = rdmae_conn_negotiated(conn);
 	if (!neg || neg->max_fragmented_size < RDMAE_MIN_FRAG_SIZE)
-		return rdmae_err_set(err, -ENOTCONN, "session create: connection to %s not negotiated",
+		return rdmae_err_set(err, -ENOTCONN,
+				     "session create: connection to %s not negotiated",
 				     rdmae_conn_peer(conn));
 
 	s = calloc(1, sizeof(*s));
@@ -599,12 +603,11 @@ static int src_register(struct rdmae_session *s, struct rdmae_err *err)
 	struct rdmae_region_opts ro = { .mode = s->o.reg_mode, .remote_write = 0 };
 	struct rdmae_err e2 = { 0 };
 	size_t i;
-	int rc;
 
 	for (i = 0; i < s->nblocks; i++) {
 		struct sblock *b = &s->blk[i];
+		int rc = rdmae_region_create(&b->region, s->conn, b->b.host, b->b.len, &ro, &e2);
 
-		rc = rdmae_region_create(&b->region, s->conn, b->b.host, b->b.len, &ro, &e2);
 		if (rc)
 			return rdmae_err_set(err, rc, "preflight: block '%s': register: %s",
 					     b->b.name, e2.msg);
@@ -624,7 +627,8 @@ static int src_take_descs(struct rdmae_session *s, const struct rdmae_msg *m,
 		rdmae_msg_preflight_ok_span(m, (uint32_t)i, &first, &n);
 		b->descs = calloc(n, sizeof(*b->descs));
 		if (!b->descs)
-			return rdmae_err_set(err, -ENOMEM, "preflight: out of memory for descriptors");
+			return rdmae_err_set(err, -ENOMEM,
+					     "preflight: out of memory for descriptors");
 		for (j = 0; j < n; j++)
 			rdmae_msg_preflight_ok_desc(m, first + j, &b->descs[j]);
 		b->remote.descs = b->descs;
@@ -728,18 +732,20 @@ static int dst_match(struct rdmae_session *s, const struct rdmae_msg *m, struct 
 			}
 		}
 		if (!mine) {
-			rc = pf_fail(pe, -ENOENT, i, "preflight: block '%s' of the source does not exist here",
+			rc = pf_fail(pe, -ENOENT, i,
+				     "preflight: block '%s' of the source does not exist here",
 				     b.name);
 			goto out;
 		}
 		if (used[j]) {
-			rc = pf_fail(pe, -EINVAL, i, "preflight: block '%s' announced twice", b.name);
+			rc = pf_fail(pe, -EINVAL, i, "preflight: block '%s' announced twice",
+				     b.name);
 			goto out;
 		}
 		if (mine->b.len != b.len) {
 			rc = pf_fail(pe, -EINVAL, i,
-				     "preflight: block '%s': size %zu here, %" PRIu64 " at the source",
-				     b.name, mine->b.len, b.len);
+				     "preflight: block '%s': size %zu here, %" PRIu64
+				     " at the source", b.name, mine->b.len, b.len);
 			goto out;
 		}
 		if (mine->b.page_size != b.page_size) {
@@ -796,7 +802,8 @@ static int dst_register(struct rdmae_session *s, struct pf_err *pe)
 		if (atomic_load(&s->stop))
 			rc = -ECANCELED;
 		else
-			rc = rdmae_region_create(&b->region, s->conn, b->b.host, b->b.len, &ro, &e2);
+			rc = rdmae_region_create(&b->region, s->conn, b->b.host, b->b.len, &ro,
+						 &e2);
 		pthread_mutex_unlock(&s->reg_lock);
 		if (rc)
 			pf_fail(pe, rc, (uint32_t)i, "preflight: block '%s': register: %s",
@@ -816,6 +823,9 @@ static int dst_answer(struct rdmae_session *s, struct pf_err *pe, struct rdmae_e
 
 	for (i = 0; i < s->nblocks; i++)
 		total += (s->blk[i].b.len + RDMAE_DESC_SPAN - 1) / RDMAE_DESC_SPAN;
+	/* create() refuses empty block lists and blocks; this keeps the analyzer informed. */
+	if (!s->nblocks || !total)
+		return pf_fail(pe, -EINVAL, RDMAE_PROTO_NO_BLOCK, "preflight: no memory to offer");
 	counts = calloc(s->nblocks, sizeof(*counts));
 	descs = calloc(total, sizeof(*descs));
 	len = rdmae_msg_preflight_ok_size((uint32_t)s->nblocks, (uint32_t)total);
@@ -907,7 +917,7 @@ static int dst_preflight(struct rdmae_session *s, struct rdmae_err *err)
 
 int rdmae_session_preflight(struct rdmae_session *s, struct rdmae_err *err)
 {
-	struct rdmae_err le;
+	struct rdmae_err le = { 0 };
 	struct rdmae_err *e = err ? err : &le;
 	uint64_t t0 = now_ns();
 	int rc;
@@ -1021,7 +1031,6 @@ static int progress_tick(struct round_ctx *rc)
 static int sleep_ns(struct round_ctx *rc, uint64_t ns)
 {
 	uint64_t deadline = now_ns() + ns, t;
-	int ret;
 
 	while ((t = now_ns()) < deadline) {
 		uint64_t d = deadline - t < SLEEP_SLICE_NS ? deadline - t : SLEEP_SLICE_NS;
@@ -1029,6 +1038,7 @@ static int sleep_ns(struct round_ctx *rc, uint64_t ns)
 			.tv_sec = (time_t)(d / NSEC_PER_SEC),
 			.tv_nsec = (long)(d % NSEC_PER_SEC),
 		};
+		int ret;
 
 		nanosleep(&ts, NULL);
 		ret = progress_tick(rc);
@@ -1092,14 +1102,18 @@ static int on_data(void *arg, size_t first_page, size_t npages)
 	/* Split at the batch cap (a multiple of the page size) so that pieces stay whole pages. */
 	while (len) {
 		uint64_t piece = rc->batch_cap - rc->batch_bytes;
-		struct rdmae_run *last = rc->nruns ? &s->runs[rc->nruns - 1] : NULL;
+		struct rdmae_run *r = s->runs + rc->nruns;
 
 		if (piece > len)
 			piece = len;
-		if (last && last->local + last->len == off)
-			last->len += piece;
-		else
-			s->runs[rc->nruns++] = (struct rdmae_run){ off, off, piece };
+		if (rc->nruns && r[-1].local + r[-1].len == off) {
+			r[-1].len += piece;
+		} else {
+			r->local = off;
+			r->remote = off;
+			r->len = piece;
+			rc->nruns++;
+		}
 		rc->batch_bytes += piece;
 		off += piece;
 		len -= piece;
@@ -1161,8 +1175,9 @@ static int walk_block(struct round_ctx *rc, const uint64_t *bitmap)
 			ret = progress_tick(rc);
 		if (ret) {
 			if (!rc->err->code)
-				rdmae_err_set(rc->err, ret, "round %u: block '%s': dirty walk failed",
-					      rc->round, b->b.name);
+				rdmae_err_set(rc->err, ret,
+					      "round %u: block '%s': dirty walk failed", rc->round,
+					      b->b.name);
 			return ret;
 		}
 	}
@@ -1192,8 +1207,8 @@ static int wait_ack(struct round_ctx *rc)
 				    rc->round, m.u.round_ack.round);
 	else
 		ret = rdmae_err_set(rc->err, -EPROTO,
-				    "round %u: unexpected %s while waiting for ROUND_ACK", rc->round,
-				    rdmae_msg_type_name(m.type));
+				    "round %u: unexpected %s while waiting for ROUND_ACK",
+				    rc->round, rdmae_msg_type_name(m.type));
 	free(buf);
 	return ret;
 }
@@ -1294,7 +1309,7 @@ static int do_round(struct rdmae_session *s, const uint64_t *const *bitmaps, boo
 int rdmae_session_round(struct rdmae_session *s, const uint64_t *const *bitmaps,
 			struct rdmae_round_stats *rs, struct rdmae_err *err)
 {
-	struct rdmae_err le;
+	struct rdmae_err le = { 0 };
 	struct rdmae_err *e = err ? err : &le;
 	struct rdmae_round_stats r;
 	bool stopped;
@@ -1316,10 +1331,9 @@ int rdmae_session_round(struct rdmae_session *s, const uint64_t *const *bitmaps,
 
 	/* The final round, with the VM stopped, is always allowed. */
 	if (!stopped && s->precopy_rounds >= s->o.max_rounds) {
-		struct rdmae_plan p;
+		struct rdmae_plan p = { 0 };
 
-		rdmae_session_plan(s, bitmaps, &p);
-		if (!p.converged) {
+		if (rdmae_session_plan(s, bitmaps, &p) || !p.converged) {
 			char dt[32];
 
 			if (p.expected_downtime_ns == UINT64_MAX)
@@ -1329,7 +1343,8 @@ int rdmae_session_round(struct rdmae_session *s, const uint64_t *const *bitmaps,
 					 (uint64_t)(p.expected_downtime_ns / NSEC_PER_MSEC));
 			/* Not fatal: the caller cancels or goes on with the VM running. */
 			rc = rdmae_err_set(e, -ETIME,
-					   "did not converge after %u rounds: %.1f MiB dirty, expected downtime %s > limit %" PRIu64 " ms",
+					   "did not converge after %u rounds: %.1f MiB dirty,"
+					   " expected downtime %s > limit %" PRIu64 " ms",
 					   s->precopy_rounds, (double)p.dirty_bytes / (double)MIB,
 					   dt, (uint64_t)(s->o.downtime_limit_ns / NSEC_PER_MSEC));
 			goto out;
@@ -1365,7 +1380,7 @@ void rdmae_session_mark_stopped(struct rdmae_session *s)
 int rdmae_session_send_state(struct rdmae_session *s, const void *buf, size_t len,
 			     struct rdmae_err *err)
 {
-	struct rdmae_err le;
+	struct rdmae_err le = { 0 };
 	struct rdmae_err *e = err ? err : &le;
 	size_t chunk, off = 0;
 	uint8_t *msg;
@@ -1504,7 +1519,8 @@ static int src_complete(struct rdmae_session *s, struct rdmae_err *err)
 			free(buf);
 			return 0;
 		case RDMAE_MSG_COMMIT_FAIL:
-			rc = rdmae_err_set(err, m.u.commit_fail.error, "%s", m.u.commit_fail.reason);
+			rc = rdmae_err_set(err, m.u.commit_fail.error, "%s",
+					   m.u.commit_fail.reason);
 			set_failed(s, rc, err);
 			free(buf);
 			return rc;
@@ -1533,7 +1549,7 @@ static int src_complete(struct rdmae_session *s, struct rdmae_err *err)
 
 int rdmae_session_complete(struct rdmae_session *s, struct rdmae_err *err)
 {
-	struct rdmae_err le;
+	struct rdmae_err le = { 0 };
 	struct rdmae_err *e = err ? err : &le;
 	int rc;
 
@@ -1589,18 +1605,19 @@ static void dst_zero_fill(struct rdmae_session *s, const struct rdmae_msg *m)
 static int dst_round_end(struct rdmae_session *s, const struct rdmae_msg_round_end *re,
 			 struct rdmae_dest_event *ev, struct rdmae_err *err)
 {
-	uint8_t msg[RDMAE_MSG_SMALL_MAX];
 	int rc;
 
-	if (re->round != s->rx_rounds + 1) {
-		rdmae_err_set(err, -EPROTO, "destination: ROUND_END for round %" PRIu32
-			      ", expected %u", re->round, s->rx_rounds + 1);
-		return fail(s, -EPROTO, err);
-	}
 	/* Every ZERO_RUNS before ROUND_END is applied; now the WRITEs must be placed too. */
-	rc = rdmae_fence_wait(s->conn, re->fence_seq, s->slow_timeout_ms, err);
-	if (!rc)
-		rc = send_msg(s, msg, rdmae_msg_round_ack_encode(msg, re->round), err);
+	if (re->round == s->rx_rounds + 1)
+		rc = rdmae_fence_wait(s->conn, re->fence_seq, s->slow_timeout_ms, err);
+	else
+		rc = rdmae_err_set(err, -EPROTO, "destination: ROUND_END for round %" PRIu32
+				   ", expected %u", re->round, s->rx_rounds + 1);
+	if (!rc) {
+		uint8_t ack[RDMAE_MSG_SMALL_MAX];
+
+		rc = send_msg(s, ack, rdmae_msg_round_ack_encode(ack, re->round), err);
+	}
 	if (rc)
 		return fail(s, rc, err);
 	s->rx_rounds = re->round;
@@ -1771,12 +1788,11 @@ static int dst_complete(struct rdmae_session *s, const struct rdmae_msg_complete
 
 static int dst_step(struct rdmae_session *s, struct rdmae_dest_event *ev, struct rdmae_err *err)
 {
-	struct rdmae_msg m;
-	void *buf;
-	int rc;
-
 	for (;;) {
-		rc = recv_msg(s, s->o.timeout_ms, &buf, &m, err);
+		struct rdmae_msg m;
+		void *buf;
+		int rc = recv_msg(s, s->o.timeout_ms, &buf, &m, err);
+
 		if (rc) {
 			/* A quiet source is not an error in itself: the caller may wait again. */
 			if (rc == -ETIMEDOUT && !rdmae_conn_error(s->conn, NULL))
@@ -1842,7 +1858,7 @@ static int dst_step(struct rdmae_session *s, struct rdmae_dest_event *ev, struct
 int rdmae_session_dest_step(struct rdmae_session *s, struct rdmae_dest_event *ev,
 			    struct rdmae_err *err)
 {
-	struct rdmae_err le;
+	struct rdmae_err le = { 0 };
 	struct rdmae_err *e = err ? err : &le;
 	int rc;
 
@@ -1878,7 +1894,8 @@ void rdmae_session_cancel(struct rdmae_session *s, const char *why)
 	if (atomic_load(&s->state) == ST_DONE)
 		return;
 	snprintf(r, sizeof(r), "%s", why && *why ? why : "cancelled");
-	shut(s, -ECANCELED, r, true);
+	/* The peer gets the reason as given; local callers learn it was a cancel. */
+	shut(s, -ECANCELED, "cancelled: ", r, true);
 }
 
 int rdmae_session_stats(struct rdmae_session *s, struct rdmae_session_stats *st)

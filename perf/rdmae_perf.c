@@ -296,11 +296,11 @@ int main(int argc, char **argv)
 	char *end;
 	int opt, ret = 0;
 
-	if (argc < 3 || strcmp(argv[1], "transport"))
+	if (argc < 3 || strcmp(argv[1], "transport") != 0)
 		usage();
 	if (!strcmp(argv[2], "server"))
 		cf.server = true;
-	else if (strcmp(argv[2], "client"))
+	else if (strcmp(argv[2], "client") != 0)
 		usage();
 	cf.runs[0] = 4096;
 	cf.runs[1] = 65536;

@@ -60,6 +60,14 @@ static int ms_left(uint64_t deadline)
 	return now >= deadline ? 0 : (int)((deadline - now + 999999) / 1000000);
 }
 
+/* rdma_cm takes a timeout in ms, where 0 would not mean "now". */
+static int resolve_ms(uint64_t deadline)
+{
+	int ms = ms_left(deadline);
+
+	return ms > 0 ? ms : 1;
+}
+
 void rdmae_conn_opts_default(struct rdmae_conn_opts *o)
 {
 	memset(o, 0, sizeof(*o));
@@ -143,9 +151,23 @@ static void limits_from_opts(struct rdmae_wire_limits *l, const struct rdmae_con
 	l->max_rw_size = o->rw_size;
 }
 
+void rdmae_trace_print(const struct rdmae_conn *c, const char *fmt, ...)
+{
+	char line[300];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "rdmae %.6f %s %s: %s\n", (double)rdmae_now_ns() / 1e9,
+		c->server ? "server" : "client", c->peer, line);
+}
+
 static struct rdmae_conn *conn_alloc(const struct rdmae_conn_opts *o, bool server,
 				     struct rdmae_err *err)
 {
+	const char *dbg = getenv("RDMAE_DEBUG");
+
 	struct rdmae_conn *c = calloc(1, sizeof(*c));
 	pthread_condattr_t ca;
 
@@ -158,6 +180,7 @@ static struct rdmae_conn *conn_alloc(const struct rdmae_conn_opts *o, bool serve
 		goto err_free;
 	limits_from_opts(&c->limits, &c->opts);
 	c->server = server;
+	c->debug = dbg && *dbg && *dbg != '0';
 	c->numa_node = -1;
 	c->notify_fd = -1;
 	c->pin_limit = 256u << 20;
@@ -199,7 +222,6 @@ void rdmae_conn_wake(struct rdmae_conn *c)
 void rdmae_conn_fail_locked(struct rdmae_conn *c, int code, const char *fmt, ...)
 {
 	va_list ap;
-	unsigned int i;
 
 	if (c->state == RDMAE_ST_ERROR)
 		return;
@@ -208,11 +230,20 @@ void rdmae_conn_fail_locked(struct rdmae_conn *c, int code, const char *fmt, ...
 	va_start(ap, fmt);
 	vsnprintf(c->err.msg, sizeof(c->err.msg), fmt, ap);
 	va_end(ap);
-	/* Disconnecting moves the QPs to error, which flushes whatever is posted. */
-	if (!c->linger)
-		for (i = 0; i < c->nlanes; i++)
-			if (c->lanes[i].qp && c->lanes[i].established)
-				rdma_disconnect(c->lanes[i].id);
+	rdmae_trace(c, "error %d: %s%s", c->err.code, c->err.msg, c->linger ? " (lingering)" : "");
+	/*
+	 * Disconnecting moves the QPs to error, which flushes whatever is posted.
+	 * A lingering connection first lets its queued sends go (a CANCEL, a
+	 * negotiate refusal): the progress thread disconnects once they are out
+	 * or linger_until_ns has passed.
+	 */
+	if (c->linger) {
+		if (!c->linger_until_ns)
+			c->linger_until_ns = rdmae_now_ns() + SEND_DRAIN_MS * 1000000ull;
+		rdmae_conn_wake(c);
+	} else {
+		rdmae_conn_disconnect_locked(c);
+	}
 	pthread_cond_broadcast(&c->cond);
 	if (c->notify_fd >= 0) {
 		uint64_t one = 1;
@@ -220,6 +251,14 @@ void rdmae_conn_fail_locked(struct rdmae_conn *c, int code, const char *fmt, ...
 
 		(void)r;
 	}
+}
+
+void rdmae_conn_disconnect_locked(struct rdmae_conn *c)
+{
+	for (unsigned int i = 0; i < c->nlanes; i++)
+		if (c->lanes[i].qp && c->lanes[i].established)
+			rdma_disconnect(c->lanes[i].id);
+	c->linger = false;
 }
 
 int rdmae_conn_check_locked(struct rdmae_conn *c, struct rdmae_err *err)
@@ -250,20 +289,17 @@ int rdmae_conn_wait_locked(struct rdmae_conn *c, uint64_t deadline_ns)
 static void addr_str(const struct sockaddr *sa, char *buf, size_t len)
 {
 	char host[64] = "?";
-	unsigned int port = 0;
 
 	if (sa && sa->sa_family == AF_INET) {
 		const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
 
 		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-		port = ntohs(in->sin_port);
-		snprintf(buf, len, "%s:%u", host, port);
+		snprintf(buf, len, "%s:%u", host, ntohs(in->sin_port));
 	} else if (sa && sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
 
 		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-		port = ntohs(in6->sin6_port);
-		snprintf(buf, len, "[%s]:%u", host, port);
+		snprintf(buf, len, "[%s]:%u", host, ntohs(in6->sin6_port));
 	} else {
 		snprintf(buf, len, "?");
 	}
@@ -419,14 +455,18 @@ static int cm_next(struct rdma_event_channel *ch, uint64_t deadline, struct rdma
 }
 
 /* Wait for one expected event on id; anything else is an error described by the caller. */
-static int cm_expect(struct rdmae_conn *c, struct rdma_cm_id *id, enum rdma_cm_event_type want,
-		     uint64_t deadline, enum rdma_cm_event_type *got, int *status)
+static int cm_expect(struct rdmae_conn *c, const struct rdma_cm_id *id,
+		     enum rdma_cm_event_type want, uint64_t deadline, enum rdma_cm_event_type *got,
+		     int *status)
 {
 	struct rdma_cm_event *ev;
-	int ret;
 
+	/* What a caller prints when no event of this id came (another lane's disconnect). */
+	*got = RDMA_CM_EVENT_DISCONNECTED;
+	*status = 0;
 	for (;;) {
-		ret = cm_next(c->cm_ch, deadline, &ev);
+		int ret = cm_next(c->cm_ch, deadline, &ev);
+
 		if (ret)
 			return ret;
 		if (ev->id != id) {
@@ -440,6 +480,8 @@ static int cm_expect(struct rdmae_conn *c, struct rdma_cm_id *id, enum rdma_cm_e
 		}
 		*got = ev->event;
 		*status = ev->status;
+		rdmae_trace(c, "setup: cm event %s (status %d)", rdma_event_str(ev->event),
+			    ev->status);
 		rdma_ack_cm_event(ev);
 		return *got == want ? 0 : -EPROTO;
 	}
@@ -470,6 +512,8 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 	char sbuf[80];
 	int status = 0, ret;
 
+	if (idx >= RDMAE_MAX_LANES)
+		return rdmae_err_set(err, -EINVAL, "lane %u: at most %d lanes", idx, RDMAE_MAX_LANES);
 	if (rdma_create_id(c->cm_ch, &id, NULL, RDMA_PS_TCP))
 		return rdmae_err_set(err, -errno, "rdma_create_id for %s: %s", c->peer,
 				     strerror(errno));
@@ -479,7 +523,7 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 		rdmae_err_set(err, ret, "no RDMA device has address %s (%s)", sbuf, strerror(-ret));
 		goto err_id;
 	}
-	if (rdma_resolve_addr(id, src, dst->ai_dst_addr, ms_left(deadline) ?: 1)) {
+	if (rdma_resolve_addr(id, src, dst->ai_dst_addr, resolve_ms(deadline))) {
 		ret = rdmae_err_set(err, -errno, "rdma_resolve_addr %s: %s", c->peer,
 				    strerror(errno));
 		goto err_id;
@@ -496,7 +540,7 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 		goto err_id;
 	}
 	rdma_set_option(id, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &tmo, sizeof(tmo));
-	if (rdma_resolve_route(id, ms_left(deadline) ?: 1)) {
+	if (rdma_resolve_route(id, resolve_ms(deadline))) {
 		ret = rdmae_err_set(err, -errno, "rdma_resolve_route %s: %s", c->peer,
 				    strerror(errno));
 		goto err_id;
@@ -522,7 +566,7 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 	pthread_mutex_lock(&c->lock);
 	ret = rdmae_lane_create(c, id, idx, err);
 	if (!ret && idx > 0)
-		data_lane_credits(c, &c->lanes[idx]);
+		data_lane_credits(c, id->context);
 	pthread_mutex_unlock(&c->lock);
 	if (ret)
 		goto err_id;
@@ -895,9 +939,16 @@ static void listener_event(struct rdmae_listener *l, struct rdma_cm_event *ev)
 		struct rdmae_conn *c = lane->conn;
 
 		pthread_mutex_lock(&c->lock);
+		rdmae_trace(c, "listener: cm event %s on lane %u", rdma_event_str(type), lane->idx);
 		if (type == RDMA_CM_EVENT_ESTABLISHED) {
 			lane->established = true;
 			c->lanes_up++;
+		} else if (type == RDMA_CM_EVENT_DISCONNECTED && lane->idx == 0 &&
+			   c->state == RDMAE_ST_LANES && c->lanes_up < 2 && c->neg.lanes > 1) {
+			/* The client got our response and hung up instead of adding lanes. */
+			rdmae_conn_fail_locked(c, -ECONNRESET, "negotiate with %s: the client "
+					       "disconnected after our response (it refused it)",
+					       c->peer);
 		} else if (type == RDMA_CM_EVENT_DISCONNECTED || type == RDMA_CM_EVENT_REJECTED ||
 			   type == RDMA_CM_EVENT_CONNECT_ERROR || type == RDMA_CM_EVENT_UNREACHABLE) {
 			rdmae_conn_fail_locked(c, -ECONNRESET, "setup of %s: %s on lane %u",
@@ -936,6 +987,7 @@ static int finish_accept(struct rdmae_listener *l, struct rdmae_conn *c, struct 
 	pthread_mutex_lock(&c->lock);
 	if (!ret) {
 		c->state = RDMAE_ST_CONNECTED;
+		rdmae_trace(c, "accepted with %u lanes", c->nlanes);
 		c->cm_to_thread = true;
 		c->last_rx_ns = rdmae_now_ns();
 	}
@@ -980,8 +1032,11 @@ int rdmae_accept(struct rdmae_listener *l, struct rdmae_conn **out, int timeout_
 				return 0;
 			}
 		}
-		while (!rdma_get_cm_event(l->ch, &ev))
+		if (!rdma_get_cm_event(l->ch, &ev)) {
+			/* One event at a time: it may have completed a connection, check first. */
 			listener_event(l, ev);
+			continue;
+		}
 		{
 			struct pollfd p[2] = { { .fd = l->ch->fd, .events = POLLIN },
 					       { .fd = l->wake_fd, .events = POLLIN } };
@@ -1030,6 +1085,9 @@ void rdmae_conn_abort(struct rdmae_conn *c, int code, const char *why)
 	if (!c)
 		return;
 	pthread_mutex_lock(&c->lock);
+	/* Whatever was already posted (a CANCEL with its reason) still reaches the peer. */
+	rdmae_conn_post_all_locked(c);
+	c->linger = rdmae_conn_sends_pending(c);
 	rdmae_conn_fail_locked(c, code, "%s", why ? why : "aborted");
 	pthread_mutex_unlock(&c->lock);
 	rdmae_conn_wake(c);
@@ -1065,7 +1123,7 @@ int rdmae_conn_lane_stats(struct rdmae_conn *c, unsigned int lane, struct rdmae_
 	return 0;
 }
 
-static bool sends_pending(const struct rdmae_conn *c)
+bool rdmae_conn_sends_pending(const struct rdmae_conn *c)
 {
 	unsigned int i;
 
@@ -1086,14 +1144,11 @@ void rdmae_conn_destroy(struct rdmae_conn *c)
 	/* Teardown order: pending sends, disconnect, thread, MRs of regions, QPs, CQ, PD, ids. */
 	pthread_mutex_lock(&c->lock);
 	deadline = deadline_after(SEND_DRAIN_MS);
-	while (c->thread_started && sends_pending(c) &&
+	while (c->thread_started && rdmae_conn_sends_pending(c) &&
 	       (c->state != RDMAE_ST_ERROR || c->linger))
 		if (rdmae_conn_wait_locked(c, deadline))
 			break;
-	c->linger = false;
-	for (i = 0; i < c->nlanes; i++)
-		if (c->lanes[i].qp && c->lanes[i].established)
-			rdma_disconnect(c->lanes[i].id);
+	rdmae_conn_disconnect_locked(c);
 	if (c->state != RDMAE_ST_ERROR) {
 		c->state = RDMAE_ST_ERROR;
 		c->err.code = -ESHUTDOWN;

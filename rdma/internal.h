@@ -125,6 +125,8 @@ struct rdmae_conn {
 	enum rdmae_conn_state state;
 	struct rdmae_err err;		/* sticky once state is ERROR */
 	bool linger;			/* failed, but let queued sends finish before disconnecting */
+	uint64_t linger_until_ns;	/* disconnect by then even if sends are still queued */
+	bool debug;			/* RDMAE_DEBUG=1 in the environment: trace to stderr */
 	char peer[80];
 	struct rdmae_conn_opts opts;
 	struct rdmae_wire_limits limits;
@@ -179,6 +181,14 @@ struct rdmae_conn {
 
 /* time */
 uint64_t rdmae_now_ns(void);
+
+/* Trace a connection event to stderr when RDMAE_DEBUG is set; off, it costs one branch. */
+#define rdmae_trace(c, ...) do { if ((c)->debug) rdmae_trace_print((c), __VA_ARGS__); } while (0)
+void rdmae_trace_print(const struct rdmae_conn *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Disconnect every lane (QPs to error, posted work flushed). */
+void rdmae_conn_disconnect_locked(struct rdmae_conn *c);
+bool rdmae_conn_sends_pending(const struct rdmae_conn *c);
 
 /* conn.c */
 /* The first message on lane 0 is the peer's negotiate message; handled in the progress thread. */

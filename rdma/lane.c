@@ -60,7 +60,8 @@ static void enqueue_msg_locked(struct rdmae_conn *c, void *data, size_t len)
 	c->q_bytes += len;
 }
 
-static void handle_data_locked(struct rdmae_lane *l, const uint8_t *buf, uint32_t len)
+/* Returns 0, or non-zero once the message has put the connection in error. */
+static int handle_data_locked(struct rdmae_lane *l, const uint8_t *buf, uint32_t len)
 {
 	struct rdmae_conn *c = l->conn;
 	struct rdmae_data_hdr h;
@@ -73,35 +74,38 @@ static void handle_data_locked(struct rdmae_lane *l, const uint8_t *buf, uint32_
 	if (ret) {
 		rdmae_conn_fail_locked(c, ret, "message from %s on lane %u rejected: bad %s", c->peer,
 				       l->idx, rdmae_wire_field_name(f));
-		return;
+		return ret;
 	}
 	ret = rdmae_credits_on_recv(&l->cr, h.credits_granted, h.credits_requested);
 	if (ret) {
 		rdmae_conn_fail_locked(c, ret,
 				       "message from %s on lane %u broke the credit rules "
 				       "(granted %u)", c->peer, l->idx, h.credits_granted);
-		return;
+		return ret;
 	}
+	rdmae_trace(c, "lane %u: message len %u granted %u flags 0x%x data %u remaining %u",
+		    l->idx, len, h.credits_granted, h.flags, h.data_length, h.remaining_data_length);
 	if ((h.flags & RDMAE_FLAG_FENCE) && h.fence_seq > l->fence_seen)
 		l->fence_seen = h.fence_seq;
 	if (h.flags & RDMAE_FLAG_RESPONSE_REQUESTED)
 		l->reply_owed = true;
 	if (!h.data_length)
-		return;
+		return 0;
 	if (l->idx != 0) {
 		rdmae_conn_fail_locked(c, -EPROTO, "message from %s: payload on bulk lane %u",
 				       c->peer, l->idx);
-		return;
+		return -EPROTO;
 	}
 	ret = rdmae_reasm_push(&c->reasm, buf + h.data_offset, h.data_length,
 			       h.remaining_data_length, &msg, &mlen);
 	if (ret) {
 		rdmae_conn_fail_locked(c, ret, "reassembly of a message from %s: %s", c->peer,
 				       strerror(-ret));
-		return;
+		return ret;
 	}
 	if (msg)
 		enqueue_msg_locked(c, msg, mlen);
+	return c->state == RDMAE_ST_ERROR;
 }
 
 static void rx_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
@@ -131,8 +135,7 @@ static void rx_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
 	}
 	if (c->state == RDMAE_ST_ERROR)
 		return;
-	handle_data_locked(l, rb->data, wc->byte_len);
-	if (c->state == RDMAE_ST_ERROR)
+	if (handle_data_locked(l, rb->data, wc->byte_len))
 		return;
 	/*
 	 * Hold the buffer back while the reader lags: the peer then runs out of
@@ -304,10 +307,10 @@ int rdmae_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32_t l
 	struct rdmae_data_hdr h;
 	bool stalled = false;
 	uint8_t *slot;
-	int ret;
 
 	for (;;) {
-		ret = rdmae_conn_check_locked(c, NULL);
+		int ret = rdmae_conn_check_locked(c, NULL);
+
 		if (ret)
 			return ret;
 		if (rdmae_credits_can_send(&l->cr, l->cr.to_grant) && tx_room(l))

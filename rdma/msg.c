@@ -24,7 +24,7 @@ int rdmae_send(struct rdmae_conn *c, const void *buf, size_t len, struct rdmae_e
 				     len, c->neg.max_fragmented_size);
 	pthread_mutex_lock(&c->lock);
 	/* One message at a time, or two senders' fragments would interleave. */
-	while (c->sending && !(ret = rdmae_conn_check_locked(c, err)))
+	while (c->sending && !rdmae_conn_check_locked(c, NULL))
 		rdmae_conn_wait_locked(c, 0);
 	ret = rdmae_conn_check_locked(c, err);
 	if (ret)
@@ -45,8 +45,8 @@ int rdmae_send(struct rdmae_conn *c, const void *buf, size_t len, struct rdmae_e
 	rdmae_lane_post_chain(l0);
 	c->sending = false;
 	pthread_cond_broadcast(&c->cond);
-	if (ret)
-		ret = rdmae_conn_check_locked(c, err) ?: ret;
+	if (ret && rdmae_conn_check_locked(c, err))
+		ret = rdmae_conn_check_locked(c, err);
 out:
 	pthread_mutex_unlock(&c->lock);
 	return ret;
@@ -64,7 +64,10 @@ int rdmae_recv(struct rdmae_conn *c, void **buf, size_t *len, int timeout_ms,
 	*len = 0;
 	pthread_mutex_lock(&c->lock);
 	/* Messages that arrived before a failure are still delivered: the last one may be the answer. */
-	while (!c->q_head) {
+	for (;;) {
+		m = c->q_head;
+		if (m)
+			break;
 		ret = rdmae_conn_check_locked(c, err);
 		if (ret)
 			goto out;
@@ -74,7 +77,6 @@ int rdmae_recv(struct rdmae_conn *c, void **buf, size_t *len, int timeout_ms,
 			goto out;
 		}
 	}
-	m = c->q_head;
 	c->q_head = m->next;
 	if (!c->q_head)
 		c->q_tail = NULL;

@@ -56,6 +56,8 @@ static void cm_events_locked(struct rdmae_conn *c)
 		struct rdmae_lane *l = ev->id->context;
 
 		rdma_ack_cm_event(ev);
+		rdmae_trace(c, "cm event %s on lane %u (status %d)", rdma_event_str(type),
+			    l ? l->idx : 99, 0);
 		switch (type) {
 		case RDMA_CM_EVENT_DISCONNECTED:
 			rdmae_conn_fail_locked(c, -ECONNRESET,
@@ -142,6 +144,16 @@ static void *progress_main(void *arg)
 		nfds_t n = 0;
 		int tmo = keepalive_locked(c);
 		uint64_t v;
+
+		/* A lingering failure disconnects once its sends are out, or at its deadline. */
+		if (c->linger) {
+			uint64_t now = rdmae_now_ns();
+
+			if (!rdmae_conn_sends_pending(c) || now >= c->linger_until_ns)
+				rdmae_conn_disconnect_locked(c);
+			else
+				tmo = (int)((c->linger_until_ns - now) / 1000000ull) + 1;
+		}
 
 		p[n++] = (struct pollfd){ .fd = c->comp_ch->fd, .events = POLLIN };
 		p[n++] = (struct pollfd){ .fd = c->wake_fd, .events = POLLIN };

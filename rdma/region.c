@@ -161,7 +161,6 @@ int rdmae_region_lkey_locked(struct rdmae_region *r, uint64_t off, uint32_t *lke
 			     struct rdmae_chunk **chunk, uint64_t deadline_ns)
 {
 	struct rdmae_chunk *ch;
-	int ret;
 
 	*chunk = NULL;
 	if (r->mrs) {
@@ -177,7 +176,8 @@ int rdmae_region_lkey_locked(struct rdmae_region *r, uint64_t off, uint32_t *lke
 		if (ch->refs == 0)
 			lru_unlink(r->c, ch);
 	} else {
-		ret = chunk_pin_locked(r, ch, deadline_ns);
+		int ret = chunk_pin_locked(r, ch, deadline_ns);
+
 		if (ret)
 			return ret;
 		if (ch->refs == 0)
@@ -238,7 +238,8 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 	pthread_mutex_lock(&c->lock);
 	if (o->mode == RDMAE_REG_PIN_ALL) {
 		r->nmrs = (len + RDMAE_DESC_SPAN - 1) / RDMAE_DESC_SPAN;
-		r->mrs = calloc(r->nmrs, sizeof(*r->mrs));
+		/* An array of MR pointers is what is meant here. */
+		r->mrs = calloc(r->nmrs, sizeof(r->mrs[0])); /* NOLINT(bugprone-sizeof-expression) */
 		ret = -ENOMEM;
 		if (!r->mrs)
 			goto err_unlock;

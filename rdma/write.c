@@ -172,8 +172,8 @@ int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err)
 			c->lanes[i].st.fences++;
 	}
 	rdmae_conn_post_all_locked(c);
-	if (ret)
-		ret = rdmae_conn_check_locked(c, err) ?: ret;
+	if (ret && rdmae_conn_check_locked(c, err))
+		ret = rdmae_conn_check_locked(c, err);
 out:
 	pthread_mutex_unlock(&c->lock);
 	return ret;

@@ -8,7 +8,8 @@
 #   bench.sh --list          list the tests with topology and timeout
 # Options: --keep (keep the work dir), -v (same as V=1).
 # Environment: RDMAE_CACHE (default ~/.cache/rdmae), RDMAE_BUILD (default
-# <repo>/build), V=1 (verbose), TMPDIR.
+# <repo>/build), RDMAE_TESTS_DIR (default tests/softroce/tests), V=1
+# (verbose), TMPDIR.
 #
 # Output ends with exactly one line "softroce: N passed, M failed"; the exit
 # status is non-zero when M > 0.
@@ -16,8 +17,9 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-CACHE=${RDMAE_CACHE:-$HOME/.cache/rdmae}
+CACHE=${RDMAE_CACHE:-${HOME:-/tmp}/.cache/rdmae}
 BUILD_DIR=${RDMAE_BUILD:-$REPO/build}
+TESTS_DIR=${RDMAE_TESTS_DIR:-$HERE/tests}
 V=${V:-0}
 KEEP=0
 DEMO=0
@@ -34,7 +36,7 @@ KERNEL_PROBLEM_RE='Kernel panic - not syncing|^\[ *[0-9]+\.[0-9]+\] .*(BUG:|Oops
 note() { printf '[bench] %s\n' "$*"; }
 vnote() { [[ $V != 1 ]] || printf '[bench] %s\n' "$*"; }
 
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
 # ---------------------------------------------------------------- tests ----
 declare -A T_TOPO T_TMO RES_STATUS RES_WHY
@@ -49,7 +51,7 @@ hdr() { # file key default
 
 discover_tests() {
   local f n
-  for f in "$HERE"/tests/*.sh; do
+  for f in "$TESTS_DIR"/*.sh; do
     [[ -f $f ]] || continue
     n=$(basename "$f" .sh)
     [[ $n =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]] || { note "skipping $f: bad test name"; continue; }
@@ -165,6 +167,7 @@ wait_listen() { # port timeout_s pid
 
 qemu_cmd() { # name mem smp append extra...
   local name=$1 mem=$2 smp=$3 append=$4; shift 4
+  # shellcheck disable=SC2054
   QCMD=(qemu-system-x86_64 -name "rdmae-$name" -accel tcg,thread=multi -cpu max
     -m "$mem" -smp "$smp" -nodefaults -no-user-config -display none -no-reboot
     -L /usr/share/seabios -L /usr/share/qemu
@@ -176,7 +179,7 @@ qemu_cmd() { # name mem smp append extra...
 start_qemu() { # name  (uses QCMD) -> QPID
   : >"$WORK/$1.console"
   vnote "qemu: ${QCMD[*]}"
-  "${QCMD[@]}" </dev/null >"$WORK/$1.qemu.log" 2>&1 &
+  "${QCMD[@]}" </dev/null >"$WORK/$1.qemu.log" 2>&1 8<&- 9<&- &
   QPID=$!
   QEMU_PIDS+=("$QPID")
   echo "$EPOCHREALTIME" >"$WORK/$1.start"
@@ -230,7 +233,7 @@ run_topology() { # topo tests...
   for i in "${!names[@]}"; do
     n=${names[$i]}
     if [[ $topo == one ]]; then p=""; else p="$n| "; fi
-    follow_vm "$n" "$WORK/$n.console" "${pids[$i]}" "$p" "${mons[@]}" &
+    follow_vm "$n" "$WORK/$n.console" "${pids[$i]}" "$p" "${mons[@]}" 8<&- 9<&- &
     fpids+=("$!"); BG_PIDS+=("$!")
   done
 
@@ -343,7 +346,7 @@ main() {
     for t in "${ALL_TESTS[@]}"; do [[ $t == demo ]] || names+=("$t"); done
   fi
   for t in "${names[@]}"; do
-    [[ -n ${T_TOPO[$t]:-} ]] || { echo "bench.sh: no test '$t' (tests/softroce/tests/$t.sh); have: ${ALL_TESTS[*]}" >&2; exit 2; }
+    [[ -n ${T_TOPO[$t]:-} ]] || { echo "bench.sh: no test '$t' ($TESTS_DIR/$t.sh); have: ${ALL_TESTS[*]}" >&2; exit 2; }
     [[ " ${SELECTED[*]} " == *" $t "* ]] || SELECTED+=("$t")
   done
 
@@ -353,10 +356,15 @@ main() {
   PATH=$PATH:/usr/sbin:/sbin command -v depmod >/dev/null || die "'depmod' not found: run tests/softroce/deps.sh install"
 
   mkdir -p "$CACHE" || die "cannot create cache dir $CACHE"
-  exec 9>"$CACHE/bench.lock"
-  if ! flock -n 9; then
-    note "another bench run holds $CACHE/bench.lock; waiting (up to 2 h)"
-    flock -w 7200 9 || die "could not take $CACHE/bench.lock within 2 h"
+  # Two locks: the cache dir's (protects the cache) and a machine-wide one
+  # (two bench runs never share the 2 cores, whatever their caches).
+  local glock=${RDMAE_LOCK:-/tmp/rdmae-bench.lock}
+  [[ -e $glock ]] || (umask 0; : >"$glock") 2>/dev/null || true
+  exec 8<"$glock" || die "cannot open lock file $glock"
+  exec 9>"$CACHE/bench.lock" || die "cannot open $CACHE/bench.lock"
+  if ! flock -n 8 || ! flock -n 9; then
+    note "another bench run holds $glock or $CACHE/bench.lock; waiting (up to 2 h)"
+    { flock -w 7200 8 && flock -w 7200 9; } || die "could not take the bench locks within 2 h"
   fi
 
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/rdmae-bench.XXXXXX")

@@ -30,7 +30,7 @@ case "${1:-}" in
   check)
     m=$(missing)
     if [[ -n $m ]]; then
-      echo "deps.sh: missing Debian packages: $(echo $m)" >&2
+      echo "deps.sh: missing Debian packages: ${m//$'\n'/ }" >&2
       exit 1
     fi
     ;;
@@ -45,20 +45,20 @@ case "${1:-}" in
       if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
         SUDO=(sudo -n)
       else
-        echo "deps.sh: need root to install: $(echo $m)" >&2
+        echo "deps.sh: need root to install: ${m//$'\n'/ }" >&2
         exit 1
       fi
     fi
     export DEBIAN_FRONTEND=noninteractive
-    echo "deps.sh: installing: $(echo $m)"
+    echo "deps.sh: installing: ${m//$'\n'/ }"
     timeout 900 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q ||
       { echo "deps.sh: apt-get update failed" >&2; exit 1; }
-    # shellcheck disable=SC2046
+    # shellcheck disable=SC2086
     timeout 1800 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-      apt-get install -y -q --no-install-recommends $m ||
+      apt-get install -y -q --no-install-recommends $m ||  # word splitting wanted
       { echo "deps.sh: apt-get install failed" >&2; exit 1; }
     m=$(missing)
-    [[ -z $m ]] || { echo "deps.sh: still missing after install: $(echo $m)" >&2; exit 1; }
+    [[ -z $m ]] || { echo "deps.sh: still missing after install: ${m//$'\n'/ }" >&2; exit 1; }
     echo "deps.sh: done"
     ;;
   list)

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <cmocka.h>
 
-#include "rdmae_converge.h"
+#include "../../engine/rdmae_converge.h"
 
 #define NS 1000000000ull
 #define MS 1000000ull
@@ -118,7 +118,8 @@ static void test_ratelimit_long_run(void **state)
 		assert_true((double)sent * 1e9 <= (double)rate * (double)(t - start) + 1e-3);
 	}
 	/* And does not fall far below it when the sender keeps up (within 1%). */
-	assert_true((double)sent * 1e9 >= 0.99 * (double)rate * (double)(t - start) - 4.0 * MIB * 1e9);
+	assert_true((double)sent * 1e9 >=
+		    0.99 * (double)rate * (double)(t - start) - 4.0 * MIB * 1e9);
 }
 
 int main(void)

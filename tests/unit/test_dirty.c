@@ -9,9 +9,9 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "rdmae_dirty.h"
+#include "../../engine/rdmae_dirty.h"
 
-#define PS 4096
+#define PS 4096ul
 
 struct run {
 	size_t start, len;
@@ -62,7 +62,7 @@ static void set_bit(uint64_t *bm, size_t i)
 static void test_empty(void **state)
 {
 	uint64_t bm[4] = { 0 };
-	struct run r[4];
+	struct run r[4] = { { 0, 0 } };
 
 	(void)state;
 	assert_int_equal(rdmae_bitmap_count(bm, 256), 0);
@@ -73,7 +73,7 @@ static void test_empty(void **state)
 static void test_full(void **state)
 {
 	uint64_t bm[4];
-	struct run r[4];
+	struct run r[4] = { { 0, 0 } };
 
 	(void)state;
 	memset(bm, 0xff, sizeof(bm));
@@ -86,7 +86,7 @@ static void test_full(void **state)
 static void test_first_and_last_page(void **state)
 {
 	uint64_t bm[3] = { 0 };
-	struct run r[4];
+	struct run r[4] = { { 0, 0 } };
 
 	(void)state;
 	set_bit(bm, 0);
@@ -102,7 +102,7 @@ static void test_first_and_last_page(void **state)
 static void test_alternating(void **state)
 {
 	uint64_t bm[2] = { 0x5555555555555555ull, 0xaaaaaaaaaaaaaaaaull };
-	struct run r[128];
+	struct run r[128] = { { 0, 0 } };
 	size_t n, i;
 
 	(void)state;
@@ -120,7 +120,7 @@ static void test_alternating(void **state)
 static void test_run_across_words(void **state)
 {
 	uint64_t bm[4] = { 0 };
-	struct run r[4];
+	struct run r[4] = { { 0, 0 } };
 	size_t i;
 
 	(void)state;
@@ -144,7 +144,7 @@ static void test_run_across_words(void **state)
 static void test_garbage_past_end(void **state)
 {
 	uint64_t bm[2];
-	struct run r[4];
+	struct run r[4] = { { 0, 0 } };
 
 	(void)state;
 	/* 100 pages: bits 100..127 are garbage and must be ignored. */
@@ -196,7 +196,7 @@ static void test_random_vs_reference(void **state)
 
 	(void)state;
 	for (iter = 0; iter < 300; iter++) {
-		size_t npages = 1 + (size_t)rand_r(&seed) % (WORDS * 64), na, nb, i;
+		size_t npages = 1 + (size_t)rand_r(&seed) % ((size_t)WORDS * 64), na, nb, i;
 		uint64_t cnt = 0;
 
 		for (i = 0; i < WORDS; i++) {
@@ -210,8 +210,8 @@ static void test_random_vs_reference(void **state)
 			}
 			bm[i] = w;
 		}
-		na = runs_of(bm, npages, a, WORDS * 64);
-		nb = runs_ref(bm, npages, b, WORDS * 64);
+		na = runs_of(bm, npages, a, (size_t)WORDS * 64);
+		nb = runs_ref(bm, npages, b, (size_t)WORDS * 64);
 		assert_int_equal(na, nb);
 		for (i = 0; i < na; i++) {
 			assert_int_equal(a[i].start, b[i].start);

@@ -10,8 +10,8 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "proto.h"
-#include "rdmae_region.h"
+#include "../../engine/proto.h"
+#include "../../rdma/rdmae_region.h"
 
 #define H RDMAE_PROTO_HDR_SIZE
 #define GIB (1ull << 30)
@@ -175,7 +175,7 @@ static void test_blocks_reject(void **state)
 	put32(H, RDMAE_PROTO_MAX_BLOCKS + 1);
 	reject(len, NULL, -EPROTO);
 	/* Body shorter than the count field. */
-	len = blocks_msg();
+	blocks_msg();
 	set_body_len(H + 4);
 	reject(H + 4, NULL, -EBADMSG);
 	/* Name without NUL. */
@@ -272,11 +272,11 @@ static void test_preflight_ok_reject(void **state)
 	put32(descs + 16 + 12, 4096);
 	reject(len, &ctx, -EPROTO);
 	len = preflight_ok_msg();
-	put32(descs + 3 * 16 + 12, (1u << 20) + 4096);
+	put32(descs + 3ul * 16 + 12, (1u << 20) + 4096);
 	reject(len, &ctx, -EPROTO);
 	/* Address that wraps. */
 	len = preflight_ok_msg();
-	put64(descs + 3 * 16, UINT64_MAX - 10);
+	put64(descs + 3ul * 16, UINT64_MAX - 10);
 	reject(len, &ctx, -EPROTO);
 	/* Truncated. */
 	len = preflight_ok_msg();
@@ -291,7 +291,8 @@ static void test_preflight_err(void **state)
 	char longr[400];
 
 	(void)state;
-	len = rdmae_msg_preflight_err_encode(buf, -EINVAL, 1, "block 'x': size 1 here, 2 at the source");
+	len = rdmae_msg_preflight_err_encode(buf, -EINVAL, 1,
+					     "block 'x': size 1 here, 2 at the source");
 	assert_int_equal(len, H + 200);
 	assert_int_equal(dec(len, &ctx, &m), 0);
 	assert_int_equal(m.u.preflight_err.error, -EINVAL);
@@ -395,7 +396,7 @@ static void test_rounds(void **state)
 {
 	struct rdmae_msg_round_end re = {
 		.round = 3, .fence_seq = 9, .flags = RDMAE_ROUND_FINAL, .pages = 100,
-		.bytes = 90 * 4096, .zero_pages = 10, .runs = 7, .duration_ns = 12345678,
+		.bytes = 90ull * 4096, .zero_pages = 10, .runs = 7, .duration_ns = 12345678,
 	};
 	struct rdmae_msg m;
 	size_t len;
@@ -440,7 +441,7 @@ static void test_state(void **state)
 	size_t len;
 
 	(void)state;
-	memcpy(buf + RDMAE_MSG_STATE_DATA_OFF, "vmstate!", 8);
+	memcpy(buf + RDMAE_MSG_STATE_DATA_OFF, "vmstate!", sizeof("vmstate!"));
 	len = rdmae_msg_state_encode(buf, 1000, 8);
 	assert_int_equal(len, H + 16 + 8);
 	assert_int_equal(dec(len, &ctx, &m), 0);
@@ -459,7 +460,7 @@ static void test_state(void **state)
 	len = rdmae_msg_state_encode(buf, UINT64_MAX - 2, 8);
 	reject(len, &ctx, -EPROTO);
 	/* Shorter than its struct. */
-	len = rdmae_msg_state_encode(buf, 0, 8);
+	rdmae_msg_state_encode(buf, 0, 8);
 	set_body_len(H + 8);
 	reject(H + 8, &ctx, -EBADMSG);
 }

@@ -108,7 +108,7 @@ static int64_t check_pattern(const uint8_t *p, uint64_t len, uint64_t seed)
 	for (o = 0; o + 8 <= len; o += 8) {
 		uint64_t w = pattern_word(o, seed);
 
-		if (memcmp(p + o, &w, 8)) {
+		if (memcmp(p + o, &w, 8) != 0) {
 			unsigned int k;
 
 			for (k = 0; k < 8; k++)
@@ -350,6 +350,7 @@ static int test_write_client(const struct args *a, struct rdmae_conn *c, struct 
 	uint8_t *buf;
 	int ret;
 
+	memset(&hello, 0, sizeof(hello));
 	ret = get_hello(c, &hello, err);
 	if (ret)
 		return ret;
@@ -596,6 +597,7 @@ static int test_stream_client(const struct args *a, struct rdmae_conn *c)
 	uint8_t *buf;
 	int ret;
 
+	memset(&hello, 0, sizeof(hello));
 	ret = get_hello(c, &hello, &e);
 	if (ret)
 		goto fail;
@@ -725,7 +727,7 @@ int main(int argc, char **argv)
 	a.test = argv[1];
 	if (!strcmp(argv[2], "server"))
 		a.server = true;
-	else if (strcmp(argv[2], "client"))
+	else if (strcmp(argv[2], "client") != 0)
 		usage();
 	optind = 3;
 	while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {

@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2012,SC2034
 # Sourced by bench.sh. Builds the two initramfs parts of the bench VMs.
 #
 # The kernel unpacks concatenated (compressed) cpio archives one after the
@@ -203,7 +205,7 @@ initramfs_run() { # out
     _copy_libs "$stage" "$f"
     n=$((n + 1))
   done
-  cp "$HERE"/tests/*.sh "$stage/tests/"
+  cp "$TESTS_DIR"/*.sh "$stage/tests/"
   _cpio_gz "$stage" "$out"
   RUN_BINARIES=$n
   rm -rf "$stage"

@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2012,SC2034
 # Sourced by bench.sh. Fetches Debian's kernel for the bench VMs into the cache.
 #
 # kernel_fetch sets:
@@ -36,7 +38,7 @@ _kernel_use() { # dir
 }
 
 _kernel_resolve() { # sets _kpkg _kver (empty when apt cannot tell)
-  _kpkg= _kver=
+  _kpkg="" _kver=""
   _kpkg=$(timeout 60 apt-cache depends linux-image-amd64 2>/dev/null |
     awk '$1 ~ /Depends:$/ && $2 ~ /^linux-image-[0-9]/ { print $2; exit }') || true
   [[ -n $_kpkg ]] || return 0
@@ -48,7 +50,14 @@ _kernel_resolve() { # sets _kpkg _kver (empty when apt cannot tell)
 
 kernel_fetch() {
   local _kpkg _kver dir tmp out deb kver mroot d
+  rm -rf "$CACHE"/.kernel-dl.*   # left by an interrupted run (we hold the lock)
   _kernel_resolve
+  if [[ -z $_kpkg || -z $_kver ]] && [[ -z $(_kernel_newest_cached) && $(id -u) -eq 0 ]]; then
+    # Fresh machine whose package lists were never fetched.
+    note "kernel: apt knows no linux-image-amd64; running apt-get update"
+    timeout 600 apt-get update -q >/dev/null 2>&1 || true
+    _kernel_resolve
+  fi
   if [[ -z $_kpkg || -z $_kver ]]; then
     dir=$(_kernel_newest_cached)
     [[ -n $dir ]] || die "cannot tell which kernel to use: 'apt-cache depends linux-image-amd64' / 'apt-cache policy' gave nothing (run 'apt-get update' as root?) and $CACHE holds no kernel"

@@ -7,6 +7,6 @@ set -eu
 rdmae_tt msgs server --addr "$SELF" --port 7520 --count 100000 --recv-queue 64K >s.txt 2>&1 &
 spid=$!
 wait_for listening s.txt 30
-rdmae_tt msgs client --addr "$SELF" --port 7520 --count 100000 || { kill $spid 2>/dev/null; cat s.txt; exit 1; }
+rdmae_tt msgs client --addr "$SELF" --port 7520 --count 100000 || { kill $spid 2>/dev/null || true; cat s.txt; exit 1; }
 wait $spid || { cat s.txt; exit 1; }
 cat s.txt

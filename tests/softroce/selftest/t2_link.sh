@@ -1,0 +1,1 @@
+../tests/link_two_hosts.sh

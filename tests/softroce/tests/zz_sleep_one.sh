@@ -1,4 +1,0 @@
-#!/bin/sh
-# topology: one
-# timeout: 5
-sleep 3
