@@ -282,12 +282,40 @@ static void set_failed(struct rdmae_session *s, int rc, const struct rdmae_err *
 	atomic_store(&s->state, ST_FAILED);
 }
 
+static int peer_cancelled(struct rdmae_session *s, const struct rdmae_msg *m,
+			  struct rdmae_err *err);
+
+/*
+ * A peer that cancels sends CANCEL and then disconnects, so a transport
+ * error may only be the echo of a cancel whose reason is already queued.
+ * Look for it among the messages that arrived before the failure.
+ */
+static bool peer_cancel_queued(struct rdmae_session *s, struct rdmae_err *err)
+{
+	struct rdmae_msg m;
+	void *buf;
+	size_t len;
+
+	while (rdmae_recv(s->conn, &buf, &len, 0, NULL) == 0) {
+		if (!rdmae_msg_decode(buf, len, s->have_ctx ? &s->ctx : NULL, &m, NULL) &&
+		    m.type == RDMAE_MSG_CANCEL) {
+			peer_cancelled(s, &m, err);
+			free(buf);
+			return true;
+		}
+		free(buf);
+	}
+	return false;
+}
+
 /*
  * A fatal error: record it and shut down, telling the peer why when the
  * connection can still carry it.
  */
 static int fail(struct rdmae_session *s, int rc, struct rdmae_err *err)
 {
+	if (rdmae_conn_error(s->conn, NULL) && peer_cancel_queued(s, err))
+		return -ECANCELED;
 	set_failed(s, rc, err);
 	shut(s, rc, "", err->msg, rdmae_conn_error(s->conn, NULL) == 0);
 	return rc;
@@ -1353,7 +1381,7 @@ int rdmae_session_round(struct rdmae_session *s, const uint64_t *const *bitmaps,
 	rc = do_round(s, bitmaps, stopped, &r, e);
 	if (rc) {
 		if (atomic_load(&s->state) != ST_FAILED)
-			fail(s, rc, e);
+			rc = fail(s, rc, e);
 		goto out;
 	}
 	if (rs)
@@ -1426,7 +1454,7 @@ int rdmae_session_send_state(struct rdmae_session *s, const void *buf, size_t le
 	}
 	free(msg);
 	if (rc)
-		fail(s, rc, e);
+		rc = fail(s, rc, e);
 out:
 	leave(s);
 	return rc;
@@ -1773,7 +1801,7 @@ static int dst_complete(struct rdmae_session *s, const struct rdmae_msg_complete
 		rc = dst_verify(s, err);
 		if (rc) {
 			if (atomic_load(&s->state) != ST_FAILED)
-				fail(s, rc, err);
+				rc = fail(s, rc, err);
 			return rc;
 		}
 	}

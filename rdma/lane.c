@@ -76,7 +76,9 @@ static int handle_data_locked(struct rdmae_lane *l, const uint8_t *buf, uint32_t
 				       l->idx, rdmae_wire_field_name(f));
 		return ret;
 	}
-	ret = rdmae_credits_on_recv(&l->cr, h.credits_granted, h.credits_requested);
+	/* After a failure credits no longer matter; the message itself still does. */
+	ret = c->state == RDMAE_ST_ERROR ? 0 :
+	      rdmae_credits_on_recv(&l->cr, h.credits_granted, h.credits_requested);
 	if (ret) {
 		rdmae_conn_fail_locked(c, ret,
 				       "message from %s on lane %u broke the credit rules "
@@ -133,9 +135,11 @@ static void rx_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
 			rdmae_conn_fail_locked(c, -EIO, "ibv_post_recv on lane 0 after negotiate");
 		return;
 	}
-	if (c->state == RDMAE_ST_ERROR)
-		return;
-	if (handle_data_locked(l, rb->data, wc->byte_len))
+	/*
+	 * A message that made it in before a failure is still delivered (it may
+	 * be the peer's reason for hanging up); its buffer is not reposted.
+	 */
+	if (handle_data_locked(l, rb->data, wc->byte_len) || c->state == RDMAE_ST_ERROR)
 		return;
 	/*
 	 * Hold the buffer back while the reader lags: the peer then runs out of

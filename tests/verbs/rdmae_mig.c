@@ -361,7 +361,8 @@ static int send_state(struct sess *s, struct rdmae_session *ss, struct rdmae_err
 		for (off = 0; off < len && !ret; off += STATE_CHUNK) {
 			size_t n = len - off < STATE_CHUNK ? len - off : STATE_CHUNK;
 
-			if (s->cf->cancel_at == PH_STATE && s->cf->cancel_src && off > 0)
+			/* Part of the state is out: the operator cancels now. */
+			if (s->cf->cancel_at == PH_STATE && s->cf->cancel_src)
 				return -ECANCELED;
 			ret = rdmae_session_send_state(ss, p + off, n, err);
 		}
@@ -455,6 +456,9 @@ static int run_src(struct sess *s)
 out:
 	if (cancel_thread)
 		pthread_join(canceller, NULL);
+	/* Not converging is not fatal to the guest: the operator gives up on the migration. */
+	if (ret == -ETIME)
+		rdmae_session_cancel(ss, "migration did not converge");
 	writes_before = atomic_load(&s->g.writes);
 	if (ss && !rdmae_session_stats(ss, &st))
 		say(s, "stats: %" PRIu64 " MiB RAM, %" PRIu64 " MiB sent, %" PRIu64 " zero pages, "
@@ -733,7 +737,7 @@ int main(int argc, char **argv)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ NULL, 0, NULL, 0 }
 	};
-	struct cfg cf = { .port = "7700", .size = 256u << 20, .downtime_ms = 300,
+	struct cfg cf = { .port = "7800", .size = 256u << 20, .downtime_ms = 300,
 			  .max_rounds = 30, .sessions = 1 };
 	struct sess *ss;
 	struct rdmae_listener *l = NULL;
