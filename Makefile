@@ -3,6 +3,7 @@
 #   make          libraries, the perf tool and the verbs test programs
 #   make check    every test: lint, host unit tests (ASan+UBSan), soft-RoCE bench
 #   make demo     the main job, on the soft-RoCE bench
+#   make perf     the benchmarks: rdmae against ib_write_bw in one VM run
 #   make deps     install the Debian packages the project needs (idempotent)
 
 CC       ?= gcc
@@ -32,7 +33,9 @@ UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/san/unit/%,$(UNIT_SRC))
 VERBS_BINS := $(patsubst tests/verbs/%.c,$(BUILD)/san/verbs/%,$(VERBS_SRC))
 PERF_BIN   := $(BUILD)/rel/rdmae-perf
 
-.PHONY: all check demo deps deps-check unit lint softroce clean
+.PHONY: all check demo perf deps deps-check unit lint softroce clean
+# Objects are inputs of several targets; keep them between runs.
+.SECONDARY:
 all: $(REL_LIBS) $(PERF_BIN) $(VERBS_BINS)
 
 $(BUILD)/rel/%.o: %.c
@@ -77,8 +80,10 @@ unit: deps-check $(UNIT_BINS)
 lint: deps-check
 	@tests/lint.sh
 
+BENCH := RDMAE_BUILD=$(abspath $(BUILD)) tests/softroce/bench.sh
+
 softroce: deps-check all
-	tests/softroce/bench.sh
+	$(BENCH)
 
 check: deps-check
 	$(MAKE) lint
@@ -86,7 +91,10 @@ check: deps-check
 	$(MAKE) softroce
 
 demo: deps-check all
-	tests/softroce/bench.sh --demo
+	$(BENCH) --demo
+
+perf: deps-check all
+	$(BENCH) perf_transport
 
 clean:
 	rm -rf $(BUILD)

@@ -68,6 +68,7 @@ struct rdmae_session_stats {
 	double dirty_rate;		/* last measured, bytes/s */
 	uint64_t expected_downtime_ns;
 	uint64_t actual_downtime_ns;	/* from rdmae_session_mark_stopped to commit */
+	uint64_t verify_ns;		/* part of it spent on checksums (both sides, at stop) */
 	uint64_t setup_ns;		/* preflight, registration included */
 	uint64_t total_ns;		/* preflight start to commit */
 	unsigned int lanes;

@@ -1520,6 +1520,7 @@ static int src_complete(struct rdmae_session *s, struct rdmae_err *err)
 	uint8_t small[RDMAE_MSG_SMALL_MAX];
 	struct rdmae_msg_complete c = { 0 };
 	struct rdmae_msg m;
+	uint64_t verify_start;
 	void *buf;
 	int rc;
 
@@ -1531,6 +1532,7 @@ static int src_complete(struct rdmae_session *s, struct rdmae_err *err)
 	c.nblocks = (uint32_t)s->nblocks;
 	c.rounds = s->st.rounds;
 	c.state_bytes = s->state_off;
+	verify_start = now_ns();
 	rc = send_msg(s, small, rdmae_msg_complete_encode(small, &c), err);
 	/* Sent before hashing, so that both sides hash at the same time. */
 	if (!rc && !s->o.no_verify)
@@ -1545,6 +1547,9 @@ static int src_complete(struct rdmae_session *s, struct rdmae_err *err)
 		switch (m.type) {
 		case RDMAE_MSG_COMMIT_OK:
 			free(buf);
+			pthread_mutex_lock(&s->lock);
+			s->st.verify_ns = now_ns() - verify_start;
+			pthread_mutex_unlock(&s->lock);
 			return 0;
 		case RDMAE_MSG_COMMIT_FAIL:
 			rc = rdmae_err_set(err, m.u.commit_fail.error, "%s",

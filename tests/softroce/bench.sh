@@ -2,7 +2,7 @@
 # rdmae soft-RoCE bench: runs test scripts inside QEMU (TCG) VMs whose Debian
 # kernel has rdma_rxe. See doc/testing.md.
 #
-#   bench.sh                 every test but "demo"
+#   bench.sh                 every test but "demo" and the perf_* benchmarks
 #   bench.sh NAME...         only these tests (tests/softroce/tests/NAME.sh)
 #   bench.sh --demo          the test named "demo"
 #   bench.sh --list          list the tests with topology and timeout
@@ -343,7 +343,7 @@ main() {
   if [[ $DEMO == 1 ]]; then
     names=(demo)
   elif [[ ${#names[@]} -eq 0 ]]; then
-    for t in "${ALL_TESTS[@]}"; do [[ $t == demo ]] || names+=("$t"); done
+    for t in "${ALL_TESTS[@]}"; do [[ $t == demo || $t == perf_* ]] || names+=("$t"); done
   fi
   for t in "${names[@]}"; do
     [[ -n ${T_TOPO[$t]:-} ]] || { echo "bench.sh: no test '$t' ($TESTS_DIR/$t.sh); have: ${ALL_TESTS[*]}" >&2; exit 2; }

@@ -432,8 +432,12 @@ static int run_src(struct sess *s)
 		rs.remaining_bytes = plan.dirty_bytes;
 		rs.expected_downtime_ns = plan.expected_downtime_ns;
 		print_round(s, &rs);
-		if (plan.converged)
+		if (plan.converged) {
+			say(s, "converged: %.1f MiB left, expected downtime %.1f ms: stopping the guest",
+			    (double)plan.dirty_bytes / 1048576.0,
+			    (double)plan.expected_downtime_ns / 1e6);
 			break;
+		}
 	}
 	/* Converged: stop the vCPU, take the last dirty log, send it and the device state. */
 	guest_pause(&s->g);
@@ -443,6 +447,7 @@ static int run_src(struct sess *s)
 	ret = rdmae_session_round(ss, bm, &rs, &err);
 	if (ret)
 		goto out;
+	say(s, "final round, guest stopped:");
 	print_round(s, &rs);
 	sum_before = guest_sum(&s->g);
 	ret = send_state(s, ss, &err);
@@ -462,11 +467,12 @@ out:
 	writes_before = atomic_load(&s->g.writes);
 	if (ss && !rdmae_session_stats(ss, &st))
 		say(s, "stats: %" PRIu64 " MiB RAM, %" PRIu64 " MiB sent, %" PRIu64 " zero pages, "
-		    "%u rounds, %.1f MB/s, setup %.1f ms, downtime %.1f ms (expected %.1f), "
-		    "total %.1f ms, %u lanes", st.total_bytes >> 20, st.transferred_bytes >> 20,
-		    st.zero_pages, st.rounds, st.throughput / 1e6, (double)st.setup_ns / 1e6,
+		    "%u rounds, %.1f MB/s, setup %.1f ms, downtime %.1f ms (expected %.1f; "
+		    "%.1f ms of it verifying checksums), total %.1f ms, %u lanes",
+		    st.total_bytes >> 20, st.transferred_bytes >> 20, st.zero_pages, st.rounds,
+		    st.throughput / 1e6, (double)st.setup_ns / 1e6,
 		    (double)st.actual_downtime_ns / 1e6, (double)st.expected_downtime_ns / 1e6,
-		    (double)st.total_ns / 1e6, st.lanes);
+		    (double)st.verify_ns / 1e6, (double)st.total_ns / 1e6, st.lanes);
 	if (ss) {
 		for (i = 0; i < rdmae_conn_negotiated(s->conn)->lanes; i++) {
 			struct rdmae_lane_stats ls;

@@ -1,0 +1,46 @@
+#!/bin/sh
+# topology: one
+# timeout: 900
+# Benchmark (not part of make check; run with `make perf`): the transport
+# against ib_write_bw, side by side in one VM boot, same message sizes and
+# QP counts. Absolute figures are those of software emulation; only the
+# ratios in one run mean anything. Ends with a 1 GiB transfer over 4 lanes.
+set -eu
+secs=${PERF_SECONDS:-3}
+echo "== ib_write_bw (perftest), one VM, rxe0, $secs s per point"
+for q in 1 4; do
+  for s in 4096 65536 1048576; do
+    ib_write_bw -d rxe0 -s $s -q $q -D $secs -F >srv.txt 2>&1 &
+    spid=$!
+    bench_wait_listen 18515 20
+    ib_write_bw -d rxe0 -s $s -q $q -D $secs -F "$SELF" >cli.txt 2>&1 || { cat cli.txt srv.txt; exit 1; }
+    wait $spid || true
+    bw=$(awk -v s=$s '$1 == s { print $4 }' cli.txt)
+    [ -n "$bw" ] || { echo "no bandwidth line for $s"; cat cli.txt; exit 1; }
+    printf 'ib_write_bw: qps %2d  size %8d  %8.1f MB/s\n' $q $s "$bw" | tee -a table.txt
+  done
+done
+
+echo "== rdmae-perf transport, same VM"
+rdmae-perf transport server --addr "$SELF" --port 7600 --size 64M >ps.txt 2>&1 &
+spid=$!
+wait_for listening ps.txt 30
+rdmae-perf transport client --addr "$SELF" --port 7600 --size 64M --runs 4K,64K,1M \
+  --lanes 1,4 --seconds $secs | tee -a table.txt || { cat ps.txt; exit 1; }
+wait $spid
+
+echo "== 1 GiB in one pass, 1 MiB runs, 4 lanes"
+rdmae-perf transport server --addr "$SELF" --port 7601 --size 1G >ps.txt 2>&1 &
+spid=$!
+wait_for listening ps.txt 60
+rdmae-perf transport client --addr "$SELF" --port 7601 --size 1G --runs 1M --lanes 4 \
+  --seconds 0 | tee -a table.txt || { cat ps.txt; exit 1; }
+wait $spid
+ib_write_bw -d rxe0 -s 1048576 -q 4 -n 256 -F >srv.txt 2>&1 &
+spid=$!
+bench_wait_listen 18515 20
+ib_write_bw -d rxe0 -s 1048576 -q 4 -n 256 -F "$SELF" >cli.txt 2>&1 || { cat cli.txt; exit 1; }
+wait $spid || true
+printf 'ib_write_bw: 1 GiB as 4 x 256 x 1 MiB  %s MB/s\n' "$(awk '$1 == 1048576 { print $4 }' cli.txt)" | tee -a table.txt
+echo "== summary"
+cat table.txt
