@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include "hostcheck.h"
 
+#include "../rdma/rdmae_region.h"
+
 #include <errno.h>
 #include <hugetlbfs.h>
 #include <inttypes.h>
@@ -53,71 +55,31 @@ int rdmae_check_memlock(uint64_t bytes, char *why, size_t whylen)
 	return -ENOMEM;
 }
 
-/*
- * Walk /proc/self/smaps: the mappings are listed in address order, each
- * header line followed by its fields, KernelPageSize among them.
- */
+/* Every mapping that covers [addr, addr + len) must be on huge pages. */
 int rdmae_check_hugepages(const void *addr, size_t len, char *why, size_t whylen)
 {
-	uintptr_t lo = (uintptr_t)addr, hi = lo + len, covered = lo;
-	uintptr_t vlo = 0, vhi = 0;
+	uintptr_t covered = (uintptr_t)addr, hi = covered + len;
 	long base = sysconf(_SC_PAGESIZE);
 	long huge = gethugepagesize();
-	bool in_range = false, line_start = true;
-	unsigned long kps;
-	char line[1024];
-	int rc = 0;
-	FILE *f;
 
 	if (huge <= 0) {
 		snprintf(why, whylen, "huge pages asked for, but this host has none configured");
 		return -ENOMEM;
 	}
-	f = fopen("/proc/self/smaps", "re");
-	if (!f) {
-		int e = errno;
+	while (covered < hi) {
+		uintptr_t end = 0;
+		size_t ps = rdmae_mapping_page_size((const void *)covered, &end);
 
-		snprintf(why, whylen, "open /proc/self/smaps: %s", strerror(e));
-		return -e;
-	}
-	while (covered < hi && fgets(line, sizeof(line), f)) {
-		/* The tail of a line longer than the buffer (a long path) is not a line. */
-		bool at_start = line_start;
-		unsigned long a, b;
-		int n = 0;
-
-		line_start = strchr(line, '\n') != NULL;
-		if (!at_start)
-			continue;
-		if (sscanf(line, "%lx-%lx %n", &a, &b, &n) == 2 && n > 0) {
-			vlo = a;
-			vhi = b;
-			in_range = vhi > covered && vlo < hi;
-			if (in_range && vlo > covered) {
-				snprintf(why, whylen, "%#" PRIxPTR " is not mapped", covered);
-				rc = -EFAULT;
-				goto out;
-			}
-			continue;
+		if (!ps) {
+			snprintf(why, whylen, "%#" PRIxPTR " is not mapped", covered);
+			return -EFAULT;
 		}
-		if (!in_range || sscanf(line, "KernelPageSize: %lu kB", &kps) != 1)
-			continue;
-		if (kps * 1024 <= (unsigned long)base) {
-			snprintf(why, whylen,
-				 "mapping %#" PRIxPTR "-%#" PRIxPTR
-				 " is on %lu KiB pages, not on huge pages (%ld KiB)",
-				 vlo, vhi, kps, huge / 1024);
-			rc = -EINVAL;
-			goto out;
+		if (ps <= (size_t)base) {
+			snprintf(why, whylen, "mapping at %#" PRIxPTR " is on %zu KiB pages, not on "
+				 "huge pages (%ld KiB)", covered, ps / 1024, huge / 1024);
+			return -EINVAL;
 		}
-		covered = vhi;
-		in_range = false;
+		covered = end;
 	}
-	if (covered < hi) {
-		snprintf(why, whylen, "%#" PRIxPTR " is not mapped", covered);
-		rc = -EFAULT;
-	}
-out:
-	fclose(f);
-	return rc;
+	return 0;
 }

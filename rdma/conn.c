@@ -509,7 +509,6 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 				    .conn_token = c->token };
 	uint8_t pdbuf[RDMAE_LANE_PD_SIZE];
 	uint8_t tmo = ACK_TIMEOUT;
-	char sbuf[80];
 	int status = 0, ret;
 
 	if (idx >= RDMAE_MAX_LANES)
@@ -519,8 +518,8 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 				     strerror(errno));
 	if (src && rdma_bind_addr(id, src)) {
 		ret = -errno;
-		addr_str(src, sbuf, sizeof(sbuf));
-		rdmae_err_set(err, ret, "no RDMA device has address %s (%s)", sbuf, strerror(-ret));
+		rdmae_err_set(err, ret, "no RDMA device has address %s (%s)", c->opts.bind_addr,
+			      strerror(-ret));
 		goto err_id;
 	}
 	if (rdma_resolve_addr(id, src, dst->ai_dst_addr, resolve_ms(deadline))) {
@@ -529,7 +528,9 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 		goto err_id;
 	}
 	ret = cm_expect(c, id, RDMA_CM_EVENT_ADDR_RESOLVED, deadline, &got, &status);
-	if (ret == -ETIMEDOUT) {
+	/* rdma_cm's own resolution timeout (no ARP/ND answer) is a timeout too. */
+	if (ret == -ETIMEDOUT || (got == RDMA_CM_EVENT_ADDR_ERROR && status == -ETIMEDOUT)) {
+		ret = -ETIMEDOUT;
 		rdmae_err_set(err, ret, "resolve %s: timed out after %d ms", c->peer,
 			      c->opts.timeout_ms);
 		goto err_id;

@@ -222,8 +222,8 @@ int rdmae_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32_t l
 			   uint64_t deadline_ns);
 int rdmae_lane_send_raw_locked(struct rdmae_lane *l, const void *buf, uint32_t len);
 void rdmae_lane_repost_parked_locked(struct rdmae_lane *l);
-/* Send an empty message if credits are owed (or a reply is owed); never blocks. */
-void rdmae_lane_grant_locked(struct rdmae_lane *l, uint16_t flags, bool force);
+/* Send an empty message if credits or a reply are owed and due; never blocks. */
+void rdmae_lane_grant_locked(struct rdmae_lane *l);
 
 /* progress.c */
 int rdmae_progress_start(struct rdmae_conn *c, struct rdmae_err *err);

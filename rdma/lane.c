@@ -345,13 +345,11 @@ int rdmae_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32_t l
 	return 0;
 }
 
-void rdmae_lane_grant_locked(struct rdmae_lane *l, uint16_t flags, bool force)
+void rdmae_lane_grant_locked(struct rdmae_lane *l)
 {
-	bool reply = l->reply_owed;
-
-	if (!force && !reply && !l->grant_pending && !rdmae_credits_need_grant_msg(&l->cr))
+	if (!l->reply_owed && !l->grant_pending && !rdmae_credits_need_grant_msg(&l->cr))
 		return;
-	if (rdmae_lane_send_locked(l, NULL, 0, 0, flags, 0, true, 0) == 0) {
+	if (rdmae_lane_send_locked(l, NULL, 0, 0, 0, 0, true, 0) == 0) {
 		l->reply_owed = false;
 		l->grant_pending = false;
 		rdmae_lane_post_chain(l);

@@ -83,7 +83,7 @@ int rdmae_recv(struct rdmae_conn *c, void **buf, size_t *len, int timeout_ms,
 	c->q_bytes -= m->len;
 	if (c->state != RDMAE_ST_ERROR) {
 		rdmae_lane_repost_parked_locked(l0);
-		rdmae_lane_grant_locked(l0, 0, false);
+		rdmae_lane_grant_locked(l0);
 	}
 	*buf = m->data;
 	*len = m->len;

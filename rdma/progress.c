@@ -54,10 +54,11 @@ static void cm_events_locked(struct rdmae_conn *c)
 	while (!rdma_get_cm_event(c->cm_ch, &ev)) {
 		enum rdma_cm_event_type type = ev->event;
 		struct rdmae_lane *l = ev->id->context;
+		int status = ev->status;
 
 		rdma_ack_cm_event(ev);
 		rdmae_trace(c, "cm event %s on lane %u (status %d)", rdma_event_str(type),
-			    l ? l->idx : 99, 0);
+			    l ? l->idx : 0, status);
 		switch (type) {
 		case RDMA_CM_EVENT_DISCONNECTED:
 			rdmae_conn_fail_locked(c, -ECONNRESET,
@@ -87,7 +88,7 @@ static void housekeeping_locked(struct rdmae_conn *c)
 		if (!l->qp || !l->established)
 			continue;
 		rdmae_lane_repost_parked_locked(l);
-		rdmae_lane_grant_locked(l, 0, false);
+		rdmae_lane_grant_locked(l);
 	}
 	rdmae_conn_post_all_locked(c);
 }

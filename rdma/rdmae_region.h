@@ -56,8 +56,9 @@ size_t rdmae_region_page_size(const struct rdmae_region *r);
 /*
  * Page size backing the mapping at addr (4096, or the huge page size for
  * hugetlbfs mappings), read from /proc/self/smaps; 0 if addr is not mapped.
+ * When end is not NULL it receives the first address past that mapping.
  */
-size_t rdmae_mapping_page_size(const void *addr);
+size_t rdmae_mapping_page_size(const void *addr, uintptr_t *end);
 
 /* Per-connection pin bound for ON_DEMAND chunks (default 256 MiB). */
 void rdmae_conn_set_pin_limit(struct rdmae_conn *c, size_t bytes);

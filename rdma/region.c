@@ -45,30 +45,33 @@ struct rdmae_region {
 	size_t chunk_size;
 };
 
-size_t rdmae_mapping_page_size(const void *addr)
+size_t rdmae_mapping_page_size(const void *addr, uintptr_t *end)
 {
-	uintptr_t a = (uintptr_t)addr;
-	FILE *f = fopen("/proc/self/smaps", "r");
-	char line[256];
+	uintptr_t a = (uintptr_t)addr, lo, hi = 0;
+	FILE *f = fopen("/proc/self/smaps", "re");
+	char *line = NULL;
+	size_t cap = 0, ps = 0;
 	bool inside = false;
-	size_t ps = 0;
 
 	if (!f)
-		return (size_t)sysconf(_SC_PAGESIZE);
-	while (fgets(line, sizeof(line), f)) {
-		uintptr_t lo, hi;
+		return 0;
+	/* getline: a mapping's path can be longer than any fixed buffer. */
+	while (getline(&line, &cap, f) > 0) {
 		unsigned long kb;
+		int n = 0;
 
-		if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " ", &lo, &hi) == 2 && strchr(line, '-') &&
-		    line[0] != ' ') {
+		if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " %n", &lo, &hi, &n) == 2 && n > 0) {
 			inside = a >= lo && a < hi;
 			continue;
 		}
 		if (inside && sscanf(line, "KernelPageSize: %lu kB", &kb) == 1) {
 			ps = (size_t)kb * 1024;
+			if (end)
+				*end = hi;
 			break;
 		}
 	}
+	free(line);
 	fclose(f);
 	return ps;
 }
@@ -223,7 +226,7 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 	r->addr = addr;
 	r->len = len;
 	r->o = *o;
-	r->page_size = o->page_size ? o->page_size : rdmae_mapping_page_size(addr);
+	r->page_size = o->page_size ? o->page_size : rdmae_mapping_page_size(addr, NULL);
 	if (!r->page_size) {
 		ret = rdmae_err_set(err, -EFAULT, "register region %p+%zu: not mapped", addr, len);
 		goto err_free;

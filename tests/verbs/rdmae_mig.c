@@ -19,7 +19,8 @@
  *     --expect converge|noconverge|cancel|mismatch
  *     --cancel-at preflight|round|state  --cancel-side src|dst
  *     --dst-size N / --dst-name NAME     (dst) make pre-flight fail
- *     --on-demand      source registers on demand; --lanes N; --quiet
+ *     --on-demand      source registers on demand; --hugepages: guest RAM on
+ *                      2 MiB pages, required of the destination; --lanes N; --quiet
  */
 #include <dirent.h>
 #include <errno.h>
@@ -66,6 +67,7 @@ struct cfg {
 	uint64_t dst_size;
 	const char *dst_name;
 	bool on_demand;
+	bool hugepages;			/* guest RAM on 2 MiB pages, announced as required */
 	unsigned int lanes;
 	bool quiet;
 };
@@ -82,6 +84,7 @@ struct gblock {
 
 struct guest {
 	unsigned int id;
+	bool huge;
 	struct gblock b[NBLOCKS];
 	double rate;
 	pthread_t vcpu;
@@ -136,7 +139,7 @@ static void page_fill(uint8_t *p, unsigned int blk, size_t page, uint32_t ver)
 }
 
 static int guest_init(struct guest *g, unsigned int id, uint64_t size, const char *name0,
-		      bool fill)
+		      bool fill, bool huge)
 {
 	static const char *const names[NBLOCKS] = { "pc.ram", "vga.vram" };
 	unsigned int i;
@@ -144,6 +147,7 @@ static int guest_init(struct guest *g, unsigned int id, uint64_t size, const cha
 
 	memset(g, 0, sizeof(*g));
 	g->id = id;
+	g->huge = huge;
 	g->rng = 0x1234567ull + id;
 	for (i = 0; i < NBLOCKS; i++) {
 		struct gblock *b = &g->b[i];
@@ -154,8 +158,8 @@ static int guest_init(struct guest *g, unsigned int id, uint64_t size, const cha
 		b->len -= b->len % PAGE;
 		b->npages = b->len / PAGE;
 		words = rdmae_bitmap_words(b->npages);
-		b->mem = mmap(NULL, b->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-			      -1, 0);
+		b->mem = mmap(NULL, b->len, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS | (huge ? MAP_HUGETLB : 0), -1, 0);
 		b->dirty = calloc(words, sizeof(*b->dirty));
 		b->round = calloc(words, sizeof(*b->round));
 		b->ver = calloc(b->npages, sizeof(*b->ver));
@@ -297,7 +301,7 @@ static void blocks_of(const struct guest *g, struct rdmae_block *out)
 		out[i].host = g->b[i].mem;
 		out[i].len = g->b[i].len;
 		out[i].page_size = PAGE;
-		out[i].hugepages = false;
+		out[i].hugepages = g->huge;
 	}
 }
 
@@ -718,7 +722,8 @@ static void usage(void)
 		"  [--downtime MS] [--max-rounds N] [--bw-cap MB/s] [--sessions N]\n"
 		"  [--expect converge|noconverge|cancel|mismatch]\n"
 		"  [--cancel-at preflight|round|state] [--cancel-side src|dst]\n"
-		"  [--dst-size N] [--dst-name NAME] [--on-demand] [--lanes N] [--quiet]\n");
+		"  [--dst-size N] [--dst-name NAME] [--on-demand] [--hugepages] [--lanes N]\n"
+		"  [--quiet]\n");
 	exit(2);
 }
 
@@ -739,6 +744,7 @@ int main(int argc, char **argv)
 		{ "dst-size", required_argument, NULL, 'S' },
 		{ "dst-name", required_argument, NULL, 'N' },
 		{ "on-demand", no_argument, NULL, 'o' },
+		{ "hugepages", no_argument, NULL, 'H' },
 		{ "lanes", required_argument, NULL, 'l' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ NULL, 0, NULL, 0 }
@@ -776,6 +782,7 @@ int main(int argc, char **argv)
 		case 'S': cf.dst_size = parse_size(optarg); break;
 		case 'N': cf.dst_name = optarg; break;
 		case 'o': cf.on_demand = true; break;
+		case 'H': cf.hugepages = true; break;
 		case 'l': cf.lanes = (unsigned int)atoi(optarg); break;
 		case 'q': cf.quiet = true; break;
 		default: usage();
@@ -802,9 +809,11 @@ int main(int argc, char **argv)
 
 		ss[i].cf = &cf;
 		ss[i].id = i;
-		ret = guest_init(&ss[i].g, i, size, cf.src ? NULL : cf.dst_name, cf.src);
+		ret = guest_init(&ss[i].g, i, size, cf.src ? NULL : cf.dst_name, cf.src,
+				 cf.hugepages);
 		if (ret) {
-			fprintf(stderr, "%s: guest %u: out of memory\n", argv[1], i);
+			fprintf(stderr, "%s: guest %u: cannot map %" PRIu64 " MiB%s\n", argv[1], i,
+				size >> 20, cf.hugepages ? " on huge pages" : "");
 			goto out;
 		}
 		ret = cf.src ? rdmae_connect(&ss[i].conn, cf.addr, cf.port, &co, &err)
