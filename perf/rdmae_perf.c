@@ -28,6 +28,7 @@
 #include "../rdma/rdmae_conn.h"
 #include "../rdma/rdmae_region.h"
 #include "../rdma/rdmae_write.h"
+#include "rdmae_size.h"
 
 #define MAX_DESCS 64
 #define MAX_LIST 16
@@ -68,25 +69,13 @@ static double cpu_s(void)
 	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-static uint64_t parse_size(const char *s, char **end)
-{
-	uint64_t v = strtoull(s, end, 0);
-
-	switch (**end) {
-	case 'G': case 'g': (*end)++; return v << 30;
-	case 'M': case 'm': (*end)++; return v << 20;
-	case 'K': case 'k': (*end)++; return v << 10;
-	default: return v;
-	}
-}
-
 static unsigned int parse_list(const char *s, uint64_t *out, bool sizes)
 {
 	unsigned int n = 0;
 	char *end;
 
 	while (*s && n < MAX_LIST) {
-		out[n++] = sizes ? parse_size(s, &end) : strtoull(s, &end, 0);
+		out[n++] = sizes ? rdmae_parse_size(s, &end) : strtoull(s, &end, 0);
 		s = *end == ',' ? end + 1 : end;
 		if (end == s && *s)
 			break;
@@ -314,7 +303,7 @@ int main(int argc, char **argv)
 		switch (opt) {
 		case 'a': cf.addr = optarg; break;
 		case 'p': cf.port = optarg; break;
-		case 's': cf.size = parse_size(optarg, &end); break;
+		case 's': cf.size = rdmae_parse_size(optarg, &end); break;
 		case 'r': cf.nruns = parse_list(optarg, cf.runs, true); break;
 		case 'l':
 			cf.nlanes = parse_list(optarg, tmp, false);

@@ -212,6 +212,8 @@ void rdmae_conn_post_all_locked(struct rdmae_conn *c);
 struct rdmae_wrslot *rdmae_lane_sq_take(struct rdmae_lane *l, enum rdmae_wr_kind kind,
 					struct ibv_send_wr **wr, struct ibv_sge **sge);
 uint32_t rdmae_lane_sq_free(const struct rdmae_lane *l);
+/* Is any WR still in flight on any lane? */
+bool rdmae_conn_sq_busy(const struct rdmae_conn *c);
 /*
  * Queue one data-transfer message on a lane (added to the chain). Waits for
  * a credit, a send slot and send-queue room unless nowait, in which case it

@@ -201,6 +201,14 @@ static void sq_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
 	sq_retire_locked(l, s->pos);
 }
 
+bool rdmae_conn_sq_busy(const struct rdmae_conn *c)
+{
+	for (unsigned int i = 0; i < c->nlanes; i++)
+		if (c->lanes[i].qp && c->lanes[i].sq_done != c->lanes[i].sq_posted)
+			return true;
+	return false;
+}
+
 uint32_t rdmae_lane_sq_free(const struct rdmae_lane *l)
 {
 	return l->sq_depth - (uint32_t)(l->sq_posted - l->sq_done);

@@ -303,16 +303,6 @@ err_free:
 	return ret;
 }
 
-static bool sq_busy(const struct rdmae_conn *c)
-{
-	unsigned int i;
-
-	for (i = 0; i < c->nlanes; i++)
-		if (c->lanes[i].qp && c->lanes[i].sq_done != c->lanes[i].sq_posted)
-			return true;
-	return false;
-}
-
 void rdmae_region_destroy(struct rdmae_region *r)
 {
 	struct rdmae_conn *c;
@@ -325,7 +315,7 @@ void rdmae_region_destroy(struct rdmae_region *r)
 	pthread_mutex_lock(&c->lock);
 	/* A WRITE in flight may read this memory: let the send queues empty first. */
 	deadline = rdmae_now_ns() + DESTROY_WAIT_MS * 1000000ull;
-	while (sq_busy(c) && c->thread_started && !c->stop)
+	while (rdmae_conn_sq_busy(c) && c->thread_started && !c->stop)
 		if (rdmae_conn_wait_locked(c, deadline))
 			break;
 	for (pp = &c->regions; *pp; pp = &(*pp)->next)

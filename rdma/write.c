@@ -134,22 +134,12 @@ int rdmae_write(struct rdmae_conn *c, struct rdmae_region *src, const struct rdm
 	return ret;
 }
 
-static bool sq_busy(const struct rdmae_conn *c)
-{
-	unsigned int i;
-
-	for (i = 0; i < c->nlanes; i++)
-		if (c->lanes[i].sq_done != c->lanes[i].sq_posted)
-			return true;
-	return false;
-}
-
 int rdmae_write_flush(struct rdmae_conn *c, struct rdmae_err *err)
 {
 	int ret;
 
 	pthread_mutex_lock(&c->lock);
-	while (!(ret = rdmae_conn_check_locked(c, err)) && sq_busy(c))
+	while (!(ret = rdmae_conn_check_locked(c, err)) && rdmae_conn_sq_busy(c))
 		rdmae_conn_wait_locked(c, 0);
 	pthread_mutex_unlock(&c->lock);
 	return ret;

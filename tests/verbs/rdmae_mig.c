@@ -39,6 +39,8 @@
 
 #include <xxhash.h>
 
+#include "../../perf/rdmae_size.h"
+
 #include "../../engine/rdmae_dirty.h"
 #include "../../engine/rdmae_engine.h"
 
@@ -703,19 +705,6 @@ static enum phase parse_phase(const char *v)
 	return PH_NONE;
 }
 
-static uint64_t parse_size(const char *s)
-{
-	char *end;
-	uint64_t v = strtoull(s, &end, 0);
-
-	switch (*end) {
-	case 'G': case 'g': return v << 30;
-	case 'M': case 'm': return v << 20;
-	case 'K': case 'k': return v << 10;
-	default: return v;
-	}
-}
-
 static void usage(void)
 {
 	fprintf(stderr, "usage: rdmae_mig src|dst --addr A [--port P] [--size N] [--rate MB/s]\n"
@@ -770,7 +759,7 @@ int main(int argc, char **argv)
 		switch (opt) {
 		case 'a': cf.addr = optarg; break;
 		case 'p': cf.port = optarg; break;
-		case 's': cf.size = parse_size(optarg); break;
+		case 's': cf.size = rdmae_parse_size(optarg, NULL); break;
 		case 'r': cf.rate = strtod(optarg, NULL) * 1e6; break;
 		case 'd': cf.downtime_ms = strtoull(optarg, NULL, 0); break;
 		case 'm': cf.max_rounds = (unsigned int)atoi(optarg); break;
@@ -779,7 +768,7 @@ int main(int argc, char **argv)
 		case 'e': cf.expect = parse_expect(optarg); break;
 		case 'c': cf.cancel_at = parse_phase(optarg); break;
 		case 'C': cf.cancel_src = !strcmp(optarg, "src"); break;
-		case 'S': cf.dst_size = parse_size(optarg); break;
+		case 'S': cf.dst_size = rdmae_parse_size(optarg, NULL); break;
 		case 'N': cf.dst_name = optarg; break;
 		case 'o': cf.on_demand = true; break;
 		case 'H': cf.hugepages = true; break;

@@ -32,6 +32,8 @@
 
 #include <xxhash.h>
 
+#include "../../perf/rdmae_size.h"
+
 #include "../../rdma/rdmae_conn.h"
 #include "../../rdma/rdmae_region.h"
 #include "../../rdma/rdmae_write.h"
@@ -69,19 +71,6 @@ static uint64_t now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t parse_size(const char *s)
-{
-	char *end;
-	uint64_t v = strtoull(s, &end, 0);
-
-	switch (*end) {
-	case 'G': case 'g': return v << 30;
-	case 'M': case 'm': return v << 20;
-	case 'K': case 'k': return v << 10;
-	default: return v;
-	}
 }
 
 static uint64_t pattern_word(uint64_t off, uint64_t seed)
@@ -735,26 +724,26 @@ int main(int argc, char **argv)
 		case 'a': a.addr = optarg; break;
 		case 'p': a.port = optarg; break;
 		case 'b': a.bind = optarg; break;
-		case 's': a.size = parse_size(optarg); break;
-		case 'r': a.run = parse_size(optarg); break;
+		case 's': a.size = rdmae_parse_size(optarg, NULL); break;
+		case 'r': a.run = rdmae_parse_size(optarg, NULL); break;
 		case 'S': a.scatter = true; break;
 		case 'n': a.count = strtoull(optarg, NULL, 0); break;
 		case 'l': a.lanes = atoi(optarg); break;
 		case 1: a.min_version = (int)strtol(optarg, NULL, 0); break;
 		case 2: a.max_version = (int)strtol(optarg, NULL, 0); break;
-		case 3: a.frag_size = (uint32_t)parse_size(optarg); break;
-		case 4: a.rw_size = (uint32_t)parse_size(optarg); break;
-		case 5: a.send_size = (uint32_t)parse_size(optarg); break;
-		case 6: a.recv_size = (uint32_t)parse_size(optarg); break;
+		case 3: a.frag_size = (uint32_t)rdmae_parse_size(optarg, NULL); break;
+		case 4: a.rw_size = (uint32_t)rdmae_parse_size(optarg, NULL); break;
+		case 5: a.send_size = (uint32_t)rdmae_parse_size(optarg, NULL); break;
+		case 6: a.recv_size = (uint32_t)rdmae_parse_size(optarg, NULL); break;
 		case 7: a.keepalive_ms = atoi(optarg); break;
 		case 8: a.keepalive_timeout_ms = atoi(optarg); break;
-		case 9: a.recv_queue = parse_size(optarg); break;
+		case 9: a.recv_queue = rdmae_parse_size(optarg, NULL); break;
 		case 10: a.expect_fail = optarg; break;
 		case 11: a.expect_error = optarg; break;
 		case 12: a.within_ms = atoi(optarg); break;
-		case 13: a.flip = (int64_t)parse_size(optarg); break;
+		case 13: a.flip = (int64_t)rdmae_parse_size(optarg, NULL); break;
 		case 14: a.on_demand = true; break;
-		case 15: a.pin_limit = parse_size(optarg); break;
+		case 15: a.pin_limit = rdmae_parse_size(optarg, NULL); break;
 		case 16: a.hugepages = true; break;
 		case 17: a.timeout_ms = atoi(optarg); break;
 		default: usage();
