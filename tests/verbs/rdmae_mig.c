@@ -832,7 +832,16 @@ out:
 	free(ss);
 	if (ret)
 		return 1;
-	/* Nothing may be left behind: no progress thread, no vCPU, no canceller. */
+	/*
+	 * Nothing may be left behind: no progress thread, no vCPU, no canceller.
+	 * A joined thread can stay listed in /proc for a moment while the kernel
+	 * finishes its exit; a leaked one stays for good. Allow one second.
+	 */
+	for (i = 0; i < 100 && threads_alive() != 1; i++) {
+		struct timespec ts = { 0, 10000000 };
+
+		nanosleep(&ts, NULL);
+	}
 	if (threads_alive() != 1) {
 		printf("%s: FAIL: %d threads still alive after teardown\n", argv[1],
 		       threads_alive());
