@@ -128,7 +128,12 @@ int rdmae_session_send_state(struct rdmae_session *s, const void *buf, size_t le
 /*
  * Source: finish. Fences every lane, waits for the destination to confirm
  * placement and matching checksums. Returns 0 only then; a mismatch fails
- * with a message naming the block and the first differing page.
+ * with a message naming the block and the first differing page. Refused
+ * (-EINVAL) unless a round was sent after rdmae_session_mark_stopped.
+ * Once COMPLETE has left, the destination may commit at any moment: a
+ * failure that the destination did not explain (CANCEL, COMMIT_FAIL)
+ * returns -ENOTRECOVERABLE, meaning the outcome is unknown and the source
+ * must not be resumed before the destination is asked.
  */
 int rdmae_session_complete(struct rdmae_session *s, struct rdmae_err *err);
 
@@ -156,7 +161,9 @@ int rdmae_session_dest_step(struct rdmae_session *s, struct rdmae_dest_event *ev
 /*
  * Cancel from either side: tell the peer (best effort), stop, deregister.
  * Any call blocked in another thread returns -ECANCELED. The source's
- * memory is untouched.
+ * memory is untouched. No effect after commit, nor on the source once
+ * rdmae_session_complete has sent COMPLETE (the decision is then the
+ * destination's).
  */
 void rdmae_session_cancel(struct rdmae_session *s, const char *why);
 

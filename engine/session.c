@@ -78,6 +78,9 @@ struct rdmae_session {
 	_Atomic int state;
 	atomic_flag busy;		/* one engine call at a time */
 	atomic_bool stop;		/* cancelled or failed: loops bail out */
+	atomic_bool complete_sent;	/* source: COMPLETE is out, the destination may commit */
+	bool peer_verdict;		/* the peer's CANCEL / COMMIT_FAIL explained a failure */
+	bool final_round;		/* source: a round went with the VM stopped */
 
 	pthread_mutex_t lock;		/* stats, failure record, stop reason, timing */
 	pthread_mutex_t reg_lock;	/* blk[].region on the destination */
@@ -286,26 +289,38 @@ static int peer_cancelled(struct rdmae_session *s, const struct rdmae_msg *m,
 			  struct rdmae_err *err);
 
 /*
- * A peer that cancels sends CANCEL and then disconnects, so a transport
- * error may only be the echo of a cancel whose reason is already queued.
- * Look for it among the messages that arrived before the failure.
+ * A peer that gives up sends its verdict (CANCEL, PREFLIGHT_ERR,
+ * COMMIT_FAIL) and then disconnects, so a transport error may only be the
+ * echo of a verdict already queued. Look for it among the messages that
+ * arrived before the failure; returns its code, or 0 when there is none.
  */
-static bool peer_cancel_queued(struct rdmae_session *s, struct rdmae_err *err)
+static int peer_verdict_queued(struct rdmae_session *s, struct rdmae_err *err)
 {
 	struct rdmae_msg m;
 	void *buf;
 	size_t len;
+	int rc = 0;
 
-	while (rdmae_recv(s->conn, &buf, &len, 0, NULL) == 0) {
-		if (!rdmae_msg_decode(buf, len, s->have_ctx ? &s->ctx : NULL, &m, NULL) &&
-		    m.type == RDMAE_MSG_CANCEL) {
-			peer_cancelled(s, &m, err);
-			free(buf);
-			return true;
+	while (!rc && rdmae_recv(s->conn, &buf, &len, 0, NULL) == 0) {
+		/* Every verdict below ends the loop with rc set: the peer has spoken. */
+		if (!rdmae_msg_decode(buf, len, s->have_ctx ? &s->ctx : NULL, &m, NULL)) {
+			if (m.type == RDMAE_MSG_CANCEL) {
+				rc = peer_cancelled(s, &m, err);
+			} else if (m.type == RDMAE_MSG_PREFLIGHT_ERR) {
+				rc = rdmae_err_set(err, m.u.preflight_err.error, "%s",
+						   m.u.preflight_err.reason);
+				set_failed(s, rc, err);
+			} else if (m.type == RDMAE_MSG_COMMIT_FAIL) {
+				rc = rdmae_err_set(err, m.u.commit_fail.error, "%s",
+						   m.u.commit_fail.reason);
+				set_failed(s, rc, err);
+			}
 		}
 		free(buf);
 	}
-	return false;
+	if (rc)
+		s->peer_verdict = true;
+	return rc;
 }
 
 /*
@@ -314,8 +329,12 @@ static bool peer_cancel_queued(struct rdmae_session *s, struct rdmae_err *err)
  */
 static int fail(struct rdmae_session *s, int rc, struct rdmae_err *err)
 {
-	if (rdmae_conn_error(s->conn, NULL) && peer_cancel_queued(s, err))
-		return -ECANCELED;
+	int verdict = rdmae_conn_error(s->conn, NULL) ? peer_verdict_queued(s, err) : 0;
+
+	if (verdict) {
+		shut(s, verdict, "", err->msg, false);
+		return verdict;
+	}
 	set_failed(s, rc, err);
 	shut(s, rc, "", err->msg, rdmae_conn_error(s->conn, NULL) == 0);
 	return rc;
@@ -867,20 +886,30 @@ static int dst_answer(struct rdmae_session *s, struct pf_err *pe, struct rdmae_e
 		rc = pf_fail(pe, -ENOMEM, RDMAE_PROTO_NO_BLOCK, "preflight: out of memory");
 		goto out;
 	}
-	for (i = 0; i < s->nblocks; i++) {
+	/* A cancel destroys the regions under reg_lock: read them under it too. */
+	rc = 0;
+	pthread_mutex_lock(&s->reg_lock);
+	for (i = 0; i < s->nblocks && !rc; i++) {
 		size_t want = (s->blk[i].b.len + RDMAE_DESC_SPAN - 1) / RDMAE_DESC_SPAN, n = 0;
 
+		if (atomic_load(&s->stop) || !s->blk[i].region) {
+			rc = pf_fail(pe, -ECANCELED, (uint32_t)i, "preflight: cancelled");
+			break;
+		}
 		rc = rdmae_region_bufdescs(s->blk[i].region, descs + at, want, &n, &e2);
 		if (!rc && n != want)
 			rc = rdmae_err_set(&e2, -EPROTO, "%zu descriptors, expected %zu", n, want);
 		if (rc) {
 			pf_fail(pe, rc, (uint32_t)i, "preflight: block '%s': descriptors: %s",
 				s->blk[i].b.name, e2.msg);
-			goto out;
+			break;
 		}
 		counts[i] = (uint32_t)n;
 		at += n;
 	}
+	pthread_mutex_unlock(&s->reg_lock);
+	if (rc)
+		goto out;
 	rdmae_msg_preflight_ok_encode(buf, (uint32_t)s->nblocks, counts, descs);
 	rc = send_msg(s, buf, len, err);
 	if (rc)
@@ -1384,6 +1413,8 @@ int rdmae_session_round(struct rdmae_session *s, const uint64_t *const *bitmaps,
 			rc = fail(s, rc, e);
 		goto out;
 	}
+	if (stopped)
+		s->final_round = true;
 	if (rs)
 		*rs = r;
 out:
@@ -1515,6 +1546,28 @@ static int src_page_sums(struct rdmae_session *s, const struct rdmae_msg *m,
 	return rc;
 }
 
+/*
+ * Once COMPLETE is out, a failure on our side says nothing about the
+ * destination: it may have committed and be running the VM. Unless the
+ * destination said otherwise (CANCEL, COMMIT_FAIL), the outcome is unknown,
+ * and the caller must not resume the source before finding out: both
+ * copies running would be far worse than a pause.
+ */
+static int complete_failed(struct rdmae_session *s, int rc, struct rdmae_err *err)
+{
+	char why[RDMAE_ERR_LEN];
+
+	if (atomic_load(&s->state) != ST_FAILED)
+		rc = fail(s, rc, err);
+	if (!atomic_load(&s->complete_sent) || s->peer_verdict)
+		return rc;
+	snprintf(why, sizeof(why), "%s", err->msg);
+	rdmae_err_set(err, -ENOTRECOVERABLE, "complete: outcome unknown (%s); the destination "
+		      "may have committed: do not resume the source before asking it", why);
+	set_failed(s, -ENOTRECOVERABLE, err);
+	return -ENOTRECOVERABLE;
+}
+
 static int src_complete(struct rdmae_session *s, struct rdmae_err *err)
 {
 	uint8_t small[RDMAE_MSG_SMALL_MAX];
@@ -1534,16 +1587,18 @@ static int src_complete(struct rdmae_session *s, struct rdmae_err *err)
 	c.state_bytes = s->state_off;
 	verify_start = now_ns();
 	rc = send_msg(s, small, rdmae_msg_complete_encode(small, &c), err);
+	if (!rc)
+		atomic_store(&s->complete_sent, true);
 	/* Sent before hashing, so that both sides hash at the same time. */
 	if (!rc && !s->o.no_verify)
 		rc = src_block_sums(s, err);
 	if (rc)
-		return fail(s, rc, err);
+		return complete_failed(s, rc, err);
 
 	for (;;) {
 		rc = recv_msg(s, s->slow_timeout_ms, &buf, &m, err);
 		if (rc)
-			return atomic_load(&s->state) == ST_FAILED ? rc : fail(s, rc, err);
+			return complete_failed(s, rc, err);
 		switch (m.type) {
 		case RDMAE_MSG_COMMIT_OK:
 			free(buf);
@@ -1566,7 +1621,7 @@ static int src_complete(struct rdmae_session *s, struct rdmae_err *err)
 			rc = src_page_sums(s, &m, err);
 			free(buf);
 			if (rc)
-				return fail(s, rc, err);
+				return complete_failed(s, rc, err);
 			break;
 		case RDMAE_MSG_CANCEL:
 			rc = peer_cancelled(s, &m, err);
@@ -1575,7 +1630,7 @@ static int src_complete(struct rdmae_session *s, struct rdmae_err *err)
 		default:
 			rc = unexpected(s, &m, "COMMIT_OK", err);
 			free(buf);
-			return rc;
+			return complete_failed(s, rc, err);
 		}
 	}
 }
@@ -1592,6 +1647,13 @@ int rdmae_session_complete(struct rdmae_session *s, struct rdmae_err *err)
 	rc = enter(s, RDMAE_SOURCE, ST_READY, "complete", e);
 	if (rc)
 		return rc;
+	/* Without a round after the stop, the destination would commit stale pages. */
+	if (!s->final_round) {
+		rc = rdmae_err_set(e, -EINVAL, "complete: no round since the VM was stopped "
+				   "(mark_stopped, then a final round)");
+		leave(s);
+		return rc;
+	}
 	rc = src_complete(s, e);
 	if (!rc) {
 		uint64_t t = now_ns();
@@ -1923,8 +1985,13 @@ void rdmae_session_cancel(struct rdmae_session *s, const char *why)
 
 	if (!s)
 		return;
-	/* After commit there is nothing left to undo. */
-	if (atomic_load(&s->state) == ST_DONE)
+	/*
+	 * After commit there is nothing left to undo; and once the source has
+	 * sent COMPLETE the destination may commit at any moment, so only it
+	 * can still refuse (a source-side cancel would leave the outcome unknown).
+	 */
+	if (atomic_load(&s->state) == ST_DONE ||
+	    (s->role == RDMAE_SOURCE && atomic_load(&s->complete_sent)))
 		return;
 	snprintf(r, sizeof(r), "%s", why && *why ? why : "cancelled");
 	/* The peer gets the reason as given; local callers learn it was a cancel. */

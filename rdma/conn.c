@@ -844,6 +844,8 @@ static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, struct 
 	ret = rdmae_lane_create(c, id, 0, err);
 	c->state = RDMAE_ST_NEGOTIATING;
 	c->notify_fd = l->wake_fd;
+	/* A client that connects and then goes quiet must not hold a slot for ever. */
+	c->setup_deadline_ns = deadline_after(c->opts.timeout_ms);
 	pthread_mutex_unlock(&c->lock);
 	if (ret)
 		goto err_conn;
@@ -959,17 +961,20 @@ static void listener_event(struct rdmae_listener *l, struct rdma_cm_event *ev)
 	}
 }
 
-/* A pending connection is done when negotiated with every lane up. */
+/* A pending connection is done when negotiated with every lane up; failed past its deadline. */
 static int pending_ready(struct rdmae_conn *c)
 {
 	int r = 0;
 
 	pthread_mutex_lock(&c->lock);
+	if (c->state == RDMAE_ST_LANES && c->lanes_up == c->neg.lanes &&
+	    c->nlanes == c->neg.lanes)
+		r = 1;
+	else if (c->state != RDMAE_ST_ERROR && rdmae_now_ns() >= c->setup_deadline_ns)
+		rdmae_conn_fail_locked(c, -ETIMEDOUT, "setup of %s: not negotiated with all its "
+				       "lanes within %d ms", c->peer, c->opts.timeout_ms);
 	if (c->state == RDMAE_ST_ERROR)
 		r = -1;
-	else if (c->state == RDMAE_ST_LANES && c->lanes_up == c->neg.lanes &&
-		 c->nlanes == c->neg.lanes)
-		r = 1;
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }
@@ -986,6 +991,9 @@ static int finish_accept(struct rdmae_listener *l, struct rdmae_conn *c, struct 
 			ret = rdmae_err_set(err, -errno, "rdma_migrate_id lane %u of %s: %s", i,
 					    c->peer, strerror(errno));
 	pthread_mutex_lock(&c->lock);
+	/* The connection may have failed since it was found ready: keep that error. */
+	if (!ret)
+		ret = rdmae_conn_check_locked(c, err);
 	if (!ret) {
 		c->state = RDMAE_ST_CONNECTED;
 		rdmae_trace(c, "accepted with %u lanes", c->nlanes);
@@ -1044,6 +1052,10 @@ int rdmae_accept(struct rdmae_listener *l, struct rdmae_conn **out, int timeout_
 			int ms = ms_left(deadline);
 			uint64_t v;
 
+			/* Wake up in time to retire pending connections past their setup deadline. */
+			for (i = 0; i < MAX_PENDING; i++)
+				if (l->pending[i] && (ms < 0 || ms > 200))
+					ms = 200;
 			if (ms == 0)
 				return rdmae_err_set(err, -ETIMEDOUT,
 						     "accept on %s: no connection within %d ms",

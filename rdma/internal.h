@@ -126,6 +126,7 @@ struct rdmae_conn {
 	struct rdmae_err err;		/* sticky once state is ERROR */
 	bool linger;			/* failed, but let queued sends finish before disconnecting */
 	uint64_t linger_until_ns;	/* disconnect by then even if sends are still queued */
+	uint64_t setup_deadline_ns;	/* server: a pending connection gives up then */
 	bool debug;			/* RDMAE_DEBUG=1 in the environment: trace to stderr */
 	char peer[80];
 	struct rdmae_conn_opts opts;

@@ -129,10 +129,19 @@ static void rx_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
 	c->probe_ns = 0;
 
 	if (l->idx == 0 && c->state == RDMAE_ST_NEGOTIATING) {
-		/* Negotiate messages sit outside the credit scheme: repost at once. */
-		rdmae_conn_on_negotiate_locked(c, rb->data, wc->byte_len);
+		/*
+		 * Negotiate messages sit outside the credit scheme. The buffer goes
+		 * back before the answer, which grants credits for every posted
+		 * receive, this one included.
+		 */
+		uint8_t neg[RDMAE_NEG_RESP_SIZE];
+		uint32_t n = wc->byte_len < sizeof(neg) ? wc->byte_len : sizeof(neg);
+
+		memcpy(neg, rb->data, n);
 		if (post_recv(l, rb))
 			rdmae_conn_fail_locked(c, -EIO, "ibv_post_recv on lane 0 after negotiate");
+		else
+			rdmae_conn_on_negotiate_locked(c, neg, n);
 		return;
 	}
 	/*
@@ -238,9 +247,9 @@ struct rdmae_wrslot *rdmae_lane_sq_take(struct rdmae_lane *l, enum rdmae_wr_kind
 int rdmae_lane_post_chain(struct rdmae_lane *l)
 {
 	struct rdmae_conn *c = l->conn;
-	struct ibv_send_wr *bad;
+	struct ibv_send_wr *bad = NULL;
 	uint64_t first = l->sq_posted - l->nchain;
-	unsigned int i;
+	unsigned int i, n = l->nchain;
 	int ret;
 
 	if (!l->nchain)
@@ -256,6 +265,24 @@ int rdmae_lane_post_chain(struct rdmae_lane *l)
 	l->st.doorbells++;
 	ret = ibv_post_send(l->qp, &l->chain[0], &bad);
 	if (ret) {
+		/*
+		 * WRs from bad on never reached the QP and will never complete:
+		 * take their positions, send slots and pins back, or waiters for
+		 * an empty send queue would wait for them for ever.
+		 */
+		unsigned int k = bad ? (unsigned int)(bad - l->chain) : 0;
+
+		for (i = n; i-- > k;) {
+			struct rdmae_wrslot *s = &l->wr[(first + i) % l->sq_depth];
+
+			if (s->kind == RDMAE_WR_SEND)
+				l->tx_head--;
+			if (s->chunk)
+				rdmae_chunk_put_locked(c, s->chunk);
+			s->chunk = NULL;
+			s->kind = 0;
+		}
+		l->sq_posted = first + k;
 		rdmae_conn_fail_locked(c, -ret, "ibv_post_send on lane %u to %s: %s", l->idx,
 				       c->peer, strerror(ret));
 		return -ret;

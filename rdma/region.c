@@ -238,14 +238,19 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 				    "cannot be advertised for remote writes", addr, len);
 		goto err_free;
 	}
-	pthread_mutex_lock(&c->lock);
+	/*
+	 * Pinning guest RAM takes time in proportion to its size (seconds for
+	 * large VMs). The region is not visible to anyone yet, so it is done
+	 * without the connection lock: the progress thread must keep answering
+	 * keepalives and reaping completions meanwhile.
+	 */
 	if (o->mode == RDMAE_REG_PIN_ALL) {
 		r->nmrs = (len + RDMAE_DESC_SPAN - 1) / RDMAE_DESC_SPAN;
 		/* An array of MR pointers is what is meant here. */
 		r->mrs = calloc(r->nmrs, sizeof(r->mrs[0])); /* NOLINT(bugprone-sizeof-expression) */
 		ret = -ENOMEM;
 		if (!r->mrs)
-			goto err_unlock;
+			goto err_release;
 		for (i = 0; i < r->nmrs; i++) {
 			size_t off = i * RDMAE_DESC_SPAN;
 			size_t n = len - off < RDMAE_DESC_SPAN ? len - off : RDMAE_DESC_SPAN;
@@ -259,7 +264,7 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 						    errno == ENOMEM || errno == EPERM ?
 						    " (is the memlock limit, ulimit -l, too low?)" :
 						    "");
-				goto err_unlock;
+				goto err_release;
 			}
 		}
 	} else if (c->odp_write) {
@@ -267,7 +272,7 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 		if (!r->odp_mr) {
 			ret = rdmae_err_set(err, -errno, "ibv_reg_mr (ODP) of %zu bytes at %p: %s",
 					    len, addr, strerror(errno));
-			goto err_unlock;
+			goto err_release;
 		}
 	} else {
 		size_t cs = o->chunk_size ? o->chunk_size : DEFAULT_CHUNK;
@@ -281,26 +286,47 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 		r->chunks = calloc(r->nchunks, sizeof(*r->chunks));
 		ret = -ENOMEM;
 		if (!r->chunks)
-			goto err_unlock;
+			goto err_release;
 		for (i = 0; i < r->nchunks; i++) {
 			r->chunks[i].r = r;
 			r->chunks[i].idx = i;
 		}
 	}
+	pthread_mutex_lock(&c->lock);
 	r->next = c->regions;
 	c->regions = r;
 	pthread_mutex_unlock(&c->lock);
 	*out = r;
 	return 0;
 
-err_unlock:
+err_release:
 	if (ret == -ENOMEM)
 		rdmae_err_set(err, ret, "register region of %zu bytes: out of memory", len);
+	/* Nothing of a region that failed here is pinned by the chunk cache: no lock needed. */
 	region_release(r);
-	pthread_mutex_unlock(&c->lock);
 err_free:
 	free(r);
 	return ret;
+}
+
+/*
+ * WRs still counted in flight that read this region's chunks (the wait
+ * below timed out, or a post failed) must not hold pointers into it.
+ */
+static void region_forget_inflight_locked(struct rdmae_conn *c, const struct rdmae_region *r)
+{
+	for (unsigned int i = 0; i < c->nlanes; i++) {
+		struct rdmae_lane *l = &c->lanes[i];
+
+		for (uint64_t p = l->sq_done; l->wr && p < l->sq_posted; p++) {
+			struct rdmae_wrslot *s = &l->wr[p % l->sq_depth];
+
+			if (s->chunk && s->chunk->r == r) {
+				rdmae_chunk_put_locked(c, s->chunk);
+				s->chunk = NULL;
+			}
+		}
+	}
 }
 
 void rdmae_region_destroy(struct rdmae_region *r)
@@ -308,6 +334,7 @@ void rdmae_region_destroy(struct rdmae_region *r)
 	struct rdmae_conn *c;
 	struct rdmae_region **pp;
 	uint64_t deadline;
+	size_t i;
 
 	if (!r)
 		return;
@@ -323,8 +350,13 @@ void rdmae_region_destroy(struct rdmae_region *r)
 			*pp = r->next;
 			break;
 		}
-	region_release(r);
+	region_forget_inflight_locked(c, r);
+	/* Chunks live in the connection's LRU, which the lock guards. */
+	for (i = 0; r->chunks && i < r->nchunks; i++)
+		chunk_unpin(c, &r->chunks[i]);
 	pthread_mutex_unlock(&c->lock);
+	/* Unpinning a whole block takes as long as pinning it: not under the lock. */
+	region_release(r);
 	free(r);
 }
 

@@ -62,6 +62,14 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *src,
 	ret = remote_addr(dst, p->remote, p->len, &raddr, &rkey);
 	if (ret)
 		return ret;
+	/*
+	 * The lkey first: pinning an on-demand chunk may wait and drop the lock,
+	 * and whoever runs meanwhile may take send-queue positions. The room
+	 * check must be the last thing before taking one.
+	 */
+	ret = rdmae_region_lkey_locked(src, p->local, &lkey, &chunk, 0);
+	if (ret)
+		return ret;
 	while (rdmae_lane_sq_free(l) == 0) {
 		if (!stalled) {
 			l->st.sq_stalls++;
@@ -70,12 +78,12 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *src,
 		ret = rdmae_conn_check_locked(c, NULL);
 		if (!ret)
 			ret = rdmae_conn_wait_locked(c, 0);
-		if (ret)
+		if (ret) {
+			if (chunk)
+				rdmae_chunk_put_locked(c, chunk);
 			return ret;
+		}
 	}
-	ret = rdmae_region_lkey_locked(src, p->local, &lkey, &chunk, 0);
-	if (ret)
-		return ret;
 	slot = rdmae_lane_sq_take(l, RDMAE_WR_WRITE, &wr, &sge);
 	slot->chunk = chunk;
 	sge->addr = (uintptr_t)rdmae_region_addr(src) + p->local;

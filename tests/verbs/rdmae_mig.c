@@ -494,8 +494,13 @@ out:
 	rdmae_session_destroy(ss);
 	if (ret)
 		say(s, "migration ended: %s (%d)", err.msg[0] ? err.msg : strerror(-ret), ret);
-	/* A failed or cancelled migration leaves the guest running and its memory untouched. */
-	if (ret) {
+	/*
+	 * A failed or cancelled migration leaves the guest running and its memory
+	 * untouched; an unknown outcome leaves it paused, as the engine asks.
+	 */
+	if (ret == -ENOTRECOVERABLE) {
+		snprintf(s->msg, sizeof(s->msg), "outcome unknown: %s", err.msg);
+	} else if (ret) {
 		if (!s->g.running && cf->rate > 0 && guest_sum(&s->g) != sum_before && sum_before)
 			snprintf(s->msg, sizeof(s->msg), "source memory changed by the engine");
 		if (!s->g.running)
