@@ -50,7 +50,7 @@
 #define STATE_CHUNK (64u << 10)
 #define STATE_MAGIC 0x53474d52u
 
-enum expect { EX_CONVERGE, EX_NOCONVERGE, EX_CANCEL, EX_MISMATCH };
+enum expect { EX_CONVERGE, EX_NOCONVERGE, EX_CANCEL, EX_MISMATCH, EX_UNKNOWN };
 enum phase { PH_NONE, PH_PREFLIGHT, PH_ROUND, PH_STATE };
 
 struct cfg {
@@ -70,6 +70,8 @@ struct cfg {
 	const char *dst_name;
 	bool on_demand;
 	bool hugepages;			/* guest RAM on 2 MiB pages, announced as required */
+	int timeout_ms;			/* session message timeout (0: the engine's default) */
+	int stall_ms;			/* dst: pause before committing (an unresponsive destination) */
 	unsigned int lanes;
 	bool quiet;
 };
@@ -314,6 +316,7 @@ static void opts_of(const struct cfg *cf, struct rdmae_session_opts *o)
 	o->max_bandwidth = (uint64_t)cf->bw_cap;
 	o->downtime_limit_ns = cf->downtime_ms * 1000000ull;
 	o->max_rounds = cf->max_rounds;
+	o->timeout_ms = cf->timeout_ms;
 }
 
 static void conn_opts_of(const struct cfg *cf, struct rdmae_conn_opts *o)
@@ -346,6 +349,16 @@ static void print_round(const struct sess *s, const struct rdmae_round_stats *r)
 	    r->zero_pages, r->runs, (double)r->duration_ns / 1e6, r->bandwidth / 1e6,
 	    r->dirty_rate / 1e6, (double)r->remaining_bytes / 1048576.0,
 	    (double)r->expected_downtime_ns / 1e6);
+}
+
+/* Bytes of device state: a header, then the version table of every block. */
+static size_t state_len(const struct guest *g)
+{
+	size_t n = (2 + NBLOCKS) * sizeof(uint32_t);
+
+	for (unsigned int i = 0; i < NBLOCKS; i++)
+		n += g->b[i].npages * sizeof(uint32_t);
+	return n;
 }
 
 /* Device state: the version table of every block, as the stream QEMU's vmstate would be. */
@@ -499,7 +512,10 @@ out:
 	 * untouched; an unknown outcome leaves it paused, as the engine asks.
 	 */
 	if (ret == -ENOTRECOVERABLE) {
-		snprintf(s->msg, sizeof(s->msg), "outcome unknown: %s", err.msg);
+		if (cf->expect != EX_UNKNOWN)
+			snprintf(s->msg, sizeof(s->msg), "outcome unknown: %s", err.msg);
+		else
+			say(s, "outcome unknown, as it should be: the guest stays paused");
 	} else if (ret) {
 		if (!s->g.running && cf->rate > 0 && guest_sum(&s->g) != sum_before && sum_before)
 			snprintf(s->msg, sizeof(s->msg), "source memory changed by the engine");
@@ -531,6 +547,9 @@ out:
 		break;
 	case EX_MISMATCH:
 		s->result = !ret || !strstr(err.msg, "block") || s->msg[0];
+		break;
+	case EX_UNKNOWN:
+		s->result = ret != -ENOTRECOVERABLE || s->g.running || s->msg[0];
 		break;
 	}
 	if (s->msg[0])
@@ -646,6 +665,14 @@ static int run_dst(struct sess *s)
 			}
 			memcpy(state + slen, ev.data, ev.len);
 			slen += ev.len;
+			/* The whole state is here: a destination that stops answering now. */
+			if (cf->stall_ms && slen >= state_len(&s->g)) {
+				struct timespec ts = { cf->stall_ms / 1000,
+						       (long)(cf->stall_ms % 1000) * 1000000L };
+
+				say(s, "stalling %d ms before the commit", cf->stall_ms);
+				nanosleep(&ts, NULL);
+			}
 			if (++states == 2 && cf->cancel_at == PH_STATE && !cf->cancel_src) {
 				rdmae_session_cancel(ss, "destination cancelled during device state");
 				ret = -ECANCELED;
@@ -673,6 +700,10 @@ out:
 	case EX_MISMATCH:
 		s->result = !ret || !strstr(err.msg, "block");
 		break;
+	case EX_UNKNOWN:
+		/* Committed or not, the destination's own account is all it can give. */
+		s->result = 0;
+		break;
 	}
 	if (s->msg[0])
 		say(s, "FAIL: %s", s->msg);
@@ -698,6 +729,8 @@ static enum expect parse_expect(const char *v)
 		return EX_CANCEL;
 	if (!strcmp(v, "mismatch"))
 		return EX_MISMATCH;
+	if (!strcmp(v, "unknown"))
+		return EX_UNKNOWN;
 	return EX_CONVERGE;
 }
 
@@ -716,7 +749,8 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: rdmae_mig src|dst --addr A [--port P] [--size N] [--rate MB/s]\n"
 		"  [--downtime MS] [--max-rounds N] [--bw-cap MB/s] [--sessions N]\n"
-		"  [--expect converge|noconverge|cancel|mismatch]\n"
+		"  [--expect converge|noconverge|cancel|mismatch|unknown]\n"
+		"  [--timeout MS] [--stall MS (dst: pause before the commit)]\n"
 		"  [--cancel-at preflight|round|state] [--cancel-side src|dst]\n"
 		"  [--dst-size N] [--dst-name NAME] [--on-demand] [--hugepages] [--lanes N]\n"
 		"  [--quiet]\n");
@@ -741,6 +775,8 @@ int main(int argc, char **argv)
 		{ "dst-name", required_argument, NULL, 'N' },
 		{ "on-demand", no_argument, NULL, 'o' },
 		{ "hugepages", no_argument, NULL, 'H' },
+		{ "timeout", required_argument, NULL, 'T' },
+		{ "stall", required_argument, NULL, 'W' },
 		{ "lanes", required_argument, NULL, 'l' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ NULL, 0, NULL, 0 }
@@ -779,6 +815,8 @@ int main(int argc, char **argv)
 		case 'N': cf.dst_name = optarg; break;
 		case 'o': cf.on_demand = true; break;
 		case 'H': cf.hugepages = true; break;
+		case 'T': cf.timeout_ms = atoi(optarg); break;
+		case 'W': cf.stall_ms = atoi(optarg); break;
 		case 'l': cf.lanes = (unsigned int)atoi(optarg); break;
 		case 'q': cf.quiet = true; break;
 		default: usage();
