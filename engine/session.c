@@ -1122,7 +1122,8 @@ static int flush_data(struct round_ctx *rc)
 		if (ret)
 			return ret;
 	}
-	n = rdmae_runs_coalesce(s->runs, rc->nruns, UINT64_MAX);
+	/* on_data already merged neighbours; rdmae_write sizes the WRs. */
+	n = rc->nruns;
 	ret = rdmae_write(s->conn, b->region, &b->remote, s->runs, n, rc->err);
 	if (ret)
 		return ret;

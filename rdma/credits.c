@@ -14,7 +14,6 @@ void rdmae_credits_init(struct rdmae_credits *c, uint32_t send, uint32_t recv_po
 	/* The negotiate response already announced the receives posted so far. */
 	c->to_grant = 0;
 	c->peer_target = peer_target;
-	c->stalls = 0;
 }
 
 bool rdmae_credits_can_send(const struct rdmae_credits *c, uint32_t grant)
@@ -66,11 +65,6 @@ void rdmae_credits_on_repost(struct rdmae_credits *c, uint32_t n)
 {
 	c->recv_posted += n;
 	c->to_grant += n;
-}
-
-uint32_t rdmae_credits_repost_wanted(const struct rdmae_credits *c)
-{
-	return c->recv_target > c->recv_posted ? c->recv_target - c->recv_posted : 0;
 }
 
 bool rdmae_credits_need_grant_msg(const struct rdmae_credits *c)

@@ -75,7 +75,6 @@ struct rdmae_lane {
 	struct ibv_mr *rx_mr;
 	struct rdmae_rxbuf *rx;
 	struct rdmae_rxbuf *parked;	/* consumed, held back while the reader lags */
-	uint32_t nparked;
 
 	/* send ring: ntx slots of tx_size bytes, used and freed in order */
 	uint32_t ntx;
@@ -146,7 +145,6 @@ struct rdmae_conn {
 	bool odp_write;			/* device can do RC WRITE on ODP memory */
 
 	unsigned int nlanes;		/* lanes created */
-	unsigned int lanes_up;		/* lanes ESTABLISHED */
 	struct rdmae_lane lanes[RDMAE_MAX_LANES];
 
 	/* negotiation */
@@ -218,11 +216,11 @@ bool rdmae_conn_sq_busy(const struct rdmae_conn *c);
 /*
  * Queue one data-transfer message on a lane (added to the chain). Waits for
  * a credit, a send slot and send-queue room unless nowait, in which case it
- * returns -EAGAIN instead. raw: bypass credits and headers (negotiation).
+ * returns -EAGAIN instead. A failed connection ends the wait.
  */
 int rdmae_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32_t len,
-			   uint32_t remaining, uint16_t flags, uint32_t fence_seq, bool nowait,
-			   uint64_t deadline_ns);
+			   uint32_t remaining, uint16_t flags, uint32_t fence_seq, bool nowait);
+/* Negotiate messages: no header, no credits, posted at once. */
 int rdmae_lane_send_raw_locked(struct rdmae_lane *l, const void *buf, uint32_t len);
 void rdmae_lane_repost_parked_locked(struct rdmae_lane *l);
 /* Send an empty message if credits or a reply are owed and due; never blocks. */
@@ -241,7 +239,7 @@ void rdmae_regions_destroy_all(struct rdmae_conn *c);
  * it in *chunk (release with rdmae_chunk_put_locked once the WR completes).
  */
 int rdmae_region_lkey_locked(struct rdmae_region *r, uint64_t off, uint32_t *lkey,
-			     struct rdmae_chunk **chunk, uint64_t deadline_ns);
+			     struct rdmae_chunk **chunk);
 uint64_t rdmae_region_boundary(const struct rdmae_region *r);
 
 /* mem.c: ring memory on the device's NUMA node, on huge pages when there are any */

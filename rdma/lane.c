@@ -157,7 +157,6 @@ static void rx_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
 	if (l->idx == 0 && c->q_bytes > c->opts.recv_queue_bytes) {
 		rb->next_parked = l->parked;
 		l->parked = rb;
-		l->nparked++;
 		return;
 	}
 	repost_locked(l, rb);
@@ -171,7 +170,6 @@ void rdmae_lane_repost_parked_locked(struct rdmae_lane *l)
 		struct rdmae_rxbuf *rb = l->parked;
 
 		l->parked = rb->next_parked;
-		l->nparked--;
 		repost_locked(l, rb);
 	}
 }
@@ -339,8 +337,7 @@ int rdmae_lane_send_raw_locked(struct rdmae_lane *l, const void *buf, uint32_t l
 }
 
 int rdmae_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32_t len,
-			   uint32_t remaining, uint16_t flags, uint32_t fence_seq, bool nowait,
-			   uint64_t deadline_ns)
+			   uint32_t remaining, uint16_t flags, uint32_t fence_seq, bool nowait)
 {
 	struct rdmae_conn *c = l->conn;
 	struct rdmae_data_hdr h;
@@ -360,9 +357,7 @@ int rdmae_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32_t l
 			stalled = true;
 			l->st.credit_stalls++;
 		}
-		ret = rdmae_conn_wait_locked(c, deadline_ns);
-		if (ret)
-			return ret;
+		rdmae_conn_wait_locked(c, 0);
 	}
 	h.credits_requested = (uint16_t)l->cr.recv_target;
 	h.credits_granted = (uint16_t)rdmae_credits_take_grant(&l->cr);
@@ -384,7 +379,7 @@ void rdmae_lane_grant_locked(struct rdmae_lane *l)
 {
 	if (!l->reply_owed && !l->grant_pending && !rdmae_credits_need_grant_msg(&l->cr))
 		return;
-	if (rdmae_lane_send_locked(l, NULL, 0, 0, 0, 0, true, 0) == 0) {
+	if (rdmae_lane_send_locked(l, NULL, 0, 0, 0, 0, true) == 0) {
 		l->reply_owed = false;
 		l->grant_pending = false;
 		rdmae_lane_post_chain(l);

@@ -37,7 +37,7 @@ int rdmae_send(struct rdmae_conn *c, const void *buf, size_t len, struct rdmae_e
 		uint32_t flen, remaining;
 
 		rdmae_frag_next(len, sent, max_payload, &flen, &remaining);
-		ret = rdmae_lane_send_locked(l0, p + sent, flen, remaining, 0, 0, false, 0);
+		ret = rdmae_lane_send_locked(l0, p + sent, flen, remaining, 0, 0, false);
 		if (ret)
 			break;
 		sent += flen;
@@ -45,8 +45,8 @@ int rdmae_send(struct rdmae_conn *c, const void *buf, size_t len, struct rdmae_e
 	rdmae_lane_post_chain(l0);
 	c->sending = false;
 	pthread_cond_broadcast(&c->cond);
-	if (ret && rdmae_conn_check_locked(c, err))
-		ret = rdmae_conn_check_locked(c, err);
+	if (ret)
+		ret = rdmae_conn_check_locked(c, err) ? c->err.code : ret;
 out:
 	pthread_mutex_unlock(&c->lock);
 	return ret;

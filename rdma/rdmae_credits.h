@@ -20,7 +20,6 @@ struct rdmae_credits {
 	uint32_t recv_target;	/* how many receives we keep posted */
 	uint32_t to_grant;	/* posted receives the peer has not heard of */
 	uint32_t peer_target;	/* the peer's last credits_requested */
-	uint64_t stalls;	/* times a sender found no usable credit */
 };
 
 /* Start with send credits granted at negotiation and receives already posted. */
@@ -54,9 +53,6 @@ int rdmae_credits_on_recv(struct rdmae_credits *c, uint32_t granted, uint32_t re
 
 /* n receives were (re)posted; they become credits to grant. */
 void rdmae_credits_on_repost(struct rdmae_credits *c, uint32_t n);
-
-/* Receives to post to get back to the target (0 when at or above it). */
-uint32_t rdmae_credits_repost_wanted(const struct rdmae_credits *c);
 
 /*
  * Should an empty message be sent just to grant credits? True when credits

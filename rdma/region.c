@@ -131,7 +131,7 @@ uint64_t rdmae_region_boundary(const struct rdmae_region *r)
 	return r->chunks ? r->chunk_size : RDMAE_DESC_SPAN;
 }
 
-static int chunk_pin_locked(struct rdmae_region *r, struct rdmae_chunk *ch, uint64_t deadline)
+static int chunk_pin_locked(struct rdmae_region *r, struct rdmae_chunk *ch)
 {
 	struct rdmae_conn *c = r->c;
 	size_t len = chunk_len(r, ch->idx);
@@ -146,10 +146,9 @@ static int chunk_pin_locked(struct rdmae_region *r, struct rdmae_chunk *ch, uint
 		}
 		/* Everything pinned is in flight: wait for completions to free a chunk. */
 		ret = rdmae_conn_check_locked(c, NULL);
-		if (!ret)
-			ret = rdmae_conn_wait_locked(c, deadline);
 		if (ret)
 			return ret;
+		rdmae_conn_wait_locked(c, 0);
 		if (ch->mr)
 			return 0;
 	}
@@ -161,7 +160,7 @@ static int chunk_pin_locked(struct rdmae_region *r, struct rdmae_chunk *ch, uint
 }
 
 int rdmae_region_lkey_locked(struct rdmae_region *r, uint64_t off, uint32_t *lkey,
-			     struct rdmae_chunk **chunk, uint64_t deadline_ns)
+			     struct rdmae_chunk **chunk)
 {
 	struct rdmae_chunk *ch;
 
@@ -179,7 +178,7 @@ int rdmae_region_lkey_locked(struct rdmae_region *r, uint64_t off, uint32_t *lke
 		if (ch->refs == 0)
 			lru_unlink(r->c, ch);
 	} else {
-		int ret = chunk_pin_locked(r, ch, deadline_ns);
+		int ret = chunk_pin_locked(r, ch);
 
 		if (ret)
 			return ret;

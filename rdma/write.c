@@ -67,7 +67,7 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *src,
 	 * and whoever runs meanwhile may take send-queue positions. The room
 	 * check must be the last thing before taking one.
 	 */
-	ret = rdmae_region_lkey_locked(src, p->local, &lkey, &chunk, 0);
+	ret = rdmae_region_lkey_locked(src, p->local, &lkey, &chunk);
 	if (ret)
 		return ret;
 	while (rdmae_lane_sq_free(l) == 0) {
@@ -164,14 +164,13 @@ int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err)
 		goto out;
 	*seq = ++c->fence_seq;
 	for (i = 0; i < c->nlanes && !ret; i++) {
-		ret = rdmae_lane_send_locked(&c->lanes[i], NULL, 0, 0, RDMAE_FLAG_FENCE, *seq, false,
-					     0);
+		ret = rdmae_lane_send_locked(&c->lanes[i], NULL, 0, 0, RDMAE_FLAG_FENCE, *seq, false);
 		if (!ret)
 			c->lanes[i].st.fences++;
 	}
 	rdmae_conn_post_all_locked(c);
-	if (ret && rdmae_conn_check_locked(c, err))
-		ret = rdmae_conn_check_locked(c, err);
+	if (ret)
+		ret = rdmae_conn_check_locked(c, err) ? c->err.code : ret;
 out:
 	pthread_mutex_unlock(&c->lock);
 	return ret;

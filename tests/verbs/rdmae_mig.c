@@ -448,8 +448,8 @@ static int run_src(struct sess *s)
 			goto out;
 		harvest(&s->g, H_REPLACE);
 		rdmae_session_plan(ss, bm, &plan);
-		rs.remaining_bytes = plan.dirty_bytes;
-		rs.expected_downtime_ns = plan.expected_downtime_ns;
+		/* The plan fills in what is left after the round and its expected downtime. */
+		rdmae_session_last_round(ss, &rs);
 		print_round(s, &rs);
 		if (plan.converged) {
 			say(s, "converged: %.1f MiB left, expected downtime %.1f ms: stopping the guest",
