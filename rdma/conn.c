@@ -689,7 +689,8 @@ int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 		c->state = RDMAE_ST_CONNECTED;
 	ret = rdmae_conn_check_locked(c, err);
 	c->cm_to_thread = true;
-	c->last_rx_ns = rdmae_now_ns();
+	c->last_heard_ns = rdmae_now_ns();
+	rdmae_conn_pace_start_locked(c);
 	pthread_mutex_unlock(&c->lock);
 	rdmae_conn_wake(c);
 	if (ret)
@@ -1005,7 +1006,8 @@ static int finish_accept(struct rdmae_listener *l, struct rdmae_conn *c, struct 
 		c->state = RDMAE_ST_CONNECTED;
 		rdmae_trace(c, "accepted with %u lanes", c->nlanes);
 		c->cm_to_thread = true;
-		c->last_rx_ns = rdmae_now_ns();
+		c->last_heard_ns = rdmae_now_ns();
+		rdmae_conn_pace_start_locked(c);
 	}
 	pthread_mutex_unlock(&c->lock);
 	rdmae_conn_wake(c);

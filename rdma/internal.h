@@ -20,6 +20,7 @@
 #include "rdmae_conn.h"
 #include "rdmae_credits.h"
 #include "rdmae_frag.h"
+#include "rdmae_pace.h"
 #include "rdmae_region.h"
 #include "rdmae_wire.h"
 
@@ -52,6 +53,7 @@ struct rdmae_wrslot {
 	uint64_t pos;			/* send-queue position of this WR */
 	enum rdmae_wr_kind kind;
 	struct rdmae_chunk *chunk;	/* on-demand chunk pinned for a WRITE, or NULL */
+	struct rdmae_pace_mark mark;	/* WRITE: length, queue ahead, doorbell time */
 };
 
 /* WRs gathered for one doorbell. */
@@ -91,6 +93,8 @@ struct rdmae_lane {
 	uint64_t sq_posted;		/* WRs handed to the chain (posted or pending) */
 	uint64_t sq_done;		/* WRs known complete */
 	uint64_t last_signal;		/* position after the last signalled WR */
+	uint32_t writes_out;		/* WRITE WRs in flight (at most opts.writes_in_flight) */
+	uint64_t unsig_bytes;		/* WRITE bytes posted since the last signalled WR */
 
 	/* the chain waiting for its doorbell */
 	struct ibv_send_wr chain[RDMAE_CHAIN_MAX];
@@ -159,9 +163,15 @@ struct rdmae_conn {
 	/* bulk */
 	unsigned int next_lane;
 	uint32_t fence_seq;
+	struct rdmae_pace pace;		/* bytes of WRITE in flight, all lanes */
 
-	/* keepalive, in CLOCK_MONOTONIC ns */
-	uint64_t last_rx_ns;
+	/*
+	 * keepalive, in CLOCK_MONOTONIC ns. The peer is heard from when a
+	 * message arrives or one of our WRITEs completes: the WRITE target
+	 * sees no traffic during a transfer, but the writer's completions
+	 * prove the peer's QP is placing data.
+	 */
+	uint64_t last_heard_ns;
 	uint64_t probe_ns;		/* 0 = no probe outstanding */
 
 	/* progress thread */
@@ -199,6 +209,9 @@ int rdmae_conn_check_locked(struct rdmae_conn *c, struct rdmae_err *err);
 int rdmae_conn_wait_locked(struct rdmae_conn *c, uint64_t deadline_ns);
 void rdmae_conn_wake(struct rdmae_conn *c);
 
+/* write.c: the pacing budget starts once the lanes and max_rw_size are known. */
+void rdmae_conn_pace_start_locked(struct rdmae_conn *c);
+
 /* lane.c */
 int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int idx,
 		      struct rdmae_err *err);
@@ -206,7 +219,8 @@ int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int 
 void rdmae_lane_destroy_qp(struct rdmae_lane *l);
 void rdmae_lane_destroy(struct rdmae_lane *l);
 int rdmae_lane_post_chain(struct rdmae_lane *l);
-void rdmae_conn_post_all_locked(struct rdmae_conn *c);
+/* Ring every lane's doorbell; the first post error (the connection has failed with it). */
+int rdmae_conn_post_all_locked(struct rdmae_conn *c);
 /* Reserve one send-queue position for a WR and return its slot; caller fills the chain entry. */
 struct rdmae_wrslot *rdmae_lane_sq_take(struct rdmae_lane *l, enum rdmae_wr_kind kind,
 					struct ibv_send_wr **wr, struct ibv_sge **sge);

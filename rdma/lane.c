@@ -125,7 +125,10 @@ static void rx_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
 	}
 	l->st.recvs++;
 	l->st.recv_bytes += wc->byte_len;
-	c->last_rx_ns = rdmae_now_ns();
+	c->last_heard_ns = rdmae_now_ns();
+	if (c->probe_ns)
+		rdmae_trace(c, "keepalive: answered after %.1f ms (lane %u)",
+			    (double)(c->last_heard_ns - c->probe_ns) / 1e6, l->idx);
 	c->probe_ns = 0;
 
 	if (l->idx == 0 && c->state == RDMAE_ST_NEGOTIATING) {
@@ -174,8 +177,8 @@ void rdmae_lane_repost_parked_locked(struct rdmae_lane *l)
 	}
 }
 
-/* Retire every send-queue position up to and including pos. */
-static void sq_retire_locked(struct rdmae_lane *l, uint64_t pos)
+/* Retire every send-queue position up to and including pos, completed at now_ns. */
+static void sq_retire_locked(struct rdmae_lane *l, uint64_t pos, uint64_t now_ns)
 {
 	struct rdmae_conn *c = l->conn;
 
@@ -184,6 +187,10 @@ static void sq_retire_locked(struct rdmae_lane *l, uint64_t pos)
 
 		if (s->kind == RDMAE_WR_SEND)
 			l->tx_tail++;
+		if (s->kind == RDMAE_WR_WRITE) {
+			l->writes_out--;
+			rdmae_pace_on_done(&c->pace, s->mark.len, now_ns);
+		}
 		if (s->chunk) {
 			rdmae_chunk_put_locked(c, s->chunk);
 			s->chunk = NULL;
@@ -198,14 +205,30 @@ static void sq_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
 	struct rdmae_wrslot *s = container_of(cqe, struct rdmae_wrslot, cqe);
 	struct rdmae_lane *l = s->lane;
 	struct rdmae_conn *c = l->conn;
+	uint64_t now = rdmae_now_ns();
+	bool write = s->kind == RDMAE_WR_WRITE;
 
 	l->st.completions++;
 	if (wc->status != IBV_WC_SUCCESS &&
 	    (wc->status != IBV_WC_WR_FLUSH_ERR || c->state != RDMAE_ST_ERROR))
 		rdmae_conn_fail_locked(c, -EIO, "%s on lane %u to %s failed: %s",
-				       s->kind == RDMAE_WR_WRITE ? "RDMA WRITE" : "SEND", l->idx,
+				       write ? "RDMA WRITE" : "SEND", l->idx,
 				       c->peer, ibv_wc_status_str(wc->status));
-	sq_retire_locked(l, s->pos);
+	sq_retire_locked(l, s->pos, now);
+	if (wc->status != IBV_WC_SUCCESS || !write)
+		return;
+	rdmae_pace_sample(&c->pace, &s->mark, now);
+	/*
+	 * The peer's QP acknowledged data we wrote: the connection is making
+	 * progress even if no message comes back (ours may be queued behind
+	 * this very transfer). A SEND's completion does not count: a probe is
+	 * acknowledged by a peer whose process has stopped.
+	 */
+	if (c->probe_ns)
+		rdmae_trace(c, "keepalive: WRITE completions count as the answer (%.1f ms)",
+			    (double)(now - c->probe_ns) / 1e6);
+	c->last_heard_ns = now;
+	c->probe_ns = 0;
 }
 
 bool rdmae_conn_sq_busy(const struct rdmae_conn *c)
@@ -233,6 +256,7 @@ struct rdmae_wrslot *rdmae_lane_sq_take(struct rdmae_lane *l, enum rdmae_wr_kind
 	s->pos = pos;
 	s->kind = kind;
 	s->chunk = NULL;
+	s->mark.len = 0;
 	memset(w, 0, sizeof(*w));
 	w->wr_id = (uintptr_t)&s->cqe;
 	w->sg_list = g;
@@ -248,16 +272,23 @@ int rdmae_lane_post_chain(struct rdmae_lane *l)
 	struct ibv_send_wr *bad = NULL;
 	uint64_t first = l->sq_posted - l->nchain;
 	unsigned int i, n = l->nchain;
+	uint64_t now;
 	int ret;
 
 	if (!l->nchain)
 		return 0;
 	/* The last WR of a doorbell is signalled so that a waiter always has a completion coming. */
 	l->chain[l->nchain - 1].send_flags |= IBV_SEND_SIGNALED;
+	l->unsig_bytes = 0;
+	now = rdmae_now_ns();
 	for (i = 0; i < l->nchain; i++) {
+		struct rdmae_wrslot *s = &l->wr[(first + i) % l->sq_depth];
+
 		l->chain[i].next = i + 1 < l->nchain ? &l->chain[i + 1] : NULL;
 		if (l->chain[i].send_flags & IBV_SEND_SIGNALED)
 			l->last_signal = first + i + 1;
+		s->mark.post_ns = now;
+		s->mark.delivered = c->pace.delivered;
 	}
 	l->nchain = 0;
 	l->st.doorbells++;
@@ -275,6 +306,10 @@ int rdmae_lane_post_chain(struct rdmae_lane *l)
 
 			if (s->kind == RDMAE_WR_SEND)
 				l->tx_head--;
+			if (s->kind == RDMAE_WR_WRITE) {
+				l->writes_out--;
+				rdmae_pace_forget(&c->pace, s->mark.len);
+			}
 			if (s->chunk)
 				rdmae_chunk_put_locked(c, s->chunk);
 			s->chunk = NULL;
@@ -288,12 +323,19 @@ int rdmae_lane_post_chain(struct rdmae_lane *l)
 	return 0;
 }
 
-void rdmae_conn_post_all_locked(struct rdmae_conn *c)
+int rdmae_conn_post_all_locked(struct rdmae_conn *c)
 {
 	unsigned int i;
+	int ret = 0;
 
-	for (i = 0; i < c->nlanes; i++)
-		rdmae_lane_post_chain(&c->lanes[i]);
+	/* Every lane's chain goes, even after one failed: the failure is the connection's now. */
+	for (i = 0; i < c->nlanes; i++) {
+		int r = rdmae_lane_post_chain(&c->lanes[i]);
+
+		if (r && !ret)
+			ret = r;
+	}
+	return ret;
 }
 
 static uint8_t *tx_slot(struct rdmae_lane *l)
@@ -306,7 +348,8 @@ static bool tx_room(const struct rdmae_lane *l)
 	return l->tx_head - l->tx_tail < l->ntx && rdmae_lane_sq_free(l) > 0;
 }
 
-static void queue_send(struct rdmae_lane *l, uint8_t *slot, uint32_t len)
+/* Returns the doorbell's error when the chain filled up and its post failed. */
+static int queue_send(struct rdmae_lane *l, uint8_t *slot, uint32_t len)
 {
 	struct ibv_send_wr *wr;
 	struct ibv_sge *sge;
@@ -321,19 +364,21 @@ static void queue_send(struct rdmae_lane *l, uint8_t *slot, uint32_t len)
 	l->st.sends++;
 	l->st.send_bytes += len;
 	if (l->nchain == RDMAE_CHAIN_MAX)
-		rdmae_lane_post_chain(l);
+		return rdmae_lane_post_chain(l);
+	return 0;
 }
 
 int rdmae_lane_send_raw_locked(struct rdmae_lane *l, const void *buf, uint32_t len)
 {
 	uint8_t *slot;
+	int ret;
 
 	if (!tx_room(l) || len > l->tx_size)
 		return -ENOSPC;
 	slot = tx_slot(l);
 	memcpy(slot, buf, len);
-	queue_send(l, slot, len);
-	return rdmae_lane_post_chain(l);
+	ret = queue_send(l, slot, len);
+	return ret ? ret : rdmae_lane_post_chain(l);
 }
 
 int rdmae_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32_t len,
@@ -371,8 +416,7 @@ int rdmae_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32_t l
 	if (len)
 		memcpy(slot + RDMAE_DATA_HDR_SIZE, payload, len);
 	rdmae_credits_on_send(&l->cr);
-	queue_send(l, slot, RDMAE_DATA_HDR_SIZE + len);
-	return 0;
+	return queue_send(l, slot, RDMAE_DATA_HDR_SIZE + len);
 }
 
 void rdmae_lane_grant_locked(struct rdmae_lane *l)
@@ -510,11 +554,14 @@ void rdmae_lane_destroy_qp(struct rdmae_lane *l)
 	for (p = l->sq_done; p < l->sq_posted; p++) {
 		struct rdmae_wrslot *s = &l->wr[p % l->sq_depth];
 
+		if (s->kind == RDMAE_WR_WRITE)
+			rdmae_pace_forget(&l->conn->pace, s->mark.len);
 		if (s->chunk)
 			rdmae_chunk_put_locked(l->conn, s->chunk);
 		s->chunk = NULL;
 	}
 	l->sq_done = l->sq_posted;
+	l->writes_out = 0;
 }
 
 void rdmae_lane_destroy(struct rdmae_lane *l)

@@ -17,7 +17,7 @@ int rdmae_send(struct rdmae_conn *c, const void *buf, size_t len, struct rdmae_e
 	const uint8_t *p = buf;
 	uint32_t max_payload;
 	size_t sent = 0;
-	int ret;
+	int ret, pret;
 
 	if (!len || len > c->neg.max_fragmented_size)
 		return rdmae_err_set(err, -EMSGSIZE, "send to %s: %zu bytes (1..%u allowed)", c->peer,
@@ -42,7 +42,10 @@ int rdmae_send(struct rdmae_conn *c, const void *buf, size_t len, struct rdmae_e
 			break;
 		sent += flen;
 	}
-	rdmae_lane_post_chain(l0);
+	/* A doorbell that failed means fragments never left: not a success. */
+	pret = rdmae_lane_post_chain(l0);
+	if (!ret)
+		ret = pret;
 	c->sending = false;
 	pthread_cond_broadcast(&c->cond);
 	if (ret)

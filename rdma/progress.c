@@ -111,7 +111,7 @@ static int keepalive_locked(struct rdmae_conn *c)
 			return -1;
 		}
 		due = c->probe_ns + tmo_ns;
-	} else if (now - c->last_rx_ns >= idle_ns) {
+	} else if (now - c->last_heard_ns >= idle_ns) {
 		/*
 		 * Probe: an empty message asking for a reply. Without a usable
 		 * credit no probe can go, and none is needed: the peer then owes
@@ -122,12 +122,14 @@ static int keepalive_locked(struct rdmae_conn *c)
 					    0, true)) {
 			rdmae_lane_post_chain(&c->lanes[0]);
 			c->probe_ns = now;
+			rdmae_trace(c, "keepalive: probe sent after %.0f ms idle",
+				    (double)(now - c->last_heard_ns) / 1e6);
 			due = now + tmo_ns;
 		} else {
 			due = now + idle_ns;
 		}
 	} else {
-		due = c->last_rx_ns + idle_ns;
+		due = c->last_heard_ns + idle_ns;
 	}
 	return due <= now ? 0 : (int)((due - now) / 1000000ull) + 1;
 }

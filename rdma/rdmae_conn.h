@@ -36,7 +36,8 @@ struct rdmae_conn_opts {
 	int keepalive_ms;		/* idle time before a probe; default 10000, 0 = off */
 	int keepalive_timeout_ms;	/* probe answer deadline; default 5000 */
 	size_t recv_queue_bytes;	/* unread bytes before receives are withheld; default 4 MiB */
-	uint32_t writes_in_flight;	/* RDMA WRITE WRs outstanding per lane; default 128 */
+	uint32_t writes_in_flight;	/* RDMA WRITE WRs outstanding per lane; default 128
+					 * (bytes in flight are bounded by the pacing budget too) */
 };
 
 /* The options' defaults; a zero field in opts passed to connect/listen means its default. */
@@ -99,5 +100,16 @@ struct rdmae_lane_stats {
 };
 
 int rdmae_conn_lane_stats(struct rdmae_conn *c, unsigned int lane, struct rdmae_lane_stats *out);
+
+/* Bulk pacing as measured so far (see rdmae_pace.h in the sources). */
+struct rdmae_pace_stats {
+	uint64_t budget_bytes;		/* current bound on WRITE bytes in flight */
+	uint64_t max_inflight_bytes;	/* most WRITE bytes ever in flight at once */
+	double bandwidth;		/* measured delivery rate, bytes/s (0: not yet) */
+	uint64_t base_latency_ns;	/* measured, queueing taken out (0: not yet) */
+	uint64_t stalls;		/* a writer waited for the budget */
+};
+
+int rdmae_conn_pace_stats(struct rdmae_conn *c, struct rdmae_pace_stats *out);
 
 #endif

@@ -5,6 +5,13 @@
  * building one WR per run (up to max_rw_size bytes); pieces go round-robin
  * over the lanes, are chained per lane behind one doorbell, and only one in
  * RDMAE_SIGNAL_EVERY asks for a completion.
+ *
+ * What is in flight is bounded twice: per lane by opts.writes_in_flight WRs,
+ * which keeps the rest of the send queue for SENDs (a credit grant or a
+ * keepalive answer must never wait for a WRITE to leave before it can even
+ * be queued), and per connection by the pacing budget in bytes
+ * (rdmae_pace.h), which bounds how long a SEND waits behind the WRITEs
+ * already queued on its lane.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -70,9 +77,13 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *src,
 	ret = rdmae_region_lkey_locked(src, p->local, &lkey, &chunk);
 	if (ret)
 		return ret;
-	while (rdmae_lane_sq_free(l) == 0) {
+	while (l->writes_out >= c->opts.writes_in_flight || rdmae_lane_sq_free(l) == 0 ||
+	       !rdmae_pace_may_post(&c->pace, p->len)) {
 		if (!stalled) {
-			l->st.sq_stalls++;
+			if (rdmae_pace_may_post(&c->pace, p->len))
+				l->st.sq_stalls++;
+			else
+				c->pace.stalls++;
 			stalled = true;
 		}
 		ret = rdmae_conn_check_locked(c, NULL);
@@ -86,15 +97,27 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *src,
 	}
 	slot = rdmae_lane_sq_take(l, RDMAE_WR_WRITE, &wr, &sge);
 	slot->chunk = chunk;
+	slot->mark.len = p->len;
+	slot->mark.ahead = rdmae_pace_on_post(&c->pace, p->len,
+					      c->pace.inflight ? 0 : rdmae_now_ns());
+	l->writes_out++;
 	sge->addr = (uintptr_t)rdmae_region_addr(src) + p->local;
 	sge->length = (uint32_t)p->len;
 	sge->lkey = lkey;
 	wr->opcode = IBV_WR_RDMA_WRITE;
 	wr->wr.rdma.remote_addr = raddr;
 	wr->wr.rdma.rkey = rkey;
-	if (slot->pos + 1 - l->last_signal >= RDMAE_SIGNAL_EVERY) {
+	/*
+	 * Signal often enough that the budget comes back in pieces: a lane
+	 * asks for a completion once it has half its share of the budget
+	 * unsignalled, not only every RDMAE_SIGNAL_EVERY WRs.
+	 */
+	l->unsig_bytes += p->len;
+	if (slot->pos + 1 - l->last_signal >= RDMAE_SIGNAL_EVERY ||
+	    l->unsig_bytes * 2 * c->nlanes >= c->pace.budget) {
 		wr->send_flags = IBV_SEND_SIGNALED;
 		l->last_signal = slot->pos + 1;
+		l->unsig_bytes = 0;
 	}
 	l->st.writes++;
 	l->st.write_bytes += p->len;
@@ -109,7 +132,7 @@ int rdmae_write(struct rdmae_conn *c, struct rdmae_region *src, const struct rdm
 	uint64_t max = c->neg.max_rw_size;
 	uint64_t boundary = rdmae_region_boundary(src);
 	size_t i;
-	int ret;
+	int ret, pret;
 
 	ret = check_runs(c, src, dst, runs, n, err);
 	if (ret)
@@ -126,7 +149,9 @@ int rdmae_write(struct rdmae_conn *c, struct rdmae_region *src, const struct rdm
 			ret = post_piece_locked(c, src, dst, &p);
 		}
 	}
-	rdmae_conn_post_all_locked(c);
+	pret = rdmae_conn_post_all_locked(c);
+	if (!ret)
+		ret = pret;
 	if (ret) {
 		int code = rdmae_conn_check_locked(c, err);
 
@@ -156,7 +181,7 @@ int rdmae_write_flush(struct rdmae_conn *c, struct rdmae_err *err)
 int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err)
 {
 	unsigned int i;
-	int ret;
+	int ret, pret;
 
 	pthread_mutex_lock(&c->lock);
 	ret = rdmae_conn_check_locked(c, err);
@@ -168,7 +193,9 @@ int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err)
 		if (!ret)
 			c->lanes[i].st.fences++;
 	}
-	rdmae_conn_post_all_locked(c);
+	pret = rdmae_conn_post_all_locked(c);
+	if (!ret)
+		ret = pret;
 	if (ret)
 		ret = rdmae_conn_check_locked(c, err) ? c->err.code : ret;
 out:
@@ -199,4 +226,25 @@ int rdmae_fence_wait(struct rdmae_conn *c, uint32_t seq, int timeout_ms, struct 
 	}
 	pthread_mutex_unlock(&c->lock);
 	return ret;
+}
+
+void rdmae_conn_pace_start_locked(struct rdmae_conn *c)
+{
+	uint64_t rw = c->neg.max_rw_size;
+
+	/* Two full-size WRITEs per lane at least; never more than the WR bound allows. */
+	rdmae_pace_init(&c->pace, 2ull * c->nlanes * rw,
+			(uint64_t)c->nlanes * c->opts.writes_in_flight * rw);
+}
+
+int rdmae_conn_pace_stats(struct rdmae_conn *c, struct rdmae_pace_stats *out)
+{
+	pthread_mutex_lock(&c->lock);
+	out->budget_bytes = c->pace.budget;
+	out->max_inflight_bytes = c->pace.max_inflight;
+	out->bandwidth = c->pace.bw;
+	out->base_latency_ns = c->pace.base_ns;
+	out->stalls = c->pace.stalls;
+	pthread_mutex_unlock(&c->lock);
+	return 0;
 }

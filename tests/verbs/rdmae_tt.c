@@ -61,6 +61,7 @@ struct args {
 	size_t pin_limit;
 	bool hugepages;
 	int timeout_ms;
+	uint32_t writes_in_flight;
 };
 
 #define MAX_DESCS 64
@@ -147,6 +148,8 @@ static void opts_from_args(struct rdmae_conn_opts *o, const struct args *a)
 		o->recv_queue_bytes = a->recv_queue;
 	if (a->timeout_ms)
 		o->timeout_ms = a->timeout_ms;
+	if (a->writes_in_flight)
+		o->writes_in_flight = a->writes_in_flight;
 }
 
 static int open_conn(const struct args *a, struct rdmae_conn **c, struct rdmae_err *err)
@@ -181,6 +184,7 @@ static void print_negotiated(struct rdmae_conn *c)
 static void print_lanes(struct rdmae_conn *c)
 {
 	const struct rdmae_negotiated *n = rdmae_conn_negotiated(c);
+	struct rdmae_pace_stats ps;
 	unsigned int i;
 
 	for (i = 0; i < n->lanes; i++) {
@@ -194,6 +198,11 @@ static void print_lanes(struct rdmae_conn *c)
 		       s.write_bytes >> 20, s.sends, s.recvs, s.doorbells, s.completions,
 		       s.credit_stalls, s.sq_stalls, s.fences);
 	}
+	if (!rdmae_conn_pace_stats(c, &ps))
+		printf("pacing: budget %.1f MiB, most in flight %.1f MiB, measured %.1f MB/s, "
+		       "base latency %.3f ms, budget stalls %" PRIu64 "\n",
+		       (double)ps.budget_bytes / 1048576.0, (double)ps.max_inflight_bytes / 1048576.0,
+		       ps.bandwidth / 1e6, (double)ps.base_latency_ns / 1e6, ps.stalls);
 }
 
 /* ---- write ---- */
@@ -672,7 +681,8 @@ static void usage(void)
 		"  [--frag-size N] [--rw-size N] [--send-size N] [--recv-size N]\n"
 		"  [--keepalive MS] [--keepalive-timeout MS] [--recv-queue N]\n"
 		"  [--expect-fail FIELD] [--expect-error TEXT] [--within MS]\n"
-		"  [--on-demand] [--pin-limit N] [--hugepages] [--flip OFFSET] [--timeout MS]\n");
+		"  [--on-demand] [--pin-limit N] [--hugepages] [--flip OFFSET] [--timeout MS]\n"
+		"  [--writes-in-flight N]\n");
 	exit(2);
 }
 
@@ -704,6 +714,7 @@ int main(int argc, char **argv)
 		{ "pin-limit", required_argument, NULL, 15 },
 		{ "hugepages", no_argument, NULL, 16 },
 		{ "timeout", required_argument, NULL, 17 },
+		{ "writes-in-flight", required_argument, NULL, 18 },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct args a = { .addr = NULL, .port = "7471", .size = 64u << 20, .flip = -1 };
@@ -746,6 +757,7 @@ int main(int argc, char **argv)
 		case 15: a.pin_limit = rdmae_parse_size(optarg, NULL); break;
 		case 16: a.hugepages = true; break;
 		case 17: a.timeout_ms = atoi(optarg); break;
+		case 18: a.writes_in_flight = (uint32_t)strtoul(optarg, NULL, 0); break;
 		default: usage();
 		}
 	}
