@@ -1,8 +1,13 @@
 # rdmae: RDMA-accelerated memory transfer engine for live migration.
 #
 #   make          libraries, the perf tool and the verbs test programs
-#   make check    every test: lint, host unit tests (ASan+UBSan), soft-RoCE bench
-#   make demo     the main job, on the soft-RoCE bench
+#   make check    every test: lint, host unit tests (ASan+UBSan), then the
+#                 soft-RoCE bench: transport and engine tests, and the patched
+#                 QEMU (built once and cached: make qemu) migrating a real
+#                 guest over rdmae: and tcp: between two VMs
+#   make demo     the main job: a guest migrated over rdmae: on the bench
+#   make qemu     QEMU 10.0.2 with the rdmae: channel; prints the binary's path
+#   make install  librdmae, its headers and rdmae.pc (PREFIX=...)
 #   make perf     the benchmarks: rdmae against ib_write_bw in one VM run
 #   make deps     install the Debian packages the project needs (idempotent)
 
@@ -11,7 +16,9 @@ BUILD    ?= build
 CSTD     := -std=c11 -D_GNU_SOURCE
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
-ALLFLAGS := $(CSTD) $(WARN) $(CFLAGS) -fPIC -pthread -MMD -MP
+# The public headers include each other by bare name (as installed, <rdmae/...>).
+INCS     := -Irdma -Iengine
+ALLFLAGS := $(CSTD) $(INCS) $(WARN) $(CFLAGS) -fPIC -pthread -MMD -MP
 SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 LIBS     := -lrdmacm -libverbs -lnuma -lhugetlbfs -lxxhash -lpthread -lm
 
@@ -70,8 +77,10 @@ $(BUILD)/san/verbs/%: $(BUILD)/san/tests/verbs/%.o $(SAN_LIBS)
 # ---- dependencies ----
 deps:
 	tests/softroce/deps.sh install
+	qemu-plugin/deps.sh install
 deps-check:
 	@tests/softroce/deps.sh check || tests/softroce/deps.sh install
+	@qemu-plugin/deps.sh check || qemu-plugin/deps.sh install
 
 # ---- tests ----
 unit: deps-check $(UNIT_BINS)
@@ -81,20 +90,72 @@ lint: deps-check
 	@tests/lint.sh
 
 BENCH := RDMAE_BUILD=$(abspath $(BUILD)) tests/softroce/bench.sh
+# The end-to-end tests and the demo run the patched QEMU (built once, cached
+# outside the work tree: qemu-plugin/build.sh) nested in the bench VMs.
+WITH_QEMU := RDMAE_QEMU=$$(qemu-plugin/build.sh | tail -n 1) && export RDMAE_QEMU &&
 
-softroce: deps-check all
-	$(BENCH)
+softroce: deps-check all guest
+	$(WITH_QEMU) $(BENCH)
 
 check: deps-check
 	$(MAKE) lint
 	$(MAKE) unit
 	$(MAKE) softroce
 
-demo: deps-check all
-	$(BENCH) --demo
+demo: deps-check all guest
+	$(WITH_QEMU) $(BENCH) --demo
 
 perf: deps-check all
 	$(BENCH) perf_transport
 
+# ---- the test guest (tests/guest/) and the engine-only demo ----
+.PHONY: guest demo-synthetic
+include tests/guest/guest.mk
+
+demo-synthetic: deps-check all
+	$(BENCH) --demo-synthetic
+
 clean:
 	rm -rf $(BUILD)
+
+# ---- install: librdmae.a, public headers and rdmae.pc for other builds (QEMU) ----
+#   make install PREFIX=/some/dir
+# Unchanged files keep their time stamps (install -C), so a build that depends
+# on the installed headers does not rebuild for nothing.
+PREFIX     ?= /usr/local
+PUB_HDRS   := engine/rdmae_engine.h rdma/rdmae_conn.h rdma/rdmae_region.h rdma/rdmae_err.h \
+              rdma/rdmae_wire.h
+REL_ONE_LIB := $(BUILD)/rel/librdmae.a
+
+$(REL_ONE_LIB): $(call rel_obj,$(ENGINE_SRC)) $(call rel_obj,$(RDMA_SRC))
+	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
+
+# The archive is static only, so Libs names what it needs (a shared build
+# would move these to Libs.private). Written at every install: it holds PREFIX.
+define RDMAE_PC
+prefix=$(abspath $(PREFIX))
+includedir=$${prefix}/include
+libdir=$${prefix}/lib
+
+Name: rdmae
+Description: RDMA memory-transfer engine for VM live migration
+Version: 1.0
+Cflags: -I$${includedir}
+Libs: -L$${libdir} -lrdmae -lrdmacm -libverbs -lnuma -lhugetlbfs -lxxhash -lpthread -lm
+Libs.private: -lrdmacm -libverbs -lnuma -lhugetlbfs -lxxhash -lpthread -lm
+endef
+export RDMAE_PC
+
+.PHONY: install
+install: $(REL_ONE_LIB)
+	@printf '%s\n' "$$RDMAE_PC" > $(BUILD)/rel/rdmae.pc
+	install -d $(PREFIX)/lib/pkgconfig $(PREFIX)/include/rdmae
+	install -C -m 644 $(REL_ONE_LIB) $(PREFIX)/lib/librdmae.a
+	install -C -m 644 $(PUB_HDRS) $(PREFIX)/include/rdmae/
+	install -C -m 644 $(BUILD)/rel/rdmae.pc $(PREFIX)/lib/pkgconfig/rdmae.pc
+
+# ---- QEMU 10.0.2 with the rdmae: migration channel (qemu-plugin/) ----
+# Cached in ~/.cache/rdmae/qemu; the last line printed is the binary's path.
+.PHONY: qemu
+qemu:
+	qemu-plugin/build.sh

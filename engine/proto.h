@@ -22,9 +22,9 @@
 #include "../rdma/rdmae_wire.h"
 
 #define RDMAE_PROTO_MAGIC	0x47454452u	/* "RDEG" on the wire */
-#define RDMAE_PROTO_VERSION	1
+#define RDMAE_PROTO_VERSION	2		/* 2: block names of 256 bytes */
 #define RDMAE_PROTO_HDR_SIZE	16
-#define RDMAE_PROTO_NAME_LEN	64		/* block name, NUL included */
+#define RDMAE_PROTO_NAME_LEN	256		/* block name, NUL included (QEMU idstr) */
 #define RDMAE_PROTO_REASON_LEN	192		/* error text, NUL included */
 #define RDMAE_PROTO_MAX_BLOCKS	4096
 #define RDMAE_PROTO_NO_BLOCK	0xffffffffu	/* block index: not about one block */
@@ -179,7 +179,7 @@ struct rdmae_wire_cancel {
 
 _Static_assert(sizeof(struct rdmae_wire_eng_hdr) == RDMAE_PROTO_HDR_SIZE, "eng_hdr size");
 _Static_assert(sizeof(struct rdmae_wire_blocks) == 8, "blocks size");
-_Static_assert(sizeof(struct rdmae_wire_block) == 80, "block size");
+_Static_assert(sizeof(struct rdmae_wire_block) == 272, "block size");
 _Static_assert(sizeof(struct rdmae_wire_preflight_ok) == 8, "preflight_ok size");
 _Static_assert(sizeof(struct rdmae_wire_block_descs) == 8, "block_descs size");
 _Static_assert(sizeof(struct rdmae_wire_preflight_err) == 200, "preflight_err size");

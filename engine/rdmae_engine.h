@@ -12,18 +12,23 @@
 #ifndef RDMAE_ENGINE_H
 #define RDMAE_ENGINE_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../rdma/rdmae_conn.h"
-#include "../rdma/rdmae_region.h"
+#include "rdmae_conn.h"
+#include "rdmae_region.h"
 
 struct rdmae_session;
 
 enum rdmae_role { RDMAE_SOURCE, RDMAE_DEST };
 
-#define RDMAE_BLOCK_NAME_MAX 64
+/* Block names up to 255 bytes: QEMU's RAMBlock idstr (char[256]) fits. */
+#define RDMAE_BLOCK_NAME_MAX 256
+
+/* max_rounds: never give up on convergence (the caller decides when to stop). */
+#define RDMAE_ROUNDS_UNLIMITED UINT_MAX
 
 struct rdmae_block {
 	const char *name;		/* unique, < RDMAE_BLOCK_NAME_MAX bytes */
@@ -35,9 +40,10 @@ struct rdmae_block {
 
 struct rdmae_session_opts {
 	enum rdmae_reg_mode reg_mode;	/* source-side registration; destination pins all */
-	uint64_t max_bandwidth;		/* bytes/s, 0 = unlimited */
-	uint64_t downtime_limit_ns;	/* default 300 ms */
-	unsigned int max_rounds;	/* pre-copy rounds before giving up; default 30 */
+	uint64_t max_bandwidth;		/* bytes/s, 0 = unlimited; see set_max_bandwidth */
+	uint64_t downtime_limit_ns;	/* default 300 ms; see set_downtime_limit */
+	unsigned int max_rounds;	/* pre-copy rounds before giving up; default 30,
+					 * RDMAE_ROUNDS_UNLIMITED for never */
 	bool no_zero_detect;		/* send zero pages as data */
 	bool no_verify;			/* skip the checksums at commit */
 	int timeout_ms;			/* per message wait; default 30000 */
@@ -75,6 +81,14 @@ struct rdmae_session_stats {
 };
 
 void rdmae_session_opts_default(struct rdmae_session_opts *o);
+
+/*
+ * Check a block list as rdmae_session_create does (names non-empty, unique,
+ * < RDMAE_BLOCK_NAME_MAX bytes; power-of-two page sizes; lengths non-zero
+ * multiples of them), so that a caller can refuse it before connecting.
+ */
+int rdmae_session_check_blocks(const struct rdmae_block *blocks, size_t nblocks,
+			       struct rdmae_err *err);
 
 /* The session borrows conn and blocks; both must outlive it. */
 int rdmae_session_create(struct rdmae_session **out, enum rdmae_role role, struct rdmae_conn *conn,
@@ -118,6 +132,19 @@ int rdmae_session_round(struct rdmae_session *s, const uint64_t *const *bitmaps,
  */
 int rdmae_session_last_round(struct rdmae_session *s, struct rdmae_round_stats *rs);
 
+/*
+ * Source, at any time and from any thread: change the bandwidth cap
+ * (bytes/s, 0 = unlimited). A round in progress adopts it at its next
+ * batch, counting from the moment of the change.
+ */
+int rdmae_session_set_max_bandwidth(struct rdmae_session *s, uint64_t bytes_per_sec);
+
+/*
+ * Source, at any time and from any thread: change the downtime limit that
+ * rdmae_session_plan() judges convergence by (0 = the default, 300 ms).
+ */
+int rdmae_session_set_downtime_limit(struct rdmae_session *s, uint64_t ns);
+
 /* Source: the VM is stopped now; downtime is measured from here. */
 void rdmae_session_mark_stopped(struct rdmae_session *s);
 
@@ -140,12 +167,14 @@ int rdmae_session_complete(struct rdmae_session *s, struct rdmae_err *err);
 enum rdmae_dest_event_kind {
 	RDMAE_EV_ROUND,			/* a round was placed */
 	RDMAE_EV_STATE,			/* device-state bytes in data/len (valid until the next step) */
-	RDMAE_EV_COMMITTED,		/* verified: the destination may run */
+	RDMAE_EV_COMMITTED,		/* verified (unless the source said no_verify): may run */
 };
 
 struct rdmae_dest_event {
 	enum rdmae_dest_event_kind kind;
 	unsigned int round;
+	bool final;			/* ROUND: the source's VM was stopped (the last round) */
+	bool verified;			/* COMMITTED: every page's checksum matched the source's */
 	const void *data;
 	size_t len;
 };

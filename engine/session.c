@@ -81,6 +81,8 @@ struct rdmae_session {
 	atomic_bool complete_sent;	/* source: COMPLETE is out, the destination may commit */
 	bool peer_verdict;		/* the peer's CANCEL / COMMIT_FAIL explained a failure */
 	bool final_round;		/* source: a round went with the VM stopped */
+	_Atomic uint64_t max_bw;	/* bytes/s, 0 = unlimited; settable while running */
+	_Atomic uint64_t downtime_ns;	/* the convergence limit; settable while running */
 
 	pthread_mutex_t lock;		/* stats, failure record, stop reason, timing */
 	pthread_mutex_t reg_lock;	/* blk[].region on the destination */
@@ -443,7 +445,7 @@ static int recv_msg(struct rdmae_session *s, int timeout_ms, void **buf, struct 
 
 /* ---- create / destroy ---- */
 
-static int check_blocks(const struct rdmae_block *b, size_t n, struct rdmae_err *err)
+int rdmae_session_check_blocks(const struct rdmae_block *b, size_t n, struct rdmae_err *err)
 {
 	size_t i, j;
 
@@ -501,7 +503,7 @@ int rdmae_session_create(struct rdmae_session **out, enum rdmae_role role, struc
 
 	if (!out || !conn || (role != RDMAE_SOURCE && role != RDMAE_DEST))
 		return rdmae_err_set(err, -EINVAL, "session create: no connection or bad role");
-	rc = check_blocks(blocks, nblocks, err);
+	rc = rdmae_session_check_blocks(blocks, nblocks, err);
 	if (rc)
 		return rc;
 	neg = rdmae_conn_negotiated(conn);
@@ -528,6 +530,8 @@ int rdmae_session_create(struct rdmae_session **out, enum rdmae_role role, struc
 		s->o.timeout_ms = DEF_TIMEOUT_MS;
 	s->nblocks = nblocks;
 	s->max_msg = neg->max_fragmented_size;
+	atomic_init(&s->max_bw, s->o.max_bandwidth);
+	atomic_init(&s->downtime_ns, s->o.downtime_limit_ns);
 	atomic_init(&s->state, ST_NEW);
 	atomic_flag_clear(&s->busy);
 	atomic_init(&s->stop, false);
@@ -1049,7 +1053,7 @@ int rdmae_session_plan(struct rdmae_session *s, const uint64_t *const *bitmaps,
 	plan->dirty_pages = pages;
 	plan->dirty_bytes = bytes;
 	plan->expected_downtime_ns = rdmae_expected_downtime_ns(bytes, bw);
-	plan->converged = rdmae_converged(bytes, bw, s->o.downtime_limit_ns);
+	plan->converged = rdmae_converged(bytes, bw, atomic_load(&s->downtime_ns));
 	s->st.remaining_bytes = bytes;
 	s->st.expected_downtime_ns = plan->expected_downtime_ns;
 	if (s->last_rs.round) {
@@ -1101,6 +1105,9 @@ static int sleep_ns(struct round_ctx *rc, uint64_t ns)
 		ret = progress_tick(rc);
 		if (ret)
 			return ret;
+		/* A new cap (set_max_bandwidth) counts from now: stop paying the old one. */
+		if (atomic_load(&rc->s->max_bw) != rc->rl.rate)
+			return 0;
 	}
 	return 0;
 }
@@ -1148,6 +1155,39 @@ static int flush_zero(struct round_ctx *rc)
 	return send_msg(s, s->zmsg, len, rc->err);
 }
 
+static uint64_t batch_cap(uint64_t rate, size_t ps)
+{
+	uint64_t cap = BATCH_BYTES_MAX;
+
+	if (rate) {
+		uint64_t c = rate / (NSEC_PER_SEC / BATCH_TIME_NS);
+
+		if (c < cap)
+			cap = c;
+	}
+	cap -= cap % ps;
+	return cap ? cap : ps;
+}
+
+/*
+ * A bandwidth cap set while the round runs: the batch built so far goes at
+ * the old cap, everything after it at the new one, counted from now.
+ */
+static int adopt_rate(struct round_ctx *rc)
+{
+	uint64_t rate = atomic_load(&rc->s->max_bw);
+	int ret;
+
+	if (rate == rc->rl.rate)
+		return 0;
+	ret = flush_data(rc);
+	if (ret)
+		return ret;
+	rdmae_ratelimit_init(&rc->rl, rate, now_ns());
+	rc->batch_cap = batch_cap(rate, rc->s->blk[rc->block].b.page_size);
+	return 0;
+}
+
 static int on_data(void *arg, size_t first_page, size_t npages)
 {
 	struct round_ctx *rc = arg;
@@ -1156,6 +1196,9 @@ static int on_data(void *arg, size_t first_page, size_t npages)
 	uint64_t off = (rc->seg_first + first_page) * ps, len = (uint64_t)npages * ps;
 	int ret;
 
+	ret = adopt_rate(rc);
+	if (ret)
+		return ret;
 	rc->data_pages += npages;
 	/* Split at the batch cap (a multiple of the page size) so that pieces stay whole pages. */
 	while (len) {
@@ -1271,19 +1314,6 @@ static int wait_ack(struct round_ctx *rc)
 	return ret;
 }
 
-static uint64_t batch_cap(const struct rdmae_session *s, size_t ps)
-{
-	uint64_t cap = BATCH_BYTES_MAX;
-
-	if (s->o.max_bandwidth) {
-		uint64_t c = s->o.max_bandwidth / (NSEC_PER_SEC / BATCH_TIME_NS);
-
-		if (c < cap)
-			cap = c;
-	}
-	cap -= cap % ps;
-	return cap ? cap : ps;
-}
 
 static int do_round(struct rdmae_session *s, const uint64_t *const *bitmaps, bool final,
 		    struct rdmae_round_stats *r, struct rdmae_err *err)
@@ -1297,10 +1327,10 @@ static int do_round(struct rdmae_session *s, const uint64_t *const *bitmaps, boo
 
 	rc.round = s->st.rounds + 1;
 	dbytes = dirty_bytes(s, bitmaps, &pages);
-	rdmae_ratelimit_init(&rc.rl, s->o.max_bandwidth, t0);
+	rdmae_ratelimit_init(&rc.rl, atomic_load(&s->max_bw), t0);
 
 	for (rc.block = 0; rc.block < s->nblocks; rc.block++) {
-		rc.batch_cap = batch_cap(s, s->blk[rc.block].b.page_size);
+		rc.batch_cap = batch_cap(rc.rl.rate, s->blk[rc.block].b.page_size);
 		ret = walk_block(&rc, bitmaps[rc.block]);
 		if (ret)
 			return ret;
@@ -1404,7 +1434,7 @@ int rdmae_session_round(struct rdmae_session *s, const uint64_t *const *bitmaps,
 					   "did not converge after %u rounds: %.1f MiB dirty,"
 					   " expected downtime %s > limit %" PRIu64 " ms",
 					   s->precopy_rounds, (double)p.dirty_bytes / (double)MIB,
-					   dt, (uint64_t)(s->o.downtime_limit_ns / NSEC_PER_MSEC));
+					   dt, (uint64_t)(atomic_load(&s->downtime_ns) / NSEC_PER_MSEC));
 			goto out;
 		}
 	}
@@ -1726,6 +1756,7 @@ static int dst_round_end(struct rdmae_session *s, const struct rdmae_msg_round_e
 	pthread_mutex_unlock(&s->lock);
 	ev->kind = RDMAE_EV_ROUND;
 	ev->round = re->round;
+	ev->final = (re->flags & RDMAE_ROUND_FINAL) != 0;
 	return 0;
 }
 
@@ -1846,7 +1877,7 @@ out:
 }
 
 static int dst_complete(struct rdmae_session *s, const struct rdmae_msg_complete *c,
-			struct rdmae_err *err)
+			bool *verified, struct rdmae_err *err)
 {
 	uint8_t msg[RDMAE_MSG_SMALL_MAX];
 	bool verify = !(c->flags & RDMAE_COMPLETE_NO_VERIFY);
@@ -1877,6 +1908,7 @@ static int dst_complete(struct rdmae_session *s, const struct rdmae_msg_complete
 		      err);
 	if (rc)
 		return fail(s, rc, err);
+	*verified = verify;
 	/* Committed: nothing may write this memory from afar any more. */
 	destroy_regions(s);
 	return 0;
@@ -1930,12 +1962,14 @@ static int dst_step(struct rdmae_session *s, struct rdmae_dest_event *ev, struct
 			return 0;
 		case RDMAE_MSG_COMPLETE: {
 			struct rdmae_msg_complete c = m.u.complete;
+			bool verified = false;
 
 			free(buf);
-			rc = dst_complete(s, &c, err);
+			rc = dst_complete(s, &c, &verified, err);
 			if (rc)
 				return rc;
 			ev->kind = RDMAE_EV_COMMITTED;
+			ev->verified = verified;
 			ev->round = s->rx_rounds;
 			return 0;
 		}
@@ -1976,6 +2010,24 @@ int rdmae_session_dest_step(struct rdmae_session *s, struct rdmae_dest_event *ev
 	}
 	leave(s);
 	return rc;
+}
+
+/* ---- live settings ---- */
+
+int rdmae_session_set_max_bandwidth(struct rdmae_session *s, uint64_t bytes_per_sec)
+{
+	if (!s || s->role != RDMAE_SOURCE)
+		return -EINVAL;
+	atomic_store(&s->max_bw, bytes_per_sec);
+	return 0;
+}
+
+int rdmae_session_set_downtime_limit(struct rdmae_session *s, uint64_t ns)
+{
+	if (!s || s->role != RDMAE_SOURCE)
+		return -EINVAL;
+	atomic_store(&s->downtime_ns, ns ? ns : DEF_DOWNTIME_NS);
+	return 0;
 }
 
 /* ---- cancel, stats ---- */

@@ -4,12 +4,15 @@
 #
 #   bench.sh                 every test but "demo" and the perf_* benchmarks
 #   bench.sh NAME...         only these tests (tests/softroce/tests/NAME.sh)
-#   bench.sh --demo          the test named "demo"
+#   bench.sh --demo          the test named "demo" (a QEMU guest over rdmae: and tcp:)
+#   bench.sh --demo-synthetic  the test named "demo_synthetic" (the engine's own guest)
 #   bench.sh --list          list the tests with topology and timeout
 # Options: --keep (keep the work dir), -v (same as V=1).
 # Environment: RDMAE_CACHE (default ~/.cache/rdmae), RDMAE_BUILD (default
 # <repo>/build), RDMAE_TESTS_DIR (default tests/softroce/tests), V=1
-# (verbose), TMPDIR.
+# (verbose), TMPDIR, RDMAE_QEMU (the QEMU with the rdmae: channel, for the
+# tests with "# needs: qemu"; without it they get Debian's QEMU, and the rdmae:
+# ones fail).
 #
 # Output ends with exactly one line "softroce: N passed, M failed"; the exit
 # status is non-zero when M > 0.
@@ -23,6 +26,7 @@ TESTS_DIR=${RDMAE_TESTS_DIR:-$HERE/tests}
 V=${V:-0}
 KEEP=0
 DEMO=0
+NEED_QEMU=0   # a selected test runs QEMU inside the VMs ("# needs: qemu")
 
 # VM sizes
 MEM_ONE=3072 SMP_ONE=2
@@ -39,7 +43,7 @@ vnote() { [[ $V != 1 ]] || printf '[bench] %s\n' "$*"; }
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
 # ---------------------------------------------------------------- tests ----
-declare -A T_TOPO T_TMO RES_STATUS RES_WHY
+declare -A T_TOPO T_TMO T_NEEDS RES_STATUS RES_WHY
 ALL_TESTS=()
 SELECTED=()
 
@@ -57,6 +61,7 @@ discover_tests() {
     [[ $n =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]] || { note "skipping $f: bad test name"; continue; }
     T_TOPO[$n]=$(hdr "$f" topology "")
     T_TMO[$n]=$(hdr "$f" timeout 300)
+    T_NEEDS[$n]=$(hdr "$f" needs "")
     case ${T_TOPO[$n]} in one|two) ;; *)
       echo "bench.sh: $f: header '# topology: one|two' missing or wrong" >&2; exit 2 ;;
     esac
@@ -331,6 +336,7 @@ main() {
     case $a in
       --keep) KEEP=1 ;;
       --demo) DEMO=1 ;;
+      --demo-synthetic) DEMO=2 ;;
       -v|--verbose) V=1 ;;
       --list)
         for t in "${ALL_TESTS[@]}"; do printf '%-28s topology %s, timeout %s s\n' "$t" "${T_TOPO[$t]}" "${T_TMO[$t]}"; done
@@ -342,12 +348,15 @@ main() {
   done
   if [[ $DEMO == 1 ]]; then
     names=(demo)
+  elif [[ $DEMO == 2 ]]; then
+    names=(demo_synthetic)
   elif [[ ${#names[@]} -eq 0 ]]; then
-    for t in "${ALL_TESTS[@]}"; do [[ $t == demo || $t == perf_* ]] || names+=("$t"); done
+    for t in "${ALL_TESTS[@]}"; do [[ $t == demo || $t == demo_* || $t == perf_* ]] || names+=("$t"); done
   fi
   for t in "${names[@]}"; do
     [[ -n ${T_TOPO[$t]:-} ]] || { echo "bench.sh: no test '$t' ($TESTS_DIR/$t.sh); have: ${ALL_TESTS[*]}" >&2; exit 2; }
     [[ " ${SELECTED[*]} " == *" $t "* ]] || SELECTED+=("$t")
+    [[ ${T_NEEDS[$t]} != qemu ]] || NEED_QEMU=1
   done
 
   for t in qemu-system-x86_64 socat flock timeout cpio gzip ldd ss apt-cache apt-get dpkg-deb; do
@@ -378,7 +387,7 @@ main() {
   initramfs_fixed
   initramfs_run "$WORK/run.cpio.gz"
   cat "$FIXED_CPIO" "$WORK/run.cpio.gz" >"$WORK/initrd.img"
-  note "initramfs: per-run part with $RUN_BINARIES project binaries; ready after $((SECONDS - t0)) s"
+  note "initramfs: per-run part with $RUN_BINARIES project binaries${RUN_QEMU:+, $RUN_QEMU}; ready after $((SECONDS - t0)) s"
 
   for topo in one two; do
     local list=()

@@ -89,7 +89,7 @@ static void test_header(void **state)
 	buf[0] = 'X';
 	reject(len, &ctx, -EPROTO);
 	rdmae_msg_round_ack_encode(buf, 7);
-	buf[4] = 2;
+	buf[4] = RDMAE_PROTO_VERSION + 1;
 	reject(len, &ctx, -EPROTO);
 	rdmae_msg_round_ack_encode(buf, 7);
 	buf[6] = 0;
@@ -132,7 +132,7 @@ static void test_blocks(void **state)
 	(void)state;
 	len = blocks_msg();
 	assert_int_equal(len, rdmae_msg_blocks_size(2));
-	assert_int_equal(len, H + 8 + 2 * 80);
+	assert_int_equal(len, H + 8 + 2 * 272);
 	assert_int_equal(dec(len, NULL, &m), 0);
 	assert_int_equal(m.type, RDMAE_MSG_BLOCKS);
 	assert_int_equal(m.u.blocks.count, 2);
@@ -154,6 +154,18 @@ static void test_blocks(void **state)
 		assert_int_equal(dec(len, NULL, &m), 0);
 		rdmae_msg_blocks_get(&m, 0, &b);
 		assert_int_equal(strlen(b.name), RDMAE_PROTO_NAME_LEN - 1);
+	}
+
+	/* QEMU's longest idstr (255 bytes) goes through whole. */
+	{
+		struct rdmae_msg_block qb = { .len = 4096, .page_size = 4096 };
+
+		assert_int_equal(RDMAE_PROTO_NAME_LEN, 256);
+		memset(qb.name, 'q', RDMAE_PROTO_NAME_LEN - 1);
+		len = rdmae_msg_blocks_encode(buf, &qb, 1);
+		assert_int_equal(dec(len, NULL, &m), 0);
+		rdmae_msg_blocks_get(&m, 0, &b);
+		assert_memory_equal(b.name, qb.name, RDMAE_PROTO_NAME_LEN);
 	}
 }
 
@@ -188,18 +200,18 @@ static void test_blocks_reject(void **state)
 	reject(len, NULL, -EPROTO);
 	/* Length not a multiple of the page size, zero length, bad page sizes. */
 	len = blocks_msg();
-	put64(b0 + 64, 4097);
+	put64(b0 + RDMAE_PROTO_NAME_LEN, 4097);
 	reject(len, NULL, -EPROTO);
-	put64(b0 + 64, 0);
+	put64(b0 + RDMAE_PROTO_NAME_LEN, 0);
 	reject(len, NULL, -EPROTO);
 	len = blocks_msg();
-	put32(b0 + 72, 3000);
+	put32(b0 + RDMAE_PROTO_NAME_LEN + 8, 3000);
 	reject(len, NULL, -EPROTO);
-	put32(b0 + 72, 0);
+	put32(b0 + RDMAE_PROTO_NAME_LEN + 8, 0);
 	reject(len, NULL, -EPROTO);
 	/* Unknown flag. */
 	len = blocks_msg();
-	put32(b0 + 76, 0x2);
+	put32(b0 + RDMAE_PROTO_NAME_LEN + 12, 0x2);
 	reject(len, NULL, -EPROTO);
 	/* Reserved. */
 	len = blocks_msg();

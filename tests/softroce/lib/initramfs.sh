@@ -193,6 +193,68 @@ initramfs_fixed() { # sets FIXED_CPIO
   ls -t "$CACHE"/initramfs-fixed-*.cpio.gz 2>/dev/null | tail -n +4 | xargs -r rm -f
 }
 
+# Nested QEMU (per-run part, only when a selected test says "# needs: qemu"):
+# the QEMU binary that $RDMAE_QEMU names (the patched one, with the rdmae:
+# channel), else Debian's, as /usr/local/bin/qemu-system-x86_64 with every
+# library ldd names and its TCG module if it has modules; the firmware a
+# -kernel guest needs in /usr/share/rdmae/qemu-fw (-L); the test guest, the
+# QMP client and the test helpers from build/guest and tests/guest; and
+# /etc/rdmae-qemu.env, which tells the tests what they got.
+INITRAMFS_QEMU_FW=(bios-256k.bin kvmvapic.bin linuxboot.bin linuxboot_dma.bin
+  multiboot.bin multiboot_dma.bin pvh.bin)
+INITRAMFS_QEMU_FW_DIRS=(/usr/share/seabios /usr/share/qemu)
+
+initramfs_qemu() { # stage
+  local stage=$1 q patched=0 f d found ver moddir="" m
+  if [[ -n ${RDMAE_QEMU:-} ]]; then
+    q=$RDMAE_QEMU patched=1
+    [[ -x $q && -f $q ]] || die "RDMAE_QEMU=$q: not an executable file"
+  else
+    q=$(_which qemu-system-x86_64)
+  fi
+  ver=$("$q" --version 2>/dev/null | head -1) || die "$q --version failed"
+  _copy_file "$stage" "$q" /usr/local/bin/qemu-system-x86_64
+  _copy_libs "$stage" "$q"
+  # TCG as a module (Debian's build): the module next to the binary (a build
+  # tree), in <prefix>/lib/*/qemu, or in the binary's own module dir.
+  for d in "$(dirname "$q")" "$(dirname "$q")"/../lib/*/qemu "$(dirname "$q")"/../lib/qemu \
+    /usr/lib/x86_64-linux-gnu/qemu; do
+    [[ -f $d/accel-tcg-x86_64.so ]] || continue
+    [[ $d != /usr/lib/x86_64-linux-gnu/qemu || $q == /usr/bin/* ]] || continue
+    moddir=/usr/lib/rdmae-qemu-modules
+    for m in "$d"/accel-tcg-*.so; do
+      _copy_file "$stage" "$m" "$moddir/$(basename "$m")"
+      _copy_libs "$stage" "$m"
+    done
+    break
+  done
+  for f in "${INITRAMFS_QEMU_FW[@]}"; do
+    found=
+    for d in "${INITRAMFS_QEMU_FW_DIRS[@]}"; do
+      [[ -f $d/$f ]] && { _copy_file "$stage" "$d/$f" "/usr/share/rdmae/qemu-fw/$f"; found=1; break; }
+    done
+    [[ -n $found ]] || die "QEMU firmware $f not in ${INITRAMFS_QEMU_FW_DIRS[*]} (packages seabios, qemu-system-data)"
+  done
+  for f in "$BUILD_DIR/guest/rdmae-guest.elf" "$BUILD_DIR/guest/rdmae-qmp"; do
+    [[ -f $f ]] || die "$f missing: run 'make guest'"
+  done
+  _copy_file "$stage" "$BUILD_DIR/guest/rdmae-guest.elf" /usr/share/rdmae/rdmae-guest.elf
+  _copy_file "$stage" "$BUILD_DIR/guest/rdmae-qmp" /usr/local/bin/rdmae-qmp
+  _copy_libs "$stage" "$BUILD_DIR/guest/rdmae-qmp"
+  _copy_file "$stage" "$REPO/tests/guest/qmig.sh" /usr/libexec/rdmae/qmig.sh
+  mkdir -p "$stage/etc"
+  mkdir -p "$stage/etc"
+  {
+    echo "QEMU=/usr/local/bin/qemu-system-x86_64"
+    echo "QEMU_FW=/usr/share/rdmae/qemu-fw"
+    echo "GUEST_ELF=/usr/share/rdmae/rdmae-guest.elf"
+    echo "RDMAE_QEMU_PATCHED=$patched"
+    printf 'QEMU_VERSION=%q\n' "$ver"
+    [[ -z $moddir ]] || echo "QEMU_MODULE_DIR=$moddir; export QEMU_MODULE_DIR"
+  } >"$stage/etc/rdmae-qemu.env"
+  RUN_QEMU="QEMU $ver from $q$([[ $patched == 1 ]] || echo ' (Debian'"'"'s: no rdmae: channel; set RDMAE_QEMU)')"
+}
+
 # Per-run part: project binaries (build/san/verbs/*, build/rel/rdmae-perf) in
 # /usr/local/bin with their libraries, and every test script in /tests.
 initramfs_run() { # out
@@ -206,6 +268,8 @@ initramfs_run() { # out
     n=$((n + 1))
   done
   cp "$TESTS_DIR"/*.sh "$stage/tests/"
+  RUN_QEMU=
+  [[ ${NEED_QEMU:-0} != 1 ]] || initramfs_qemu "$stage"
   _cpio_gz "$stage" "$out"
   RUN_BINARIES=$n
   rm -rf "$stage"

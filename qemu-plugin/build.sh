@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Build QEMU 10.0.2 (Debian's bookworm-backports source) with the rdmae:
+# migration channel, linked against this tree's librdmae.
+#
+#   qemu-plugin/build.sh            build (or reuse) and print the binary's path
+#   RDMAE_QEMU=$(qemu-plugin/build.sh | tail -1)
+#
+# Progress goes to stderr; the LAST line on stdout is the absolute path of
+# qemu-system-x86_64. Firmware: -L /usr/share/qemu -L /usr/share/seabios.
+#
+# Everything is cached outside the work tree, under
+# ${RDMAE_CACHE:-$HOME/.cache/rdmae}/qemu/:
+#   dl/         the orig tarball (SHA256 checked)
+#   rdmae/      `make install` of this tree's librdmae (headers, .a, rdmae.pc)
+#   src/        the unpacked, patched source (patches switched in place: only
+#               the files they touch change, so ninja rebuilds little)
+#   build/      the meson/ninja build directory (incremental)
+#   bin/KEY/    finished binaries; KEY hashes the tarball, the patches, this
+#               script and the installed library and headers. A run whose key
+#               has a binary costs only the key (about a second).
+# A lock (flock) serialises concurrent runs.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+top=$(dirname "$here")
+CACHE=${RDMAE_CACHE:-$HOME/.cache/rdmae}/qemu
+VERSION=10.0.2
+TARBALL=qemu_${VERSION}+ds.orig.tar.xz
+SHA256=0901da33844a331bf8b3602b9c1fbd178e60b737c8e3ade678255bd090c9b9f1
+JOBS=${RDMAE_QEMU_JOBS:-2}
+CONFIGURE_ARGS=(
+  --python=/usr/bin/python3 --target-list=x86_64-softmmu
+  --enable-rdma --enable-rdmae --enable-kvm
+  --disable-docs --disable-werror --disable-install-blobs --disable-gtk
+  --disable-sdl --disable-vnc --disable-spice --disable-opengl --disable-gio
+  --disable-xen --disable-guest-agent --disable-tools
+)
+
+log() { printf 'qemu-plugin/build.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+mkdir -p "$CACHE"
+exec 9>"$CACHE/lock"
+if ! flock -n 9; then
+  log "waiting for another build.sh run (lock $CACHE/lock)"
+  flock 9
+fi
+
+# ---- packages (meson >= 1.5 from bookworm-backports, -dev libraries) ----
+"$here/deps.sh" check 2>/dev/null || "$here/deps.sh" install >&2
+
+# ---- librdmae, installed as any library would be ----
+make -s -C "$top" install PREFIX="$CACHE/rdmae" >&2
+export PKG_CONFIG_PATH="$CACHE/rdmae/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+
+# ---- the source tarball ----
+mkdir -p "$CACHE/dl"
+tarball=$CACHE/dl/$TARBALL
+have_sha() { [[ -f $tarball ]] && [[ $(sha256sum "$tarball" | cut -d' ' -f1) == "$SHA256" ]]; }
+if ! have_sha; then
+  rm -f "$tarball"
+  log "fetching $TARBALL (apt-get source qemu/bookworm-backports)"
+  # The .dsc and .debian.tar.xz answer 404 on this archive, so apt exits
+  # non-zero even when the orig tarball arrived: judge by the tarball.
+  (cd "$CACHE/dl" && apt-get source --download-only -q qemu/bookworm-backports >&2) ||
+    log "apt-get source exited non-zero (expected: the .dsc is missing); checking the tarball"
+  [[ -f $tarball ]] || die "$TARBALL did not arrive (is the bookworm-backports deb-src configured? qemu-plugin/deps.sh install)"
+  have_sha || die "$TARBALL: SHA256 is not $SHA256"
+fi
+
+# ---- the cache key ----
+mapfile -t patches < <(find "$here/patches" -maxdepth 1 -name '*.patch' | LC_ALL=C sort)
+[[ ${#patches[@]} -gt 0 ]] || die "no patches in $here/patches"
+lib_sum=$(cd "$CACHE/rdmae" && find include lib -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-64)
+key=$( {
+  echo "$SHA256"
+  for p in "${patches[@]}"; do echo "${p##*/}"; sha256sum <"$p"; done
+  sha256sum <"$here/build.sh"
+  echo "$lib_sum"
+} | sha256sum | cut -c1-16)
+bin=$CACHE/bin/$key/qemu-system-x86_64
+if [[ -x $bin ]]; then
+  log "up to date (key $key)"
+  echo "$bin"
+  exit 0
+fi
+log "building QEMU $VERSION with rdmae (key $key)"
+t0=$(date +%s)
+
+# ---- source tree: unpack once, switch the patch series in place ----
+src=$CACHE/src
+applied=$CACHE/src.applied        # a copy of the series applied to src
+unpack() {
+  log "unpacking $TARBALL"
+  rm -rf "$src" "$applied" "$CACHE/build"
+  mkdir -p "$src"
+  tar -xJf "$tarball" -C "$src" --strip-components=1
+  mkdir -p "$applied"
+}
+[[ -d $src && -d $applied && -f $src/VERSION ]] || unpack
+
+series_differs() {
+  local a b
+  a=$(cd "$applied" && find . -name '*.patch' | LC_ALL=C sort | xargs -r cat | sha256sum)
+  b=$(cat "${patches[@]}" | sha256sum)
+  [[ $a != "$b" ]] || [[ $(ls "$applied" | LC_ALL=C sort) != "$(printf '%s\n' "${patches[@]##*/}")" ]]
+}
+
+# The files a patch touches ("+++ b/path").
+patch_files() { sed -n 's|^+++ [ab]/\([^[:space:]]*\).*|\1|p' "$@" | LC_ALL=C sort -u; }
+
+if series_differs; then
+  mapfile -t old < <(find "$applied" -name '*.patch' | LC_ALL=C sort)
+  mapfile -t touched < <(patch_files "${old[@]}" "${patches[@]}" /dev/null)
+  # Keep the time stamps of files whose content ends up the same.
+  declare -A before=()
+  for f in "${touched[@]}"; do
+    [[ -f $src/$f ]] && before[$f]="$(sha256sum <"$src/$f" | cut -c1-64) $(stat -c %Y "$src/$f")"
+  done
+  ok=1
+  for ((i = ${#old[@]} - 1; i >= 0; i--)); do
+    log "reverting ${old[i]##*/}"
+    patch -d "$src" -p1 -R -s -f <"${old[i]}" >&2 || { ok=0; break; }
+  done
+  if [[ $ok = 0 ]]; then
+    log "the old series did not revert cleanly: unpacking again"
+    unpack
+    before=()
+  fi
+  rm -rf "$applied"; mkdir -p "$applied"
+  for p in "${patches[@]}"; do
+    log "applying ${p##*/}"
+    patch -d "$src" -p1 -s -f --no-backup-if-mismatch <"$p" >&2 ||
+      die "${p##*/} does not apply to QEMU $VERSION"
+    cp "$p" "$applied/"
+  done
+  for f in "${!before[@]}"; do
+    [[ -f $src/$f ]] || continue
+    sum=${before[$f]% *}
+    [[ $(sha256sum <"$src/$f" | cut -c1-64) == "$sum" ]] && touch -d "@${before[$f]#* }" "$src/$f"
+  done
+fi
+
+# ---- configure (again only when the arguments change) ----
+build=$CACHE/build
+conf="${CONFIGURE_ARGS[*]} PKG_CONFIG_PATH=$PKG_CONFIG_PATH"
+if [[ ! -f $build/build.ninja || ! -f $build/.rdmae-configure ||
+      $(cat "$build/.rdmae-configure") != "$conf" ]]; then
+  log "configuring"
+  rm -rf "$build"; mkdir -p "$build"
+  (cd "$build" && "$src/configure" "${CONFIGURE_ARGS[@]}" >&2) || die "configure failed"
+  grep -qE "^#define CONFIG_RDMAE( 1)?$" "$build/config-host.h" || die "configure did not enable rdmae"
+  echo "$conf" >"$build/.rdmae-configure"
+fi
+
+# ---- build ----
+# ninja does not see the static librdmae.a behind pkg-config: relink when it changed.
+if [[ ! -f $build/.rdmae-lib || $(cat "$build/.rdmae-lib") != "$lib_sum" ]]; then
+  rm -f "$build/qemu-system-x86_64"
+fi
+log "ninja -j$JOBS qemu-system-x86_64"
+ninja -C "$build" -j"$JOBS" qemu-system-x86_64 >&2 || die "the build failed"
+echo "$lib_sum" >"$build/.rdmae-lib"
+
+mkdir -p "$CACHE/bin/$key"
+cp "$build/qemu-system-x86_64" "$bin.tmp"
+mv "$bin.tmp" "$bin"
+# Keep the two newest binaries (79 MB each).
+ls -1dt "$CACHE"/bin/*/ 2>/dev/null | tail -n +3 | xargs -r rm -rf
+log "built in $(($(date +%s) - t0)) s: $bin"
+echo "$bin"

@@ -1,0 +1,18 @@
+#!/bin/sh
+# topology: two
+# timeout: 1200
+# needs: qemu
+# The test guest (tests/guest) migrates over rdmae: from a QEMU in the src VM
+# to a QEMU in the dst VM, both sides given the address in the QMP "channels"
+# form (migrate / migrate-incoming). Checks: the migration completes;
+# query-migrate figures are present and plausible; source RAM at stop and
+# destination RAM before cont hash the same (pmemsave of all guest RAM); the
+# guest's own verify passes are ok on the destination after cont.
+# Needs the patched QEMU (RDMAE_QEMU); fails without it.
+set -eu
+. /usr/libexec/rdmae/qmig.sh
+QM_PREFIX="q_rdmae_migrate $ROLE"
+qm_need_rdmae
+qm_say "QEMU: $QEMU_VERSION"
+qm_e2e rdmae channels 4450
+qm_say "pass"
