@@ -23,6 +23,8 @@
 #include "internal.h"
 
 #define MAX_PENDING 16
+/* Pending connections one peer address may hold, so no single peer can use them all. */
+#define MAX_PENDING_PER_ADDR 4
 /* Local ACK timeout exponent: 4.096 us * 2^16 = 268 ms per try, 7 tries. */
 #define ACK_TIMEOUT 16
 #define RETRY_COUNT 6
@@ -35,6 +37,9 @@ struct rdmae_listener {
 	int wake_fd;
 	char addr[80];
 	struct rdmae_conn *pending[MAX_PENDING];
+	rdmae_drop_fn on_drop;
+	void *on_drop_arg;
+	uint64_t dropped;
 };
 
 uint64_t rdmae_now_ns(void)
@@ -90,6 +95,7 @@ void rdmae_conn_opts_default(struct rdmae_conn_opts *o)
 	o->keepalive_timeout_ms = 5000;
 	o->recv_queue_bytes = 4u << 20;
 	o->writes_in_flight = 128;
+	o->send_timeout_ms = 30000;
 }
 
 /* A zero field means "default", so callers can set only what they care about. */
@@ -116,6 +122,7 @@ static void opts_fill(struct rdmae_conn_opts *dst, const struct rdmae_conn_opts 
 	FILL(keepalive_timeout_ms);
 	FILL(recv_queue_bytes);
 	FILL(writes_in_flight);
+	FILL(send_timeout_ms);
 #undef FILL
 	if (src->keepalive_ms < 0)
 		dst->keepalive_ms = 0;
@@ -821,6 +828,42 @@ static unsigned int lanes_established(const struct rdmae_conn *c)
 	return n;
 }
 
+/* Do "host:port" and "host:port2" (or "[v6]:port") name the same host? */
+static bool same_host(const char *a, const char *b)
+{
+	const char *ca = strrchr(a, ':'), *cb = strrchr(b, ':');
+
+	if (!ca || !cb)
+		return !strcmp(a, b);
+	return ca - a == cb - b && !strncmp(a, b, (size_t)(ca - a));
+}
+
+/*
+ * A connection that failed before accept could return it: by default it is
+ * logged and dropped, and accept goes on, so that one bad or half-open peer
+ * cannot end a listener that a real source will reach later.
+ */
+static int drop_pending(struct rdmae_listener *l, const struct rdmae_err *e, const char *peer)
+{
+	l->dropped++;
+	if (l->on_drop)
+		return l->on_drop(l->on_drop_arg, e);
+	fprintf(stderr, "rdmae: listener %s: dropped a connection from %s: %s\n", l->addr, peer,
+		e->msg);
+	return 0;
+}
+
+void rdmae_listener_on_drop(struct rdmae_listener *l, rdmae_drop_fn fn, void *arg)
+{
+	l->on_drop = fn;
+	l->on_drop_arg = arg;
+}
+
+uint64_t rdmae_listener_dropped(const struct rdmae_listener *l)
+{
+	return l->dropped;
+}
+
 static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, struct rdmae_err *err)
 {
 	struct rdma_conn_param param;
@@ -830,6 +873,16 @@ static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, struct 
 	unsigned int slot;
 	int ret;
 
+	char peer[sizeof(c->peer)];
+	unsigned int same = 0;
+
+	addr_str(rdma_get_peer_addr(id), peer, sizeof(peer));
+	for (slot = 0; slot < MAX_PENDING; slot++)
+		if (l->pending[slot] && same_host(l->pending[slot]->peer, peer))
+			same++;
+	if (same >= MAX_PENDING_PER_ADDR)
+		return rdmae_err_set(err, -EBUSY, "listener %s: %s already has %d connections "
+				     "pending", l->addr, peer, MAX_PENDING_PER_ADDR);
 	for (slot = 0; slot < MAX_PENDING && l->pending[slot]; slot++)
 		;
 	if (slot == MAX_PENDING)
@@ -838,7 +891,7 @@ static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, struct 
 	c = conn_alloc(&l->opts, true, err);
 	if (!c)
 		return err ? err->code : -ENOMEM;
-	addr_str(rdma_get_peer_addr(id), c->peer, sizeof(c->peer));
+	memcpy(c->peer, peer, sizeof(c->peer));
 	do {
 		if (getrandom(&c->token, sizeof(c->token), 0) != sizeof(c->token)) {
 			ret = rdmae_err_set(err, -EIO, "getrandom for a connection token");
@@ -924,7 +977,7 @@ static void listener_event(struct rdmae_listener *l, struct rdma_cm_event *ev)
 	struct rdma_cm_id *id = ev->id;
 	struct rdmae_lane_pd pd;
 	enum rdmae_wire_field f;
-	struct rdmae_err lerr;
+	struct rdmae_err lerr = { 0 };
 	int bad = 1;
 
 	if (type == RDMA_CM_EVENT_CONNECT_REQUEST)
@@ -938,6 +991,9 @@ static void listener_event(struct rdmae_listener *l, struct rdma_cm_event *ev)
 						       : accept_lane(l, id, &pd, &lerr);
 
 		if (ret) {
+			/* Refused before it was pending: logged, never the caller's failure. */
+			fprintf(stderr, "rdmae: listener %s: refused a connection: %s\n", l->addr,
+				bad ? "its private data is not an rdmae lane request" : lerr.msg);
 			rdma_reject(id, NULL, 0);
 			rdma_destroy_id(id);
 		}
@@ -1032,22 +1088,40 @@ int rdmae_accept(struct rdmae_listener *l, struct rdmae_conn **out, int timeout_
 				continue;
 			r = pending_ready(c);
 			if (r < 0) {
-				/* A failed negotiation is the caller's to hear about: it names the field. */
+				struct rdmae_err e = { 0 };
+				char peer[sizeof(c->peer)];
+
 				pending_remove(l, c);
 				pthread_mutex_lock(&c->lock);
-				ret = rdmae_conn_check_locked(c, err);
+				rdmae_conn_check_locked(c, &e);
 				pthread_mutex_unlock(&c->lock);
+				memcpy(peer, c->peer, sizeof(peer));
 				rdmae_conn_destroy(c);
-				return ret;
-			}
-			if (r > 0) {
-				ret = finish_accept(l, c, err);
+				ret = drop_pending(l, &e, peer);
 				if (ret) {
-					rdmae_conn_destroy(c);
+					if (err)
+						*err = e;
 					return ret;
 				}
-				*out = c;
-				return 0;
+				continue;
+			}
+			if (r > 0) {
+				struct rdmae_err e = { 0 };
+				char peer[sizeof(c->peer)];
+
+				ret = finish_accept(l, c, &e);
+				if (!ret) {
+					*out = c;
+					return 0;
+				}
+				memcpy(peer, c->peer, sizeof(peer));
+				rdmae_conn_destroy(c);
+				ret = drop_pending(l, &e, peer);
+				if (ret) {
+					if (err)
+						*err = e;
+					return ret;
+				}
 			}
 		}
 		if (!rdma_get_cm_event(l->ch, &ev)) {

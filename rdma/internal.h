@@ -230,10 +230,12 @@ bool rdmae_conn_sq_busy(const struct rdmae_conn *c);
 /*
  * Queue one data-transfer message on a lane (added to the chain). Waits for
  * a credit, a send slot and send-queue room unless nowait, in which case it
- * returns -EAGAIN instead. A failed connection ends the wait.
+ * returns -EAGAIN instead; -ETIMEDOUT at deadline_ns (0: none). A failed
+ * connection ends the wait.
  */
 int rdmae_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32_t len,
-			   uint32_t remaining, uint16_t flags, uint32_t fence_seq, bool nowait);
+			   uint32_t remaining, uint16_t flags, uint32_t fence_seq, bool nowait,
+			   uint64_t deadline_ns);
 /* Negotiate messages: no header, no credits, posted at once. */
 int rdmae_lane_send_raw_locked(struct rdmae_lane *l, const void *buf, uint32_t len);
 void rdmae_lane_repost_parked_locked(struct rdmae_lane *l);

@@ -382,7 +382,8 @@ int rdmae_lane_send_raw_locked(struct rdmae_lane *l, const void *buf, uint32_t l
 }
 
 int rdmae_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32_t len,
-			   uint32_t remaining, uint16_t flags, uint32_t fence_seq, bool nowait)
+			   uint32_t remaining, uint16_t flags, uint32_t fence_seq, bool nowait,
+			   uint64_t deadline_ns)
 {
 	struct rdmae_conn *c = l->conn;
 	struct rdmae_data_hdr h;
@@ -402,7 +403,9 @@ int rdmae_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32_t l
 			stalled = true;
 			l->st.credit_stalls++;
 		}
-		rdmae_conn_wait_locked(c, 0);
+		if (rdmae_conn_wait_locked(c, deadline_ns) == -ETIMEDOUT &&
+		    !(rdmae_credits_can_send(&l->cr, l->cr.to_grant) && tx_room(l)))
+			return -ETIMEDOUT;
 	}
 	h.credits_requested = (uint16_t)l->cr.recv_target;
 	h.credits_granted = (uint16_t)rdmae_credits_take_grant(&l->cr);
@@ -423,7 +426,7 @@ void rdmae_lane_grant_locked(struct rdmae_lane *l)
 {
 	if (!l->reply_owed && !l->grant_pending && !rdmae_credits_need_grant_msg(&l->cr))
 		return;
-	if (rdmae_lane_send_locked(l, NULL, 0, 0, 0, 0, true) == 0) {
+	if (rdmae_lane_send_locked(l, NULL, 0, 0, 0, 0, true, 0) == 0) {
 		l->reply_owed = false;
 		l->grant_pending = false;
 		rdmae_lane_post_chain(l);

@@ -13,6 +13,13 @@
 
 int rdmae_send(struct rdmae_conn *c, const void *buf, size_t len, struct rdmae_err *err)
 {
+	return rdmae_send_timeout(c, buf, len, c->opts.send_timeout_ms, err);
+}
+
+int rdmae_send_timeout(struct rdmae_conn *c, const void *buf, size_t len, int timeout_ms,
+		       struct rdmae_err *err)
+{
+	uint64_t deadline = timeout_ms < 0 ? 0 : rdmae_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	struct rdmae_lane *l0 = &c->lanes[0];
 	const uint8_t *p = buf;
 	uint32_t max_payload;
@@ -24,8 +31,13 @@ int rdmae_send(struct rdmae_conn *c, const void *buf, size_t len, struct rdmae_e
 				     len, c->neg.max_fragmented_size);
 	pthread_mutex_lock(&c->lock);
 	/* One message at a time, or two senders' fragments would interleave. */
-	while (c->sending && !rdmae_conn_check_locked(c, NULL))
-		rdmae_conn_wait_locked(c, 0);
+	while (c->sending && !rdmae_conn_check_locked(c, NULL)) {
+		if (rdmae_conn_wait_locked(c, deadline) == -ETIMEDOUT && c->sending) {
+			ret = rdmae_err_set(err, -ETIMEDOUT, "send to %s: another message still "
+					    "going out after %d ms", c->peer, timeout_ms);
+			goto out;
+		}
+	}
 	ret = rdmae_conn_check_locked(c, err);
 	if (ret)
 		goto out;
@@ -37,10 +49,25 @@ int rdmae_send(struct rdmae_conn *c, const void *buf, size_t len, struct rdmae_e
 		uint32_t flen, remaining;
 
 		rdmae_frag_next(len, sent, max_payload, &flen, &remaining);
-		ret = rdmae_lane_send_locked(l0, p + sent, flen, remaining, 0, 0, false);
+		ret = rdmae_lane_send_locked(l0, p + sent, flen, remaining, 0, 0, false, deadline);
 		if (ret)
 			break;
 		sent += flen;
+	}
+	/*
+	 * No credit in time: a peer that stopped reading, or one that never
+	 * grants. Before the first fragment nothing happened and the caller
+	 * may try again; after it the stream holds half a message, so the
+	 * connection cannot go on.
+	 */
+	if (ret == -ETIMEDOUT) {
+		if (sent)
+			rdmae_conn_fail_locked(c, -ETIMEDOUT, "send to %s: no send credit within "
+					       "%d ms, %zu of %zu bytes sent", c->peer, timeout_ms,
+					       sent, len);
+		else
+			rdmae_err_set(err, -ETIMEDOUT, "send to %s: no send credit within %d ms "
+				      "(the peer is not reading)", c->peer, timeout_ms);
 	}
 	/* A doorbell that failed means fragments never left: not a success. */
 	pret = rdmae_lane_post_chain(l0);
@@ -48,8 +75,10 @@ int rdmae_send(struct rdmae_conn *c, const void *buf, size_t len, struct rdmae_e
 		ret = pret;
 	c->sending = false;
 	pthread_cond_broadcast(&c->cond);
-	if (ret)
+	if (ret && ret != -ETIMEDOUT)
 		ret = rdmae_conn_check_locked(c, err) ? c->err.code : ret;
+	else if (ret == -ETIMEDOUT && sent)
+		ret = rdmae_conn_check_locked(c, err);
 out:
 	pthread_mutex_unlock(&c->lock);
 	return ret;

@@ -12,9 +12,27 @@ void rdmae_pace_init(struct rdmae_pace *p, uint64_t floor, uint64_t cap)
 	p->budget = floor;
 }
 
-bool rdmae_pace_may_post(const struct rdmae_pace *p, uint64_t len)
+bool rdmae_pace_may_post(struct rdmae_pace *p, uint64_t len)
 {
-	return p->inflight == 0 || p->inflight + len <= p->budget;
+	if (p->inflight == 0) {
+		p->refill = false;
+		return true;
+	}
+	/*
+	 * Once full, refill only when half the budget has drained: the writer
+	 * then posts a batch behind few doorbells instead of waking and ringing
+	 * once per completion, which costs CPU per byte (and on soft-RoCE,
+	 * where the doorbell runs the NIC's own code, throughput).
+	 */
+	if (p->refill) {
+		if (p->inflight * 2 > p->budget)
+			return false;
+		p->refill = false;
+	}
+	if (p->inflight + len <= p->budget)
+		return true;
+	p->refill = true;
+	return false;
 }
 
 uint64_t rdmae_pace_on_post(struct rdmae_pace *p, uint64_t len, uint64_t now_ns)
@@ -67,11 +85,13 @@ void rdmae_pace_on_done(struct rdmae_pace *p, uint64_t len, uint64_t now_ns)
 			      (double)(now_ns - p->rate_t0_ns);
 
 		/*
-		 * Smoothed, not a maximum: completions are retired in bursts (one
-		 * signalled WR retires the unsignalled ones before it, on every
-		 * lane at its own time), so a single interval can read fast.
+		 * Up at once, so that a latency-bound start grows the budget each
+		 * interval; down slowly, so that a lull of the writer is not taken
+		 * for a slower link. The interval (20 ms at least) is long against
+		 * the bursts in which completions are retired (one signalled WR
+		 * retires the unsignalled ones before it, each lane at its own time).
 		 */
-		p->bw = p->bw > 0 ? p->bw + (rate - p->bw) / 4 : rate;
+		p->bw = rate > p->bw ? rate : p->bw + (rate - p->bw) / 4;
 		p->rate_t0_ns = now_ns;
 		p->rate_d0 = p->delivered;
 		update_budget(p);

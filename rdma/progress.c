@@ -119,7 +119,7 @@ static int keepalive_locked(struct rdmae_conn *c)
 		 * for a dead peer. Try again one idle period later.
 		 */
 		if (!rdmae_lane_send_locked(&c->lanes[0], NULL, 0, 0, RDMAE_FLAG_RESPONSE_REQUESTED,
-					    0, true)) {
+					    0, true, 0)) {
 			rdmae_lane_post_chain(&c->lanes[0]);
 			c->probe_ns = now;
 			rdmae_trace(c, "keepalive: probe sent after %.0f ms idle",

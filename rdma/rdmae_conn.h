@@ -36,6 +36,8 @@ struct rdmae_conn_opts {
 	int keepalive_ms;		/* idle time before a probe; default 10000, 0 = off */
 	int keepalive_timeout_ms;	/* probe answer deadline; default 5000 */
 	size_t recv_queue_bytes;	/* unread bytes before receives are withheld; default 4 MiB */
+	int send_timeout_ms;		/* rdmae_send and fences wait this long for a
+					 * credit; default 30000, negative = for ever */
 	uint32_t writes_in_flight;	/* RDMA WRITE WRs outstanding per lane; default 128
 					 * (bytes in flight are bounded by the pacing budget too) */
 };
@@ -47,9 +49,24 @@ int rdmae_listen(struct rdmae_listener **out, const char *host, const char *port
 		 const struct rdmae_conn_opts *o, struct rdmae_err *err);
 /* The port actually bound (useful with port "0"). */
 int rdmae_listener_port(const struct rdmae_listener *l);
-/* Wait for one connection, negotiated and with all its lanes; timeout_ms < 0 waits for ever. */
+/*
+ * Wait for one connection, negotiated and with all its lanes; timeout_ms < 0
+ * waits for ever. A pending connection that fails first (its negotiation,
+ * its setup deadline) does not end the wait: it is dropped, and logged on
+ * stderr unless a drop callback is set. At most 16 connections are pending
+ * at once, at most 4 from one peer address.
+ */
 int rdmae_accept(struct rdmae_listener *l, struct rdmae_conn **out, int timeout_ms,
 		 struct rdmae_err *err);
+
+/*
+ * Called for each dropped pending connection with its error. Return 0 to
+ * keep accepting, or a negative errno for rdmae_accept to return, with e.
+ */
+typedef int (*rdmae_drop_fn)(void *arg, const struct rdmae_err *e);
+void rdmae_listener_on_drop(struct rdmae_listener *l, rdmae_drop_fn fn, void *arg);
+/* Pending connections dropped so far. */
+uint64_t rdmae_listener_dropped(const struct rdmae_listener *l);
 void rdmae_listener_destroy(struct rdmae_listener *l);
 
 int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
@@ -74,9 +91,18 @@ const char *rdmae_conn_peer(const struct rdmae_conn *c);
 
 /*
  * Send one message of 1..max_fragmented_size bytes, fragmented as needed.
- * Blocks while no send credit is usable. Messages arrive in order.
+ * Waits while no send credit is usable, at most opts.send_timeout_ms.
+ * Messages arrive in order.
  */
 int rdmae_send(struct rdmae_conn *c, const void *buf, size_t len, struct rdmae_err *err);
+
+/*
+ * The same with its own bound (timeout_ms < 0: for ever). -ETIMEDOUT when no
+ * credit came in time: before the first fragment the connection is intact
+ * and the send may be tried again; after it the connection has failed.
+ */
+int rdmae_send_timeout(struct rdmae_conn *c, const void *buf, size_t len, int timeout_ms,
+		       struct rdmae_err *err);
 
 /*
  * Receive the next whole message into a malloc'd buffer (the caller frees

@@ -10,12 +10,12 @@
  * link: 4 lanes x 128 x 1 MiB is 40 ms at 100 Gb/s but seconds on a slow or
  * congested link. So the bytes in flight are bounded by a budget derived
  * from what is measured: about twice the bandwidth-delay product, never less
- * than two full-size WRITEs per lane (each lane needs one on the wire and
- * one ready behind it), never more than the old count bound.
+ * than a floor of a few full-size WRITEs per lane (each lane needs one on
+ * the wire and more ready behind it), never more than the WR count bound.
  *
  * Measured: the delivery rate (WRITE bytes completed per unit of time while
  * WRITEs were outstanding, over intervals of at least twice the base
- * latency and RDMAE_PACE_RATE_INTERVAL_NS, smoothed)
+ * latency and RDMAE_PACE_RATE_INTERVAL_NS; up at once, down slowly)
  * and the base latency (the flight time, doorbell to completion, of
  * signalled WRITEs that had the path nearly to themselves: little completed
  * during their flight and little is left in flight at completion; the minimum,
@@ -23,7 +23,7 @@
  * on other lanes, measures that traffic, not the path: taking it would let
  * the budget feed on the delay it causes. Until a base latency is measured
  * the budget stays at the floor, which on a data-centre path is already
- * above the bandwidth-delay product (2 x 4 lanes x 1 MiB = 8 MiB is 0.16 ms
+ * above the bandwidth-delay product (4 x 4 lanes x 1 MiB = 16 MiB is 0.3 ms
  * at 400 Gb/s).
  */
 #ifndef RDMAE_PACE_H
@@ -52,6 +52,7 @@ struct rdmae_pace {
 	uint64_t rate_d0;		/* delivered at rate_t0_ns */
 	uint64_t last_done_ns;		/* the last completion */
 	uint64_t stalls;		/* times a writer waited for the budget */
+	bool refill;			/* found full: wait for half to drain */
 };
 
 /* What a WRITE remembers from its post, for the sample at its completion. */
@@ -65,8 +66,11 @@ struct rdmae_pace_mark {
 /* floor <= cap; both in bytes. The budget starts at floor. */
 void rdmae_pace_init(struct rdmae_pace *p, uint64_t floor, uint64_t cap);
 
-/* May a WRITE of len bytes be posted now? Always, when nothing is in flight. */
-bool rdmae_pace_may_post(const struct rdmae_pace *p, uint64_t len);
+/*
+ * May a WRITE of len bytes be posted now? Always when nothing is in flight;
+ * once the budget was found full, not before half of it has drained.
+ */
+bool rdmae_pace_may_post(struct rdmae_pace *p, uint64_t len);
 
 /*
  * A WRITE of len bytes is posted; now_ns is read only when the pipe was

@@ -77,10 +77,14 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *src,
 	ret = rdmae_region_lkey_locked(src, p->local, &lkey, &chunk);
 	if (ret)
 		return ret;
-	while (l->writes_out >= c->opts.writes_in_flight || rdmae_lane_sq_free(l) == 0 ||
-	       !rdmae_pace_may_post(&c->pace, p->len)) {
+	for (;;) {
+		bool room = l->writes_out < c->opts.writes_in_flight && rdmae_lane_sq_free(l) > 0;
+		bool budget = rdmae_pace_may_post(&c->pace, p->len);
+
+		if (room && budget)
+			break;
 		if (!stalled) {
-			if (rdmae_pace_may_post(&c->pace, p->len))
+			if (budget)
 				l->st.sq_stalls++;
 			else
 				c->pace.stalls++;
@@ -180,6 +184,8 @@ int rdmae_write_flush(struct rdmae_conn *c, struct rdmae_err *err)
 
 int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err)
 {
+	int tmo = c->opts.send_timeout_ms;
+	uint64_t deadline = tmo < 0 ? 0 : rdmae_now_ns() + (uint64_t)tmo * 1000000ull;
 	unsigned int i;
 	int ret, pret;
 
@@ -189,10 +195,15 @@ int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err)
 		goto out;
 	*seq = ++c->fence_seq;
 	for (i = 0; i < c->nlanes && !ret; i++) {
-		ret = rdmae_lane_send_locked(&c->lanes[i], NULL, 0, 0, RDMAE_FLAG_FENCE, *seq, false);
+		ret = rdmae_lane_send_locked(&c->lanes[i], NULL, 0, 0, RDMAE_FLAG_FENCE, *seq, false,
+					     deadline);
 		if (!ret)
 			c->lanes[i].st.fences++;
 	}
+	/* Some lanes carry the fence and others do not: the connection cannot go on. */
+	if (ret == -ETIMEDOUT)
+		rdmae_conn_fail_locked(c, -ETIMEDOUT, "fence %u to %s: no send credit on lane %u "
+				       "within %d ms", *seq, c->peer, i - 1, tmo);
 	pret = rdmae_conn_post_all_locked(c);
 	if (!ret)
 		ret = pret;
@@ -232,8 +243,12 @@ void rdmae_conn_pace_start_locked(struct rdmae_conn *c)
 {
 	uint64_t rw = c->neg.max_rw_size;
 
-	/* Two full-size WRITEs per lane at least; never more than the WR bound allows. */
-	rdmae_pace_init(&c->pace, 2ull * c->nlanes * rw,
+	/*
+	 * Four full-size WRITEs per lane at least: with half the budget as the
+	 * refill mark, each lane keeps one on the wire and one ready. Never more
+	 * than the WR bound allows.
+	 */
+	rdmae_pace_init(&c->pace, 4ull * c->nlanes * rw,
 			(uint64_t)c->nlanes * c->opts.writes_in_flight * rw);
 }
 

@@ -152,6 +152,13 @@ static void opts_from_args(struct rdmae_conn_opts *o, const struct args *a)
 		o->writes_in_flight = a->writes_in_flight;
 }
 
+/* A test that expects the negotiation to fail wants accept to return that failure. */
+static int stop_on_drop(void *arg, const struct rdmae_err *e)
+{
+	(void)arg;
+	return e->code ? e->code : -EPROTO;
+}
+
 static int open_conn(const struct args *a, struct rdmae_conn **c, struct rdmae_err *err)
 {
 	struct rdmae_conn_opts o;
@@ -164,6 +171,8 @@ static int open_conn(const struct args *a, struct rdmae_conn **c, struct rdmae_e
 	ret = rdmae_listen(&l, a->addr, a->port, &o, err);
 	if (ret)
 		return ret;
+	if (a->expect_fail)
+		rdmae_listener_on_drop(l, stop_on_drop, NULL);
 	printf("server: listening on %s:%d\n", a->addr, rdmae_listener_port(l));
 	fflush(stdout);
 	ret = rdmae_accept(l, c, 60000, err);
