@@ -9,6 +9,9 @@
 #   make qemu     QEMU 10.0.2 with the rdmae: channel; prints the binary's path
 #   make install  librdmae, its headers and rdmae.pc (PREFIX=...)
 #   make perf     the benchmarks: rdmae against ib_write_bw in one VM run
+#   make bench    transport and migration (tcp:, rdma:, rdmae:) side by side,
+#                 bench-results/latest.json; make bench-callgrind: engine
+#                 instructions per dirty page (doc/performance.md)
 #   make deps     install the Debian packages the project needs (idempotent)
 
 CC       ?= gcc
@@ -20,7 +23,7 @@ CFLAGS   ?= -O2 -g
 INCS     := -Irdma -Iengine
 ALLFLAGS := $(CSTD) $(INCS) $(WARN) $(CFLAGS) -fPIC -pthread -MMD -MP
 SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-LIBS     := -lrdmacm -libverbs -lnuma -lhugetlbfs -lxxhash -lpthread -lm
+LIBS     := -lrdmacm -libverbs -lnuma -lhugetlbfs -lxxhash -lcrypto -lpthread -lm
 
 RDMA_SRC   := $(wildcard rdma/*.c)
 ENGINE_SRC := $(wildcard engine/*.c)
@@ -108,6 +111,22 @@ demo: deps-check all guest
 perf: deps-check all
 	$(BENCH) perf_transport
 
+# make bench: ib_write_bw against rdmae, and the test guest over tcp:, rdma:
+# and rdmae:, in one bench run; writes bench-results/latest.{json,md,log}
+# (doc/performance.md). Not part of make check: speed is not a test.
+.PHONY: bench bench-callgrind
+bench: deps-check all guest
+	$(WITH_QEMU) RDMAE_BUILD=$(abspath $(BUILD)) tests/softroce/bench_perf.sh
+
+# The engine's instructions per dirty page (bitmap to posted WRITE), verbs
+# stubbed, under callgrind on the host: perf/callgrind/.
+PAGECOST := $(BUILD)/rel/pagecost
+PAGECOST_WRAP := -Wl,--wrap=ibv_reg_mr,--wrap=ibv_reg_mr_iova2,--wrap=ibv_dereg_mr,--wrap=rdma_create_qp
+$(PAGECOST): $(BUILD)/rel/perf/callgrind/pagecost.o $(BUILD)/rel/perf/callgrind/stub_verbs.o $(REL_LIBS)
+	$(CC) $(ALLFLAGS) -o $@ $^ $(PAGECOST_WRAP) $(LIBS)
+bench-callgrind: $(PAGECOST)
+	perf/callgrind/run.sh $(PAGECOST)
+
 # ---- the test guest (tests/guest/) and the engine-only demo ----
 .PHONY: guest demo-synthetic
 include tests/guest/guest.mk
@@ -141,8 +160,8 @@ Name: rdmae
 Description: RDMA memory-transfer engine for VM live migration
 Version: 1.0
 Cflags: -I$${includedir}
-Libs: -L$${libdir} -lrdmae -lrdmacm -libverbs -lnuma -lhugetlbfs -lxxhash -lpthread -lm
-Libs.private: -lrdmacm -libverbs -lnuma -lhugetlbfs -lxxhash -lpthread -lm
+Libs: -L$${libdir} -lrdmae -lrdmacm -libverbs -lnuma -lhugetlbfs -lxxhash -lcrypto -lpthread -lm
+Libs.private: -lrdmacm -libverbs -lnuma -lhugetlbfs -lxxhash -lcrypto -lpthread -lm
 endef
 export RDMAE_PC
 

@@ -38,6 +38,34 @@ bool rdmae_converged(uint64_t remaining, double bw, uint64_t downtime_limit_ns)
 	return d <= downtime_limit_ns;
 }
 
+uint64_t rdmae_downtime_estimate_ns(const struct rdmae_downtime_model *m, uint64_t dirty_pages,
+				    uint64_t dirty_bytes)
+{
+	double z = m->zero_ratio < 0.0 ? 0.0 : m->zero_ratio > 1.0 ? 1.0 : m->zero_ratio;
+	double data = (double)dirty_bytes * (1.0 - z), zpages = (double)dirty_pages * z;
+	double zbytes = (double)dirty_bytes * z, ns;
+
+	if (!dirty_bytes && !m->state_bytes && !m->verify)
+		return 0;
+	if (!(m->data_bw > 0.0))
+		return UINT64_MAX;
+	/* Data, zero-run descriptors and device state share the link. */
+	ns = (data + zpages * 16.0 + (double)m->state_bytes) * (double)NSEC_PER_SEC / m->data_bw;
+	ns += 2.0 * (double)m->rtt_ns;
+	if (m->mem_rate > 0.0) {
+		/* Zero pages are read once on each side (the check, the fill). */
+		double mem = 2.0 * zbytes;
+
+		/* The source hashes the final data as it sends, the destination after the fence. */
+		if (m->verify)
+			mem += 2.0 * data + 8.0 * (double)m->sum_pages;
+		ns += mem * (double)NSEC_PER_SEC / m->mem_rate;
+	}
+	if (ns >= 18446744073709551616.0)
+		return UINT64_MAX;
+	return (uint64_t)ns + 1;
+}
+
 void rdmae_ratelimit_init(struct rdmae_ratelimit *rl, uint64_t rate, uint64_t now_ns)
 {
 	rl->rate = rate;

@@ -27,6 +27,7 @@ static const char *const type_names[RDMAE_MSG_TYPE_END] = {
 	[RDMAE_MSG_COMMIT_OK] = "COMMIT_OK",
 	[RDMAE_MSG_COMMIT_FAIL] = "COMMIT_FAIL",
 	[RDMAE_MSG_CANCEL] = "CANCEL",
+	[RDMAE_MSG_DATA_RUNS] = "DATA_RUNS",
 };
 
 const char *rdmae_msg_type_name(unsigned int type)
@@ -186,6 +187,12 @@ size_t rdmae_msg_zero_runs_finish(void *buf, uint32_t block, uint32_t count)
 
 	memcpy((uint8_t *)buf + HDR, &w, sizeof(w));
 	return put_hdr(buf, RDMAE_MSG_ZERO_RUNS, rdmae_msg_zero_runs_size(count) - HDR);
+}
+
+size_t rdmae_msg_data_runs_finish(void *buf, uint32_t block, uint32_t count)
+{
+	rdmae_msg_zero_runs_finish(buf, block, count);
+	return put_hdr(buf, RDMAE_MSG_DATA_RUNS, rdmae_msg_zero_runs_size(count) - HDR);
 }
 
 size_t rdmae_msg_progress_encode(void *buf, uint32_t round, uint64_t bytes)
@@ -864,6 +871,7 @@ static int dec_body(const uint8_t *b, size_t body, const struct rdmae_proto_ctx 
 	case RDMAE_MSG_PREFLIGHT_ERR:
 		return dec_preflight_err(b, body, ctx, m, err);
 	case RDMAE_MSG_ZERO_RUNS:
+	case RDMAE_MSG_DATA_RUNS:
 		return dec_zero_runs(b, body, ctx, m, err);
 	case RDMAE_MSG_PROGRESS:
 		rc = dec_fixed(m->type, b, body, &pw, sizeof(pw), err);

@@ -22,7 +22,7 @@
 #include "../rdma/rdmae_wire.h"
 
 #define RDMAE_PROTO_MAGIC	0x47454452u	/* "RDEG" on the wire */
-#define RDMAE_PROTO_VERSION	2		/* 2: block names of 256 bytes */
+#define RDMAE_PROTO_VERSION	3		/* 2: block names of 256 bytes; 3: DATA_RUNS */
 #define RDMAE_PROTO_HDR_SIZE	16
 #define RDMAE_PROTO_NAME_LEN	256		/* block name, NUL included (QEMU idstr) */
 #define RDMAE_PROTO_REASON_LEN	192		/* error text, NUL included */
@@ -46,6 +46,7 @@ enum rdmae_msg_type {
 	RDMAE_MSG_COMMIT_OK,		/* D->S: verified, committed */
 	RDMAE_MSG_COMMIT_FAIL,		/* D->S: not committed, and why */
 	RDMAE_MSG_CANCEL,		/* either way: stop, and why */
+	RDMAE_MSG_DATA_RUNS,		/* S->D: page runs written by RDMA in this round */
 	RDMAE_MSG_TYPE_END
 };
 
@@ -341,6 +342,11 @@ size_t rdmae_msg_preflight_err_encode(void *buf, int error, uint32_t block, cons
 size_t rdmae_msg_zero_runs_size(uint32_t count);
 void rdmae_msg_zero_runs_put(void *buf, uint32_t i, uint64_t first_page, uint64_t npages);
 size_t rdmae_msg_zero_runs_finish(void *buf, uint32_t block, uint32_t count);
+/*
+ * DATA_RUNS has ZERO_RUNS' layout (built with rdmae_msg_zero_runs_put, read
+ * from m->u.zero_runs with rdmae_msg_zero_runs_get); only the type differs.
+ */
+size_t rdmae_msg_data_runs_finish(void *buf, uint32_t block, uint32_t count);
 
 size_t rdmae_msg_progress_encode(void *buf, uint32_t round, uint64_t bytes);
 size_t rdmae_msg_round_end_encode(void *buf, const struct rdmae_msg_round_end *r);

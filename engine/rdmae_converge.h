@@ -19,6 +19,28 @@ uint64_t rdmae_expected_downtime_ns(uint64_t remaining, double bw);
 bool rdmae_converged(uint64_t remaining, double bw, uint64_t downtime_limit_ns);
 
 /*
+ * What the stop costs, from figures measured in the recent rounds: the
+ * final round's data bytes at the recent data bandwidth, zero pages as
+ * 16-byte descriptors plus a read of the page on each side, the device
+ * state, the hashing left for the stop (the final round's data pages on
+ * both sides, then one digest over every page sum), and two round trips
+ * (the final round's fence and ROUND_ACK, COMPLETE and COMMIT_OK).
+ */
+struct rdmae_downtime_model {
+	double data_bw;			/* bytes/s of WRITE data, recent rounds; 0 = unknown */
+	double mem_rate;		/* bytes/s hashed (a read pass); 0 = not verifying/unknown */
+	double zero_ratio;		/* share of dirty pages that were zero, recent rounds */
+	uint64_t rtt_ns;		/* a round's fence-to-ROUND_ACK wait, recent minimum */
+	uint64_t state_bytes;		/* device state expected at the stop */
+	uint64_t sum_pages;		/* pages whose sums are digested at commit; 0 = no verify */
+	bool verify;
+};
+
+/* Expected downtime in ns; UINT64_MAX while the data bandwidth is unknown. */
+uint64_t rdmae_downtime_estimate_ns(const struct rdmae_downtime_model *m, uint64_t dirty_pages,
+				    uint64_t dirty_bytes);
+
+/*
  * Bandwidth cap. Bytes are charged as they are posted; the limiter says how
  * long to wait before the next post so that the average since start never
  * exceeds rate bytes/s. rate 0 means no cap.

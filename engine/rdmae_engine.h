@@ -45,8 +45,11 @@ struct rdmae_session_opts {
 	unsigned int max_rounds;	/* pre-copy rounds before giving up; default 30,
 					 * RDMAE_ROUNDS_UNLIMITED for never */
 	bool no_zero_detect;		/* send zero pages as data */
-	bool no_verify;			/* skip the checksums at commit */
+	bool no_verify;			/* source: skip the checksums at commit */
+	bool require_verify;		/* destination: refuse a source that skips them */
 	int timeout_ms;			/* per message wait; default 30000 */
+	uint64_t expected_state_bytes;	/* source: device state at the stop, for the
+					 * expected downtime (0: none expected) */
 };
 
 struct rdmae_round_stats {
@@ -56,6 +59,7 @@ struct rdmae_round_stats {
 	uint64_t zero_pages;
 	uint64_t runs;			/* WRITE runs after coalescing */
 	uint64_t duration_ns;
+	uint64_t ack_ns;		/* ROUND_END sent to ROUND_ACK: fence round trip and drain */
 	double bandwidth;		/* bytes/s of this round */
 	double dirty_rate;		/* bytes/s dirtied during the previous round */
 	uint64_t remaining_bytes;	/* dirty bytes found for the next round (after plan) */
@@ -74,7 +78,9 @@ struct rdmae_session_stats {
 	double dirty_rate;		/* last measured, bytes/s */
 	uint64_t expected_downtime_ns;
 	uint64_t actual_downtime_ns;	/* from rdmae_session_mark_stopped to commit */
-	uint64_t verify_ns;		/* part of it spent on checksums (both sides, at stop) */
+	uint64_t verify_ns;		/* this side's hashing after the stop (final round, commit) */
+	uint64_t hash_ns;		/* this side's hashing in all, mostly during pre-copy */
+	uint64_t commit_ns;		/* source: COMPLETE sent to COMMIT_OK */
 	uint64_t setup_ns;		/* preflight, registration included */
 	uint64_t total_ns;		/* preflight start to commit */
 	unsigned int lanes;
@@ -167,7 +173,8 @@ int rdmae_session_complete(struct rdmae_session *s, struct rdmae_err *err);
 enum rdmae_dest_event_kind {
 	RDMAE_EV_ROUND,			/* a round was placed */
 	RDMAE_EV_STATE,			/* device-state bytes in data/len (valid until the next step) */
-	RDMAE_EV_COMMITTED,		/* verified (unless the source said no_verify): may run */
+	RDMAE_EV_COMMITTED,		/* verified (unless the source said no_verify and the
+					 * destination allowed it): may run */
 };
 
 struct rdmae_dest_event {
@@ -190,11 +197,13 @@ int rdmae_session_dest_step(struct rdmae_session *s, struct rdmae_dest_event *ev
 /*
  * Cancel from either side: tell the peer (best effort), stop, deregister.
  * Any call blocked in another thread returns -ECANCELED. The source's
- * memory is untouched. No effect after commit, nor on the source once
- * rdmae_session_complete has sent COMPLETE (the decision is then the
- * destination's).
+ * memory is untouched. Returns true when the migration is off (by this
+ * call or an earlier stop): the source's guest may resume. Returns false,
+ * doing nothing, after commit, on the source once rdmae_session_complete
+ * has decided to send COMPLETE, and on the destination once it has decided
+ * to send COMMIT_OK: the decision and the cancel are ordered under one lock.
  */
-void rdmae_session_cancel(struct rdmae_session *s, const char *why);
+bool rdmae_session_cancel(struct rdmae_session *s, const char *why);
 
 int rdmae_session_stats(struct rdmae_session *s, struct rdmae_session_stats *st);
 int rdmae_session_lane_stats(struct rdmae_session *s, unsigned int lane,

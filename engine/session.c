@@ -20,7 +20,9 @@
 #include "../rdma/rdmae_runs.h"
 #include "../rdma/rdmae_write.h"
 #include "checksum.h"
+#include "commit_rules.h"
 #include "hostcheck.h"
+#include "pagesums.h"
 #include "proto.h"
 #include "rdmae_converge.h"
 #include "rdmae_dirty.h"
@@ -44,6 +46,7 @@
 #define CANCEL_SEND_MS		1000		/* best effort: longest wait for CANCEL to go */
 #define STATE_CHUNK_MAX		(16 * MIB)
 #define PAGE_SUMS_CHUNK_MAX	(1u << 20)	/* page sums per PAGE_SUMS answer */
+#define RECENT_ROUNDS		3		/* rounds the expected downtime is measured over */
 
 enum sess_state { ST_NEW, ST_READY, ST_DONE, ST_FAILED };
 
@@ -53,6 +56,7 @@ struct sblock {
 	struct rdmae_region *region;
 	struct rdmae_bufdesc *descs;	/* source: the destination's, for remote */
 	struct rdmae_remote remote;
+	struct rdmae_pagesums ps;	/* page sums, when verifying (see pagesums.h) */
 };
 
 struct zrun {
@@ -78,7 +82,8 @@ struct rdmae_session {
 	_Atomic int state;
 	atomic_flag busy;		/* one engine call at a time */
 	atomic_bool stop;		/* cancelled or failed: loops bail out */
-	atomic_bool complete_sent;	/* source: COMPLETE is out, the destination may commit */
+	struct rdmae_commit_gate gate;	/* under cancel_lock: cancel against COMPLETE / COMMIT_OK */
+	bool sums;			/* page sums kept (source: verifying; destination: always) */
 	bool peer_verdict;		/* the peer's CANCEL / COMMIT_FAIL explained a failure */
 	bool final_round;		/* source: a round went with the VM stopped */
 	_Atomic uint64_t max_bw;	/* bytes/s, 0 = unlimited; settable while running */
@@ -101,14 +106,18 @@ struct rdmae_session {
 	uint64_t stopped_ns;
 	uint64_t prev_round_start_ns;
 	uint64_t sum_round_ns;
-	uint64_t sum_round_dirty;	/* dirty bytes retired by the rounds, zero pages included */
+	struct rdmae_round_stats recent[RECENT_ROUNDS];	/* last rounds: the downtime model */
+	uint64_t hashed_bytes;		/* with st.hash_ns: the rate hashing runs at here */
 	uint64_t last_send_ns;
 	uint64_t state_off;
 	struct rdmae_round_stats last_rs;
+	struct rdmae_sums_guard sums_guard;	/* what the destination may ask of our page sums */
 
 	/* destination */
 	void *ev_msg;			/* holds the last STATE event's bytes */
 	unsigned int rx_rounds;
+	bool rx_last_final;		/* the last round placed had the FINAL flag */
+	bool rx_sums;			/* DATA_RUNS came: the source verifies, keep sums */
 	uint64_t rx_state;
 	uint64_t rx_round_ns;
 
@@ -121,6 +130,7 @@ struct round_ctx {
 	struct rdmae_session *s;
 	struct rdmae_err *err;
 	unsigned int round;
+	bool final;			/* the VM is stopped: hashing here is in the downtime */
 	size_t block;
 	uint64_t seg_first;		/* first page of the segment being walked */
 	size_t nruns;
@@ -229,6 +239,8 @@ out_attr:
 	pthread_condattr_destroy(&ca);
 }
 
+static int stopped_err(struct rdmae_session *s, struct rdmae_err *err);
+
 static void destroy_regions(struct rdmae_session *s)
 {
 	size_t i;
@@ -248,10 +260,11 @@ static void destroy_regions(struct rdmae_session *s)
  * reason sticks; a concurrent second caller returns only once the regions
  * are gone.
  */
-static void shut(struct rdmae_session *s, int code, const char *prefix, const char *why,
-		 bool notify)
+static void shut_locked(struct rdmae_session *s, int code, const char *prefix, const char *why,
+			bool notify)
 {
-	pthread_mutex_lock(&s->cancel_lock);
+	/* From here on COMPLETE (source) or COMMIT_OK (destination) may not leave. */
+	s->gate.stopped = true;
 	if (!atomic_load(&s->stop)) {
 		pthread_mutex_lock(&s->lock);
 		s->stop_code = code;
@@ -264,7 +277,43 @@ static void shut(struct rdmae_session *s, int code, const char *prefix, const ch
 	}
 	if (s->role == RDMAE_DEST)
 		destroy_regions(s);
+}
+
+static void shut(struct rdmae_session *s, int code, const char *prefix, const char *why,
+		 bool notify)
+{
+	pthread_mutex_lock(&s->cancel_lock);
+	shut_locked(s, code, prefix, why, notify);
 	pthread_mutex_unlock(&s->cancel_lock);
+}
+
+/*
+ * The point of no return (COMPLETE on the source, COMMIT_OK on the
+ * destination), ordered against cancel by the cancel lock: either a cancel
+ * came first and the message never leaves, or the message leaves and every
+ * later cancel reports that it did not take effect.
+ */
+static int decide(struct rdmae_session *s, const char *op, struct rdmae_err *err)
+{
+	int rc;
+
+	pthread_mutex_lock(&s->cancel_lock);
+	rc = rdmae_gate_decide(&s->gate);
+	pthread_mutex_unlock(&s->cancel_lock);
+	if (rc)
+		return atomic_load(&s->stop) ? stopped_err(s, err)
+					     : rdmae_err_set(err, rc, "%s: cancelled", op);
+	return 0;
+}
+
+static bool decided(struct rdmae_session *s)
+{
+	bool d;
+
+	pthread_mutex_lock(&s->cancel_lock);
+	d = s->gate.decided;
+	pthread_mutex_unlock(&s->cancel_lock);
+	return d;
 }
 
 static int stopped_err(struct rdmae_session *s, struct rdmae_err *err)
@@ -419,6 +468,19 @@ static int send_msg(struct rdmae_session *s, const void *buf, size_t len, struct
 	return rc;
 }
 
+/* Time spent hashing, and the part of it after the stop (the verification in the downtime). */
+static void account_hash(struct rdmae_session *s, uint64_t t0, bool at_stop, uint64_t bytes)
+{
+	uint64_t dt = now_ns() - t0;
+
+	pthread_mutex_lock(&s->lock);
+	s->st.hash_ns += dt;
+	s->hashed_bytes += bytes;
+	if (at_stop)
+		s->st.verify_ns += dt;
+	pthread_mutex_unlock(&s->lock);
+}
+
 /*
  * Next message, decoded and checked. *buf is the caller's to free on
  * success. A malformed message is fatal (the peer is told); a transport
@@ -549,10 +611,15 @@ int rdmae_session_create(struct rdmae_session **out, enum rdmae_role role, struc
 		if (!s->runs || !s->zruns || !s->zmsg)
 			goto err_free;
 	}
+	/* The destination cannot know yet whether the source will verify. */
+	s->sums = role == RDMAE_DEST || !s->o.no_verify;
 	for (i = 0; i < nblocks; i++) {
 		s->blk[i].b = blocks[i];
 		s->blk[i].npages = blocks[i].len / blocks[i].page_size;
 		s->total_bytes += blocks[i].len;
+		if (s->sums && rdmae_pagesums_init(&s->blk[i].ps, s->blk[i].npages,
+						   blocks[i].page_size, NULL))
+			goto err_free;
 	}
 	/* The destination learns the source's order at pre-flight. */
 	if (role == RDMAE_SOURCE)
@@ -586,6 +653,8 @@ err_reg_lock:
 err_lock:
 	pthread_mutex_destroy(&s->lock);
 err_free:
+	for (i = 0; s->blk && i < nblocks; i++)
+		rdmae_pagesums_free(&s->blk[i].ps);
 	free(s->zmsg);
 	free(s->zruns);
 	free(s->runs);
@@ -603,9 +672,11 @@ void rdmae_session_destroy(struct rdmae_session *s)
 	if (!s)
 		return;
 	free(s->ev_msg);
+	/* The destination's memory is unpinned here, after the guest runs, never in the downtime. */
 	for (i = 0; i < s->nblocks; i++) {
 		rdmae_region_destroy(s->blk[i].region);
 		free(s->blk[i].descs);
+		rdmae_pagesums_free(&s->blk[i].ps);
 	}
 	pthread_mutex_destroy(&s->cancel_lock);
 	pthread_mutex_destroy(&s->reg_lock);
@@ -1033,27 +1104,66 @@ static int check_bitmaps(const struct rdmae_session *s, const uint64_t *const *b
 	return 0;
 }
 
+/*
+ * The downtime model's figures (rdmae_converge.h), from the last rounds
+ * only: the final round resembles the rounds just before it far more than
+ * the first, full one. Under s->lock.
+ */
+static void downtime_model(const struct rdmae_session *s, struct rdmae_downtime_model *m)
+{
+	uint64_t bytes = 0, ns = 0, pages = 0, zeros = 0, rtt = UINT64_MAX, total = 0;
+	size_t i;
+
+	memset(m, 0, sizeof(*m));
+	for (i = 0; i < RECENT_ROUNDS; i++)
+		if (s->recent[i].round && s->recent[i].ack_ns < rtt)
+			rtt = s->recent[i].ack_ns;
+	if (rtt == UINT64_MAX)
+		return;
+	for (i = 0; i < RECENT_ROUNDS; i++) {
+		const struct rdmae_round_stats *r = &s->recent[i];
+
+		if (!r->round)
+			continue;
+		pages += r->pages;
+		zeros += r->zero_pages;
+		/* A round with no data says nothing about the data rate. */
+		if (r->bytes) {
+			bytes += r->bytes;
+			ns += r->duration_ns > rtt ? r->duration_ns - rtt : 1;
+		}
+	}
+	m->data_bw = rdmae_bandwidth(bytes, ns);
+	/* Only zero pages lately: move data at the first round's rate. */
+	if (!(m->data_bw > 0.0))
+		m->data_bw = s->st.throughput;
+	m->zero_ratio = pages ? (double)zeros / (double)pages : 0.0;
+	m->rtt_ns = rtt;
+	m->mem_rate = rdmae_bandwidth(s->hashed_bytes, s->st.hash_ns);
+	m->state_bytes = s->o.expected_state_bytes;
+	m->verify = s->sums;
+	for (i = 0; i < s->nblocks; i++)
+		total += s->blk[i].npages;
+	m->sum_pages = s->sums ? total : 0;
+}
+
 int rdmae_session_plan(struct rdmae_session *s, const uint64_t *const *bitmaps,
 		       struct rdmae_plan *plan)
 {
+	struct rdmae_downtime_model dm;
 	uint64_t pages, bytes;
-	double bw;
 
 	if (!s || !plan || s->role != RDMAE_SOURCE || check_bitmaps(s, bitmaps))
 		return -EINVAL;
 	bytes = dirty_bytes(s, bitmaps, &pages);
 
 	pthread_mutex_lock(&s->lock);
-	/*
-	 * The rate at which past rounds retired dirty bytes (zero pages
-	 * included, like the remaining bytes they are compared with). Before any
-	 * round it is unknown: only nothing to send fits for sure.
-	 */
-	bw = rdmae_bandwidth(s->sum_round_dirty, s->sum_round_ns);
+	downtime_model(s, &dm);
 	plan->dirty_pages = pages;
 	plan->dirty_bytes = bytes;
-	plan->expected_downtime_ns = rdmae_expected_downtime_ns(bytes, bw);
-	plan->converged = rdmae_converged(bytes, bw, atomic_load(&s->downtime_ns));
+	plan->expected_downtime_ns = rdmae_downtime_estimate_ns(&dm, pages, bytes);
+	plan->converged = plan->expected_downtime_ns != UINT64_MAX &&
+			  plan->expected_downtime_ns <= atomic_load(&s->downtime_ns);
 	s->st.remaining_bytes = bytes;
 	s->st.expected_downtime_ns = plan->expected_downtime_ns;
 	if (s->last_rs.round) {
@@ -1077,19 +1187,20 @@ int rdmae_session_last_round(struct rdmae_session *s, struct rdmae_round_stats *
 /* ---- rounds (source) ---- */
 
 /* Tell a waiting destination that the round goes on; bail out once stopped. */
-static int progress_tick(struct round_ctx *rc)
+static int progress_tick(struct round_ctx *rctx)
 {
-	struct rdmae_session *s = rc->s;
+	struct rdmae_session *s = rctx->s;
 	uint8_t msg[RDMAE_MSG_SMALL_MAX];
 
 	if (atomic_load(&s->stop))
-		return stopped_err(s, rc->err);
+		return stopped_err(s, rctx->err);
 	if (now_ns() - s->last_send_ns < s->progress_ns)
 		return 0;
-	return send_msg(s, msg, rdmae_msg_progress_encode(msg, rc->round, rc->bytes), rc->err);
+	return send_msg(s, msg, rdmae_msg_progress_encode(msg, rctx->round, rctx->bytes),
+			rctx->err);
 }
 
-static int sleep_ns(struct round_ctx *rc, uint64_t ns)
+static int sleep_ns(struct round_ctx *rctx, uint64_t ns)
 {
 	uint64_t deadline = now_ns() + ns, t;
 
@@ -1102,57 +1213,85 @@ static int sleep_ns(struct round_ctx *rc, uint64_t ns)
 		int ret;
 
 		nanosleep(&ts, NULL);
-		ret = progress_tick(rc);
+		ret = progress_tick(rctx);
 		if (ret)
 			return ret;
 		/* A new cap (set_max_bandwidth) counts from now: stop paying the old one. */
-		if (atomic_load(&rc->s->max_bw) != rc->rl.rate)
+		if (atomic_load(&rctx->s->max_bw) != rctx->rl.rate)
 			return 0;
 	}
 	return 0;
 }
 
-static int flush_data(struct round_ctx *rc)
+/*
+ * Hash the batch about to be posted (the NIC is still busy with the ones
+ * before it) and tell the destination which pages it writes, so that it hashes them after the
+ * round's fence. A page the guest changes after this round's dirty log was
+ * taken, before or after the hash, is dirty in the next log and is sent and
+ * hashed again; in the final round the guest is stopped.
+ */
+static int sum_batch(struct round_ctx *rctx)
 {
-	struct rdmae_session *s = rc->s;
-	struct sblock *b = &s->blk[rc->block];
+	struct rdmae_session *s = rctx->s;
+	struct sblock *b = &s->blk[rctx->block];
+	uint64_t ps = b->b.page_size, t0 = now_ns();
+	size_t i, len;
+
+	for (i = 0; i < rctx->nruns; i++) {
+		uint64_t first = s->runs[i].local / ps, n = s->runs[i].len / ps;
+
+		rdmae_pagesums_hash(&b->ps, b->b.host, first, n);
+		rdmae_msg_zero_runs_put(s->zmsg, (uint32_t)i, first, n);
+	}
+	account_hash(s, t0, rctx->final, rctx->batch_bytes);
+	len = rdmae_msg_data_runs_finish(s->zmsg, (uint32_t)rctx->block, (uint32_t)rctx->nruns);
+	return send_msg(s, s->zmsg, len, rctx->err);
+}
+
+static int flush_data(struct round_ctx *rctx)
+{
+	struct rdmae_session *s = rctx->s;
+	struct sblock *b = &s->blk[rctx->block];
 	uint64_t wait;
 	size_t n;
 	int ret;
 
-	if (!rc->nruns)
+	if (!rctx->nruns)
 		return 0;
 	/* Charge before posting: the cap holds at the moment the bytes leave. */
-	wait = rdmae_ratelimit_charge(&rc->rl, rc->batch_bytes, now_ns());
+	wait = rdmae_ratelimit_charge(&rctx->rl, rctx->batch_bytes, now_ns());
 	if (wait) {
-		ret = sleep_ns(rc, wait);
+		ret = sleep_ns(rctx, wait);
 		if (ret)
 			return ret;
 	}
 	/* on_data already merged neighbours; rdmae_write sizes the WRs. */
-	n = rc->nruns;
-	ret = rdmae_write(s->conn, b->region, &b->remote, s->runs, n, rc->err);
+	n = rctx->nruns;
+	/* Before rdmae_write, which coalesces the runs in place. */
+	ret = s->sums ? sum_batch(rctx) : 0;
+	if (!ret)
+		ret = rdmae_write(s->conn, b->region, &b->remote, s->runs, n, rctx->err);
 	if (ret)
 		return ret;
-	rc->runs += n;
-	rc->bytes += rc->batch_bytes;
-	rc->nruns = 0;
-	rc->batch_bytes = 0;
-	return progress_tick(rc);
+	rctx->runs += n;
+	rctx->bytes += rctx->batch_bytes;
+	rctx->nruns = 0;
+	rctx->batch_bytes = 0;
+	return progress_tick(rctx);
 }
 
-static int flush_zero(struct round_ctx *rc)
+static int flush_zero(struct round_ctx *rctx)
 {
-	struct rdmae_session *s = rc->s;
+	struct rdmae_session *s = rctx->s;
 	size_t i, len;
 
-	if (!rc->nzero)
+	if (!rctx->nzero)
 		return 0;
-	for (i = 0; i < rc->nzero; i++)
+	for (i = 0; i < rctx->nzero; i++)
 		rdmae_msg_zero_runs_put(s->zmsg, (uint32_t)i, s->zruns[i].first, s->zruns[i].n);
-	len = rdmae_msg_zero_runs_finish(s->zmsg, (uint32_t)rc->block, (uint32_t)rc->nzero);
-	rc->nzero = 0;
-	return send_msg(s, s->zmsg, len, rc->err);
+	len = rdmae_msg_zero_runs_finish(s->zmsg, (uint32_t)rctx->block, (uint32_t)rctx->nzero);
+	rctx->nzero = 0;
+	return send_msg(s, s->zmsg, len, rctx->err);
 }
 
 static uint64_t batch_cap(uint64_t rate, size_t ps)
@@ -1173,53 +1312,53 @@ static uint64_t batch_cap(uint64_t rate, size_t ps)
  * A bandwidth cap set while the round runs: the batch built so far goes at
  * the old cap, everything after it at the new one, counted from now.
  */
-static int adopt_rate(struct round_ctx *rc)
+static int adopt_rate(struct round_ctx *rctx)
 {
-	uint64_t rate = atomic_load(&rc->s->max_bw);
+	uint64_t rate = atomic_load(&rctx->s->max_bw);
 	int ret;
 
-	if (rate == rc->rl.rate)
+	if (rate == rctx->rl.rate)
 		return 0;
-	ret = flush_data(rc);
+	ret = flush_data(rctx);
 	if (ret)
 		return ret;
-	rdmae_ratelimit_init(&rc->rl, rate, now_ns());
-	rc->batch_cap = batch_cap(rate, rc->s->blk[rc->block].b.page_size);
+	rdmae_ratelimit_init(&rctx->rl, rate, now_ns());
+	rctx->batch_cap = batch_cap(rate, rctx->s->blk[rctx->block].b.page_size);
 	return 0;
 }
 
 static int on_data(void *arg, size_t first_page, size_t npages)
 {
-	struct round_ctx *rc = arg;
-	struct rdmae_session *s = rc->s;
-	uint64_t ps = rc->s->blk[rc->block].b.page_size;
-	uint64_t off = (rc->seg_first + first_page) * ps, len = (uint64_t)npages * ps;
+	struct round_ctx *rctx = arg;
+	struct rdmae_session *s = rctx->s;
+	uint64_t ps = rctx->s->blk[rctx->block].b.page_size;
+	uint64_t off = (rctx->seg_first + first_page) * ps, len = (uint64_t)npages * ps;
 	int ret;
 
-	ret = adopt_rate(rc);
+	ret = adopt_rate(rctx);
 	if (ret)
 		return ret;
-	rc->data_pages += npages;
+	rctx->data_pages += npages;
 	/* Split at the batch cap (a multiple of the page size) so that pieces stay whole pages. */
 	while (len) {
-		uint64_t piece = rc->batch_cap - rc->batch_bytes;
-		struct rdmae_run *r = s->runs + rc->nruns;
+		uint64_t piece = rctx->batch_cap - rctx->batch_bytes;
+		struct rdmae_run *r = s->runs + rctx->nruns;
 
 		if (piece > len)
 			piece = len;
-		if (rc->nruns && r[-1].local + r[-1].len == off) {
+		if (rctx->nruns && r[-1].local + r[-1].len == off) {
 			r[-1].len += piece;
 		} else {
 			r->local = off;
 			r->remote = off;
 			r->len = piece;
-			rc->nruns++;
+			rctx->nruns++;
 		}
-		rc->batch_bytes += piece;
+		rctx->batch_bytes += piece;
 		off += piece;
 		len -= piece;
-		if (rc->nruns == RUN_BATCH || rc->batch_bytes >= rc->batch_cap) {
-			ret = flush_data(rc);
+		if (rctx->nruns == RUN_BATCH || rctx->batch_bytes >= rctx->batch_cap) {
+			ret = flush_data(rctx);
 			if (ret)
 				return ret;
 		}
@@ -1229,27 +1368,29 @@ static int on_data(void *arg, size_t first_page, size_t npages)
 
 static int on_zero(void *arg, size_t first_page, size_t npages)
 {
-	struct round_ctx *rc = arg;
-	struct zrun *z = rc->s->zruns;
-	uint64_t first = rc->seg_first + first_page;
+	struct round_ctx *rctx = arg;
+	struct zrun *z = rctx->s->zruns;
+	uint64_t first = rctx->seg_first + first_page;
 
-	rc->zero_pages += npages;
+	rctx->zero_pages += npages;
+	if (rctx->s->sums)
+		rdmae_pagesums_set_zero(&rctx->s->blk[rctx->block].ps, first, npages);
 	/* Walk segments cut runs; glue them back. */
-	if (rc->nzero && z[rc->nzero - 1].first + z[rc->nzero - 1].n == first) {
-		z[rc->nzero - 1].n += npages;
+	if (rctx->nzero && z[rctx->nzero - 1].first + z[rctx->nzero - 1].n == first) {
+		z[rctx->nzero - 1].n += npages;
 		return 0;
 	}
-	z[rc->nzero].first = first;
-	z[rc->nzero].n = npages;
-	if (++rc->nzero == ZERO_BATCH)
-		return flush_zero(rc);
+	z[rctx->nzero].first = first;
+	z[rctx->nzero].n = npages;
+	if (++rctx->nzero == ZERO_BATCH)
+		return flush_zero(rctx);
 	return 0;
 }
 
-static int walk_block(struct round_ctx *rc, const uint64_t *bitmap)
+static int walk_block(struct round_ctx *rctx, const uint64_t *bitmap)
 {
-	struct rdmae_session *s = rc->s;
-	struct sblock *b = &s->blk[rc->block];
+	struct rdmae_session *s = rctx->s;
+	struct sblock *b = &s->blk[rctx->block];
 	size_t ps = b->b.page_size;
 	uint64_t seg = WALK_SEGMENT_BYTES / ps, first;
 	int ret;
@@ -1267,49 +1408,49 @@ static int walk_block(struct round_ctx *rc, const uint64_t *bitmap)
 			.detect_zero = !s->o.no_zero_detect,
 			.data = on_data,
 			.zero = on_zero,
-			.arg = rc,
+			.arg = rctx,
 		};
 
-		rc->seg_first = first;
+		rctx->seg_first = first;
 		ret = rdmae_dirty_walk(&w);
 		if (!ret)
-			ret = progress_tick(rc);
+			ret = progress_tick(rctx);
 		if (ret) {
-			if (!rc->err->code)
-				rdmae_err_set(rc->err, ret,
-					      "round %u: block '%s': dirty walk failed", rc->round,
-					      b->b.name);
+			if (!rctx->err->code)
+				rdmae_err_set(rctx->err, ret,
+					      "round %u: block '%s': dirty walk failed",
+					      rctx->round, b->b.name);
 			return ret;
 		}
 	}
 	/* ZERO_RUNS name one block: flush both batches before the next. */
-	ret = flush_data(rc);
+	ret = flush_data(rctx);
 	if (!ret)
-		ret = flush_zero(rc);
+		ret = flush_zero(rctx);
 	return ret;
 }
 
-static int wait_ack(struct round_ctx *rc)
+static int wait_ack(struct round_ctx *rctx)
 {
-	struct rdmae_session *s = rc->s;
+	struct rdmae_session *s = rctx->s;
 	struct rdmae_msg m;
 	void *buf;
 	int ret;
 
-	ret = recv_msg(s, s->slow_timeout_ms, &buf, &m, rc->err);
+	ret = recv_msg(s, s->slow_timeout_ms, &buf, &m, rctx->err);
 	if (ret)
 		return ret;
-	if (m.type == RDMAE_MSG_ROUND_ACK && m.u.round_ack.round == rc->round)
+	if (m.type == RDMAE_MSG_ROUND_ACK && m.u.round_ack.round == rctx->round)
 		ret = 0;
 	else if (m.type == RDMAE_MSG_CANCEL)
-		ret = peer_cancelled(s, &m, rc->err);
+		ret = peer_cancelled(s, &m, rctx->err);
 	else if (m.type == RDMAE_MSG_ROUND_ACK)
-		ret = rdmae_err_set(rc->err, -EPROTO, "round %u: ROUND_ACK for round %" PRIu32,
-				    rc->round, m.u.round_ack.round);
+		ret = rdmae_err_set(rctx->err, -EPROTO, "round %u: ROUND_ACK for round %" PRIu32,
+				    rctx->round, m.u.round_ack.round);
 	else
-		ret = rdmae_err_set(rc->err, -EPROTO,
+		ret = rdmae_err_set(rctx->err, -EPROTO,
 				    "round %u: unexpected %s while waiting for ROUND_ACK",
-				    rc->round, rdmae_msg_type_name(m.type));
+				    rctx->round, rdmae_msg_type_name(m.type));
 	free(buf);
 	return ret;
 }
@@ -1319,19 +1460,20 @@ static int do_round(struct rdmae_session *s, const uint64_t *const *bitmaps, boo
 		    struct rdmae_round_stats *r, struct rdmae_err *err)
 {
 	uint8_t msg[RDMAE_MSG_SMALL_MAX];
-	struct round_ctx rc = { .s = s, .err = err };
+	struct round_ctx rctx = { .s = s, .err = err };
 	struct rdmae_msg_round_end re;
-	uint64_t t0 = now_ns(), pages, dbytes, dur;
+	uint64_t t0 = now_ns(), t_end, pages, dbytes, dur;
 	uint32_t seq = 0;
 	int ret;
 
-	rc.round = s->st.rounds + 1;
+	rctx.round = s->st.rounds + 1;
+	rctx.final = final;
 	dbytes = dirty_bytes(s, bitmaps, &pages);
-	rdmae_ratelimit_init(&rc.rl, atomic_load(&s->max_bw), t0);
+	rdmae_ratelimit_init(&rctx.rl, atomic_load(&s->max_bw), t0);
 
-	for (rc.block = 0; rc.block < s->nblocks; rc.block++) {
-		rc.batch_cap = batch_cap(rc.rl.rate, s->blk[rc.block].b.page_size);
-		ret = walk_block(&rc, bitmaps[rc.block]);
+	for (rctx.block = 0; rctx.block < s->nblocks; rctx.block++) {
+		rctx.batch_cap = batch_cap(rctx.rl.rate, s->blk[rctx.block].b.page_size);
+		ret = walk_block(&rctx, bitmaps[rctx.block]);
 		if (ret)
 			return ret;
 	}
@@ -1348,17 +1490,18 @@ static int do_round(struct rdmae_session *s, const uint64_t *const *bitmaps, boo
 	if (ret)
 		return ret;
 	memset(&re, 0, sizeof(re));
-	re.round = rc.round;
+	re.round = rctx.round;
 	re.fence_seq = seq;
 	re.flags = final ? RDMAE_ROUND_FINAL : 0;
 	re.pages = pages;
-	re.bytes = rc.bytes;
-	re.zero_pages = rc.zero_pages;
-	re.runs = rc.runs;
+	re.bytes = rctx.bytes;
+	re.zero_pages = rctx.zero_pages;
+	re.runs = rctx.runs;
 	re.duration_ns = now_ns() - t0;
 	ret = send_msg(s, msg, rdmae_msg_round_end_encode(msg, &re), err);
+	t_end = now_ns();
 	if (!ret)
-		ret = wait_ack(&rc);
+		ret = wait_ack(&rctx);
 	if (ret)
 		return ret;
 	dur = now_ns() - t0;
@@ -1366,13 +1509,14 @@ static int do_round(struct rdmae_session *s, const uint64_t *const *bitmaps, boo
 		dur = 1;
 
 	memset(r, 0, sizeof(*r));
-	r->round = rc.round;
+	r->round = rctx.round;
 	r->pages = pages;
-	r->bytes = rc.bytes;
-	r->zero_pages = rc.zero_pages;
-	r->runs = rc.runs;
+	r->bytes = rctx.bytes;
+	r->zero_pages = rctx.zero_pages;
+	r->runs = rctx.runs;
 	r->duration_ns = dur;
-	r->bandwidth = rdmae_bandwidth(rc.bytes, dur);
+	r->ack_ns = t0 + dur - t_end;
+	r->bandwidth = rdmae_bandwidth(rctx.bytes, dur);
 
 	pthread_mutex_lock(&s->lock);
 	/* Bytes dirtied between the starts of the previous round and this one. */
@@ -1380,11 +1524,11 @@ static int do_round(struct rdmae_session *s, const uint64_t *const *bitmaps, boo
 		r->dirty_rate = rdmae_bandwidth(dbytes, t0 - s->prev_round_start_ns);
 	s->prev_round_start_ns = t0;
 	s->sum_round_ns += dur;
-	s->sum_round_dirty += dbytes;
-	s->st.rounds = rc.round;
-	s->st.transferred_bytes += rc.bytes;
-	s->st.normal_pages += rc.data_pages;
-	s->st.zero_pages += rc.zero_pages;
+	s->recent[(rctx.round - 1) % RECENT_ROUNDS] = *r;
+	s->st.rounds = rctx.round;
+	s->st.transferred_bytes += rctx.bytes;
+	s->st.normal_pages += rctx.data_pages;
+	s->st.zero_pages += rctx.zero_pages;
 	s->st.throughput = rdmae_bandwidth(s->st.transferred_bytes, s->sum_round_ns);
 	s->st.dirty_rate = r->dirty_rate;
 	if (!final)
@@ -1524,12 +1668,38 @@ out:
 
 /* ---- complete (source) ---- */
 
+/*
+ * Block sums from the page sums kept through the rounds. Only pages that
+ * never had a current sum (not sent in any round: normally none, since the
+ * first round covers all of memory) are hashed from memory now.
+ */
+static int block_sums(struct rdmae_session *s, uint64_t *sums, struct rdmae_err *err)
+{
+	uint64_t t0 = now_ns();
+	size_t i;
+	int rc = 0;
+
+	uint64_t bytes = 0;
+
+	for (i = 0; i < s->nblocks && !rc; i++) {
+		struct sblock *b = &s->blk[i];
+		uint64_t n = 0;
+
+		rc = rdmae_pagesums_hash_stale(&b->ps, b->b.host, &s->stop, &n, err);
+		if (!rc)
+			rc = rdmae_pagesums_digest(&b->ps, &sums[i], err);
+		bytes += n * b->b.page_size + b->npages * sizeof(uint64_t);
+	}
+	account_hash(s, t0, true, bytes);
+	return rc;
+}
+
 static int src_block_sums(struct rdmae_session *s, struct rdmae_err *err)
 {
 	uint64_t *sums;
 	uint8_t *msg;
-	size_t i, len = rdmae_msg_block_sums_size((uint32_t)s->nblocks);
-	int rc = 0;
+	size_t len = rdmae_msg_block_sums_size((uint32_t)s->nblocks);
+	int rc;
 
 	sums = calloc(s->nblocks, sizeof(*sums));
 	msg = malloc(len);
@@ -1537,11 +1707,7 @@ static int src_block_sums(struct rdmae_session *s, struct rdmae_err *err)
 		rc = rdmae_err_set(err, -ENOMEM, "complete: out of memory for checksums");
 		goto out;
 	}
-	for (i = 0; i < s->nblocks && !rc; i++) {
-		const struct sblock *b = &s->blk[i];
-
-		rc = rdmae_block_sum(b->b.host, b->npages, b->b.page_size, &s->stop, &sums[i], err);
-	}
+	rc = block_sums(s, sums, err);
 	if (rc)
 		goto out;
 	rdmae_msg_block_sums_encode(msg, sums, (uint32_t)s->nblocks);
@@ -1552,25 +1718,34 @@ out:
 	return rc;
 }
 
+/*
+ * Answer a PAGE_SUMS_REQ from the sums kept (no memory is read), and only
+ * what the destination needs to find one block's first differing page
+ * (rdmae_sums_guard_take): a confused destination cannot keep the source
+ * busy while its guest is paused.
+ */
 static int src_page_sums(struct rdmae_session *s, const struct rdmae_msg *m,
 			 struct rdmae_err *err)
 {
 	const struct sblock *b = &s->blk[m->u.page_sums.block];
 	uint64_t i, n = m->u.page_sums.npages, first = m->u.page_sums.first_page;
+	char why[RDMAE_PROTO_REASON_LEN];
 	size_t len = rdmae_msg_page_sums_size(n);
 	uint8_t *msg;
 	int rc;
 
+	rc = rdmae_sums_guard_take(&s->sums_guard, m->u.page_sums.block, first, n, why,
+				   sizeof(why));
+	if (rc)
+		return rdmae_err_set(err, rc, "complete: refused the destination's request: %s",
+				     why);
 	/* The decoder bounded n to one message, and the range to the block. */
 	msg = malloc(len);
 	if (!msg)
 		return rdmae_err_set(err, -ENOMEM, "complete: out of memory for %" PRIu64
 				     " page sums", n);
 	for (i = 0; i < n; i++)
-		rdmae_msg_page_sums_put(msg, i,
-					rdmae_page_sum((const uint8_t *)b->b.host +
-						       (first + i) * b->b.page_size,
-						       b->b.page_size));
+		rdmae_msg_page_sums_put(msg, i, b->ps.sums[first + i]);
 	rdmae_msg_page_sums_encode(msg, m->u.page_sums.block, first, n);
 	rc = send_msg(s, msg, len, err);
 	free(msg);
@@ -1590,7 +1765,7 @@ static int complete_failed(struct rdmae_session *s, int rc, struct rdmae_err *er
 
 	if (atomic_load(&s->state) != ST_FAILED)
 		rc = fail(s, rc, err);
-	if (!atomic_load(&s->complete_sent) || s->peer_verdict)
+	if (!decided(s) || s->peer_verdict)
 		return rc;
 	snprintf(why, sizeof(why), "%s", err->msg);
 	rdmae_err_set(err, -ENOTRECOVERABLE, "complete: outcome unknown (%s); the destination "
@@ -1604,7 +1779,7 @@ static int src_complete(struct rdmae_session *s, struct rdmae_err *err)
 	uint8_t small[RDMAE_MSG_SMALL_MAX];
 	struct rdmae_msg_complete c = { 0 };
 	struct rdmae_msg m;
-	uint64_t verify_start;
+	uint64_t commit_start;
 	void *buf;
 	int rc;
 
@@ -1616,11 +1791,16 @@ static int src_complete(struct rdmae_session *s, struct rdmae_err *err)
 	c.nblocks = (uint32_t)s->nblocks;
 	c.rounds = s->st.rounds;
 	c.state_bytes = s->state_off;
-	verify_start = now_ns();
-	rc = send_msg(s, small, rdmae_msg_complete_encode(small, &c), err);
+	/* A connection already down carries nothing: fail plainly, the guest may resume. */
+	rc = rdmae_conn_error(s->conn, err);
 	if (!rc)
-		atomic_store(&s->complete_sent, true);
-	/* Sent before hashing, so that both sides hash at the same time. */
+		rc = decide(s, "complete", err);
+	if (rc)
+		return fail(s, rc, err);
+	/* From here a cancel does not take effect: the destination decides. */
+	commit_start = now_ns();
+	rc = send_msg(s, small, rdmae_msg_complete_encode(small, &c), err);
+	/* Sent before the sums: the destination revokes and checks while we digest. */
 	if (!rc && !s->o.no_verify)
 		rc = src_block_sums(s, err);
 	if (rc)
@@ -1634,7 +1814,7 @@ static int src_complete(struct rdmae_session *s, struct rdmae_err *err)
 		case RDMAE_MSG_COMMIT_OK:
 			free(buf);
 			pthread_mutex_lock(&s->lock);
-			s->st.verify_ns = now_ns() - verify_start;
+			s->st.commit_ns = now_ns() - commit_start;
 			pthread_mutex_unlock(&s->lock);
 			return 0;
 		case RDMAE_MSG_COMMIT_FAIL:
@@ -1647,7 +1827,7 @@ static int src_complete(struct rdmae_session *s, struct rdmae_err *err)
 			if (s->o.no_verify) {
 				rc = unexpected(s, &m, "COMMIT_OK", err);
 				free(buf);
-				return rc;
+				return complete_failed(s, rc, err);
 			}
 			rc = src_page_sums(s, &m, err);
 			free(buf);
@@ -1655,6 +1835,7 @@ static int src_complete(struct rdmae_session *s, struct rdmae_err *err)
 				return complete_failed(s, rc, err);
 			break;
 		case RDMAE_MSG_CANCEL:
+			s->peer_verdict = true;
 			rc = peer_cancelled(s, &m, err);
 			free(buf);
 			return rc;
@@ -1704,7 +1885,7 @@ int rdmae_session_complete(struct rdmae_session *s, struct rdmae_err *err)
 
 static void dst_zero_fill(struct rdmae_session *s, const struct rdmae_msg *m)
 {
-	const struct sblock *b = &s->blk[m->u.zero_runs.block];
+	struct sblock *b = &s->blk[m->u.zero_runs.block];
 	size_t ps = b->b.page_size;
 	uint32_t i;
 
@@ -1721,6 +1902,7 @@ static void dst_zero_fill(struct rdmae_session *s, const struct rdmae_msg *m)
 			if (!rdmae_page_is_zero(page, ps))
 				memset(page, 0, ps);
 		}
+		rdmae_pagesums_zero_filled(&b->ps, first, n);
 		pages += n;
 	}
 	pthread_mutex_lock(&s->lock);
@@ -1728,9 +1910,51 @@ static void dst_zero_fill(struct rdmae_session *s, const struct rdmae_msg *m)
 	pthread_mutex_unlock(&s->lock);
 }
 
+/* DATA_RUNS: these pages are being written by this round; hash them after its fence. */
+static void dst_data_runs(struct rdmae_session *s, const struct rdmae_msg *m)
+{
+	struct sblock *b = &s->blk[m->u.zero_runs.block];
+	uint32_t i;
+
+	s->rx_sums = true;
+	for (i = 0; i < m->u.zero_runs.count; i++) {
+		uint64_t first, n;
+
+		rdmae_msg_zero_runs_get(m, i, &first, &n);
+		rdmae_pagesums_mark(&b->ps, first, n);
+	}
+}
+
+/*
+ * Hash every page without a current sum: the pages the round just placed
+ * (its fence has arrived) and, after the first round, normally nothing else.
+ * Runs after ROUND_ACK, while the source walks the next round: a page that
+ * round rewrites is marked again by its DATA_RUNS and hashed after its
+ * fence, so a sum taken mid-WRITE never survives.
+ */
+static int dst_hash_placed(struct rdmae_session *s, bool at_stop, struct rdmae_err *err)
+{
+	uint64_t t0 = now_ns();
+	size_t i;
+	int rc = 0;
+
+	uint64_t bytes = 0;
+
+	for (i = 0; i < s->nblocks && !rc; i++) {
+		uint64_t n = 0;
+
+		rc = rdmae_pagesums_hash_stale(&s->blk[i].ps, s->blk[i].b.host, &s->stop, &n,
+					       err);
+		bytes += n * s->blk[i].b.page_size;
+	}
+	account_hash(s, t0, at_stop, bytes);
+	return rc;
+}
+
 static int dst_round_end(struct rdmae_session *s, const struct rdmae_msg_round_end *re,
 			 struct rdmae_dest_event *ev, struct rdmae_err *err)
 {
+	bool final = (re->flags & RDMAE_ROUND_FINAL) != 0;
 	int rc;
 
 	/* Every ZERO_RUNS before ROUND_END is applied; now the WRITEs must be placed too. */
@@ -1744,9 +1968,13 @@ static int dst_round_end(struct rdmae_session *s, const struct rdmae_msg_round_e
 
 		rc = send_msg(s, ack, rdmae_msg_round_ack_encode(ack, re->round), err);
 	}
+	/* A source that does not verify sends no DATA_RUNS: then hashing would be wasted. */
+	if (!rc && s->rx_sums)
+		rc = dst_hash_placed(s, final, err);
 	if (rc)
 		return fail(s, rc, err);
 	s->rx_rounds = re->round;
+	s->rx_last_final = final;
 	pthread_mutex_lock(&s->lock);
 	s->rx_round_ns += re->duration_ns;
 	s->st.rounds = re->round;
@@ -1756,11 +1984,16 @@ static int dst_round_end(struct rdmae_session *s, const struct rdmae_msg_round_e
 	pthread_mutex_unlock(&s->lock);
 	ev->kind = RDMAE_EV_ROUND;
 	ev->round = re->round;
-	ev->final = (re->flags & RDMAE_ROUND_FINAL) != 0;
+	ev->final = final;
 	return 0;
 }
 
-/* Answer COMMIT_FAIL in the words we return ourselves. */
+/*
+ * Answer COMMIT_FAIL in the words we return ourselves. The source resumes
+ * its guest on it, so it leaves before the deregistration (which for a
+ * large guest is slow); remote access is already revoked, or the source has
+ * nothing more to write.
+ */
 static int dst_commit_fail(struct rdmae_session *s, int code, uint32_t block, uint64_t page,
 			   const char *reason, struct rdmae_err *err)
 {
@@ -1768,10 +2001,10 @@ static int dst_commit_fail(struct rdmae_session *s, int code, uint32_t block, ui
 	char r[RDMAE_PROTO_REASON_LEN];
 
 	snprintf(r, sizeof(r), "%s", reason);
-	destroy_regions(s);
 	rdmae_err_set(err, code, "%s", r);
 	set_failed(s, code, err);
 	send_msg(s, msg, rdmae_msg_commit_fail_encode(msg, code, block, page, r), NULL);
+	destroy_regions(s);
 	return code;
 }
 
@@ -1782,15 +2015,12 @@ static int dst_first_diff(struct rdmae_session *s, uint32_t block, uint64_t *pag
 	const struct sblock *b = &s->blk[block];
 	uint8_t msg[RDMAE_MSG_SMALL_MAX];
 	uint64_t max = rdmae_msg_page_sums_max(s->max_msg), first, i;
-	uint64_t *mine;
 	int rc = 0;
 
 	if (max > PAGE_SUMS_CHUNK_MAX)
 		max = PAGE_SUMS_CHUNK_MAX;
-	mine = malloc(max * sizeof(*mine));
-	if (!mine)
-		return rdmae_err_set(err, -ENOMEM, "verify: out of memory for page sums");
 	*page = RDMAE_PROTO_NO_PAGE;
+	/* Ascending and contiguous from page 0: the only requests the source answers. */
 	for (first = 0; first < b->npages && *page == RDMAE_PROTO_NO_PAGE; first += max) {
 		uint64_t n = b->npages - first < max ? b->npages - first : max;
 		struct rdmae_msg m;
@@ -1807,9 +2037,8 @@ static int dst_first_diff(struct rdmae_session *s, uint32_t block, uint64_t *pag
 			   m.u.page_sums.first_page != first || m.u.page_sums.npages != n) {
 			rc = unexpected(s, &m, "PAGE_SUMS of the range asked for", err);
 		} else {
-			rdmae_page_sums(b->b.host, b->b.page_size, first, n, mine);
 			for (i = 0; i < n; i++) {
-				if (mine[i] != rdmae_msg_page_sums_get(&m, i)) {
+				if (b->ps.sums[first + i] != rdmae_msg_page_sums_get(&m, i)) {
 					*page = first + i;
 					break;
 				}
@@ -1819,7 +2048,6 @@ static int dst_first_diff(struct rdmae_session *s, uint32_t block, uint64_t *pag
 		if (rc)
 			break;
 	}
-	free(mine);
 	return rc;
 }
 
@@ -1835,10 +2063,8 @@ static int dst_verify(struct rdmae_session *s, struct rdmae_err *err)
 	sums = calloc(s->nblocks, sizeof(*sums));
 	if (!sums)
 		return rdmae_err_set(err, -ENOMEM, "verify: out of memory for checksums");
-	/* Hash while the source hashes; its sums come after. */
-	for (i = 0; i < s->nblocks && !rc; i++)
-		rc = rdmae_block_sum(s->blk[i].b.host, s->blk[i].npages, s->blk[i].b.page_size,
-				     &s->stop, &sums[i], err);
+	/* From the sums kept through the rounds; the source digests its own meanwhile. */
+	rc = block_sums(s, sums, err);
 	if (!rc)
 		rc = recv_msg(s, s->slow_timeout_ms, &buf, &m, err);
 	if (rc)
@@ -1876,42 +2102,80 @@ out:
 	return rc;
 }
 
+/* The steps of rdmae_dst_commit (commit_rules.h), each reporting its own failure. */
+
+static int dcs_fence_wait(void *arg, uint32_t seq, struct rdmae_err *err)
+{
+	struct rdmae_session *s = arg;
+	int rc = rdmae_fence_wait(s->conn, seq, s->slow_timeout_ms, err);
+
+	return rc ? fail(s, rc, err) : 0;
+}
+
+static int dcs_refuse(void *arg, int code, const char *why, struct rdmae_err *err)
+{
+	return dst_commit_fail(arg, code, RDMAE_PROTO_NO_BLOCK, RDMAE_PROTO_NO_PAGE, why, err);
+}
+
+/* QPs stop accepting WRITEs: cheap, and nothing is unpinned inside the downtime. */
+static int dcs_revoke(void *arg, struct rdmae_err *err)
+{
+	struct rdmae_session *s = arg;
+	int rc = rdmae_conn_revoke_remote_write(s->conn, err);
+
+	return rc ? fail(s, rc, err) : 0;
+}
+
+static int dcs_verify(void *arg, struct rdmae_err *err)
+{
+	struct rdmae_session *s = arg;
+	int rc = dst_verify(s, err);
+
+	if (rc && atomic_load(&s->state) != ST_FAILED)
+		rc = fail(s, rc, err);
+	return rc;
+}
+
+static int dcs_decide(void *arg, struct rdmae_err *err)
+{
+	struct rdmae_session *s = arg;
+	int rc = decide(s, "commit", err);
+
+	return rc ? fail(s, rc, err) : 0;
+}
+
+static int dcs_commit_ok(void *arg, bool verified, struct rdmae_err *err)
+{
+	struct rdmae_session *s = arg;
+	uint8_t msg[RDMAE_MSG_SMALL_MAX];
+	int rc;
+
+	rc = send_msg(s, msg, rdmae_msg_commit_ok_encode(msg, verified ? RDMAE_COMMIT_VERIFIED : 0),
+		      err);
+	/* Pinned (but unwritable) until rdmae_session_destroy, after the guest runs. */
+	return rc ? fail(s, rc, err) : 0;
+}
+
+static const struct rdmae_dst_commit_ops dst_commit_ops = {
+	.fence_wait = dcs_fence_wait,
+	.refuse = dcs_refuse,
+	.revoke = dcs_revoke,
+	.verify = dcs_verify,
+	.decide = dcs_decide,
+	.commit_ok = dcs_commit_ok,
+};
+
 static int dst_complete(struct rdmae_session *s, const struct rdmae_msg_complete *c,
 			bool *verified, struct rdmae_err *err)
 {
-	uint8_t msg[RDMAE_MSG_SMALL_MAX];
-	bool verify = !(c->flags & RDMAE_COMPLETE_NO_VERIFY);
-	int rc;
+	struct rdmae_dst_progress p = {
+		.rounds = s->rx_rounds,
+		.last_final = s->rx_last_final,
+		.state_bytes = s->rx_state,
+		.require_verify = s->o.require_verify,
+	};
 
-	rc = rdmae_fence_wait(s->conn, c->fence_seq, s->slow_timeout_ms, err);
-	if (rc)
-		return fail(s, rc, err);
-	if (c->rounds != s->rx_rounds || c->state_bytes != s->rx_state) {
-		char reason[RDMAE_PROTO_REASON_LEN];
-
-		snprintf(reason, sizeof(reason),
-			 "complete: the source sent %" PRIu32 " rounds and %" PRIu64
-			 " state bytes, %u and %" PRIu64 " arrived", c->rounds, c->state_bytes,
-			 s->rx_rounds, s->rx_state);
-		return dst_commit_fail(s, -EPROTO, RDMAE_PROTO_NO_BLOCK, RDMAE_PROTO_NO_PAGE,
-				       reason, err);
-	}
-	if (verify) {
-		rc = dst_verify(s, err);
-		if (rc) {
-			if (atomic_load(&s->state) != ST_FAILED)
-				rc = fail(s, rc, err);
-			return rc;
-		}
-	}
-	rc = send_msg(s, msg, rdmae_msg_commit_ok_encode(msg, verify ? RDMAE_COMMIT_VERIFIED : 0),
-		      err);
-	if (rc)
-		return fail(s, rc, err);
-	*verified = verify;
-	/* Committed: nothing may write this memory from afar any more. */
-	destroy_regions(s);
-	return 0;
+	return rdmae_dst_commit(&dst_commit_ops, s, &p, c, verified, err);
 }
 
 static int dst_step(struct rdmae_session *s, struct rdmae_dest_event *ev, struct rdmae_err *err)
@@ -1936,6 +2200,10 @@ static int dst_step(struct rdmae_session *s, struct rdmae_dest_event *ev, struct
 			free(buf);
 			if (atomic_load(&s->stop))
 				return stopped_err(s, err);
+			continue;
+		case RDMAE_MSG_DATA_RUNS:
+			dst_data_runs(s, &m);
+			free(buf);
 			continue;
 		case RDMAE_MSG_ROUND_END:
 			rc = dst_round_end(s, &m.u.round_end, ev, err);
@@ -2032,23 +2300,27 @@ int rdmae_session_set_downtime_limit(struct rdmae_session *s, uint64_t ns)
 
 /* ---- cancel, stats ---- */
 
-void rdmae_session_cancel(struct rdmae_session *s, const char *why)
+bool rdmae_session_cancel(struct rdmae_session *s, const char *why)
 {
 	char r[RDMAE_PROTO_REASON_LEN];
+	bool took;
 
 	if (!s)
-		return;
-	/*
-	 * After commit there is nothing left to undo; and once the source has
-	 * sent COMPLETE the destination may commit at any moment, so only it
-	 * can still refuse (a source-side cancel would leave the outcome unknown).
-	 */
-	if (atomic_load(&s->state) == ST_DONE ||
-	    (s->role == RDMAE_SOURCE && atomic_load(&s->complete_sent)))
-		return;
+		return false;
 	snprintf(r, sizeof(r), "%s", why && *why ? why : "cancelled");
+	/*
+	 * Once the source has sent COMPLETE the destination may commit at any
+	 * moment, and once the destination has sent COMMIT_OK it has: only
+	 * before those points can a cancel stop the migration. The decision and
+	 * the stop happen under the same lock as the sender's (decide()).
+	 */
+	pthread_mutex_lock(&s->cancel_lock);
+	took = atomic_load(&s->state) != ST_DONE && rdmae_gate_cancel(&s->gate);
 	/* The peer gets the reason as given; local callers learn it was a cancel. */
-	shut(s, -ECANCELED, "cancelled: ", r, true);
+	if (took)
+		shut_locked(s, -ECANCELED, "cancelled: ", r, true);
+	pthread_mutex_unlock(&s->cancel_lock);
+	return took;
 }
 
 int rdmae_session_stats(struct rdmae_session *s, struct rdmae_session_stats *st)

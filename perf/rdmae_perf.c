@@ -50,6 +50,8 @@ struct cfg {
 	unsigned int lanes[MAX_LIST];
 	unsigned int nlanes;
 	double seconds;
+	const char *key_file;
+	bool auth_none;
 };
 
 static double now_s(void)
@@ -141,6 +143,8 @@ static int run_server(const struct cfg *cf)
 
 	rdmae_conn_opts_default(&o);
 	o.lanes = RDMAE_MAX_LANES;
+	o.key_file = cf->key_file;
+	o.auth_none = cf->auth_none;
 	ret = rdmae_listen(&l, cf->addr, cf->port, &o, &err);
 	if (ret) {
 		fprintf(stderr, "rdmae-perf server: %s\n", err.msg);
@@ -187,6 +191,8 @@ static int measure(const struct cfg *cf, unsigned int lanes, bool last)
 
 	rdmae_conn_opts_default(&o);
 	o.lanes = (uint16_t)lanes;
+	o.key_file = cf->key_file;
+	o.auth_none = cf->auth_none;
 	/* Runs are sized by the sweep, so allow the largest as one WRITE. */
 	for (i = 0; i < cf->nruns; i++)
 		if (cf->runs[i] > o.rw_size && cf->runs[i] <= RDMAE_MAX_RW_SIZE)
@@ -264,7 +270,8 @@ out_conn:
 static void usage(void)
 {
 	fprintf(stderr, "usage: rdmae-perf transport server|client --addr A [--port P] "
-		"[--size N] [--runs 4K,64K,1M] [--lanes 1,4] [--seconds S]\n");
+		"[--size N] [--runs 4K,64K,1M] [--lanes 1,4] [--seconds S]\n"
+		"  --key FILE | --auth-none\n");
 	exit(2);
 }
 
@@ -277,6 +284,8 @@ int main(int argc, char **argv)
 		{ "runs", required_argument, NULL, 'r' },
 		{ "lanes", required_argument, NULL, 'l' },
 		{ "seconds", required_argument, NULL, 't' },
+		{ "key", required_argument, NULL, 'K' },
+		{ "auth-none", no_argument, NULL, 'A' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct cfg cf = { .port = "7600", .size = 64u << 20, .seconds = 3 };
@@ -311,6 +320,8 @@ int main(int argc, char **argv)
 				cf.lanes[i] = (unsigned int)tmp[i];
 			break;
 		case 't': cf.seconds = strtod(optarg, NULL); break;
+		case 'K': cf.key_file = optarg; break;
+		case 'A': cf.auth_none = true; break;
 		default: usage();
 		}
 	}

@@ -154,6 +154,14 @@ if [[ ! -f $build/build.ninja || ! -f $build/.rdmae-configure ||
 fi
 
 # ---- build ----
+# Nor does meson, which caches what pkg-config said: when rdmae.pc changes (a
+# library added to Libs), clear that cache and touch meson.build, so that ninja
+# regenerates the build files (objects kept) with the new flags.
+pc_sum=$(sha256sum <"$CACHE/rdmae/lib/pkgconfig/rdmae.pc" | cut -c1-64)
+if [[ ! -f $build/.rdmae-pc || $(cat "$build/.rdmae-pc") != "$pc_sum" ]]; then
+  (cd "$build" && ./pyvenv/bin/meson configure --clearcache >&2) || die "meson configure --clearcache failed"
+  touch "$src/meson.build"
+fi
 # ninja does not see the static librdmae.a behind pkg-config: relink when it changed.
 if [[ ! -f $build/.rdmae-lib || $(cat "$build/.rdmae-lib") != "$lib_sum" ]]; then
   rm -f "$build/qemu-system-x86_64"
@@ -161,6 +169,7 @@ fi
 log "ninja -j$JOBS qemu-system-x86_64"
 ninja -C "$build" -j"$JOBS" qemu-system-x86_64 >&2 || die "the build failed"
 echo "$lib_sum" >"$build/.rdmae-lib"
+echo "$pc_sum" >"$build/.rdmae-pc"
 
 mkdir -p "$CACHE/bin/$key"
 cp "$build/qemu-system-x86_64" "$bin.tmp"

@@ -2,10 +2,13 @@
 /*
  * Connection setup and teardown with rdma_cm, and negotiation.
  *
- * Lane 0 connects first and carries the negotiate exchange; the response
- * holds a random token with which lanes 1..n-1 then connect (their rdma_cm
- * private data names it), so a listener can attach lanes to connections
- * even while several are being set up at once.
+ * Lane 0 connects first and carries the negotiate exchange, in which both
+ * sides prove that they know the pre-shared key (rdmae_auth.h): the server's
+ * accept of lane 0 carries its nonce, the request the client's nonce and
+ * proof, the response the server's proof. Lanes 1..n-1 then connect with
+ * tokens both sides derive from the key and the nonces (their rdma_cm
+ * private data names them), so a listener can attach lanes to connections
+ * even while several are being set up at once, and only to authenticated ones.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -36,6 +39,7 @@ struct rdmae_listener {
 	struct rdmae_conn_opts opts;
 	int wake_fd;
 	char addr[80];
+	struct rdmae_key key;		/* len 0: auth=none */
 	struct rdmae_conn *pending[MAX_PENDING];
 	rdmae_drop_fn on_drop;
 	void *on_drop_arg;
@@ -145,6 +149,42 @@ static int opts_check(const struct rdmae_conn_opts *o, struct rdmae_err *err)
 				     o->send_size, o->recv_size, RDMAE_MIN_RECV_SIZE,
 				     RDMAE_MAX_RECV_SIZE);
 	return 0;
+}
+
+/*
+ * The key of a listener or connection: from its file, or none with an
+ * explicit auth_none (said once on stderr), else a refusal.
+ */
+static int auth_setup(const struct rdmae_conn_opts *o, struct rdmae_key *k, const char *what,
+		      struct rdmae_err *err)
+{
+	rdmae_key_wipe(k);
+	if (o->key_file && o->auth_none)
+		return rdmae_err_set(err, -EINVAL, "%s: both a key file (%s) and auth=none given; "
+				     "choose one", what, o->key_file);
+	if (o->key_file)
+		return rdmae_key_load(k, o->key_file, err);
+	if (!o->auth_none)
+		return rdmae_err_set(err, -EACCES, "%s: no key: give a key file (key=FILE, --key "
+				     "FILE), or auth=none to run without authentication", what);
+	fprintf(stderr, "rdmae: warning: %s: auth=none: the peer is not authenticated; any host "
+		"that can reach this address can take part in the connection\n", what);
+	return 0;
+}
+
+static uint16_t auth_mode(const struct rdmae_conn *c)
+{
+	return c->key.len ? RDMAE_WIRE_AUTH_HMAC_SHA256 : RDMAE_WIRE_AUTH_NONE;
+}
+
+/* Once both nonces are known and the peer is authenticated: the tokens of lanes 1..n-1. */
+static void derive_lane_tokens(struct rdmae_conn *c)
+{
+	unsigned int i;
+
+	memset(c->lane_token, 0, sizeof(c->lane_token));
+	for (i = 1; i < c->neg.lanes && i < RDMAE_MAX_LANES; i++)
+		c->lane_token[i] = rdmae_auth_lane_token(&c->key, c->nonce_c, c->nonce_s, i);
 }
 
 static void limits_from_opts(struct rdmae_wire_limits *l, const struct rdmae_conn_opts *o)
@@ -391,18 +431,52 @@ void rdmae_conn_on_negotiate_locked(struct rdmae_conn *c, const void *buf, size_
 		struct rdmae_neg_resp resp;
 		uint8_t out[RDMAE_NEG_RESP_SIZE];
 
+		const char *why = NULL;
+
 		memset(&resp, 0, sizeof(resp));
+		memset(&req, 0, sizeof(req));
 		ret = rdmae_neg_req_decode(buf, len, &req, &f);
+		/*
+		 * The client proves itself first: an unauthenticated peer learns
+		 * nothing but our version range and mode, not even our limits.
+		 */
+		if (!ret && req.auth != auth_mode(c)) {
+			ret = -EACCES;
+			f = RDMAE_F_AUTH;
+			why = req.auth == RDMAE_WIRE_AUTH_NONE ?
+			      "the peer sent no proof (it runs with auth=none) and this listener "
+			      "requires the key" :
+			      "the peer offers a key, but this listener runs with auth=none (both "
+			      "sides need the same key, or both auth=none)";
+		} else if (!ret && auth_mode(c) != RDMAE_WIRE_AUTH_NONE &&
+			   rdmae_auth_verify(&c->key, RDMAE_ROLE_CLIENT, req.nonce, c->nonce_s, &req,
+					     NULL, req.proof)) {
+			ret = -EACCES;
+			f = RDMAE_F_AUTH;
+			why = "the peer does not know the key (its proof does not match)";
+		}
 		if (ret) {
 			resp.status = ret;
 			resp.status_field = f;
 			resp.min_version = c->limits.min_version;
 			resp.max_version = c->limits.max_version;
 		} else {
-			ret = rdmae_negotiate_server(&c->limits, &req, l0->nrx, c->token, &resp,
-						     &c->neg, &f);
+			ret = rdmae_negotiate_server(&c->limits, &req, l0->nrx, &resp, &c->neg, &f);
+		}
+		resp.auth = auth_mode(c);
+		if (!ret && resp.auth != RDMAE_WIRE_AUTH_NONE &&
+		    rdmae_auth_proof(&c->key, RDMAE_ROLE_SERVER, req.nonce, c->nonce_s, &req, &resp,
+				     resp.proof)) {
+			memset(&resp, 0, sizeof(resp));
+			resp.status = ret = -EIO;
+			resp.status_field = f = RDMAE_F_AUTH;
+			resp.min_version = c->limits.min_version;
+			resp.max_version = c->limits.max_version;
+			why = "HMAC-SHA256 failed in libcrypto";
 		}
 		if (!ret) {
+			memcpy(c->nonce_c, req.nonce, sizeof(c->nonce_c));
+			derive_lane_tokens(c);
 			rdmae_credits_init(&l0->cr, c->neg.send_credits, l0->nrx, l0->nrx,
 					   c->neg.peer_credits_target);
 			rdmae_reasm_init(&c->reasm, c->neg.max_fragmented_size);
@@ -414,21 +488,49 @@ void rdmae_conn_on_negotiate_locked(struct rdmae_conn *c, const void *buf, size_
 		if (ret) {
 			/* Let the response with its status reach the client before disconnecting. */
 			c->linger = true;
-			rdmae_conn_fail_locked(c, ret, "negotiate with %s: request rejected: bad %s",
-					       c->peer, rdmae_wire_field_name(f));
+			if (why)
+				rdmae_conn_fail_locked(c, ret, "authentication failed with %s: %s",
+						       c->peer, why);
+			else
+				rdmae_conn_fail_locked(c, ret, "negotiate with %s: request rejected: "
+						       "bad %s", c->peer, rdmae_wire_field_name(f));
 		}
 	} else {
 		struct rdmae_neg_resp resp;
 
+		const char *why = NULL;
+
+		memset(&resp, 0, sizeof(resp));
 		ret = rdmae_neg_resp_decode(buf, len, &resp, &f);
+		if (!ret && resp.status == -EACCES && resp.status_field == RDMAE_F_AUTH)
+			why = auth_mode(c) == RDMAE_WIRE_AUTH_NONE ?
+			      "the peer requires a key and we run with auth=none" :
+			      c->peer_auth == RDMAE_WIRE_AUTH_NONE ?
+			      "the peer runs with auth=none and we have a key (both sides need the "
+			      "same key, or both auth=none)" :
+			      "the peer does not know the key (it rejected our proof)";
 		if (!ret)
 			ret = rdmae_negotiate_client(&c->limits, &c->neg_sent, &resp, &c->neg, &f);
-		if (ret) {
+		if (!ret && resp.auth != auth_mode(c)) {
+			ret = -EACCES;
+			f = RDMAE_F_AUTH;
+			why = "the peer accepted us without the authentication we asked for";
+		} else if (!ret && auth_mode(c) != RDMAE_WIRE_AUTH_NONE &&
+			   rdmae_auth_verify(&c->key, RDMAE_ROLE_SERVER, c->nonce_c, c->nonce_s,
+					     &c->neg_sent, &resp, resp.proof)) {
+			ret = -EACCES;
+			f = RDMAE_F_AUTH;
+			why = "the peer does not know the key (its proof does not match)";
+		}
+		if (ret && why) {
+			rdmae_conn_fail_locked(c, ret, "authentication failed with %s: %s", c->peer,
+					       why);
+		} else if (ret) {
 			rdmae_conn_fail_locked(c, ret, "negotiate with %s: %s: %s", c->peer,
 					       !resp.status ? "bad response" : "refused by the peer",
 					       rdmae_wire_field_name(f));
 		} else {
-			c->token = resp.conn_token;
+			derive_lane_tokens(c);
 			/* One receive was kept back for this response and is reposted now. */
 			rdmae_credits_init(&l0->cr, c->neg.send_credits, l0->nrx - 1, l0->nrx,
 					   c->neg.peer_credits_target);
@@ -461,9 +563,10 @@ static int cm_next(struct rdma_event_channel *ch, uint64_t deadline, struct rdma
 }
 
 /* Wait for one expected event on id; anything else is an error described by the caller. */
+/* pd (RDMAE_ACCEPT_PD_SIZE bytes, or NULL) receives the event's private data, *pd_len its length. */
 static int cm_expect(struct rdmae_conn *c, const struct rdma_cm_id *id,
 		     enum rdma_cm_event_type want, uint64_t deadline, enum rdma_cm_event_type *got,
-		     int *status)
+		     int *status, uint8_t *pd, size_t *pd_len)
 {
 	struct rdma_cm_event *ev;
 
@@ -486,6 +589,13 @@ static int cm_expect(struct rdmae_conn *c, const struct rdma_cm_id *id,
 		}
 		*got = ev->event;
 		*status = ev->status;
+		if (pd && ev->event == want) {
+			size_t n = ev->param.conn.private_data ? ev->param.conn.private_data_len : 0;
+
+			*pd_len = n < RDMAE_ACCEPT_PD_SIZE ? n : RDMAE_ACCEPT_PD_SIZE;
+			if (*pd_len)
+				memcpy(pd, ev->param.conn.private_data, *pd_len);
+		}
 		rdmae_trace(c, "setup: cm event %s (status %d)", rdma_event_str(ev->event),
 			    ev->status);
 		rdma_ack_cm_event(ev);
@@ -493,11 +603,11 @@ static int cm_expect(struct rdmae_conn *c, const struct rdma_cm_id *id,
 	}
 }
 
-static void conn_param_init(struct rdma_conn_param *p, const uint8_t *pd)
+static void conn_param_init(struct rdma_conn_param *p, const uint8_t *pd, uint8_t pd_len)
 {
 	memset(p, 0, sizeof(*p));
 	p->private_data = pd;
-	p->private_data_len = RDMAE_LANE_PD_SIZE;
+	p->private_data_len = pd_len;
 	p->responder_resources = 1;
 	p->initiator_depth = 1;
 	p->retry_count = RETRY_COUNT;
@@ -512,8 +622,10 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 	enum rdma_cm_event_type got;
 	struct rdma_conn_param param;
 	struct rdmae_lane_pd pd = { .version = RDMAE_VERSION, .lane = (uint16_t)idx,
-				    .conn_token = c->token };
+				    .conn_token = idx < RDMAE_MAX_LANES ? c->lane_token[idx] : 0 };
 	uint8_t pdbuf[RDMAE_LANE_PD_SIZE];
+	uint8_t apd[RDMAE_ACCEPT_PD_SIZE];
+	size_t apd_len = 0;
 	uint8_t tmo = ACK_TIMEOUT;
 	int status = 0, ret;
 
@@ -533,7 +645,7 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 				    strerror(errno));
 		goto err_id;
 	}
-	ret = cm_expect(c, id, RDMA_CM_EVENT_ADDR_RESOLVED, deadline, &got, &status);
+	ret = cm_expect(c, id, RDMA_CM_EVENT_ADDR_RESOLVED, deadline, &got, &status, NULL, NULL);
 	/* rdma_cm's own resolution timeout (no ARP/ND answer) is a timeout too. */
 	if (ret == -ETIMEDOUT || (got == RDMA_CM_EVENT_ADDR_ERROR && status == -ETIMEDOUT)) {
 		ret = -ETIMEDOUT;
@@ -552,7 +664,7 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 				    strerror(errno));
 		goto err_id;
 	}
-	ret = cm_expect(c, id, RDMA_CM_EVENT_ROUTE_RESOLVED, deadline, &got, &status);
+	ret = cm_expect(c, id, RDMA_CM_EVENT_ROUTE_RESOLVED, deadline, &got, &status, NULL, NULL);
 	if (ret) {
 		rdmae_err_set(err, ret == -ETIMEDOUT ? ret : -EHOSTUNREACH,
 			      "route to %s: %s", c->peer,
@@ -579,12 +691,13 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 		goto err_id;
 
 	rdmae_lane_pd_encode(pdbuf, &pd);
-	conn_param_init(&param, pdbuf);
+	conn_param_init(&param, pdbuf, RDMAE_LANE_PD_SIZE);
 	if (rdma_connect(id, &param)) {
 		ret = rdmae_err_set(err, -errno, "rdma_connect %s: %s", c->peer, strerror(errno));
 		goto err_lane;
 	}
-	ret = cm_expect(c, id, RDMA_CM_EVENT_ESTABLISHED, deadline, &got, &status);
+	ret = cm_expect(c, id, RDMA_CM_EVENT_ESTABLISHED, deadline, &got, &status,
+			idx == 0 ? apd : NULL, &apd_len);
 	if (ret) {
 		if (ret == -ETIMEDOUT)
 			rdmae_err_set(err, ret, "connect to %s: timed out after %d ms", c->peer,
@@ -597,6 +710,23 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 					    "connect to %s: %s (status %d)", c->peer,
 					    rdma_event_str(got), status);
 		goto err_lane;
+	}
+	if (idx == 0) {
+		/* The server's accept carries its nonce, which our proof needs. */
+		struct rdmae_accept_pd ap;
+		enum rdmae_wire_field f;
+
+		if (rdmae_accept_pd_decode(apd, apd_len, &ap, &f)) {
+			ret = rdmae_err_set(err, -EPROTONOSUPPORT, "connect to %s: its accept carries "
+					    "no nonce (%s): not an rdmae server of version 2 or "
+					    "later, which authenticate", c->peer,
+					    rdmae_wire_field_name(f));
+			goto err_lane;
+		}
+		pthread_mutex_lock(&c->lock);
+		memcpy(c->nonce_s, ap.nonce, sizeof(c->nonce_s));
+		c->peer_auth = ap.auth;
+		pthread_mutex_unlock(&c->lock);
 	}
 	pthread_mutex_lock(&c->lock);
 	c->lanes[idx].established = true;
@@ -619,6 +749,8 @@ static int client_negotiate(struct rdmae_conn *c, uint64_t deadline, struct rdma
 	uint8_t buf[RDMAE_NEG_REQ_SIZE];
 	int ret = 0;
 
+	if (getrandom(c->nonce_c, sizeof(c->nonce_c), 0) != (ssize_t)sizeof(c->nonce_c))
+		return rdmae_err_set(err, -EIO, "negotiate with %s: getrandom for a nonce", c->peer);
 	pthread_mutex_lock(&c->lock);
 	req->min_version = c->limits.min_version;
 	req->max_version = c->limits.max_version;
@@ -630,11 +762,21 @@ static int client_negotiate(struct rdmae_conn *c, uint64_t deadline, struct rdma
 	req->max_receive_size = c->limits.max_receive_size;
 	req->max_fragmented_size = c->limits.max_fragmented_size;
 	req->max_rw_size = c->limits.max_rw_size;
+	req->auth = auth_mode(c);
+	memcpy(req->nonce, c->nonce_c, sizeof(req->nonce));
+	memset(req->proof, 0, sizeof(req->proof));
+	if (req->auth != RDMAE_WIRE_AUTH_NONE)
+		ret = rdmae_auth_proof(&c->key, RDMAE_ROLE_CLIENT, c->nonce_c, c->nonce_s, req,
+				       NULL, req->proof);
 	rdmae_neg_req_encode(buf, req);
 	c->state = RDMAE_ST_NEGOTIATING;
-	if (rdmae_lane_send_raw_locked(&c->lanes[0], buf, sizeof(buf)))
+	if (ret)
+		rdmae_conn_fail_locked(c, -EIO, "negotiate with %s: HMAC-SHA256 failed in "
+				       "libcrypto", c->peer);
+	else if (rdmae_lane_send_raw_locked(&c->lanes[0], buf, sizeof(buf)))
 		rdmae_conn_fail_locked(c, -EIO, "negotiate with %s: cannot post the request",
 				       c->peer);
+	ret = 0;
 	while (c->state == RDMAE_ST_NEGOTIATING && !ret)
 		ret = rdmae_conn_wait_locked(c, deadline);
 	if (ret == -ETIMEDOUT && c->state == RDMAE_ST_NEGOTIATING)
@@ -661,6 +803,14 @@ int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 	if (!c)
 		return err ? err->code : -ENOMEM;
 	snprintf(c->peer, sizeof(c->peer), strchr(host, ':') ? "[%s]:%s" : "%s:%s", host, port);
+	{
+		char what[sizeof(c->peer) + 16];
+
+		snprintf(what, sizeof(what), "connection to %s", c->peer);
+		ret = auth_setup(&c->opts, &c->key, what, err);
+		if (ret)
+			goto err_conn;
+	}
 	deadline = deadline_after(c->opts.timeout_ms);
 
 	memset(&hints, 0, sizeof(hints));
@@ -736,6 +886,14 @@ int rdmae_listen(struct rdmae_listener **out, const char *host, const char *port
 		goto err_free;
 	snprintf(l->addr, sizeof(l->addr), host && strchr(host, ':') ? "[%s]:%s" : "%s:%s",
 		 host ? host : "*", port ? port : "0");
+	{
+		char what[sizeof(l->addr) + 16];
+
+		snprintf(what, sizeof(what), "listener %s", l->addr);
+		ret = auth_setup(&l->opts, &l->key, what, err);
+		if (ret)
+			goto err_free;
+	}
 	l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (l->wake_fd < 0) {
 		ret = rdmae_err_set(err, -errno, "eventfd for listener %s: %s", l->addr,
@@ -788,6 +946,7 @@ err_ai:
 err_fd:
 	close(l->wake_fd);
 err_free:
+	rdmae_key_wipe(&l->key);
 	free(l);
 	return ret;
 }
@@ -797,14 +956,28 @@ int rdmae_listener_port(const struct rdmae_listener *l)
 	return ntohs(rdma_get_src_port(l->id));
 }
 
-static struct rdmae_conn *pending_by_token(struct rdmae_listener *l, uint64_t token)
+/* The pending connection, authenticated, whose lane `lane` has this token. */
+static struct rdmae_conn *pending_by_token(struct rdmae_listener *l, unsigned int lane,
+					   uint64_t token)
 {
+	struct rdmae_conn *found = NULL;
 	unsigned int i;
 
-	for (i = 0; i < MAX_PENDING; i++)
-		if (l->pending[i] && l->pending[i]->token == token)
-			return l->pending[i];
-	return NULL;
+	if (lane == 0 || lane >= RDMAE_MAX_LANES)
+		return NULL;
+	for (i = 0; i < MAX_PENDING; i++) {
+		struct rdmae_conn *c = l->pending[i];
+
+		if (!c)
+			continue;
+		pthread_mutex_lock(&c->lock);
+		/* Tokens exist only once the client proved itself (state LANES). */
+		if (!found && c->state == RDMAE_ST_LANES &&
+		    rdmae_auth_token_equal(c->lane_token[lane], token))
+			found = c;
+		pthread_mutex_unlock(&c->lock);
+	}
+	return found;
 }
 
 static void pending_remove(struct rdmae_listener *l, struct rdmae_conn *c)
@@ -867,8 +1040,8 @@ uint64_t rdmae_listener_dropped(const struct rdmae_listener *l)
 static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, struct rdmae_err *err)
 {
 	struct rdma_conn_param param;
-	struct rdmae_lane_pd pd = { .version = RDMAE_VERSION };
-	uint8_t pdbuf[RDMAE_LANE_PD_SIZE];
+	struct rdmae_accept_pd pd = { .version = RDMAE_VERSION };
+	uint8_t pdbuf[RDMAE_ACCEPT_PD_SIZE];
 	struct rdmae_conn *c;
 	unsigned int slot;
 	int ret;
@@ -892,12 +1065,14 @@ static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, struct 
 	if (!c)
 		return err ? err->code : -ENOMEM;
 	memcpy(c->peer, peer, sizeof(c->peer));
-	do {
-		if (getrandom(&c->token, sizeof(c->token), 0) != sizeof(c->token)) {
-			ret = rdmae_err_set(err, -EIO, "getrandom for a connection token");
-			goto err_conn;
-		}
-	} while (!c->token);
+	c->key = l->key;
+	/* A fresh nonce per connection: no proof of an earlier one is good for this one. */
+	if (getrandom(c->nonce_s, sizeof(c->nonce_s), 0) != (ssize_t)sizeof(c->nonce_s)) {
+		ret = rdmae_err_set(err, -EIO, "getrandom for a connection nonce");
+		goto err_conn;
+	}
+	pd.auth = auth_mode(c);
+	memcpy(pd.nonce, c->nonce_s, sizeof(pd.nonce));
 	ret = setup_device(c, id->verbs, err);
 	if (ret)
 		goto err_conn;
@@ -910,8 +1085,8 @@ static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, struct 
 	pthread_mutex_unlock(&c->lock);
 	if (ret)
 		goto err_conn;
-	conn_param_init(&param, pdbuf);
-	rdmae_lane_pd_encode(pdbuf, &pd);
+	rdmae_accept_pd_encode(pdbuf, &pd);
+	conn_param_init(&param, pdbuf, RDMAE_ACCEPT_PD_SIZE);
 	if (rdma_accept(id, &param)) {
 		ret = rdmae_err_set(err, -errno, "rdma_accept from %s: %s", c->peer, strerror(errno));
 		goto err_conn;
@@ -932,7 +1107,7 @@ err_conn:
 static int accept_lane(struct rdmae_listener *l, struct rdma_cm_id *id,
 		       const struct rdmae_lane_pd *pd, struct rdmae_err *err)
 {
-	struct rdmae_conn *c = pending_by_token(l, pd->conn_token);
+	struct rdmae_conn *c = pending_by_token(l, pd->lane, pd->conn_token);
 	struct rdma_conn_param param;
 	uint8_t pdbuf[RDMAE_LANE_PD_SIZE];
 	int ret;
@@ -958,7 +1133,7 @@ static int accept_lane(struct rdmae_listener *l, struct rdma_cm_id *id,
 	if (ret)
 		return ret;
 	rdmae_lane_pd_encode(pdbuf, pd);
-	conn_param_init(&param, pdbuf);
+	conn_param_init(&param, pdbuf, RDMAE_LANE_PD_SIZE);
 	if (rdma_accept(id, &param)) {
 		ret = rdmae_err_set(err, -errno, "rdma_accept lane %u from %s: %s", pd->lane, c->peer,
 				    strerror(errno));
@@ -1171,6 +1346,7 @@ void rdmae_listener_destroy(struct rdmae_listener *l)
 	rdma_destroy_id(l->id);
 	rdma_destroy_event_channel(l->ch);
 	close(l->wake_fd);
+	rdmae_key_wipe(&l->key);
 	free(l);
 }
 
@@ -1280,5 +1456,6 @@ void rdmae_conn_destroy(struct rdmae_conn *c)
 	close(c->wake_fd);
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
+	rdmae_key_wipe(&c->key);
 	free(c);
 }

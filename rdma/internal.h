@@ -17,6 +17,7 @@
 #include <infiniband/verbs.h>
 #include <rdma/rdma_cma.h>
 
+#include "rdmae_auth.h"
 #include "rdmae_conn.h"
 #include "rdmae_credits.h"
 #include "rdmae_frag.h"
@@ -135,7 +136,13 @@ struct rdmae_conn {
 	struct rdmae_conn_opts opts;
 	struct rdmae_wire_limits limits;
 	struct rdmae_negotiated neg;
-	uint64_t token;
+
+	/* authentication (auth.c): the key (len 0 with auth=none), both nonces, lane tokens */
+	struct rdmae_key key;
+	uint8_t nonce_c[RDMAE_NONCE_SIZE];
+	uint8_t nonce_s[RDMAE_NONCE_SIZE];
+	uint16_t peer_auth;		/* client: the server's mode, from its accept */
+	uint64_t lane_token[RDMAE_MAX_LANES];	/* set once authenticated; [0] stays 0 */
 
 	struct rdma_event_channel *cm_ch;
 	bool cm_to_thread;		/* the progress thread owns CM events now */

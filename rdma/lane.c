@@ -137,7 +137,7 @@ static void rx_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
 		 * back before the answer, which grants credits for every posted
 		 * receive, this one included.
 		 */
-		uint8_t neg[RDMAE_NEG_RESP_SIZE];
+		uint8_t neg[RDMAE_NEG_MAX_SIZE];
 		uint32_t n = wc->byte_len < sizeof(neg) ? wc->byte_len : sizeof(neg);
 
 		memcpy(neg, rb->data, n);

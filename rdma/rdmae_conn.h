@@ -13,6 +13,7 @@
 #ifndef RDMAE_CONN_H
 #define RDMAE_CONN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,6 +41,16 @@ struct rdmae_conn_opts {
 					 * credit; default 30000, negative = for ever */
 	uint32_t writes_in_flight;	/* RDMA WRITE WRs outstanding per lane; default 128
 					 * (bytes in flight are bounded by the pacing budget too) */
+	/*
+	 * Authentication (doc/security.md). key_file holds the pre-shared key
+	 * (its bytes as they are, 16..1024 of them); it is read by listen or
+	 * connect and refused if group or others have access to it. Both sides
+	 * prove knowledge of it during negotiate, before anything is pinned or
+	 * advertised. Without a key file the connection is refused unless
+	 * auth_none is set, which runs unauthenticated and says so on stderr.
+	 */
+	const char *key_file;
+	bool auth_none;
 };
 
 /* The options' defaults; a zero field in opts passed to connect/listen means its default. */
@@ -137,5 +148,13 @@ struct rdmae_pace_stats {
 };
 
 int rdmae_conn_pace_stats(struct rdmae_conn *c, struct rdmae_pace_stats *out);
+
+/*
+ * Clear the remote-write permission of every lane's QP in place (RTS to
+ * RTS): from then on a WRITE that arrives is refused by the responder,
+ * while the message channel keeps working. Nothing is unpinned. A lane
+ * already in the error state accepts nothing and counts as revoked.
+ */
+int rdmae_conn_revoke_remote_write(struct rdmae_conn *c, struct rdmae_err *err);
 
 #endif

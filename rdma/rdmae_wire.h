@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * rdmae wire protocol v1: the messages that travel over SEND/RECV.
+ * rdmae wire protocol v2: the messages that travel over SEND/RECV.
  * Semantics follow MS-SMBD (negotiate, credits, fragmentation, keepalive);
  * the format is our own. All integers are little-endian; each message is a
  * fixed-size struct whose size is checked at compile time. doc/protocol.md is
@@ -18,13 +18,27 @@
 
 #define RDMAE_MAGIC		0x454d4452u	/* "RDME" on the wire */
 #define RDMAE_VERSION_1		0x0100
-#define RDMAE_VERSION		RDMAE_VERSION_1
+/* 2.0: mutual HMAC-SHA256 authentication in negotiate, lane tokens derived from it. */
+#define RDMAE_VERSION_2		0x0200
+#define RDMAE_VERSION		RDMAE_VERSION_2
 
-#define RDMAE_NEG_REQ_SIZE	32
-#define RDMAE_NEG_RESP_SIZE	48
+#define RDMAE_NEG_REQ_SIZE	96
+#define RDMAE_NEG_RESP_SIZE	80
+/* The version-1 sizes: the fixed part that every version shares. */
+#define RDMAE_NEG_REQ_V1_SIZE	32
+#define RDMAE_NEG_RESP_V1_SIZE	48
+/* The larger of the two: what a receiver copies of a negotiate message. */
+#define RDMAE_NEG_MAX_SIZE	96
+#define RDMAE_ACCEPT_PD_SIZE	48
 #define RDMAE_DATA_HDR_SIZE	24
 #define RDMAE_BUFDESC_SIZE	16
 #define RDMAE_LANE_PD_SIZE	16
+
+/* Authentication (doc/protocol.md section 5.4). */
+#define RDMAE_NONCE_SIZE	32
+#define RDMAE_PROOF_SIZE	32		/* HMAC-SHA256 */
+#define RDMAE_WIRE_AUTH_NONE		0		/* no key: nothing is proven (auth=none) */
+#define RDMAE_WIRE_AUTH_HMAC_SHA256	1		/* pre-shared key, mutual challenge-response */
 
 /* Floors and ceilings that every peer must respect. */
 #define RDMAE_MIN_RECV_SIZE	128		/* header + some payload */
@@ -56,11 +70,13 @@ struct rdmae_wire_neg_req {
 	uint16_t credits_requested;
 	uint16_t credits_granted;
 	uint16_t lanes;
-	uint16_t reserved;
+	uint16_t auth;			/* RDMAE_AUTH_*; was reserved in version 1 */
 	uint32_t preferred_send_size;
 	uint32_t max_receive_size;
 	uint32_t max_fragmented_size;
 	uint32_t max_rw_size;
+	uint8_t nonce[RDMAE_NONCE_SIZE];	/* the client's, fresh per connection */
+	uint8_t proof[RDMAE_PROOF_SIZE];	/* HMAC(key, client transcript); 0 with auth none */
 };
 
 struct rdmae_wire_neg_resp {
@@ -77,7 +93,23 @@ struct rdmae_wire_neg_resp {
 	uint32_t preferred_send_size;
 	uint32_t max_receive_size;
 	uint32_t max_fragmented_size;
-	uint64_t conn_token;		/* names this connection to its extra lanes */
+	uint16_t auth;			/* RDMAE_AUTH_*, the server's */
+	uint16_t reserved;
+	uint32_t reserved2;
+	uint8_t proof[RDMAE_PROOF_SIZE];	/* HMAC(key, server transcript); 0 with auth none
+						 * or on failure */
+};
+
+/*
+ * rdma_cm private data of the server's accept of lane 0: its nonce, which the
+ * client needs before it can prove itself in the negotiate request.
+ */
+struct rdmae_wire_accept_pd {
+	uint32_t magic;
+	uint16_t version;		/* highest version the server speaks */
+	uint16_t auth;			/* RDMAE_AUTH_*, the server's */
+	uint64_t reserved;
+	uint8_t nonce[RDMAE_NONCE_SIZE];	/* the server's, fresh per connection */
 };
 
 struct rdmae_wire_data_hdr {
@@ -100,8 +132,9 @@ struct rdmae_wire_bufdesc {
 
 /*
  * rdma_cm private data of every connect request. Lane 0 carries token 0 and
- * is negotiated by messages; lanes 1..n-1 carry the token from the negotiate
- * response so that the listener attaches them to their connection.
+ * is negotiated by messages; lane k of 1..n-1 carries its own token, derived
+ * by both sides from the key and both nonces (HMAC), so that the listener
+ * attaches it to its connection and no observer can make up another lane's.
  */
 struct rdmae_wire_lane_pd {
 	uint32_t magic;
@@ -113,6 +146,12 @@ struct rdmae_wire_lane_pd {
 _Static_assert(sizeof(struct rdmae_wire_lane_pd) == RDMAE_LANE_PD_SIZE, "lane_pd size");
 _Static_assert(sizeof(struct rdmae_wire_neg_req) == RDMAE_NEG_REQ_SIZE, "neg_req size");
 _Static_assert(sizeof(struct rdmae_wire_neg_resp) == RDMAE_NEG_RESP_SIZE, "neg_resp size");
+_Static_assert(sizeof(struct rdmae_wire_accept_pd) == RDMAE_ACCEPT_PD_SIZE, "accept_pd size");
+_Static_assert(RDMAE_ACCEPT_PD_SIZE <= 56, "accept private data within what any rdma_cm port carries");
+_Static_assert(RDMAE_NEG_MAX_SIZE >= RDMAE_NEG_REQ_SIZE && RDMAE_NEG_MAX_SIZE >= RDMAE_NEG_RESP_SIZE,
+	       "neg max size");
+_Static_assert(RDMAE_NEG_REQ_SIZE <= RDMAE_MIN_RECV_SIZE && RDMAE_NEG_RESP_SIZE <= RDMAE_MIN_RECV_SIZE,
+	       "negotiate messages fit the smallest receive buffer");
 _Static_assert(sizeof(struct rdmae_wire_data_hdr) == RDMAE_DATA_HDR_SIZE, "data_hdr size");
 _Static_assert(sizeof(struct rdmae_wire_bufdesc) == RDMAE_BUFDESC_SIZE, "bufdesc size");
 
@@ -124,10 +163,13 @@ struct rdmae_neg_req {
 	uint16_t credits_requested;
 	uint16_t credits_granted;
 	uint16_t lanes;
+	uint16_t auth;
 	uint32_t preferred_send_size;
 	uint32_t max_receive_size;
 	uint32_t max_fragmented_size;
 	uint32_t max_rw_size;
+	uint8_t nonce[RDMAE_NONCE_SIZE];
+	uint8_t proof[RDMAE_PROOF_SIZE];
 };
 
 struct rdmae_neg_resp {
@@ -143,7 +185,14 @@ struct rdmae_neg_resp {
 	uint32_t preferred_send_size;
 	uint32_t max_receive_size;
 	uint32_t max_fragmented_size;
-	uint64_t conn_token;
+	uint16_t auth;
+	uint8_t proof[RDMAE_PROOF_SIZE];
+};
+
+struct rdmae_accept_pd {
+	uint16_t version;
+	uint16_t auth;
+	uint8_t nonce[RDMAE_NONCE_SIZE];
 };
 
 struct rdmae_data_hdr {
@@ -187,6 +236,7 @@ enum rdmae_wire_field {
 	RDMAE_F_DATA_LENGTH,
 	RDMAE_F_REMAINING_DATA_LENGTH,
 	RDMAE_F_RESERVED,
+	RDMAE_F_AUTH,			/* authentication mode or proof */
 	RDMAE_F_COUNT
 };
 
@@ -226,6 +276,10 @@ struct rdmae_negotiated {
  * without the peer's context (lengths, magic, alignment, flags).
  */
 void rdmae_neg_req_encode(void *buf, const struct rdmae_neg_req *m);
+/*
+ * A request of the version-1 size (32..95 bytes) from a peer that speaks no
+ * version 2 is refused as -EPROTONOSUPPORT, version; otherwise as length.
+ */
 int rdmae_neg_req_decode(const void *buf, size_t len, struct rdmae_neg_req *m,
 			 enum rdmae_wire_field *field);
 void rdmae_neg_resp_encode(void *buf, const struct rdmae_neg_resp *m);
@@ -235,6 +289,10 @@ void rdmae_data_hdr_encode(void *buf, const struct rdmae_data_hdr *m);
 /* max_frag is the negotiated max fragmented size (0 during tests of the header alone = no limit). */
 int rdmae_data_hdr_decode(const void *buf, size_t len, uint32_t max_frag,
 			  struct rdmae_data_hdr *m, enum rdmae_wire_field *field);
+void rdmae_accept_pd_encode(void *buf, const struct rdmae_accept_pd *p);
+/* Rejects short data (an rdmae server of version 1 sends 16 bytes), a wrong magic, an unknown auth. */
+int rdmae_accept_pd_decode(const void *buf, size_t len, struct rdmae_accept_pd *p,
+			   enum rdmae_wire_field *field);
 void rdmae_lane_pd_encode(void *buf, const struct rdmae_lane_pd *p);
 /* Rejects short data, a wrong magic, lane >= RDMAE_MAX_LANES, and lane 0 with a token or lane > 0 without one. */
 int rdmae_lane_pd_decode(const void *buf, size_t len, struct rdmae_lane_pd *p,
@@ -248,9 +306,11 @@ void rdmae_bufdesc_decode(const void *buf, struct rdmae_bufdesc *d);
  * response and the negotiated parameters. Returns 0, or a negative errno with
  * *field naming the rule that failed; resp is filled in both cases (with
  * status and status_field set on failure) so that it can be sent back.
+ * Authentication is checked before these rules, by the caller (rdmae_auth.h);
+ * resp->auth and resp->proof are the caller's to fill.
  */
 int rdmae_negotiate_server(const struct rdmae_wire_limits *ours, const struct rdmae_neg_req *req,
-			   uint16_t credits_posted, uint64_t conn_token,
+			   uint16_t credits_posted,
 			   struct rdmae_neg_resp *resp, struct rdmae_negotiated *out,
 			   enum rdmae_wire_field *field);
 /* Client side: validate the response against what we asked for. */

@@ -9,6 +9,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 /* Largest errno the kernel ever returns; anything below -4095 is not one. */
@@ -32,6 +33,7 @@ static const char *const field_names[RDMAE_F_COUNT] = {
 	[RDMAE_F_DATA_LENGTH] = "data_length",
 	[RDMAE_F_REMAINING_DATA_LENGTH] = "remaining_data_length",
 	[RDMAE_F_RESERVED] = "reserved",
+	[RDMAE_F_AUTH] = "auth",
 };
 
 const char *rdmae_wire_field_name(enum rdmae_wire_field f)
@@ -76,11 +78,19 @@ void rdmae_neg_req_encode(void *buf, const struct rdmae_neg_req *m)
 	w.credits_requested = htole16(m->credits_requested);
 	w.credits_granted = htole16(m->credits_granted);
 	w.lanes = htole16(m->lanes);
+	w.auth = htole16(m->auth);
 	w.preferred_send_size = htole32(m->preferred_send_size);
 	w.max_receive_size = htole32(m->max_receive_size);
 	w.max_fragmented_size = htole32(m->max_fragmented_size);
 	w.max_rw_size = htole32(m->max_rw_size);
+	memcpy(w.nonce, m->nonce, sizeof(w.nonce));
+	memcpy(w.proof, m->proof, sizeof(w.proof));
 	memcpy(buf, &w, sizeof(w));
+}
+
+static bool known_auth(uint16_t a)
+{
+	return a == RDMAE_WIRE_AUTH_NONE || a == RDMAE_WIRE_AUTH_HMAC_SHA256;
 }
 
 int rdmae_neg_req_decode(const void *buf, size_t len, struct rdmae_neg_req *m,
@@ -89,14 +99,26 @@ int rdmae_neg_req_decode(const void *buf, size_t len, struct rdmae_neg_req *m,
 	struct rdmae_wire_neg_req w;
 
 	*field = RDMAE_F_NONE;
-	/* Longer is accepted: a later version may append fields. */
+	/*
+	 * A version-1 request is 32 bytes: say "version", not "length", to a
+	 * peer that speaks nothing newer. Longer is accepted: a later version
+	 * may append fields.
+	 */
+	if (len >= RDMAE_NEG_REQ_V1_SIZE && len < sizeof(w)) {
+		memcpy(&w, buf, RDMAE_NEG_REQ_V1_SIZE);
+		if (le32toh(w.magic) == RDMAE_MAGIC && le16toh(w.max_version) < RDMAE_VERSION_2)
+			return reject(field, RDMAE_F_VERSION, -EPROTONOSUPPORT);
+	}
 	if (len < sizeof(w))
 		return reject(field, RDMAE_F_LENGTH, -EBADMSG);
 	memcpy(&w, buf, sizeof(w));
 	if (le32toh(w.magic) != RDMAE_MAGIC)
 		return reject(field, RDMAE_F_MAGIC, -EBADMSG);
-	if (w.reserved != 0)
-		return reject(field, RDMAE_F_RESERVED, -EPROTO);
+	if (!known_auth(le16toh(w.auth)))
+		return reject(field, RDMAE_F_AUTH, -EPROTO);
+	m->auth = le16toh(w.auth);
+	memcpy(m->nonce, w.nonce, sizeof(m->nonce));
+	memcpy(m->proof, w.proof, sizeof(m->proof));
 	m->min_version = le16toh(w.min_version);
 	m->max_version = le16toh(w.max_version);
 	m->credits_requested = le16toh(w.credits_requested);
@@ -129,7 +151,8 @@ void rdmae_neg_resp_encode(void *buf, const struct rdmae_neg_resp *m)
 	w.preferred_send_size = htole32(m->preferred_send_size);
 	w.max_receive_size = htole32(m->max_receive_size);
 	w.max_fragmented_size = htole32(m->max_fragmented_size);
-	w.conn_token = htole64(m->conn_token);
+	w.auth = htole16(m->auth);
+	memcpy(w.proof, m->proof, sizeof(w.proof));
 	memcpy(buf, &w, sizeof(w));
 }
 
@@ -139,11 +162,33 @@ int rdmae_neg_resp_decode(const void *buf, size_t len, struct rdmae_neg_resp *m,
 	struct rdmae_wire_neg_resp w;
 
 	*field = RDMAE_F_NONE;
+	memset(m, 0, sizeof(*m));
+	/*
+	 * A refusal from a version-1 server is 48 bytes; its status still
+	 * tells why (its version range), so it is decoded as far as it goes.
+	 */
+	if (len >= RDMAE_NEG_RESP_V1_SIZE && len < sizeof(w)) {
+		memset(&w, 0, sizeof(w));
+		memcpy(&w, buf, RDMAE_NEG_RESP_V1_SIZE);
+		if (le32toh(w.magic) == RDMAE_MAGIC && w.status != 0) {
+			m->min_version = le16toh(w.min_version);
+			m->max_version = le16toh(w.max_version);
+			m->status = (int32_t)le32toh((uint32_t)w.status);
+			m->status_field = le32toh(w.status_field);
+			return 0;
+		}
+	}
 	if (len < sizeof(w))
 		return reject(field, RDMAE_F_LENGTH, -EBADMSG);
 	memcpy(&w, buf, sizeof(w));
 	if (le32toh(w.magic) != RDMAE_MAGIC)
 		return reject(field, RDMAE_F_MAGIC, -EBADMSG);
+	if (w.reserved != 0 || w.reserved2 != 0)
+		return reject(field, RDMAE_F_RESERVED, -EPROTO);
+	if (!known_auth(le16toh(w.auth)))
+		return reject(field, RDMAE_F_AUTH, -EPROTO);
+	m->auth = le16toh(w.auth);
+	memcpy(m->proof, w.proof, sizeof(m->proof));
 	m->min_version = le16toh(w.min_version);
 	m->max_version = le16toh(w.max_version);
 	m->negotiated_version = le16toh(w.negotiated_version);
@@ -156,7 +201,42 @@ int rdmae_neg_resp_decode(const void *buf, size_t len, struct rdmae_neg_resp *m,
 	m->preferred_send_size = le32toh(w.preferred_send_size);
 	m->max_receive_size = le32toh(w.max_receive_size);
 	m->max_fragmented_size = le32toh(w.max_fragmented_size);
-	m->conn_token = le64toh(w.conn_token);
+	return 0;
+}
+
+/* ---- accept private data (lane 0) ---- */
+
+void rdmae_accept_pd_encode(void *buf, const struct rdmae_accept_pd *p)
+{
+	struct rdmae_wire_accept_pd w;
+
+	memset(&w, 0, sizeof(w));
+	w.magic = htole32(RDMAE_MAGIC);
+	w.version = htole16(p->version);
+	w.auth = htole16(p->auth);
+	memcpy(w.nonce, p->nonce, sizeof(w.nonce));
+	memcpy(buf, &w, sizeof(w));
+}
+
+int rdmae_accept_pd_decode(const void *buf, size_t len, struct rdmae_accept_pd *p,
+			   enum rdmae_wire_field *field)
+{
+	struct rdmae_wire_accept_pd w;
+
+	*field = RDMAE_F_NONE;
+	/* rdma_cm pads private data, so only a floor applies. */
+	if (!buf || len < sizeof(w))
+		return reject(field, RDMAE_F_LENGTH, -EBADMSG);
+	memcpy(&w, buf, sizeof(w));
+	if (le32toh(w.magic) != RDMAE_MAGIC)
+		return reject(field, RDMAE_F_MAGIC, -EBADMSG);
+	if (w.reserved != 0)
+		return reject(field, RDMAE_F_RESERVED, -EPROTO);
+	if (!known_auth(le16toh(w.auth)))
+		return reject(field, RDMAE_F_AUTH, -EPROTO);
+	p->version = le16toh(w.version);
+	p->auth = le16toh(w.auth);
+	memcpy(p->nonce, w.nonce, sizeof(p->nonce));
 	return 0;
 }
 
@@ -324,7 +404,7 @@ static uint32_t recv_size(uint32_t our_max_recv, uint32_t peer_pref_send)
 }
 
 int rdmae_negotiate_server(const struct rdmae_wire_limits *ours, const struct rdmae_neg_req *req,
-			   uint16_t credits_posted, uint64_t conn_token,
+			   uint16_t credits_posted,
 			   struct rdmae_neg_resp *resp, struct rdmae_negotiated *out,
 			   enum rdmae_wire_field *field)
 {
@@ -353,7 +433,6 @@ int rdmae_negotiate_server(const struct rdmae_wire_limits *ours, const struct rd
 	resp->preferred_send_size = ours->preferred_send_size;
 	resp->max_receive_size = ours->max_receive_size;
 	resp->max_fragmented_size = min_u32(ours->max_fragmented_size, req->max_fragmented_size);
-	resp->conn_token = conn_token;
 
 	out->version = version;
 	out->lanes = resp->lanes;

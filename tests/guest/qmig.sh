@@ -21,6 +21,14 @@ GUEST_ELF=${GUEST_ELF:-/usr/share/rdmae/rdmae-guest.elf}
 GUEST_MEM=${GUEST_MEM:-128}
 GUEST_HOT=${GUEST_HOT:-1024}
 QMP_TIMEOUT=${QMP_TIMEOUT:-120}
+# The rdmae: channel authenticates both sides with a pre-shared key: every
+# rdmae: URI and channel built here carries key=QM_KEY, a file written by
+# bench_key in the test's directory (the same key in both VMs). A test can
+# set QM_KEY before sourcing this file.
+QM_KEY=${QM_KEY:-$(bench_key 2>/dev/null || echo "$PWD/key")}
+
+# qm_auth TRANSPORT: the authentication option to append to an rdmae: URI.
+qm_auth() { [ "$1" = rdmae ] && echo ",key=$QM_KEY" || true; }
 
 qm_say() { echo "${QM_PREFIX:-q}: $*"; }
 # QM_ON_DIE: a command qm_die runs first, once (e.g. tell the peer VM).
@@ -217,6 +225,7 @@ qm_check_figures() {
     qm_die "$n: only $normal normal pages for a guest that writes ~$((pages * 9 / 10)) of $pages pages"
   [ "$transferred" -ge $((normal * 4096 * 9 / 10)) ] ||
     qm_die "$n: transferred $transferred bytes < the $normal normal pages"
+  qm_say "$n: query-migrate returned: $(tr -d '\n' <"$n.mig")"
   qm_say "$n: query-migrate plausible: status $status, total-time $total_time ms, downtime $downtime ms, setup-time $setup_time ms, transferred $transferred bytes, normal $normal + duplicate $duplicate pages, dirty-sync-count $dirty_sync_count"
 }
 
@@ -306,16 +315,17 @@ qm_wait_incoming_done() {
 # MODE: uri (QMP migrate "uri"), channels (QMP "channels"), hmp (migrate -d).
 # QM_URI_OPTS (e.g. ",lanes=2") is appended to the URI in the uri/hmp forms;
 # QM_CHANNEL_OPTS (JSON members, e.g. "lanes": 2) to the channel's address.
+# An rdmae: address carries key=QM_KEY (qm_auth) in every form.
 qm_migrate_cmd() {
   local tr=$1 mode=$2 host=$3 port=$4 addr
   case $mode in
-    uri) echo "{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"$tr:$host:$port${QM_URI_OPTS:-}\"}}" ;;
-    hmp) echo "hmp:migrate -d $tr:$host:$port${QM_URI_OPTS:-}" ;;
+    uri) echo "{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"$tr:$host:$port$(qm_auth "$tr")${QM_URI_OPTS:-}\"}}" ;;
+    hmp) echo "hmp:migrate -d $tr:$host:$port$(qm_auth "$tr")${QM_URI_OPTS:-}" ;;
     channels)
       if [ "$tr" = tcp ]; then
         addr="{\"transport\":\"socket\",\"type\":\"inet\",\"host\":\"$host\",\"port\":\"$port\"}"
       else
-        addr="{\"transport\":\"$tr\",\"host\":\"$host\",\"port\":\"$port\"${QM_CHANNEL_OPTS:+,$QM_CHANNEL_OPTS}}"
+        addr="{\"transport\":\"$tr\",\"host\":\"$host\",\"port\":\"$port\",\"key\":\"$QM_KEY\"${QM_CHANNEL_OPTS:+,$QM_CHANNEL_OPTS}}"
       fi
       echo "{\"execute\":\"migrate\",\"arguments\":{\"channels\":[{\"channel-type\":\"main\",\"addr\":$addr}]}}" ;;
   esac
@@ -340,7 +350,7 @@ qm_e2e() {
       ch=$(qm_migrate_cmd "$tr" channels "$SELF" "$port" | sed 's/"execute":"migrate"/"execute":"migrate-incoming"/')
       qm_qmp dst "$ch" >/dev/null || qm_die "dst: migrate-incoming refused"
     else
-      qm_start dst -S -incoming "$tr:$SELF:$port${QM_URI_OPTS:-}"
+      qm_start dst -S -incoming "$tr:$SELF:$port$(qm_auth "$tr")${QM_URI_OPTS:-}"
     fi
     qm_say "dst: QEMU waits for the guest on $tr:$SELF:$port ($mode form)"
     qm_sync ready 900

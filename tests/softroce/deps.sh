@@ -10,7 +10,7 @@ set -euo pipefail
 PACKAGES=(
   rdma-core libibverbs-dev librdmacm-dev ibverbs-providers ibverbs-utils
   rdmacm-utils perftest libnuma-dev libhugetlbfs-dev libhugetlbfs-bin
-  libcmocka-dev libxxhash-dev qemu-system-x86 qemu-system-data seabios
+  libcmocka-dev libxxhash-dev libssl-dev qemu-system-x86 qemu-system-data seabios
   busybox-static kmod cpio iproute2 socat cppcheck clang-tidy pkg-config
   util-linux coreutils gzip xz-utils
 )

@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "../../engine/rdmae_converge.h"
@@ -34,6 +35,43 @@ static void test_downtime(void **state)
 	assert_true(rdmae_expected_downtime_ns(1, -5.0) == UINT64_MAX);
 	/* Too long to count in ns. */
 	assert_true(rdmae_expected_downtime_ns(UINT64_MAX, 1e-3) == UINT64_MAX);
+}
+
+/*
+ * The downtime model: data at the data rate, zero pages as descriptors (not
+ * bytes), device state, two round trips, and the hashing left for the stop.
+ */
+static void test_downtime_model(void **state)
+{
+	struct rdmae_downtime_model m = { .data_bw = 100.0 * MIB, .rtt_ns = 2 * MS };
+	uint64_t d;
+
+	(void)state;
+	/* 10 MiB of data at 100 MiB/s and two round trips. */
+	d = rdmae_downtime_estimate_ns(&m, 2560, 10 * MIB);
+	assert_true(d >= 104 * MS && d <= 104 * MS + 1);
+	/* Half of the dirty pages zero: half the time for data, zero pages cost descriptors. */
+	m.zero_ratio = 0.5;
+	d = rdmae_downtime_estimate_ns(&m, 2560, 10 * MIB);
+	assert_true(d > 54 * MS && d < 55 * MS);
+	/* Device state rides the same link. */
+	m.zero_ratio = 0.0;
+	m.state_bytes = 5 * MIB;
+	d = rdmae_downtime_estimate_ns(&m, 2560, 10 * MIB);
+	assert_true(d >= 154 * MS && d <= 154 * MS + 1);
+	/* Verification: the final data hashed on both sides, one digest of every page sum. */
+	m.state_bytes = 0;
+	m.verify = true;
+	m.mem_rate = 1000.0 * MIB;
+	m.sum_pages = 65536;
+	d = rdmae_downtime_estimate_ns(&m, 2560, 10 * MIB);
+	assert_true(d >= 124 * MS + 500000ull && d <= 124 * MS + 500500ull);
+	/* Unknown data rate: no promise. */
+	m.data_bw = 0.0;
+	assert_true(rdmae_downtime_estimate_ns(&m, 1, 4096) == UINT64_MAX);
+	/* Nothing to move and nothing to check: free. */
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(rdmae_downtime_estimate_ns(&m, 0, 0), 0);
 }
 
 static void test_converged_edges(void **state)
@@ -128,6 +166,7 @@ int main(void)
 		cmocka_unit_test(test_bandwidth),
 		cmocka_unit_test(test_downtime),
 		cmocka_unit_test(test_converged_edges),
+		cmocka_unit_test(test_downtime_model),
 		cmocka_unit_test(test_ratelimit_unlimited),
 		cmocka_unit_test(test_ratelimit_exact),
 		cmocka_unit_test(test_ratelimit_burst_then_wait),

@@ -366,6 +366,30 @@ static void test_zero_runs(void **state)
 	assert_int_equal(dec(len, &ctx, &m), 0);
 }
 
+/* DATA_RUNS: ZERO_RUNS' layout and checks under its own type. */
+static void test_data_runs(void **state)
+{
+	struct rdmae_msg m;
+	uint64_t f, n;
+	size_t len;
+
+	(void)state;
+	rdmae_msg_zero_runs_put(buf, 0, 3, 4);
+	len = rdmae_msg_data_runs_finish(buf, 1, 1);
+	assert_int_equal(len, rdmae_msg_zero_runs_size(1));
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.type, RDMAE_MSG_DATA_RUNS);
+	assert_string_equal(rdmae_msg_type_name(m.type), "DATA_RUNS");
+	assert_int_equal(m.u.zero_runs.block, 1);
+	rdmae_msg_zero_runs_get(&m, 0, &f, &n);
+	assert_int_equal(f, 3);
+	assert_int_equal(n, 4);
+	/* Past the block's end. */
+	rdmae_msg_zero_runs_put(buf, 0, 3, UINT64_MAX);
+	len = rdmae_msg_data_runs_finish(buf, 1, 1);
+	reject(len, &ctx, -EPROTO);
+}
+
 static void test_zero_runs_reject(void **state)
 {
 	size_t len;
@@ -426,7 +450,15 @@ static void test_rounds(void **state)
 	assert_int_equal(len, H + 56);
 	assert_int_equal(dec(len, &ctx, &m), 0);
 	assert_int_equal(m.type, RDMAE_MSG_ROUND_END);
-	assert_memory_equal(&m.u.round_end, &re, sizeof(re));
+	/* Field by field: the struct has padding, which neither side defines. */
+	assert_int_equal(m.u.round_end.round, re.round);
+	assert_int_equal(m.u.round_end.fence_seq, re.fence_seq);
+	assert_int_equal(m.u.round_end.flags, re.flags);
+	assert_int_equal(m.u.round_end.pages, re.pages);
+	assert_int_equal(m.u.round_end.bytes, re.bytes);
+	assert_int_equal(m.u.round_end.zero_pages, re.zero_pages);
+	assert_int_equal(m.u.round_end.runs, re.runs);
+	assert_int_equal(m.u.round_end.duration_ns, re.duration_ns);
 
 	/* Unknown flag, zero round, zero fence, more zero pages than pages. */
 	put32(H + 8, 2);
@@ -628,6 +660,7 @@ int main(void)
 		cmocka_unit_test(test_preflight_err),
 		cmocka_unit_test(test_zero_runs),
 		cmocka_unit_test(test_zero_runs_reject),
+		cmocka_unit_test(test_data_runs),
 		cmocka_unit_test(test_rounds),
 		cmocka_unit_test(test_state),
 		cmocka_unit_test(test_complete),

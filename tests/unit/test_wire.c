@@ -122,22 +122,35 @@ static void test_neg_req_layout(void **state)
 	static const uint8_t want[RDMAE_NEG_REQ_SIZE] = {
 		0x52, 0x44, 0x4d, 0x45,	/* "RDME" */
 		0x02, 0x01, 0x04, 0x03, 0x06, 0x05, 0x08, 0x07, 0x0a, 0x09,
-		0x00, 0x00,		/* reserved */
+		0x01, 0x00,		/* auth: HMAC-SHA256 */
 		0x0e, 0x0d, 0x0c, 0x0b, 0x12, 0x11, 0x10, 0x0f,
 		0x16, 0x15, 0x14, 0x13, 0x1a, 0x19, 0x18, 0x17,
+		/* nonce 0x20.., proof 0x40.. (filled below) */
 	};
-	const struct rdmae_neg_req m = {
+	struct rdmae_neg_req m = {
 		.min_version = 0x0102, .max_version = 0x0304,
 		.credits_requested = 0x0506, .credits_granted = 0x0708, .lanes = 0x090a,
+		.auth = RDMAE_WIRE_AUTH_HMAC_SHA256,
 		.preferred_send_size = 0x0b0c0d0e, .max_receive_size = 0x0f101112,
 		.max_fragmented_size = 0x13141516, .max_rw_size = 0x1718191a,
 	};
+	uint8_t w[RDMAE_NEG_REQ_SIZE];
 	uint8_t buf[RDMAE_NEG_REQ_SIZE + 1];
+	unsigned int i;
 
 	(void)state;
+	memcpy(w, want, sizeof(w));
+	for (i = 0; i < RDMAE_NONCE_SIZE; i++) {
+		m.nonce[i] = (uint8_t)(0x20 + i);
+		w[32 + i] = (uint8_t)(0x20 + i);
+	}
+	for (i = 0; i < RDMAE_PROOF_SIZE; i++) {
+		m.proof[i] = (uint8_t)(0x40 + i);
+		w[64 + i] = (uint8_t)(0x40 + i);
+	}
 	memset(buf, 0xff, sizeof(buf));
 	rdmae_neg_req_encode(buf, &m);
-	assert_memory_equal(buf, want, sizeof(want));
+	assert_memory_equal(buf, w, sizeof(w));
 	assert_int_equal(buf[RDMAE_NEG_REQ_SIZE], 0xff);	/* not one byte more */
 }
 
@@ -149,21 +162,30 @@ static void test_neg_resp_layout(void **state)
 		0xb9, 0xff, 0xff, 0xff,	/* status -71 */
 		0x10, 0x0f, 0x0e, 0x0d, 0x14, 0x13, 0x12, 0x11,
 		0x18, 0x17, 0x16, 0x15, 0x1c, 0x1b, 0x1a, 0x19, 0x20, 0x1f, 0x1e, 0x1d,
-		0x28, 0x27, 0x26, 0x25, 0x24, 0x23, 0x22, 0x21,
+		0x01, 0x00,		/* auth */
+		0x00, 0x00, 0x00, 0x00, 0x00, 0x00,	/* reserved */
+		/* proof 0x60.. (filled below) */
 	};
-	const struct rdmae_neg_resp m = {
+	struct rdmae_neg_resp m = {
 		.min_version = 0x0102, .max_version = 0x0304, .negotiated_version = 0x0506,
 		.credits_requested = 0x0708, .credits_granted = 0x090a, .lanes = 0x0b0c,
 		.status = -71, .status_field = 0x0d0e0f10, .max_rw_size = 0x11121314,
 		.preferred_send_size = 0x15161718, .max_receive_size = 0x191a1b1c,
-		.max_fragmented_size = 0x1d1e1f20, .conn_token = 0x2122232425262728ull,
+		.max_fragmented_size = 0x1d1e1f20, .auth = RDMAE_WIRE_AUTH_HMAC_SHA256,
 	};
+	uint8_t w[RDMAE_NEG_RESP_SIZE];
 	uint8_t buf[RDMAE_NEG_RESP_SIZE + 1];
+	unsigned int i;
 
 	(void)state;
+	memcpy(w, want, sizeof(w));
+	for (i = 0; i < RDMAE_PROOF_SIZE; i++) {
+		m.proof[i] = (uint8_t)(0x60 + i);
+		w[48 + i] = (uint8_t)(0x60 + i);
+	}
 	memset(buf, 0xff, sizeof(buf));
 	rdmae_neg_resp_encode(buf, &m);
-	assert_memory_equal(buf, want, sizeof(want));
+	assert_memory_equal(buf, w, sizeof(w));
 	assert_int_equal(buf[RDMAE_NEG_RESP_SIZE], 0xff);
 }
 
@@ -229,7 +251,8 @@ static void test_neg_req_roundtrip(void **state)
 		.min_version = 0x0100, .max_version = 0xfffe, .credits_requested = 4096,
 		.credits_granted = 1, .lanes = 16, .preferred_send_size = 0xfffffff0,
 		.max_receive_size = 128, .max_fragmented_size = 0x80000001,
-		.max_rw_size = 4096,
+		.max_rw_size = 4096, .auth = RDMAE_WIRE_AUTH_HMAC_SHA256,
+		.nonce = { 9, 8, 7, [31] = 0xaa }, .proof = { 0xbb, [30] = 5, [31] = 6 },
 	};
 	uint8_t raw[RDMAE_NEG_REQ_SIZE + 3];
 	struct rdmae_neg_req out;
@@ -250,6 +273,9 @@ static void test_neg_req_roundtrip(void **state)
 	assert_int_equal(out.max_receive_size, m.max_receive_size);
 	assert_int_equal(out.max_fragmented_size, m.max_fragmented_size);
 	assert_int_equal(out.max_rw_size, m.max_rw_size);
+	assert_int_equal(out.auth, m.auth);
+	assert_memory_equal(out.nonce, m.nonce, sizeof(m.nonce));
+	assert_memory_equal(out.proof, m.proof, sizeof(m.proof));
 }
 
 static void test_neg_resp_roundtrip(void **state)
@@ -259,7 +285,8 @@ static void test_neg_resp_roundtrip(void **state)
 		.credits_requested = 255, .credits_granted = 254, .lanes = 7,
 		.status = -EPROTONOSUPPORT, .status_field = RDMAE_F_VERSION,
 		.max_rw_size = 1 * MIB, .preferred_send_size = 8192, .max_receive_size = 65536,
-		.max_fragmented_size = 32 * MIB, .conn_token = 0xfedcba9876543210ull,
+		.max_fragmented_size = 32 * MIB, .auth = RDMAE_WIRE_AUTH_HMAC_SHA256,
+		.proof = { 1, 2, 3, [31] = 0xee },
 	};
 	uint8_t raw[RDMAE_NEG_RESP_SIZE + 5];
 	struct rdmae_neg_resp out;
@@ -282,7 +309,8 @@ static void test_neg_resp_roundtrip(void **state)
 	assert_int_equal(out.preferred_send_size, m.preferred_send_size);
 	assert_int_equal(out.max_receive_size, m.max_receive_size);
 	assert_int_equal(out.max_fragmented_size, m.max_fragmented_size);
-	assert_true(out.conn_token == m.conn_token);
+	assert_int_equal(out.auth, m.auth);
+	assert_memory_equal(out.proof, m.proof, sizeof(m.proof));
 }
 
 static void test_data_hdr_roundtrip(void **state)
@@ -357,7 +385,7 @@ static void test_neg_req_decode_rejects(void **state)
 {
 	const struct rdmae_wire_limits l = limits();
 	struct rdmae_neg_req m = req_from(&l, 1);
-	uint8_t raw[64];
+	uint8_t raw[RDMAE_NEG_REQ_SIZE + 32];
 	enum rdmae_wire_field f;
 
 	(void)state;
@@ -380,13 +408,27 @@ static void test_neg_req_decode_rejects(void **state)
 	assert_int_equal(f, RDMAE_F_MAGIC);
 	raw[3] ^= 0x01;
 
+	/* auth: 0 and 1 are known, anything else is refused. */
 	raw[15] = 0x80;
 	assert_int_equal(rdmae_neg_req_decode(raw, RDMAE_NEG_REQ_SIZE, &m, &f), -EPROTO);
-	assert_int_equal(f, RDMAE_F_RESERVED);
+	assert_int_equal(f, RDMAE_F_AUTH);
 	raw[15] = 0;
-	raw[14] = 0x01;
+	raw[14] = 0x02;
 	assert_int_equal(rdmae_neg_req_decode(raw, RDMAE_NEG_REQ_SIZE, &m, &f), -EPROTO);
-	assert_int_equal(f, RDMAE_F_RESERVED);
+	assert_int_equal(f, RDMAE_F_AUTH);
+	raw[14] = 0x01;
+	assert_int_equal(rdmae_neg_req_decode(raw, RDMAE_NEG_REQ_SIZE, &m, &f), 0);
+	assert_int_equal(m.auth, RDMAE_WIRE_AUTH_HMAC_SHA256);
+
+	/* A version-1 request (32 bytes, max version 1.0) is told "version", not "length". */
+	raw[6] = 0x00;
+	raw[7] = 0x01;
+	assert_int_equal(rdmae_neg_req_decode(raw, RDMAE_NEG_REQ_V1_SIZE, &m, &f),
+			 -EPROTONOSUPPORT);
+	assert_int_equal(f, RDMAE_F_VERSION);
+	raw[7] = 0x02;
+	assert_int_equal(rdmae_neg_req_decode(raw, RDMAE_NEG_REQ_V1_SIZE, &m, &f), -EBADMSG);
+	assert_int_equal(f, RDMAE_F_LENGTH);
 }
 
 static void test_neg_resp_decode_rejects(void **state)
@@ -402,11 +444,36 @@ static void test_neg_resp_decode_rejects(void **state)
 
 	assert_int_equal(rdmae_neg_resp_decode(raw, RDMAE_NEG_RESP_SIZE - 1, &m, &f), -EBADMSG);
 	assert_int_equal(f, RDMAE_F_LENGTH);
-	/* A request-sized message is not a response. */
-	assert_int_equal(rdmae_neg_resp_decode(raw, RDMAE_NEG_REQ_SIZE, &m, &f), -EBADMSG);
+	/* A version-1-sized message is not a response unless it is a refusal. */
+	assert_int_equal(rdmae_neg_resp_decode(raw, RDMAE_NEG_RESP_V1_SIZE, &m, &f), -EBADMSG);
 	assert_int_equal(f, RDMAE_F_LENGTH);
 	assert_int_equal(rdmae_neg_resp_decode(raw, sizeof(raw), &m, &f), 0);
 	assert_int_equal(f, RDMAE_F_NONE);
+
+	/* Reserved and auth. */
+	raw[43] = 1;
+	assert_int_equal(rdmae_neg_resp_decode(raw, RDMAE_NEG_RESP_SIZE, &m, &f), -EPROTO);
+	assert_int_equal(f, RDMAE_F_RESERVED);
+	raw[43] = 0;
+	raw[47] = 1;
+	assert_int_equal(rdmae_neg_resp_decode(raw, RDMAE_NEG_RESP_SIZE, &m, &f), -EPROTO);
+	assert_int_equal(f, RDMAE_F_RESERVED);
+	raw[47] = 0;
+	raw[40] = 7;
+	assert_int_equal(rdmae_neg_resp_decode(raw, RDMAE_NEG_RESP_SIZE, &m, &f), -EPROTO);
+	assert_int_equal(f, RDMAE_F_AUTH);
+	raw[40] = 0;
+
+	/* A version-1 server's refusal (48 bytes) still says why. */
+	m.status = -EPROTONOSUPPORT;
+	m.status_field = RDMAE_F_VERSION;
+	m.min_version = m.max_version = 0x0100;
+	rdmae_neg_resp_encode(raw, &m);
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(rdmae_neg_resp_decode(raw, RDMAE_NEG_RESP_V1_SIZE, &m, &f), 0);
+	assert_int_equal(m.status, -EPROTONOSUPPORT);
+	assert_int_equal(m.status_field, RDMAE_F_VERSION);
+	assert_int_equal(m.max_version, 0x0100);
 
 	raw[0] = 'X';
 	assert_int_equal(rdmae_neg_resp_decode(raw, RDMAE_NEG_RESP_SIZE, &m, &f), -EBADMSG);
@@ -603,8 +670,7 @@ static void test_negotiate_server_ok(void **state)
 	(void)state;
 	cli.lanes = 8;
 	req = req_from(&cli, 200);
-	assert_int_equal(rdmae_negotiate_server(&srv, &req, 127, 0xdeadbeefcafef00dull, &resp,
-						&out, &f), 0);
+	assert_int_equal(rdmae_negotiate_server(&srv, &req, 127, &resp, &out, &f), 0);
 	assert_int_equal(f, RDMAE_F_NONE);
 	assert_int_equal(resp.status, 0);
 	assert_int_equal(resp.status_field, RDMAE_F_NONE);
@@ -618,7 +684,6 @@ static void test_negotiate_server_ok(void **state)
 	assert_int_equal(resp.max_fragmented_size, 16 * MIB);
 	assert_int_equal(resp.preferred_send_size, 4096);
 	assert_int_equal(resp.max_receive_size, 16384);
-	assert_true(resp.conn_token == 0xdeadbeefcafef00dull);
 
 	assert_int_equal(out.version, RDMAE_VERSION);
 	assert_int_equal(out.lanes, 4);
@@ -645,16 +710,16 @@ static void test_negotiate_server_version(void **state)
 	/* The highest version both speak. */
 	req.min_version = 0x0200;
 	req.max_version = 0x0400;
-	assert_int_equal(rdmae_negotiate_server(&srv, &req, 1, 1, &resp, &out, &f), 0);
+	assert_int_equal(rdmae_negotiate_server(&srv, &req, 1, &resp, &out, &f), 0);
 	assert_int_equal(resp.negotiated_version, 0x0300);
 	assert_int_equal(out.version, 0x0300);
 	req.min_version = 0x0080;
 	req.max_version = 0x0100;
-	assert_int_equal(rdmae_negotiate_server(&srv, &req, 1, 1, &resp, &out, &f), 0);
+	assert_int_equal(rdmae_negotiate_server(&srv, &req, 1, &resp, &out, &f), 0);
 	assert_int_equal(out.version, 0x0100);
 	req.min_version = 0x0180;
 	req.max_version = 0x0280;
-	assert_int_equal(rdmae_negotiate_server(&srv, &req, 1, 1, &resp, &out, &f), 0);
+	assert_int_equal(rdmae_negotiate_server(&srv, &req, 1, &resp, &out, &f), 0);
 	assert_int_equal(out.version, 0x0280);
 
 	/* Entirely above, entirely below, and upside down. */
@@ -664,7 +729,7 @@ static void test_negotiate_server_version(void **state)
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		req.min_version = bad[i][0];
 		req.max_version = bad[i][1];
-		assert_int_equal(rdmae_negotiate_server(&srv, &req, 1, 1, &resp, &out, &f),
+		assert_int_equal(rdmae_negotiate_server(&srv, &req, 1, &resp, &out, &f),
 				 -EPROTONOSUPPORT);
 		assert_int_equal(f, RDMAE_F_VERSION);
 		assert_int_equal(resp.status, -EPROTONOSUPPORT);
@@ -673,7 +738,7 @@ static void test_negotiate_server_version(void **state)
 		assert_int_equal(resp.min_version, 0x0100);
 		assert_int_equal(resp.max_version, 0x0300);
 		assert_int_equal(resp.negotiated_version, 0);
-		assert_true(resp.conn_token == 0);
+		assert_int_equal(resp.lanes, 0);
 	}
 }
 
@@ -758,14 +823,14 @@ static void test_negotiate_server_rules(void **state)
 		int ret;
 
 		poke(&req, c);
-		ret = rdmae_negotiate_server(&srv, &req, 16, 99, &resp, &out, &f);
+		ret = rdmae_negotiate_server(&srv, &req, 16, &resp, &out, &f);
 		if (ret != want || f != c->field)
 			fail_msg("%s: got %d/%s, want %d/%s", c->what, ret,
 				 rdmae_wire_field_name(f), want, rdmae_wire_field_name(c->field));
 		assert_int_equal(resp.status, want);
 		assert_int_equal(resp.status_field, c->field);
 		if (want) {
-			assert_true(resp.conn_token == 0);
+			assert_int_equal(resp.lanes, 0);
 			assert_int_equal(out.send_credits, 0);
 		}
 	}
@@ -783,17 +848,17 @@ static void test_negotiate_server_sizes(void **state)
 	/* We receive no more than the peer will ever send, nor less than a header and some. */
 	req.preferred_send_size = 1000;
 	req.max_receive_size = 2000;
-	assert_int_equal(rdmae_negotiate_server(&srv, &req, 1, 1, &resp, &out, &f), 0);
+	assert_int_equal(rdmae_negotiate_server(&srv, &req, 1, &resp, &out, &f), 0);
 	assert_int_equal(out.max_receive_size, 1000);
 	assert_int_equal(out.max_send_size, 2000);
 	srv.max_receive_size = 64;
 	req.preferred_send_size = 128;
-	assert_int_equal(rdmae_negotiate_server(&srv, &req, 1, 1, &resp, &out, &f), 0);
+	assert_int_equal(rdmae_negotiate_server(&srv, &req, 1, &resp, &out, &f), 0);
 	assert_int_equal(out.max_receive_size, RDMAE_MIN_RECV_SIZE);
 	/* The smaller lane count wins either way. */
 	srv.lanes = 16;
 	req.lanes = 3;
-	assert_int_equal(rdmae_negotiate_server(&srv, &req, 1, 1, &resp, &out, &f), 0);
+	assert_int_equal(rdmae_negotiate_server(&srv, &req, 1, &resp, &out, &f), 0);
 	assert_int_equal(out.lanes, 3);
 	assert_int_equal(resp.lanes, 3);
 }
@@ -809,7 +874,7 @@ static struct rdmae_neg_resp good_resp(void)
 	struct rdmae_negotiated out;
 	enum rdmae_wire_field f;
 
-	assert_int_equal(rdmae_negotiate_server(&l, &req, 64, 0x1234, &resp, &out, &f), 0);
+	assert_int_equal(rdmae_negotiate_server(&l, &req, 64, &resp, &out, &f), 0);
 	return resp;
 }
 
@@ -825,14 +890,14 @@ static void test_negotiate_end_to_end(void **state)
 	struct rdmae_neg_resp resp, resp_rx;
 	struct rdmae_negotiated so, co;
 	enum rdmae_wire_field f;
-	uint8_t buf[RDMAE_NEG_RESP_SIZE];
+	uint8_t buf[RDMAE_NEG_MAX_SIZE];
 
 	(void)state;
 	cli.lanes = 8;
 	req = req_from(&cli, 254);
 	rdmae_neg_req_encode(buf, &req);
 	assert_int_equal(rdmae_neg_req_decode(buf, RDMAE_NEG_REQ_SIZE, &req_rx, &f), 0);
-	assert_int_equal(rdmae_negotiate_server(&srv, &req_rx, 127, 77, &resp, &so, &f), 0);
+	assert_int_equal(rdmae_negotiate_server(&srv, &req_rx, 127, &resp, &so, &f), 0);
 	rdmae_neg_resp_encode(buf, &resp);
 	assert_int_equal(rdmae_neg_resp_decode(buf, RDMAE_NEG_RESP_SIZE, &resp_rx, &f), 0);
 	assert_int_equal(rdmae_negotiate_client(&cli, &req, &resp_rx, &co, &f), 0);

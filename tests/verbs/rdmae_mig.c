@@ -21,6 +21,7 @@
  *     --dst-size N / --dst-name NAME     (dst) make pre-flight fail
  *     --on-demand      source registers on demand; --hugepages: guest RAM on
  *                      2 MiB pages, required of the destination; --lanes N; --quiet
+ *     --no-verify      (src) skip the checksums; --require-verify (dst) refuse that
  */
 #include <dirent.h>
 #include <errno.h>
@@ -69,11 +70,15 @@ struct cfg {
 	uint64_t dst_size;
 	const char *dst_name;
 	bool on_demand;
+	bool no_verify;			/* src: skip the checksums (NO_VERIFY) */
+	bool require_verify;		/* dst: refuse a source that skips them */
 	bool hugepages;			/* guest RAM on 2 MiB pages, announced as required */
 	int timeout_ms;			/* session message timeout (0: the engine's default) */
 	int stall_ms;			/* dst: pause before committing (an unresponsive destination) */
 	unsigned int lanes;
 	bool quiet;
+	const char *key_file;
+	bool auth_none;
 };
 
 struct gblock {
@@ -317,6 +322,8 @@ static void opts_of(const struct cfg *cf, struct rdmae_session_opts *o)
 	o->downtime_limit_ns = cf->downtime_ms * 1000000ull;
 	o->max_rounds = cf->max_rounds;
 	o->timeout_ms = cf->timeout_ms;
+	o->no_verify = cf->no_verify;
+	o->require_verify = cf->require_verify;
 }
 
 static void conn_opts_of(const struct cfg *cf, struct rdmae_conn_opts *o)
@@ -324,6 +331,8 @@ static void conn_opts_of(const struct cfg *cf, struct rdmae_conn_opts *o)
 	rdmae_conn_opts_default(o);
 	if (cf->lanes)
 		o->lanes = (uint16_t)cf->lanes;
+	o->key_file = cf->key_file;
+	o->auth_none = cf->auth_none;
 }
 
 static void say(const struct sess *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -344,9 +353,10 @@ static void say(const struct sess *s, const char *fmt, ...)
 
 static void print_round(const struct sess *s, const struct rdmae_round_stats *r)
 {
-	say(s, "| %5u | %8" PRIu64 " | %8.1f | %6" PRIu64 " | %6" PRIu64 " | %8.1f | %8.1f | "
+	say(s, "| %5u | %8" PRIu64 " | %8.1f | %6" PRIu64 " | %6" PRIu64 " | %8.1f | %6.1f | %8.1f | "
 	    "%9.1f | %8.1f | %8.1f |", r->round, r->pages, (double)r->bytes / 1048576.0,
-	    r->zero_pages, r->runs, (double)r->duration_ns / 1e6, r->bandwidth / 1e6,
+	    r->zero_pages, r->runs, (double)r->duration_ns / 1e6, (double)r->ack_ns / 1e6,
+	    r->bandwidth / 1e6,
 	    r->dirty_rate / 1e6, (double)r->remaining_bytes / 1048576.0,
 	    (double)r->expected_downtime_ns / 1e6);
 }
@@ -395,7 +405,8 @@ static void *cancel_later(void *arg)
 	struct timespec ts = { 0, 300000000 };
 
 	nanosleep(&ts, NULL);
-	rdmae_session_cancel(ss, "cancelled by the operator during a round");
+	if (!rdmae_session_cancel(ss, "cancelled by the operator during a round"))
+		printf("src: the cancel did not take effect (COMPLETE already sent)\n");
 	return NULL;
 }
 
@@ -420,6 +431,8 @@ static int run_src(struct sess *s)
 	for (i = 0; i < NBLOCKS; i++)
 		bm[i] = s->g.b[i].round;
 	opts_of(cf, &so);
+	/* The device state is known in advance here; it is part of the expected downtime. */
+	so.expected_state_bytes = state_len(&s->g);
 	ret = guest_start(&s->g, cf->rate);
 	if (ret)
 		return ret;
@@ -439,8 +452,8 @@ static int run_src(struct sess *s)
 		if (pthread_create(&canceller, NULL, cancel_later, ss) == 0)
 			cancel_thread = true;
 	}
-	say(s, "| round |    pages |      MiB |  zeros |   runs |       ms |     MB/s | "
-	    "dirty MB/s | left MiB | downtime |");
+	say(s, "| round |    pages |      MiB |  zeros |   runs |       ms | ack ms |     MB/s | "
+	    "dirty MB/s | left MiB | expected downtime ms |");
 	harvest(&s->g, H_ALL);
 	for (;;) {
 		ret = rdmae_session_round(ss, bm, &rs, &err);
@@ -489,11 +502,14 @@ out:
 	if (ss && !rdmae_session_stats(ss, &st))
 		say(s, "stats: %" PRIu64 " MiB RAM, %" PRIu64 " MiB sent, %" PRIu64 " zero pages, "
 		    "%u rounds, %.1f MB/s, setup %.1f ms, downtime %.1f ms (expected %.1f; "
-		    "%.1f ms of it verifying checksums), total %.1f ms, %u lanes",
+		    "%.1f ms of it hashing after the stop, %.1f ms from COMPLETE to COMMIT_OK), "
+		    "hashing %.1f ms in all, total %.1f ms, %u lanes%s",
 		    st.total_bytes >> 20, st.transferred_bytes >> 20, st.zero_pages, st.rounds,
 		    st.throughput / 1e6, (double)st.setup_ns / 1e6,
 		    (double)st.actual_downtime_ns / 1e6, (double)st.expected_downtime_ns / 1e6,
-		    (double)st.verify_ns / 1e6, (double)st.total_ns / 1e6, st.lanes);
+		    (double)st.verify_ns / 1e6, (double)st.commit_ns / 1e6,
+		    (double)st.hash_ns / 1e6, (double)st.total_ns / 1e6, st.lanes,
+		    cf->no_verify ? ", not verified" : "");
 	if (ss) {
 		for (i = 0; i < rdmae_conn_negotiated(s->conn)->lanes; i++) {
 			struct rdmae_lane_stats ls;
@@ -537,7 +553,8 @@ out:
 	case EX_CONVERGE:
 		s->result = ret || s->msg[0];
 		if (!ret)
-			say(s, "migration committed: destination verified");
+			say(s, "migration committed: %s",
+			    cf->no_verify ? "not verified (--no-verify)" : "destination verified");
 		break;
 	case EX_NOCONVERGE:
 		s->result = !(ret == -ETIME && strstr(err.msg, "converge")) || s->msg[0];
@@ -618,6 +635,7 @@ static int run_dst(struct sess *s)
 	struct rdmae_session_opts so;
 	struct rdmae_session *ss = NULL;
 	struct rdmae_dest_event ev;
+	struct rdmae_session_stats st;
 	struct rdmae_err err = { 0 };
 	uint8_t *state = NULL;
 	size_t slen = 0, scap = 0;
@@ -682,7 +700,11 @@ static int run_dst(struct sess *s)
 			break;
 		}
 	}
-	say(s, "committed after %u rounds, %zu bytes of device state", rounds, slen);
+	say(s, "committed after %u rounds, %zu bytes of device state%s", rounds, slen,
+	    ev.verified ? ", verified" : ", NOT verified");
+	if (!rdmae_session_stats(ss, &st))
+		say(s, "stats: hashing %.1f ms in all, %.1f ms of it after the final round's "
+		    "fence (in the downtime)", (double)st.hash_ns / 1e6, (double)st.verify_ns / 1e6);
 	ret = verify_dest(s, state, slen);
 out:
 	rdmae_session_destroy(ss);
@@ -753,7 +775,8 @@ static void usage(void)
 		"  [--timeout MS] [--stall MS (dst: pause before the commit)]\n"
 		"  [--cancel-at preflight|round|state] [--cancel-side src|dst]\n"
 		"  [--dst-size N] [--dst-name NAME] [--on-demand] [--hugepages] [--lanes N]\n"
-		"  [--quiet]\n");
+		"  [--no-verify (src)] [--require-verify (dst)]\n"
+		"  [--quiet] --key FILE | --auth-none\n");
 	exit(2);
 }
 
@@ -774,11 +797,15 @@ int main(int argc, char **argv)
 		{ "dst-size", required_argument, NULL, 'S' },
 		{ "dst-name", required_argument, NULL, 'N' },
 		{ "on-demand", no_argument, NULL, 'o' },
+		{ "no-verify", no_argument, NULL, 'V' },
+		{ "require-verify", no_argument, NULL, 'R' },
 		{ "hugepages", no_argument, NULL, 'H' },
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "stall", required_argument, NULL, 'W' },
 		{ "lanes", required_argument, NULL, 'l' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "key", required_argument, NULL, 'K' },
+		{ "auth-none", no_argument, NULL, 'A' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct cfg cf = { .port = "7800", .size = 256u << 20, .downtime_ms = 300,
@@ -814,11 +841,15 @@ int main(int argc, char **argv)
 		case 'S': cf.dst_size = rdmae_parse_size(optarg, NULL); break;
 		case 'N': cf.dst_name = optarg; break;
 		case 'o': cf.on_demand = true; break;
+		case 'V': cf.no_verify = true; break;
+		case 'R': cf.require_verify = true; break;
 		case 'H': cf.hugepages = true; break;
 		case 'T': cf.timeout_ms = atoi(optarg); break;
 		case 'W': cf.stall_ms = atoi(optarg); break;
 		case 'l': cf.lanes = (unsigned int)atoi(optarg); break;
 		case 'q': cf.quiet = true; break;
+		case 'K': cf.key_file = optarg; break;
+		case 'A': cf.auth_none = true; break;
 		default: usage();
 		}
 	}

@@ -17,6 +17,8 @@
  *              peer killed, link cut); --expect-error TEXT, --within MS
  *   stream     client WRITEs --size bytes over and over until an error;
  *              --expect-error TEXT, --within MS (from the first failure)
+ *
+ * Every test needs --key FILE (the pre-shared key) or --auth-none.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -62,6 +64,8 @@ struct args {
 	bool hugepages;
 	int timeout_ms;
 	uint32_t writes_in_flight;
+	const char *key_file;
+	bool auth_none;
 };
 
 #define MAX_DESCS 64
@@ -150,6 +154,8 @@ static void opts_from_args(struct rdmae_conn_opts *o, const struct args *a)
 		o->timeout_ms = a->timeout_ms;
 	if (a->writes_in_flight)
 		o->writes_in_flight = a->writes_in_flight;
+	o->key_file = a->key_file;
+	o->auth_none = a->auth_none;
 }
 
 /* A test that expects the negotiation to fail wants accept to return that failure. */
@@ -691,7 +697,7 @@ static void usage(void)
 		"  [--keepalive MS] [--keepalive-timeout MS] [--recv-queue N]\n"
 		"  [--expect-fail FIELD] [--expect-error TEXT] [--within MS]\n"
 		"  [--on-demand] [--pin-limit N] [--hugepages] [--flip OFFSET] [--timeout MS]\n"
-		"  [--writes-in-flight N]\n");
+		"  [--writes-in-flight N] --key FILE | --auth-none\n");
 	exit(2);
 }
 
@@ -724,6 +730,8 @@ int main(int argc, char **argv)
 		{ "hugepages", no_argument, NULL, 16 },
 		{ "timeout", required_argument, NULL, 17 },
 		{ "writes-in-flight", required_argument, NULL, 18 },
+		{ "key", required_argument, NULL, 19 },
+		{ "auth-none", no_argument, NULL, 20 },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct args a = { .addr = NULL, .port = "7471", .size = 64u << 20, .flip = -1 };
@@ -767,6 +775,8 @@ int main(int argc, char **argv)
 		case 16: a.hugepages = true; break;
 		case 17: a.timeout_ms = atoi(optarg); break;
 		case 18: a.writes_in_flight = (uint32_t)strtoul(optarg, NULL, 0); break;
+		case 19: a.key_file = optarg; break;
+		case 20: a.auth_none = true; break;
 		default: usage();
 		}
 	}

@@ -6,8 +6,9 @@
 # fits 300 ms, stop, final round, device state, commit. The destination
 # rebuilds every page from the device state and compares byte for byte.
 set -eu
+KEY=$(bench_key)
 if [ "$ROLE" = dst ]; then
-  rdmae_mig dst --addr "$SELF" --port 7801 --size 256M >d.txt 2>&1 &
+  rdmae_mig dst --key "$KEY" --addr "$SELF" --port 7801 --size 256M >d.txt 2>&1 &
   dpid=$!
   wait_for listening d.txt 30
   bench_sync ready
@@ -16,5 +17,5 @@ if [ "$ROLE" = dst ]; then
   exit $rc
 else
   bench_sync ready
-  rdmae_mig src --addr "$PEER" --port 7801 --size 256M --rate 4 --downtime 300
+  rdmae_mig src --key "$KEY" --addr "$PEER" --port 7801 --size 256M --rate 4 --downtime 300
 fi

@@ -4,14 +4,15 @@
 # Pre-flight refuses a destination whose blocks differ, by size and by name,
 # with an error naming the block on both sides; no guest data moves.
 set -eu
+KEY=$(bench_key)
 check() {
   what=$1 dargs=$2 port=$3
   echo "--- pre-flight mismatch: $what"
   # shellcheck disable=SC2086
-  rdmae_mig dst --addr "$SELF" --port $port --size 64M $dargs --expect mismatch >d.txt 2>&1 &
+  rdmae_mig dst --key "$KEY" --addr "$SELF" --port $port --size 64M $dargs --expect mismatch >d.txt 2>&1 &
   dpid=$!
   wait_for listening d.txt 30
-  rdmae_mig src --addr "$SELF" --port $port --size 64M --rate 1 --expect mismatch >s.txt 2>&1 && rc=0 || rc=$?
+  rdmae_mig src --key "$KEY" --addr "$SELF" --port $port --size 64M --rate 1 --expect mismatch >s.txt 2>&1 && rc=0 || rc=$?
   wait $dpid && drc=0 || drc=$?
   cat s.txt d.txt
   [ $rc = 0 ] && [ $drc = 0 ] || exit 1
@@ -26,18 +27,18 @@ check "name" "--dst-name pc.ram.other" 7841 "pc.ram"
 # migration goes through; required but absent, pre-flight refuses it.
 echo 160 >/proc/sys/vm/nr_hugepages
 echo "--- huge pages required and present"
-rdmae_mig dst --addr "$SELF" --port 7842 --size 64M --hugepages >d.txt 2>&1 &
+rdmae_mig dst --key "$KEY" --addr "$SELF" --port 7842 --size 64M --hugepages >d.txt 2>&1 &
 dpid=$!
 wait_for listening d.txt 30
-rdmae_mig src --addr "$SELF" --port 7842 --size 64M --rate 1 --hugepages --quiet >s.txt 2>&1 && rc=0 || rc=$?
+rdmae_mig src --key "$KEY" --addr "$SELF" --port 7842 --size 64M --rate 1 --hugepages --quiet >s.txt 2>&1 && rc=0 || rc=$?
 wait $dpid && drc=0 || drc=$?
 grep -hE "verified|PASS|FAIL|ended" s.txt d.txt
 [ $rc = 0 ] && [ $drc = 0 ] || { cat s.txt d.txt; exit 1; }
 echo "--- huge pages required, destination on small pages"
-rdmae_mig dst --addr "$SELF" --port 7843 --size 64M --expect mismatch >d.txt 2>&1 &
+rdmae_mig dst --key "$KEY" --addr "$SELF" --port 7843 --size 64M --expect mismatch >d.txt 2>&1 &
 dpid=$!
 wait_for listening d.txt 30
-rdmae_mig src --addr "$SELF" --port 7843 --size 64M --rate 1 --hugepages --expect mismatch >s.txt 2>&1 && rc=0 || rc=$?
+rdmae_mig src --key "$KEY" --addr "$SELF" --port 7843 --size 64M --rate 1 --hugepages --expect mismatch >s.txt 2>&1 && rc=0 || rc=$?
 wait $dpid && drc=0 || drc=$?
 cat s.txt d.txt
 [ $rc = 0 ] && [ $drc = 0 ] || exit 1

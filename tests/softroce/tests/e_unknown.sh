@@ -7,10 +7,11 @@
 # outcome as unknown (-ENOTRECOVERABLE) and leave its guest paused, never
 # resume it as if the migration had simply failed.
 set -eu
-rdmae_mig dst --addr "$SELF" --port 7860 --size 32M --stall 5000 --expect unknown >d.txt 2>&1 &
+KEY=$(bench_key)
+rdmae_mig dst --key "$KEY" --addr "$SELF" --port 7860 --size 32M --stall 5000 --expect unknown >d.txt 2>&1 &
 dpid=$!
 wait_for listening d.txt 30
-rdmae_mig src --addr "$SELF" --port 7860 --size 32M --rate 1 --timeout 2000 --expect unknown \
+rdmae_mig src --key "$KEY" --addr "$SELF" --port 7860 --size 32M --rate 1 --timeout 2000 --expect unknown \
   | tee s.txt && rc=0 || rc=$?
 wait $dpid && drc=0 || drc=$?
 cat d.txt

@@ -6,6 +6,7 @@
 # QP counts. Absolute figures are those of software emulation; only the
 # ratios in one run mean anything. Ends with a 1 GiB transfer over 4 lanes.
 set -eu
+KEY=$(bench_key)
 secs=${PERF_SECONDS:-3}
 echo "== ib_write_bw (perftest), one VM, rxe0, $secs s per point"
 for q in 1 4; do
@@ -18,22 +19,27 @@ for q in 1 4; do
     bw=$(awk -v s=$s '$1 == s { print $4 }' cli.txt)
     [ -n "$bw" ] || { echo "no bandwidth line for $s"; cat cli.txt; exit 1; }
     printf 'ib_write_bw: qps %2d  size %8d  %8.1f MB/s\n' $q $s "$bw" | tee -a table.txt
+    mpps=$(awk -v s=$s '$1 == s { print $5 }' cli.txt)
+    echo "BENCH-RESULT {\"kind\":\"transport\",\"tool\":\"ib_write_bw\",\"qps\":$q,\"size\":$s,\"mib_s\":$bw,\"mpps\":${mpps:-0}}"
   done
 done
 
 echo "== rdmae-perf transport, same VM"
-rdmae-perf transport server --addr "$SELF" --port 7600 --size 64M >ps.txt 2>&1 &
+rdmae-perf transport server --key "$KEY" --addr "$SELF" --port 7600 --size 64M >ps.txt 2>&1 &
 spid=$!
 wait_for listening ps.txt 30
-rdmae-perf transport client --addr "$SELF" --port 7600 --size 64M --runs 4K,64K,1M \
-  --lanes 1,4 --seconds $secs | tee -a table.txt || { cat ps.txt; exit 1; }
+rdmae-perf transport client --key "$KEY" --addr "$SELF" --port 7600 --size 64M --runs 4K,64K,1M \
+  --lanes 1,4 --seconds $secs | tee -a table.txt rp.txt || { cat ps.txt; exit 1; }
 wait $spid
+# rdmae-perf's MB is 10^6 bytes, perftest's 2^20: the JSON carries both tools in MiB/s.
+sed -n 's/^rdmae-perf: lanes *\([0-9]*\) *run *\([0-9]*\) *\([0-9.]*\) MB\/s *\([0-9.]*\) CPU ms\/GiB.*/\1 \2 \3 \4/p' rp.txt |
+  awk '{ printf "BENCH-RESULT {\"kind\":\"transport\",\"tool\":\"rdmae\",\"qps\":%d,\"size\":%d,\"mib_s\":%.1f,\"cpu_ms_per_gib\":%s}\n", $1, $2, $3 * 1e6 / 1048576, $4 }'
 
 echo "== 1 GiB in one pass, 1 MiB runs, 4 lanes"
-rdmae-perf transport server --addr "$SELF" --port 7601 --size 1G >ps.txt 2>&1 &
+rdmae-perf transport server --key "$KEY" --addr "$SELF" --port 7601 --size 1G >ps.txt 2>&1 &
 spid=$!
 wait_for listening ps.txt 60
-rdmae-perf transport client --addr "$SELF" --port 7601 --size 1G --runs 1M --lanes 4 \
+rdmae-perf transport client --key "$KEY" --addr "$SELF" --port 7601 --size 1G --runs 1M --lanes 4 \
   --seconds 0 | tee -a table.txt || { cat ps.txt; exit 1; }
 wait $spid
 ib_write_bw -d rxe0 -s 1048576 -q 4 -n 256 -F >srv.txt 2>&1 &

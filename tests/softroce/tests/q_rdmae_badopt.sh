@@ -17,7 +17,7 @@ set -eu
 QM_PREFIX="q_rdmae_badopt $ROLE"
 qm_need_rdmae
 PORT=4454
-BAD_OPTS=${QM_BAD_OPTS:-lanes=0 reg=bogus lanes=abc keepalive=-1}
+BAD_OPTS=${QM_BAD_OPTS:-lanes=0 reg=bogus lanes=abc keepalive=-1 auth=bogus}
 BAD_CHANNEL_OPT=${QM_BAD_CHANNEL_OPT:-\"lanes\": 0}
 
 # option name of "name=value"
@@ -28,7 +28,7 @@ if [ "$ROLE" = dst ]; then
     rm -f dst.log
     rc=0
     timeout 300 "$QEMU" -accel tcg -m 16 -nodefaults -display none -L "$QEMU_FW" \
-      -kernel "$GUEST_ELF" -incoming "rdmae:$SELF:$PORT,$o" >dst.log 2>&1 || rc=$?
+      -kernel "$GUEST_ELF" -incoming "rdmae:$SELF:$PORT$(qm_auth rdmae),$o" >dst.log 2>&1 || rc=$?
     msg=$(tr '\n' ' ' <dst.log)
     qm_say "dst: -incoming rdmae:$SELF:$PORT,$o: exit status $rc: $msg"
     [ "$rc" != 0 ] || qm_die "dst: QEMU accepted -incoming with $o"
@@ -40,7 +40,7 @@ else
   qm_start src
   qm_wait_serial src '^rdmae-guest: filled' 600
   for o in $BAD_OPTS; do
-    out=$(qm_qmp src "{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"rdmae:$PEER:$PORT,$o\"}}") && rc=0 || rc=$?
+    out=$(qm_qmp src "{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"rdmae:$PEER:$PORT$(qm_auth rdmae),$o\"}}") && rc=0 || rc=$?
     qm_say "src: migrate rdmae:$PEER:$PORT,$o: $out"
     if [ "$rc" = 0 ]; then
       # Accepted as a command: the error must then be the migration's, and name the option.

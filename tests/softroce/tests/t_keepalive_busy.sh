@@ -13,15 +13,16 @@
 #  2. a writer SIGSTOPped mid-transfer is still found dead by the target
 #     within the bound (idle + answer time, plus slack for a busy machine).
 set -eu
+KEY=$(bench_key)
 KA="--keepalive 1000 --keepalive-timeout 3000 --writes-in-flight 1024"
 
 echo "== 1: long registration and long transfer, short keepalive"
 # shellcheck disable=SC2086
-rdmae_tt write server --addr "$SELF" --port 7590 --size 1G --lanes 4 $KA >s.txt 2>&1 &
+rdmae_tt write server --key "$KEY" --addr "$SELF" --port 7590 --size 1G --lanes 4 $KA >s.txt 2>&1 &
 spid=$!
 wait_for listening s.txt 30
 # shellcheck disable=SC2086
-rdmae_tt write client --addr "$SELF" --port 7590 --size 1G --lanes 4 $KA >c.txt 2>&1 && rc=0 || rc=$?
+rdmae_tt write client --key "$KEY" --addr "$SELF" --port 7590 --size 1G --lanes 4 $KA >c.txt 2>&1 && rc=0 || rc=$?
 wait $spid && src=0 || src=$?
 cat s.txt c.txt
 [ $rc = 0 ] && [ $src = 0 ] || { echo "FAIL: the live connection did not survive"; exit 1; }
@@ -33,11 +34,11 @@ echo "most WRITE bytes in flight: $most MiB (the WR bound alone would allow 4096
 
 echo "== 2: the writer stops mid-transfer; the target must notice"
 # shellcheck disable=SC2086
-rdmae_tt write server --addr "$SELF" --port 7591 --size 1G --lanes 4 $KA >s2.txt 2>&1 &
+rdmae_tt write server --key "$KEY" --addr "$SELF" --port 7591 --size 1G --lanes 4 $KA >s2.txt 2>&1 &
 spid=$!
 wait_for listening s2.txt 30
 # shellcheck disable=SC2086
-rdmae_tt write client --addr "$SELF" --port 7591 --size 1G --lanes 4 $KA >c2.txt 2>&1 &
+rdmae_tt write client --key "$KEY" --addr "$SELF" --port 7591 --size 1G --lanes 4 $KA >c2.txt 2>&1 &
 cpid=$!
 wait_for "pin-all in" c2.txt 120
 sleep 1

@@ -5,8 +5,9 @@
 # retries exhausted) and the destination (keepalive unanswered) both end with
 # a clear error in bounded time. The link is restored afterwards.
 set -eu
+KEY=$(bench_key)
 if [ "$ROLE" = dst ]; then
-  rdmae_tt stream server --addr "$SELF" --port 7590 --size 16M --keepalive 2000 --keepalive-timeout 2000 >s.txt 2>&1 &
+  rdmae_tt stream server --key "$KEY" --addr "$SELF" --port 7590 --size 16M --keepalive 2000 --keepalive-timeout 2000 >s.txt 2>&1 &
   spid=$!
   wait_for listening s.txt 30
   bench_sync ready
@@ -16,7 +17,7 @@ if [ "$ROLE" = dst ]; then
   exit $rc
 else
   bench_sync ready
-  rdmae_tt stream client --addr "$PEER" --port 7590 --within 20000 --keepalive 2000 --keepalive-timeout 2000 >c.txt 2>&1 &
+  rdmae_tt stream client --key "$KEY" --addr "$PEER" --port 7590 --within 20000 --keepalive 2000 --keepalive-timeout 2000 >c.txt 2>&1 &
   cpid=$!
   wait_for "passes done" c.txt 120
   bench_host link off

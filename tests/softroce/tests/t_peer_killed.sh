@@ -6,8 +6,9 @@
 # time. Then the other way round: the source is killed while the destination
 # waits, and the destination must see the disconnect.
 set -eu
+KEY=$(bench_key)
 if [ "$ROLE" = dst ]; then
-  rdmae_tt stream server --addr "$SELF" --port 7580 --size 16M >s.txt 2>&1 &
+  rdmae_tt stream server --key "$KEY" --addr "$SELF" --port 7580 --size 16M >s.txt 2>&1 &
   spid=$!
   wait_for listening s.txt 30
   bench_sync ready
@@ -16,7 +17,7 @@ if [ "$ROLE" = dst ]; then
   echo "destination process killed"
   bench_sync killed
   # Part two: the destination survives the source's death.
-  rdmae_tt stream server --addr "$SELF" --port 7581 --size 16M --within 60000 >s2.txt 2>&1 &
+  rdmae_tt stream server --key "$KEY" --addr "$SELF" --port 7581 --size 16M --within 60000 >s2.txt 2>&1 &
   spid=$!
   wait_for listening s2.txt 30
   bench_sync ready2
@@ -26,7 +27,7 @@ if [ "$ROLE" = dst ]; then
   exit $rc
 else
   bench_sync ready
-  rdmae_tt stream client --addr "$PEER" --port 7580 --within 15000 >c.txt 2>&1 &
+  rdmae_tt stream client --key "$KEY" --addr "$PEER" --port 7580 --within 15000 >c.txt 2>&1 &
   cpid=$!
   wait_for "passes done" c.txt 120
   bench_sync streaming
@@ -35,7 +36,7 @@ else
   cat c.txt
   [ $rc = 0 ] || exit $rc
   bench_sync ready2
-  rdmae_tt stream client --addr "$PEER" --port 7581 >c2.txt 2>&1 &
+  rdmae_tt stream client --key "$KEY" --addr "$PEER" --port 7581 >c2.txt 2>&1 &
   cpid=$!
   wait_for "passes done" c2.txt 120
   kill -KILL $cpid

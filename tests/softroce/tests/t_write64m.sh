@@ -5,8 +5,9 @@
 # the source VM RDMA-WRITEs a pattern into it in scattered 256 KiB runs over
 # rdma_cm; the destination checks every byte.
 set -eu
+KEY=$(bench_key)
 if [ "$ROLE" = dst ]; then
-  rdmae_tt write server --addr "$SELF" --port 7540 --size 64M >s.txt 2>&1 &
+  rdmae_tt write server --key "$KEY" --addr "$SELF" --port 7540 --size 64M >s.txt 2>&1 &
   spid=$!
   wait_for listening s.txt 30
   bench_sync ready
@@ -15,5 +16,5 @@ if [ "$ROLE" = dst ]; then
   exit $rc
 else
   bench_sync ready
-  rdmae_tt write client --addr "$PEER" --port 7540 --size 64M --run 256K --scatter
+  rdmae_tt write client --key "$KEY" --addr "$PEER" --port 7540 --size 64M --run 256K --scatter
 fi

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# make bench: the benchmarks side by side in one bench run (not a test; not
+# part of make check). Boots the soft-RoCE bench once per topology and runs
+#   perf_transport  (topology one)  ib_write_bw against rdmae-perf transport
+#   perf_migrate    (topology two)  the test guest over tcp:, rdma:, rdmae:
+# then collects the "BENCH-RESULT {json}" lines the tests print on the VMs'
+# consoles, and writes bench-results/latest.json, bench-results/latest.md and
+# the full log (bench-results/latest.log), and prints the table and ratios.
+#
+#   tests/softroce/bench_perf.sh [TEST...]     (default: perf_transport perf_migrate)
+#   tests/softroce/bench_perf.sh --collect LOG  only rebuild the results from a log
+# Environment: as bench.sh (RDMAE_QEMU is needed for perf_migrate);
+# RDMAE_RESULTS (default <repo>/bench-results).
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+OUT=${RDMAE_RESULTS:-$REPO/bench-results}
+mkdir -p "$OUT"
+
+if [[ ${1:-} == --collect ]]; then
+  log=$2
+else
+  tests=("$@")
+  [[ ${#tests[@]} -gt 0 ]] || tests=(perf_transport perf_migrate)
+  log=$OUT/latest.log
+  rc=0
+  "$HERE/bench.sh" "${tests[@]}" 2>&1 | tee "$log" || rc=$?
+  [[ $rc == 0 ]] || echo "[bench_perf] bench.sh exited with status $rc; collecting what ran"
+fi
+
+python3 - "$log" "$OUT" <<'EOF'
+import json, re, sys, time, os
+log, out = sys.argv[1], sys.argv[2]
+rows = []
+for line in open(log, errors="replace"):
+    i = line.find("BENCH-RESULT ")
+    if i < 0:
+        continue
+    try:
+        rows.append(json.loads(line[i + len("BENCH-RESULT "):].strip()))
+    except ValueError:
+        print("bench_perf: unreadable result line: " + line.strip(), file=sys.stderr)
+
+res = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "log": os.path.basename(log),
+       "units": {"mib_s": "2^20 bytes/s", "total_ms": "ms", "src_cpu_s": "s"},
+       "transport": [], "link": [], "migration": {}}
+for r in rows:
+    k = r.pop("kind", "")
+    if k == "transport":
+        res["transport"].append(r)
+    elif k == "link":
+        res["link"].append(r)
+    elif k == "migration":
+        res["migration"].setdefault(r.pop("transport"), {})[r.pop("case")] = r
+
+# write_bw_ratio: rdmae over ib_write_bw at >= 64 KiB, same size and QP count (lanes).
+pairs = []
+ib = {(r["qps"], r["size"]): r["mib_s"] for r in res["transport"] if r["tool"] == "ib_write_bw"}
+for r in res["transport"]:
+    if r["tool"] == "rdmae" and r["size"] >= 65536 and (r["qps"], r["size"]) in ib and ib[(r["qps"], r["size"])] > 0:
+        pairs.append((r["qps"], r["size"], r["mib_s"] / ib[(r["qps"], r["size"])]))
+res["write_bw_ratio_points"] = [{"qps": q, "size": s, "ratio": round(x, 3)} for q, s, x in pairs]
+res["write_bw_ratio"] = round(min(x for _, _, x in pairs), 3) if pairs else None
+res["write_bw_ratio_mean"] = round(sum(x for _, _, x in pairs) / len(pairs), 3) if pairs else None
+
+mig = res["migration"]
+def g(t, c, f):
+    return mig.get(t, {}).get(c, {}).get(f)
+def cpu_per_gib(t, c, f="src_cpu_s"):
+    x, b = g(t, c, f), g(t, c, "transferred_bytes")
+    return x / (b / 2**30) if x is not None and b else None
+ratios = {}
+for c in ("idle", "dirty"):
+    for other in ("tcp", "rdma"):
+        a, b = g("rdmae", c, "total_ms"), g(other, c, "total_ms")
+        if a and b and g("rdmae", c, "completed"):
+            # Against a migration that did not complete in its bound: an upper bound.
+            sfx = "" if g(other, c, "completed") else "_at_most"
+            ratios["time_rdmae_over_%s_%s%s" % (other, c, sfx)] = round(a / b, 3)
+        a, b = cpu_per_gib("rdmae", c, "src_cpu_other_s"), cpu_per_gib(other, c, "src_cpu_other_s")
+        if a is not None and b:
+            ratios["cpu_per_gib_rdmae_over_%s_%s" % (other, c)] = round(a / b, 3)
+link = [l for l in res["link"] if l["size"] == 1048576]
+if link and g("rdmae", "idle", "total_ms"):
+    ram = g("rdmae", "idle", "guest_mib") * 2**20
+    ideal_ms = ram / (link[0]["mib_s"] * 2**20) * 1000
+    ratios["idle_rdmae_over_ram_at_link_rate"] = round(g("rdmae", "idle", "total_ms") / ideal_ms, 3)
+res["ratios"] = ratios
+
+md = []
+if res["transport"]:
+    md += ["### Transport: ib_write_bw against rdmae (one VM, rxe0 to itself)", "",
+           "| QPs/lanes | size | ib_write_bw MiB/s | rdmae MiB/s | ratio | rdmae CPU ms/GiB |", "|---|---|---|---|---|---|"]
+    rd = {(r["qps"], r["size"]): r for r in res["transport"] if r["tool"] == "rdmae"}
+    for (q, s), v in sorted(ib.items()):
+        r = rd.get((q, s))
+        md.append("| %d | %d | %.1f | %s | %s | %s |" % (q, s, v, "%.1f" % r["mib_s"] if r else "-",
+                  "%.3f" % (r["mib_s"] / v) if r and v else "-", r["cpu_ms_per_gib"] if r else "-"))
+    md.append("")
+if res["link"]:
+    md += ["Link between the two VMs (ib_write_bw, 1 QP): " +
+           ", ".join("%d B: %.1f MiB/s" % (l["size"], l["mib_s"]) for l in res["link"]), ""]
+if mig:
+    md += ["### Migration: the test guest, src VM to dst VM", "",
+           "| transport | guest | completed | total ms | downtime ms | transferred MiB | MiB/s | src CPU s (all) | src CPU s (vCPU) | src CPU s (rest) | rest CPU s/GiB | rounds | guest writes/s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for t in ("tcp", "rdma", "rdmae"):
+        for c in ("idle", "dirty"):
+            r = mig.get(t, {}).get(c)
+            if not r:
+                continue
+            mib = r["transferred_bytes"] / 2**20
+            cg = cpu_per_gib(t, c, "src_cpu_other_s")
+            md.append("| %s: | %s (%d MiB, hot %d KiB) | %s | %d | %s | %.1f | %s | %.2f | %.2f | %.2f | %s | %d | %d |" % (
+                t, c, r["guest_mib"], r["hot_kib"], "yes" if r["completed"] else "NO (" + r["status"] + ")",
+                r["total_ms"], r["downtime_ms"] if r["downtime_ms"] is not None else "-", mib,
+                "%.1f" % (mib / (r["total_ms"] / 1000)) if r["total_ms"] and r["completed"] else "-",
+                r["src_cpu_s"], r["src_cpu_vcpu_s"], r["src_cpu_other_s"], "%.2f" % cg if cg is not None else "-",
+                r["dirty_sync_count"], r["guest_writes_per_s"]))
+    md.append("")
+md += ["### Ratios", ""]
+md.append("- write_bw_ratio (rdmae / ib_write_bw, >= 64 KiB, worst point): %s (mean %s; goal >= 0.95)" % (res["write_bw_ratio"], res["write_bw_ratio_mean"]))
+for k, v in sorted(ratios.items()):
+    md.append("- %s: %s" % (k, v))
+md.append("")
+text = "\n".join(md)
+json.dump(res, open(os.path.join(out, "latest.json"), "w"), indent=1, sort_keys=True)
+open(os.path.join(out, "latest.md"), "w").write(text)
+print()
+print(text)
+print("bench_perf: wrote %s and %s (%d results)" % (os.path.join(out, "latest.json"), os.path.join(out, "latest.md"), len(rows)))
+EOF
