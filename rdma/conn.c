@@ -54,7 +54,7 @@ uint64_t rdmae_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static uint64_t deadline_after(int ms)
+uint64_t rdmae_deadline_after(int ms)
 {
 	return ms < 0 ? 0 : rdmae_now_ns() + (uint64_t)ms * 1000000ull;
 }
@@ -811,7 +811,7 @@ int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 		if (ret)
 			goto err_conn;
 	}
-	deadline = deadline_after(c->opts.timeout_ms);
+	deadline = rdmae_deadline_after(c->opts.timeout_ms);
 
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_port_space = RDMA_PS_TCP;
@@ -1081,7 +1081,7 @@ static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, struct 
 	c->state = RDMAE_ST_NEGOTIATING;
 	c->notify_fd = l->wake_fd;
 	/* A client that connects and then goes quiet must not hold a slot for ever. */
-	c->setup_deadline_ns = deadline_after(c->opts.timeout_ms);
+	c->setup_deadline_ns = rdmae_deadline_after(c->opts.timeout_ms);
 	pthread_mutex_unlock(&c->lock);
 	if (ret)
 		goto err_conn;
@@ -1248,7 +1248,7 @@ static int finish_accept(struct rdmae_listener *l, struct rdmae_conn *c, struct 
 int rdmae_accept(struct rdmae_listener *l, struct rdmae_conn **out, int timeout_ms,
 		 struct rdmae_err *err)
 {
-	uint64_t deadline = deadline_after(timeout_ms);
+	uint64_t deadline = rdmae_deadline_after(timeout_ms);
 	struct rdma_cm_event *ev;
 	unsigned int i;
 	int ret;
@@ -1415,7 +1415,7 @@ void rdmae_conn_destroy(struct rdmae_conn *c)
 		return;
 	/* Teardown order: pending sends, disconnect, thread, MRs of regions, QPs, CQ, PD, ids. */
 	pthread_mutex_lock(&c->lock);
-	deadline = deadline_after(SEND_DRAIN_MS);
+	deadline = rdmae_deadline_after(SEND_DRAIN_MS);
 	while (c->thread_started && rdmae_conn_sends_pending(c) &&
 	       (c->state != RDMAE_ST_ERROR || c->linger))
 		if (rdmae_conn_wait_locked(c, deadline))

@@ -54,7 +54,7 @@ struct rdmae_wrslot {
 	uint64_t pos;			/* send-queue position of this WR */
 	enum rdmae_wr_kind kind;
 	struct rdmae_chunk *chunk;	/* on-demand chunk pinned for a WRITE, or NULL */
-	struct rdmae_pace_mark mark;	/* WRITE: length, queue ahead, doorbell time */
+	struct rdmae_pace_mark mark;	/* WRITE: length, doorbell time, delivered then */
 };
 
 /* WRs gathered for one doorbell. */
@@ -197,6 +197,8 @@ struct rdmae_conn {
 
 /* time */
 uint64_t rdmae_now_ns(void);
+/* now + ms as a deadline for rdmae_conn_wait_locked; ms < 0 gives 0 (none). */
+uint64_t rdmae_deadline_after(int ms);
 
 /* Trace a connection event to stderr when RDMAE_DEBUG is set; off, it costs one branch. */
 #define rdmae_trace(c, ...) do { if ((c)->debug) rdmae_trace_print((c), __VA_ARGS__); } while (0)

@@ -19,7 +19,7 @@ int rdmae_send(struct rdmae_conn *c, const void *buf, size_t len, struct rdmae_e
 int rdmae_send_timeout(struct rdmae_conn *c, const void *buf, size_t len, int timeout_ms,
 		       struct rdmae_err *err)
 {
-	uint64_t deadline = timeout_ms < 0 ? 0 : rdmae_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	uint64_t deadline = rdmae_deadline_after(timeout_ms);
 	struct rdmae_lane *l0 = &c->lanes[0];
 	const uint8_t *p = buf;
 	uint32_t max_payload;
@@ -75,10 +75,9 @@ int rdmae_send_timeout(struct rdmae_conn *c, const void *buf, size_t len, int ti
 		ret = pret;
 	c->sending = false;
 	pthread_cond_broadcast(&c->cond);
-	if (ret && ret != -ETIMEDOUT)
+	/* A timeout before the first fragment keeps its own message; anything else is the connection's. */
+	if (ret && (ret != -ETIMEDOUT || sent))
 		ret = rdmae_conn_check_locked(c, err) ? c->err.code : ret;
-	else if (ret == -ETIMEDOUT && sent)
-		ret = rdmae_conn_check_locked(c, err);
 out:
 	pthread_mutex_unlock(&c->lock);
 	return ret;
@@ -87,7 +86,7 @@ out:
 int rdmae_recv(struct rdmae_conn *c, void **buf, size_t *len, int timeout_ms,
 	       struct rdmae_err *err)
 {
-	uint64_t deadline = timeout_ms < 0 ? 0 : rdmae_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	uint64_t deadline = rdmae_deadline_after(timeout_ms);
 	struct rdmae_lane *l0 = &c->lanes[0];
 	struct rdmae_msg *m;
 	int ret = 0;

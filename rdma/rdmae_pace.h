@@ -59,7 +59,6 @@ struct rdmae_pace {
 struct rdmae_pace_mark {
 	uint64_t post_ns;		/* its doorbell */
 	uint64_t delivered;		/* pace.delivered then */
-	uint64_t ahead;			/* pace.inflight before it */
 	uint64_t len;
 };
 
@@ -81,7 +80,7 @@ uint64_t rdmae_pace_on_post(struct rdmae_pace *p, uint64_t len, uint64_t now_ns)
 /* len bytes of WRITE completed (any WR, signalled or not), retired at now_ns. */
 void rdmae_pace_on_done(struct rdmae_pace *p, uint64_t len, uint64_t now_ns);
 
-/* A signalled WRITE completed at now_ns: a latency sample (taken if little was ahead). */
+/* A signalled WRITE completed at now_ns: a latency sample, taken if it had the path alone. */
 void rdmae_pace_sample(struct rdmae_pace *p, const struct rdmae_pace_mark *m, uint64_t now_ns);
 
 /* Bytes that will never complete (QP destroyed, post failed). */

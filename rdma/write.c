@@ -102,8 +102,7 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *src,
 	slot = rdmae_lane_sq_take(l, RDMAE_WR_WRITE, &wr, &sge);
 	slot->chunk = chunk;
 	slot->mark.len = p->len;
-	slot->mark.ahead = rdmae_pace_on_post(&c->pace, p->len,
-					      c->pace.inflight ? 0 : rdmae_now_ns());
+	rdmae_pace_on_post(&c->pace, p->len, c->pace.inflight ? 0 : rdmae_now_ns());
 	l->writes_out++;
 	sge->addr = (uintptr_t)rdmae_region_addr(src) + p->local;
 	sge->length = (uint32_t)p->len;
@@ -185,7 +184,7 @@ int rdmae_write_flush(struct rdmae_conn *c, struct rdmae_err *err)
 int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err)
 {
 	int tmo = c->opts.send_timeout_ms;
-	uint64_t deadline = tmo < 0 ? 0 : rdmae_now_ns() + (uint64_t)tmo * 1000000ull;
+	uint64_t deadline = rdmae_deadline_after(tmo);
 	unsigned int i;
 	int ret, pret;
 
@@ -216,7 +215,7 @@ out:
 
 int rdmae_fence_wait(struct rdmae_conn *c, uint32_t seq, int timeout_ms, struct rdmae_err *err)
 {
-	uint64_t deadline = timeout_ms < 0 ? 0 : rdmae_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	uint64_t deadline = rdmae_deadline_after(timeout_ms);
 	unsigned int i;
 	int ret = 0;
 

@@ -89,7 +89,7 @@ static void simulate(struct rdmae_pace *p, double bw, uint64_t base_ns, uint64_t
 			w->m.post_ns = t;
 			w->m.delivered = p->delivered;
 			w->m.len = wr;
-			w->m.ahead = rdmae_pace_on_post(p, wr, t);
+			rdmae_pace_on_post(p, wr, t);
 			wire_free = (wire_free > t ? wire_free : t) + (uint64_t)((double)wr * 1e9 / bw);
 			w->done = wire_free + base_ns;
 		} else {
@@ -116,7 +116,7 @@ static void test_converges_to_bdp(void **state)
 	 */
 	rdmae_pace_init(&p, 256ull * 1024, 1024 * MiB);
 	m = (struct rdmae_pace_mark){ .post_ns = 1000, .len = 64ull * 1024 };
-	m.ahead = rdmae_pace_on_post(&p, m.len, m.post_ns);
+	rdmae_pace_on_post(&p, m.len, m.post_ns);
 	rdmae_pace_on_done(&p, m.len, m.post_ns + 206554);
 	rdmae_pace_sample(&p, &m, m.post_ns + 206554);
 	/* Alone: 200 us plus 6.6 us on the wire. */
@@ -130,15 +130,27 @@ static void test_converges_to_bdp(void **state)
 
 static void test_no_alone_sample_keeps_floor(void **state)
 {
+	struct rdmae_pace_mark m[4];
 	struct rdmae_pace p;
+	int i;
 
 	(void)state;
-	/* Every WRITE shares the link: no base latency, and the budget stays at the floor. */
+	/*
+	 * Four WRITEs on four lanes, served in turn: they finish together, so
+	 * the first to complete still has the others in flight and the last
+	 * had them complete during its flight. No base latency, and the budget
+	 * stays at the floor, however fast the rate reads.
+	 */
 	rdmae_pace_init(&p, MiB, 1024 * MiB);
-	rdmae_pace_on_post(&p, MiB, MS);
-	rdmae_pace_on_post(&p, MiB, 0);
-	rdmae_pace_on_done(&p, 2 * MiB, 50 * MS);
-	p.delivered += 4 * MiB;
+	for (i = 0; i < 4; i++) {
+		m[i] = (struct rdmae_pace_mark){ .post_ns = MS, .delivered = p.delivered, .len = MiB };
+		rdmae_pace_on_post(&p, MiB, MS);
+	}
+	for (i = 0; i < 4; i++) {
+		rdmae_pace_on_done(&p, MiB, 50 * MS + (uint64_t)i);
+		rdmae_pace_sample(&p, &m[i], 50 * MS + (uint64_t)i);
+	}
+	assert_true(p.bw > 0);
 	assert_int_equal(p.base_ns, 0);
 	assert_int_equal(p.budget, MiB);
 }
