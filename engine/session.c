@@ -380,8 +380,18 @@ static int peer_verdict_queued(struct rdmae_session *s, struct rdmae_err *err)
  */
 static int fail(struct rdmae_session *s, int rc, struct rdmae_err *err)
 {
-	int verdict = rdmae_conn_error(s->conn, NULL) ? peer_verdict_queued(s, err) : 0;
+	int verdict;
 
+	/*
+	 * Already stopped: a local cancel, or a failure another thread saw
+	 * first. This error is its echo (a cancelled source tells the peer,
+	 * which hangs up; our own abort fails every call), and the first
+	 * reason stands, or a cancel that took effect would read as a link
+	 * failure.
+	 */
+	if (atomic_load(&s->stop))
+		return stopped_err(s, err);
+	verdict = rdmae_conn_error(s->conn, NULL) ? peer_verdict_queued(s, err) : 0;
 	if (verdict) {
 		shut(s, verdict, "", err->msg, false);
 		return verdict;
