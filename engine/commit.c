@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The source's commit: the final fence, COMPLETE (the point of no return),
+ * the block sums the destination verifies against, the page sums it may
+ * ask for to name a differing page, and its verdict.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../rdma/rdmae_write.h"
+#include "commit_rules.h"
+#include "pagesums.h"
+#include "proto.h"
+#include "session_int.h"
+
+/* ---- complete (source) ---- */
+
+/*
+ * Block sums from the page sums kept through the rounds. Only pages that
+ * never had a current sum (not sent in any round: normally none, since the
+ * first round covers all of memory) are hashed from memory now.
+ */
+int sess_block_sums(struct rdmae_session *s, uint64_t *sums, struct rdmae_err *err)
+{
+	uint64_t t0 = rdmae_now_ns();
+	size_t i;
+	int rc = 0;
+
+	uint64_t bytes = 0;
+
+	for (i = 0; i < s->nblocks && !rc; i++) {
+		struct sblock *b = &s->blk[i];
+		uint64_t n = 0;
+
+		rc = rdmae_pagesums_hash_stale(&b->ps, b->b.host, &s->stop, &n, err);
+		if (!rc)
+			rc = rdmae_pagesums_digest(&b->ps, &sums[i], err);
+		bytes += n * b->b.page_size + b->npages * sizeof(uint64_t);
+	}
+	sess_account_hash(s, t0, true, bytes);
+	return rc;
+}
+
+static int src_block_sums(struct rdmae_session *s, struct rdmae_err *err)
+{
+	uint64_t *sums;
+	uint8_t *msg;
+	size_t len = rdmae_msg_block_sums_size((uint32_t)s->nblocks);
+	int rc;
+
+	sums = calloc(s->nblocks, sizeof(*sums));
+	msg = malloc(len);
+	if (!sums || !msg) {
+		rc = rdmae_err_set(err, -ENOMEM, "complete: out of memory for checksums");
+		goto out;
+	}
+	rc = sess_block_sums(s, sums, err);
+	if (rc)
+		goto out;
+	rdmae_msg_block_sums_encode(msg, sums, (uint32_t)s->nblocks);
+	rc = sess_send_msg(s, msg, len, err);
+out:
+	free(msg);
+	free(sums);
+	return rc;
+}
+
+/*
+ * Answer a PAGE_SUMS_REQ from the sums kept (no memory is read), and only
+ * what the destination needs to find one block's first differing page
+ * (rdmae_sums_guard_take): a confused destination cannot keep the source
+ * busy while its guest is paused.
+ */
+static int src_page_sums(struct rdmae_session *s, const struct rdmae_msg *m,
+			 struct rdmae_err *err)
+{
+	const struct sblock *b = &s->blk[m->u.page_sums.block];
+	uint64_t i, n = m->u.page_sums.npages, first = m->u.page_sums.first_page;
+	char why[RDMAE_PROTO_REASON_LEN];
+	size_t len = rdmae_msg_page_sums_size(n);
+	uint8_t *msg;
+	int rc;
+
+	rc = rdmae_sums_guard_take(&s->sums_guard, m->u.page_sums.block, first, n, why,
+				   sizeof(why));
+	if (rc)
+		return rdmae_err_set(err, rc, "complete: refused the destination's request: %s",
+				     why);
+	/* The decoder bounded n to one message, and the range to the block. */
+	msg = malloc(len);
+	if (!msg)
+		return rdmae_err_set(err, -ENOMEM, "complete: out of memory for %" PRIu64
+				     " page sums", n);
+	for (i = 0; i < n; i++)
+		rdmae_msg_page_sums_put(msg, i, b->ps.sums[first + i]);
+	rdmae_msg_page_sums_encode(msg, m->u.page_sums.block, first, n);
+	rc = sess_send_msg(s, msg, len, err);
+	free(msg);
+	return rc;
+}
+
+/*
+ * Once COMPLETE is out, a failure on our side says nothing about the
+ * destination: it may have committed and be running the VM. Unless the
+ * destination said otherwise (CANCEL, COMMIT_FAIL), the outcome is unknown,
+ * and the caller must not resume the source before finding out: both
+ * copies running would be far worse than a pause.
+ */
+static int complete_failed(struct rdmae_session *s, int rc, struct rdmae_err *err)
+{
+	char why[RDMAE_ERR_LEN];
+
+	if (atomic_load(&s->state) != ST_FAILED)
+		rc = sess_fail(s, rc, err);
+	if (!sess_decided(s) || s->peer_verdict)
+		return rc;
+	snprintf(why, sizeof(why), "%s", err->msg);
+	rdmae_err_set(err, -ENOTRECOVERABLE, "complete: outcome unknown (%s); the destination "
+		      "may have committed: do not resume the source before asking it", why);
+	sess_set_failed(s, -ENOTRECOVERABLE, err);
+	return -ENOTRECOVERABLE;
+}
+
+static int src_complete(struct rdmae_session *s, struct rdmae_err *err)
+{
+	uint8_t small[RDMAE_MSG_SMALL_MAX];
+	struct rdmae_msg_complete c = { 0 };
+	struct rdmae_msg m;
+	uint64_t commit_start;
+	void *buf;
+	int rc;
+
+	/* The final fence proves every WRITE of every round is placed. */
+	rc = rdmae_fence(s->conn, &c.fence_seq, err);
+	if (rc)
+		return sess_fail(s, rc, err);
+	c.flags = s->o.no_verify ? RDMAE_COMPLETE_NO_VERIFY : 0;
+	c.nblocks = (uint32_t)s->nblocks;
+	c.rounds = s->st.rounds;
+	c.state_bytes = s->state_off;
+	/* A connection already down carries nothing: fail plainly, the guest may resume. */
+	rc = rdmae_conn_error(s->conn, err);
+	if (!rc)
+		rc = sess_decide(s, "complete", err);
+	if (rc)
+		return sess_fail(s, rc, err);
+	/* From here a cancel does not take effect: the destination decides. */
+	commit_start = rdmae_now_ns();
+	rc = sess_send_msg(s, small, rdmae_msg_complete_encode(small, &c), err);
+	/* Sent before the sums: the destination revokes and checks while we digest. */
+	if (!rc && !s->o.no_verify)
+		rc = src_block_sums(s, err);
+	if (rc)
+		return complete_failed(s, rc, err);
+
+	for (;;) {
+		rc = sess_recv_msg(s, s->slow_timeout_ms, &buf, &m, err);
+		if (rc)
+			return complete_failed(s, rc, err);
+		switch (m.type) {
+		case RDMAE_MSG_COMMIT_OK:
+			free(buf);
+			pthread_mutex_lock(&s->lock);
+			s->st.commit_ns = rdmae_now_ns() - commit_start;
+			pthread_mutex_unlock(&s->lock);
+			return 0;
+		case RDMAE_MSG_COMMIT_FAIL:
+			rc = rdmae_err_set(err, m.u.commit_fail.error, "%s",
+					   m.u.commit_fail.reason);
+			sess_set_failed(s, rc, err);
+			free(buf);
+			return rc;
+		case RDMAE_MSG_PAGE_SUMS_REQ:
+			if (s->o.no_verify) {
+				rc = sess_unexpected(s, &m, "COMMIT_OK", err);
+				free(buf);
+				return complete_failed(s, rc, err);
+			}
+			rc = src_page_sums(s, &m, err);
+			free(buf);
+			if (rc)
+				return complete_failed(s, rc, err);
+			break;
+		case RDMAE_MSG_CANCEL:
+			s->peer_verdict = true;
+			rc = sess_peer_cancelled(s, &m, err);
+			free(buf);
+			return rc;
+		default:
+			rc = sess_unexpected(s, &m, "COMMIT_OK", err);
+			free(buf);
+			return complete_failed(s, rc, err);
+		}
+	}
+}
+
+int rdmae_session_complete(struct rdmae_session *s, struct rdmae_err *err)
+{
+	struct rdmae_err le = { 0 };
+	struct rdmae_err *e = err ? err : &le;
+	int rc;
+
+	if (!s)
+		return rdmae_err_set(err, -EINVAL, "complete: no session");
+	rdmae_err_clear(e);
+	rc = sess_enter(s, RDMAE_SOURCE, ST_READY, "complete", e);
+	if (rc)
+		return rc;
+	/* Without a round after the stop, the destination would commit stale pages. */
+	if (!s->final_round) {
+		rc = rdmae_err_set(e, -EINVAL, "complete: no round since the VM was stopped "
+				   "(mark_stopped, then a final round)");
+		sess_leave(s);
+		return rc;
+	}
+	rc = src_complete(s, e);
+	if (!rc) {
+		uint64_t t = rdmae_now_ns();
+
+		pthread_mutex_lock(&s->lock);
+		if (s->stopped)
+			s->st.actual_downtime_ns = t - s->stopped_ns;
+		s->st.total_ns = t - s->start_ns;
+		pthread_mutex_unlock(&s->lock);
+		atomic_store(&s->state, ST_DONE);
+	}
+	sess_leave(s);
+	return rc;
+}

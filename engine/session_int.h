@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Session internals shared by the files that implement rdmae_engine.h's
+ * session. Not installed.
+ *
+ *   session.c    create/destroy, shutdown (cancel, failures), messages,
+ *                live settings, cancel, stats
+ *   preflight.c  pre-flight, both sides
+ *   rounds.c     source: plan, rounds, device state
+ *   commit.c     source: complete and verification
+ *   dest.c       destination: rounds, state, verification and commit
+ *
+ * The helpers carry the sess_ prefix so that they are not taken for API.
+ * Locking is as in struct rdmae_session's comments; doc/protocol-engine.md
+ * has the ordering argument the files point at.
+ */
+#ifndef RDMAE_SESSION_INT_H
+#define RDMAE_SESSION_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../rdma/rdmae_err.h"
+#include "../rdma/rdmae_runs.h"
+#include "../rdma/rdmae_write.h"
+#include "commit_rules.h"
+#include "pagesums.h"
+#include "proto.h"
+#include "rdmae_engine.h"
+
+#define NSEC_PER_MSEC		1000000ull
+#define MIB			(1ull << 20)
+
+#define RUN_BATCH		256		/* runs per rdmae_write */
+#define ZERO_BATCH		1024		/* zero runs per ZERO_RUNS message */
+#define RECENT_ROUNDS		3		/* rounds the expected downtime is measured over */
+
+enum sess_state { ST_NEW, ST_READY, ST_DONE, ST_FAILED };
+
+struct sblock {
+	struct rdmae_block b;		/* the caller's; name borrowed */
+	uint64_t npages;
+	struct rdmae_region *region;
+	struct rdmae_bufdesc *descs;	/* source: the destination's, for remote */
+	struct rdmae_remote remote;
+	struct rdmae_pagesums ps;	/* page sums, when verifying (see pagesums.h) */
+};
+
+struct zrun {
+	uint64_t first;
+	uint64_t n;
+};
+
+struct rdmae_session {
+	enum rdmae_role role;
+	struct rdmae_conn *conn;
+	struct rdmae_session_opts o;
+	size_t nblocks;
+	struct sblock *blk;		/* in the source's order on both sides */
+	uint64_t *ctx_len;
+	uint64_t *ctx_pages;
+	struct rdmae_proto_ctx ctx;
+	bool have_ctx;			/* destination: only once the blocks are matched */
+	uint32_t max_msg;
+	int slow_timeout_ms;		/* for waits that scale with memory size */
+	uint64_t progress_ns;
+	uint64_t total_bytes;
+
+	_Atomic int state;
+	atomic_flag busy;		/* one engine call at a time */
+	atomic_bool stop;		/* cancelled or failed: loops bail out */
+	struct rdmae_commit_gate gate;	/* under cancel_lock: cancel against COMPLETE / COMMIT_OK */
+	bool sums;			/* page sums kept (source: verifying; destination: always) */
+	bool peer_verdict;		/* the peer's CANCEL / COMMIT_FAIL explained a failure */
+	bool final_round;		/* source: a round went with the VM stopped */
+	_Atomic uint64_t max_bw;	/* bytes/s, 0 = unlimited; settable while running */
+	_Atomic uint64_t downtime_ns;	/* the convergence limit; settable while running */
+
+	pthread_mutex_t lock;		/* stats, failure record, stop reason, timing */
+	pthread_mutex_t reg_lock;	/* blk[].region on the destination */
+	pthread_mutex_t cancel_lock;	/* one shutdown at a time */
+	int stop_code;
+	char stop_why[RDMAE_PROTO_REASON_LEN];
+	int fail_code;
+	char fail_msg[RDMAE_ERR_LEN];
+
+	/* source */
+	struct rdmae_run *runs;
+	struct zrun *zruns;
+	uint8_t *zmsg;
+	unsigned int precopy_rounds;
+	bool stopped;
+	uint64_t stopped_ns;
+	uint64_t prev_round_start_ns;
+	uint64_t sum_round_ns;
+	struct rdmae_round_stats recent[RECENT_ROUNDS];	/* last rounds: the downtime model */
+	uint64_t hashed_bytes;		/* with st.hash_ns: the rate hashing runs at here */
+	uint64_t last_send_ns;
+	uint64_t state_off;
+	struct rdmae_round_stats last_rs;
+	struct rdmae_sums_guard sums_guard;	/* what the destination may ask of our page sums */
+
+	/* destination */
+	void *ev_msg;			/* holds the last STATE event's bytes */
+	unsigned int rx_rounds;
+	bool rx_last_final;		/* the last round placed had the FINAL flag */
+	bool rx_sums;			/* DATA_RUNS came: the source verifies, keep sums */
+	uint64_t rx_state;
+	uint64_t rx_round_ns;
+
+	uint64_t start_ns;
+	struct rdmae_session_stats st;
+};
+
+/*
+ * The transport's monotonic clock (rdma/conn.c). Its own declaration is in
+ * rdma/internal.h, which the engine cannot include: the transport's
+ * internals and the engine's protocol both name a struct rdmae_msg.
+ */
+uint64_t rdmae_now_ns(void);
+
+/* ---- session.c ---- */
+
+/* Context the decoder checks indices and ranges against, in blk[] order. */
+void sess_set_ctx(struct rdmae_session *s);
+
+/*
+ * Entry of every public call that needs the session in a state: one call
+ * at a time, the right role, state want; a failed or stopped session
+ * answers with its reason. On success, sess_leave ends the call.
+ */
+int sess_enter(struct rdmae_session *s, enum rdmae_role role, int want, const char *op,
+	       struct rdmae_err *err);
+void sess_leave(struct rdmae_session *s);
+
+/* A fatal error: recorded, the session shut down, the peer told when it can be. Returns rc. */
+int sess_fail(struct rdmae_session *s, int rc, struct rdmae_err *err);
+/*
+ * Record a failure without shutting down: the peer gave its verdict, or we
+ * send ours and keep the connection up so that it arrives.
+ */
+void sess_set_failed(struct rdmae_session *s, int rc, const struct rdmae_err *err);
+/* The reason the session stopped, as an error. */
+int sess_stopped_err(struct rdmae_session *s, struct rdmae_err *err);
+/* The peer sent CANCEL: stop without answering. */
+int sess_peer_cancelled(struct rdmae_session *s, const struct rdmae_msg *m,
+			struct rdmae_err *err);
+/* A message out of place: fatal (-EPROTO). */
+int sess_unexpected(struct rdmae_session *s, const struct rdmae_msg *m, const char *waiting,
+		    struct rdmae_err *err);
+/* The destination's memory stops being remotely writable (regions destroyed). */
+void sess_destroy_regions(struct rdmae_session *s);
+/* The point of no return, ordered against cancel; 0 when it is passed. */
+int sess_decide(struct rdmae_session *s, const char *op, struct rdmae_err *err);
+/* Has the point of no return been passed? */
+bool sess_decided(struct rdmae_session *s);
+
+int sess_send_msg(struct rdmae_session *s, const void *buf, size_t len, struct rdmae_err *err);
+/*
+ * Next message, decoded and checked; *buf is the caller's to free on
+ * success. A malformed message is fatal, a timeout is not.
+ */
+int sess_recv_msg(struct rdmae_session *s, int timeout_ms, void **buf, struct rdmae_msg *m,
+		  struct rdmae_err *err);
+/* Hashing time and bytes since t0; at_stop: the VM is stopped, so it is downtime too. */
+void sess_account_hash(struct rdmae_session *s, uint64_t t0, bool at_stop, uint64_t bytes);
+
+/* ---- commit.c ---- */
+
+/* One sum per block from the page sums kept (both sides compare these). */
+int sess_block_sums(struct rdmae_session *s, uint64_t *sums, struct rdmae_err *err);
+
+#endif
