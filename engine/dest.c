@@ -22,24 +22,42 @@
 #include "session_int.h"
 
 #define PAGE_SUMS_CHUNK_MAX	(1u << 20)	/* page sums per PAGE_SUMS answer */
+#define ZERO_CHECK_BYTES	(16 * MIB)	/* zero-filled between checks for a stop */
 
 /* ---- destination steps ---- */
 
-static void dst_zero_fill(struct rdmae_session *s, const struct rdmae_msg *m)
+/*
+ * ZERO_RUNS: one message may name up to RDMAE_PROTO_MAX_RUNS runs, each as
+ * long as its block (the decoder only guarantees they do not overlap), so a
+ * single message can be worth seconds of memset on a large guest. Check
+ * for a local cancel and for a dead connection every ZERO_CHECK_BYTES, so
+ * that neither waits for the message to be done.
+ */
+static int dst_zero_fill(struct rdmae_session *s, const struct rdmae_msg *m,
+			 struct rdmae_err *err)
 {
 	struct sblock *b = &s->blk[m->u.zero_runs.block];
 	size_t ps = b->b.page_size;
+	uint64_t check_pages = (ZERO_CHECK_BYTES / ps) ? (ZERO_CHECK_BYTES / ps) : 1;
+	uint64_t pages = 0, since_check = 0;
 	uint32_t i;
+	int rc = 0;
 
-	uint64_t pages = 0;
-
-	for (i = 0; i < m->u.zero_runs.count && !atomic_load(&s->stop); i++) {
+	for (i = 0; i < m->u.zero_runs.count && !rc; i++) {
 		uint64_t first, n, p;
 
 		rdmae_msg_zero_runs_get(m, i, &first, &n);
 		for (p = first; p < first + n; p++) {
 			uint8_t *page = (uint8_t *)b->b.host + p * ps;
 
+			if (++since_check >= check_pages) {
+				since_check = 0;
+				if (atomic_load(&s->stop) || rdmae_conn_error(s->conn, NULL)) {
+					rc = -ECANCELED;
+					n = p - first;
+					break;
+				}
+			}
 			/* Reading is cheaper than writing: most are zero already. */
 			if (!rdmae_page_is_zero(page, ps))
 				memset(page, 0, ps);
@@ -50,6 +68,12 @@ static void dst_zero_fill(struct rdmae_session *s, const struct rdmae_msg *m)
 	pthread_mutex_lock(&s->lock);
 	s->st.zero_pages += pages;
 	pthread_mutex_unlock(&s->lock);
+	if (!rc)
+		return 0;
+	if (atomic_load(&s->stop))
+		return sess_stopped_err(s, err);
+	/* The connection's own error says why (peer gone, keepalive, CANCEL then hang-up). */
+	return sess_fail(s, rdmae_conn_error(s->conn, err), err);
 }
 
 /* DATA_RUNS: these pages are being written by this round; hash them after its fence. */
@@ -340,10 +364,10 @@ static int dst_step(struct rdmae_session *s, struct rdmae_dest_event *ev, struct
 			free(buf);
 			continue;
 		case RDMAE_MSG_ZERO_RUNS:
-			dst_zero_fill(s, &m);
+			rc = dst_zero_fill(s, &m, err);
 			free(buf);
-			if (atomic_load(&s->stop))
-				return sess_stopped_err(s, err);
+			if (rc)
+				return rc;
 			continue;
 		case RDMAE_MSG_DATA_RUNS:
 			dst_data_runs(s, &m);

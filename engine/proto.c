@@ -642,10 +642,44 @@ static int dec_preflight_err(const uint8_t *b, size_t body, const struct rdmae_p
 	return 0;
 }
 
+/*
+ * Run i of a ZERO_RUNS or DATA_RUNS list: non-empty, inside the block, and
+ * starting at or after the end of run i - 1 (prev_first..prev_end). Ascending
+ * runs that never overlap let the destination count each page once and keep
+ * a message's work proportional to the block, whatever the sender claims.
+ */
+static int check_run(const struct rdmae_proto_ctx *ctx, const struct rdmae_msg *m, uint32_t i,
+		     uint64_t first, uint64_t n, uint64_t prev_first, uint64_t prev_end,
+		     struct rdmae_err *err)
+{
+	const char *type = rdmae_msg_type_name(m->type);
+	uint32_t block = m->u.zero_runs.block;
+	uint64_t pages = ctx->block_pages[block];
+
+	if (!n)
+		return rdmae_err_set(err, -EPROTO, "decode %s: run %" PRIu32 ": empty (page %"
+				     PRIu64 "+0)", type, i, first);
+	if (first >= pages || n > pages - first)
+		return rdmae_err_set(err, -EPROTO, "decode %s: run %" PRIu32 ": pages %" PRIu64
+				     "+%" PRIu64 " outside block %" PRIu32 " (%" PRIu64 " pages)",
+				     type, i, first, n, block, pages);
+	if (i && first < prev_first)
+		return rdmae_err_set(err, -EPROTO, "decode %s: run %" PRIu32 ": out of order: "
+				     "starts at page %" PRIu64 ", before run %" PRIu32
+				     " (page %" PRIu64 ")", type, i, first, i - 1, prev_first);
+	if (i && first < prev_end)
+		return rdmae_err_set(err, -EPROTO, "decode %s: run %" PRIu32 ": pages %" PRIu64
+				     "+%" PRIu64 " overlap run %" PRIu32 " (pages %" PRIu64
+				     "..%" PRIu64 ")", type, i, first, n, i - 1, prev_first,
+				     prev_end - 1);
+	return 0;
+}
+
 static int dec_zero_runs(const uint8_t *b, size_t body, const struct rdmae_proto_ctx *ctx,
 			 struct rdmae_msg *m, struct rdmae_err *err)
 {
 	struct rdmae_wire_zero_runs w;
+	uint64_t prev_first = 0, prev_end = 0;
 	uint32_t i;
 	int rc;
 
@@ -654,6 +688,10 @@ static int dec_zero_runs(const uint8_t *b, size_t body, const struct rdmae_proto
 	memcpy(&w, b, sizeof(w));
 	m->u.zero_runs.block = le32toh(w.block);
 	m->u.zero_runs.count = le32toh(w.count);
+	if (m->u.zero_runs.count > RDMAE_PROTO_MAX_RUNS)
+		return rdmae_err_set(err, -EPROTO, "decode %s: %" PRIu32 " runs, at most %d",
+				     rdmae_msg_type_name(m->type), m->u.zero_runs.count,
+				     RDMAE_PROTO_MAX_RUNS);
 	rc = check_body(m->type, body, sizeof(w), m->u.zero_runs.count,
 			sizeof(struct rdmae_wire_page_run), err);
 	if (!rc)
@@ -665,9 +703,12 @@ static int dec_zero_runs(const uint8_t *b, size_t body, const struct rdmae_proto
 		uint64_t first, n;
 
 		rdmae_msg_zero_runs_get(m, i, &first, &n);
-		rc = check_range(ctx, m->type, m->u.zero_runs.block, first, n, err);
+		rc = check_run(ctx, m, i, first, n, prev_first, prev_end, err);
 		if (rc)
 			return rc;
+		prev_first = first;
+		/* Cannot wrap: check_run put the run inside the block. */
+		prev_end = first + n;
 	}
 	return 0;
 }

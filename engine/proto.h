@@ -27,6 +27,13 @@
 #define RDMAE_PROTO_NAME_LEN	256		/* block name, NUL included (QEMU idstr) */
 #define RDMAE_PROTO_REASON_LEN	192		/* error text, NUL included */
 #define RDMAE_PROTO_MAX_BLOCKS	4096
+/*
+ * Runs in one ZERO_RUNS or DATA_RUNS message. The destination zero-fills or
+ * marks every run of a message before it reads the next one, so the bound
+ * caps the work (and the size) a single message can ask for; senders size
+ * their batches by it.
+ */
+#define RDMAE_PROTO_MAX_RUNS	1024
 #define RDMAE_PROTO_NO_BLOCK	0xffffffffu	/* block index: not about one block */
 #define RDMAE_PROTO_NO_PAGE	UINT64_MAX	/* page index: not known */
 

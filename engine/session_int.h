@@ -35,7 +35,8 @@
 #define MIB			(1ull << 20)
 
 #define RUN_BATCH		256		/* runs per rdmae_write */
-#define ZERO_BATCH		1024		/* zero runs per ZERO_RUNS message */
+#define ZERO_BATCH		RDMAE_PROTO_MAX_RUNS	/* zero runs per ZERO_RUNS message: the most allowed */
+_Static_assert(RUN_BATCH <= RDMAE_PROTO_MAX_RUNS, "a DATA_RUNS message describes one write batch");
 #define RECENT_ROUNDS		3		/* rounds the expected downtime is measured over */
 
 enum sess_state { ST_NEW, ST_READY, ST_DONE, ST_FAILED };

@@ -3,6 +3,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
@@ -426,6 +427,105 @@ static void test_zero_runs_reject(void **state)
 	reject(len, NULL, -EPROTO);
 }
 
+/*
+ * Decoding must fail with -EPROTO and a text that contains want (the type,
+ * the run index, what is wrong).
+ */
+static void reject_says(size_t len, const char *want)
+{
+	struct rdmae_err err = { 0 };
+	struct rdmae_msg m;
+
+	assert_int_equal(rdmae_msg_decode(buf, len, &ctx, &m, &err), -EPROTO);
+	if (!strstr(err.msg, want))
+		fail_msg("error '%s' does not say '%s'", err.msg, want);
+}
+
+/* count one-page runs with a one-page gap between them, in block 0. */
+static size_t spaced_runs(uint32_t count, bool data)
+{
+	uint32_t i;
+
+	for (i = 0; i < count; i++)
+		rdmae_msg_zero_runs_put(buf, i, 2ull * i, 1);
+	return data ? rdmae_msg_data_runs_finish(buf, 0, count)
+		    : rdmae_msg_zero_runs_finish(buf, 0, count);
+}
+
+static void test_runs_limit(void **state)
+{
+	struct rdmae_msg m;
+	size_t len;
+	int data;
+
+	(void)state;
+	assert_true(rdmae_msg_zero_runs_size(RDMAE_PROTO_MAX_RUNS + 1) <= sizeof(buf));
+	for (data = 0; data <= 1; data++) {
+		len = spaced_runs(RDMAE_PROTO_MAX_RUNS, data);
+		assert_int_equal(dec(len, &ctx, &m), 0);
+		assert_int_equal(m.u.zero_runs.count, RDMAE_PROTO_MAX_RUNS);
+		len = spaced_runs(RDMAE_PROTO_MAX_RUNS + 1, data);
+		reject_says(len, data ? "DATA_RUNS: 1025 runs, at most 1024"
+				      : "ZERO_RUNS: 1025 runs, at most 1024");
+	}
+	/* The count is judged before the body: a huge one is not a length error. */
+	len = spaced_runs(1, false);
+	put32(H + 4, UINT32_MAX);
+	reject_says(len, "runs, at most");
+}
+
+static void test_runs_order(void **state)
+{
+	struct rdmae_msg m;
+	size_t len;
+
+	(void)state;
+	/* Adjacent runs: the next starts exactly where the last one ends. */
+	rdmae_msg_zero_runs_put(buf, 0, 0, 10);
+	rdmae_msg_zero_runs_put(buf, 1, 10, 5);
+	rdmae_msg_zero_runs_put(buf, 2, 15, 241);
+	len = rdmae_msg_zero_runs_finish(buf, 1, 3);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	len = rdmae_msg_data_runs_finish(buf, 1, 3);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+
+	/* Overlapping by one page. */
+	rdmae_msg_zero_runs_put(buf, 1, 9, 5);
+	len = rdmae_msg_zero_runs_finish(buf, 1, 3);
+	reject_says(len, "ZERO_RUNS: run 1: pages 9+5 overlap run 0 (pages 0..9)");
+	len = rdmae_msg_data_runs_finish(buf, 1, 3);
+	reject_says(len, "DATA_RUNS: run 1: pages 9+5 overlap run 0");
+	/* The same run twice. */
+	rdmae_msg_zero_runs_put(buf, 1, 0, 10);
+	len = rdmae_msg_zero_runs_finish(buf, 1, 3);
+	reject_says(len, "run 1: pages 0+10 overlap run 0");
+	/* Inside the previous run, ending before it does. */
+	rdmae_msg_zero_runs_put(buf, 0, 0, 100);
+	rdmae_msg_zero_runs_put(buf, 1, 20, 5);
+	len = rdmae_msg_zero_runs_finish(buf, 1, 2);
+	reject_says(len, "run 1: pages 20+5 overlap run 0 (pages 0..99)");
+
+	/* Out of order, not overlapping: the last run comes first. */
+	rdmae_msg_zero_runs_put(buf, 0, 0, 10);
+	rdmae_msg_zero_runs_put(buf, 1, 200, 5);
+	rdmae_msg_zero_runs_put(buf, 2, 100, 5);
+	len = rdmae_msg_zero_runs_finish(buf, 1, 3);
+	reject_says(len, "ZERO_RUNS: run 2: out of order: starts at page 100, before run 1");
+	len = rdmae_msg_data_runs_finish(buf, 1, 3);
+	reject_says(len, "DATA_RUNS: run 2: out of order");
+
+	/* Empty and out-of-block runs name their index too. */
+	rdmae_msg_zero_runs_put(buf, 2, 210, 0);
+	len = rdmae_msg_zero_runs_finish(buf, 1, 3);
+	reject_says(len, "ZERO_RUNS: run 2: empty");
+	rdmae_msg_zero_runs_put(buf, 2, 210, 47);
+	len = rdmae_msg_zero_runs_finish(buf, 1, 3);
+	reject_says(len, "ZERO_RUNS: run 2: pages 210+47 outside block 1 (256 pages)");
+	rdmae_msg_zero_runs_put(buf, 2, 210, 46);
+	len = rdmae_msg_zero_runs_finish(buf, 1, 3);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+}
+
 /* ---- rounds ---- */
 
 static void test_rounds(void **state)
@@ -661,6 +761,8 @@ int main(void)
 		cmocka_unit_test(test_zero_runs),
 		cmocka_unit_test(test_zero_runs_reject),
 		cmocka_unit_test(test_data_runs),
+		cmocka_unit_test(test_runs_limit),
+		cmocka_unit_test(test_runs_order),
 		cmocka_unit_test(test_rounds),
 		cmocka_unit_test(test_state),
 		cmocka_unit_test(test_complete),
