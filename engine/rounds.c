@@ -161,6 +161,8 @@ struct round_ctx {
 	uint64_t bytes;
 	uint64_t zero_pages;
 	uint64_t runs;
+	/* The batch's pages, kept across rdmae_write (which coalesces the runs in place). */
+	struct zrun posted[RUN_BATCH];
 };
 
 /* Tell a waiting destination that the round goes on; bail out once stopped. */
@@ -201,28 +203,44 @@ static int sleep_ns(struct round_ctx *rctx, uint64_t ns)
 }
 
 /*
- * Hash the batch about to be posted (the NIC is still busy with the ones
- * before it) and tell the destination which pages it writes, so that it hashes them after the
- * round's fence. A page the guest changes after this round's dirty log was
- * taken, before or after the hash, is dirty in the next log and is sent and
- * hashed again; in the final round the guest is stopped.
+ * Tell the destination which pages the batch about to be posted writes, so
+ * that it hashes them after the round's fence, and keep them to be hashed
+ * here once posted.
  */
-static int sum_batch(struct round_ctx *rctx)
+static int announce_batch(struct round_ctx *rctx)
 {
 	struct rdmae_session *s = rctx->s;
-	struct sblock *b = &s->blk[rctx->block];
-	uint64_t ps = b->b.page_size, t0 = rdmae_now_ns();
+	uint64_t ps = s->blk[rctx->block].b.page_size;
 	size_t i, len;
 
 	for (i = 0; i < rctx->nruns; i++) {
-		uint64_t first = s->runs[i].local / ps, n = s->runs[i].len / ps;
-
-		rdmae_pagesums_hash(&b->ps, b->b.host, first, n);
-		rdmae_msg_zero_runs_put(s->zmsg, (uint32_t)i, first, n);
+		rctx->posted[i].first = s->runs[i].local / ps;
+		rctx->posted[i].n = s->runs[i].len / ps;
+		rdmae_msg_zero_runs_put(s->zmsg, (uint32_t)i, rctx->posted[i].first,
+					rctx->posted[i].n);
 	}
-	sess_account_hash(s, t0, rctx->final, rctx->batch_bytes);
 	len = rdmae_msg_data_runs_finish(s->zmsg, (uint32_t)rctx->block, (uint32_t)rctx->nruns);
 	return sess_send_msg(s, s->zmsg, len, rctx->err);
+}
+
+/*
+ * Hash the batch just posted, while the NIC reads it: on hardware that
+ * offloads the transfer the hashing then costs CPU but no time. A page the
+ * guest changes after this round's dirty log was taken, before or after the
+ * hash or the NIC's read, is dirty in the next log and is sent and hashed
+ * again; in the final round the guest is stopped, so hash and WRITE read
+ * the same bytes.
+ */
+static void hash_batch(struct round_ctx *rctx, size_t n)
+{
+	struct rdmae_session *s = rctx->s;
+	struct sblock *b = &s->blk[rctx->block];
+	uint64_t t0 = rdmae_now_ns();
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		rdmae_pagesums_hash(&b->ps, b->b.host, rctx->posted[i].first, rctx->posted[i].n);
+	sess_account_hash(s, t0, rctx->final, rctx->batch_bytes);
 }
 
 static int flush_data(struct round_ctx *rctx)
@@ -244,12 +262,13 @@ static int flush_data(struct round_ctx *rctx)
 	}
 	/* on_data already merged neighbours; rdmae_write sizes the WRs. */
 	n = rctx->nruns;
-	/* Before rdmae_write, which coalesces the runs in place. */
-	ret = s->sums ? sum_batch(rctx) : 0;
+	ret = s->sums ? announce_batch(rctx) : 0;
 	if (!ret)
 		ret = rdmae_write(s->conn, b->region, &b->remote, s->runs, n, rctx->err);
 	if (ret)
 		return ret;
+	if (s->sums)
+		hash_batch(rctx, n);
 	rctx->runs += n;
 	rctx->bytes += rctx->batch_bytes;
 	rctx->nruns = 0;

@@ -72,7 +72,7 @@ __attribute__((noinline)) int bench_walk(struct rdmae_session *s, const uint64_t
 	return walk_block(&rctx, bm);
 }
 
-/* What verification adds on the source per dirty page: hashing it (sum_batch). */
+/* What verification adds on the source per dirty page: hashing it (hash_batch). */
 __attribute__((noinline)) void bench_hash(struct rdmae_pagesums *ps, const void *base,
 					  const uint64_t *bm, uint64_t npages);
 __attribute__((noinline)) void bench_hash(struct rdmae_pagesums *ps, const void *base,
