@@ -70,6 +70,12 @@ $(PERF_BIN): $(call rel_obj,$(PERF_SRC)) $(REL_LIBS)
 $(BUILD)/san/unit/%: $(BUILD)/san/tests/unit/%.o $(SAN_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) $(SANFLAGS) -o $@ $^ $(LIBS) -lcmocka
+# Tests over the mock verbs layer: mock_verbs.o holds the transport compiled
+# over it, so the library's copies of those objects are never linked.
+$(BUILD)/san/unit/test_mock_%: $(BUILD)/san/tests/unit/test_mock_%.o \
+                               $(BUILD)/san/tests/unit/mock_verbs.o $(SAN_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLFLAGS) $(SANFLAGS) -o $@ $^ $(LIBS) -lcmocka
 
 $(BUILD)/san/verbs/%: $(BUILD)/san/tests/verbs/%.o $(SAN_LIBS)
 	@mkdir -p $(dir $@)

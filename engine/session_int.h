@@ -25,6 +25,7 @@
 
 #include "../rdma/rdmae_err.h"
 #include "../rdma/rdmae_runs.h"
+#include "../rdma/rdmae_time.h"
 #include "../rdma/rdmae_write.h"
 #include "commit_rules.h"
 #include "pagesums.h"
@@ -115,13 +116,6 @@ struct rdmae_session {
 	uint64_t start_ns;
 	struct rdmae_session_stats st;
 };
-
-/*
- * The transport's monotonic clock (rdma/conn.c). Its own declaration is in
- * rdma/internal.h, which the engine cannot include: the transport's
- * internals and the engine's protocol both name a struct rdmae_msg.
- */
-uint64_t rdmae_now_ns(void);
 
 /* ---- session.c ---- */
 

@@ -608,8 +608,15 @@ static void conn_param_init(struct rdma_conn_param *p, const uint8_t *pd, uint8_
 	memset(p, 0, sizeof(*p));
 	p->private_data = pd;
 	p->private_data_len = pd_len;
-	p->responder_resources = 1;
-	p->initiator_depth = 1;
+	/*
+	 * RDMA READ depth: let rdma_cm take the device's limits on connect and
+	 * the lesser of those and the peer's on accept. One READ at a time per
+	 * QP (the old setting) turned rdmae_read into a round trip per WR. The
+	 * depth grants no access by itself: a READ needs an MR registered with
+	 * remote read, which guest RAM never is.
+	 */
+	p->responder_resources = RDMA_MAX_RESP_RES;
+	p->initiator_depth = RDMA_MAX_INIT_DEPTH;
 	p->retry_count = RETRY_COUNT;
 	/* Credits make receiver-not-ready impossible; an RNR is a bug and must surface. */
 	p->rnr_retry_count = 0;
@@ -1407,7 +1414,7 @@ bool rdmae_conn_sends_pending(const struct rdmae_conn *c)
 
 void rdmae_conn_destroy(struct rdmae_conn *c)
 {
-	struct rdmae_msg *m;
+	struct rdmae_rxmsg *m;
 	unsigned int i;
 	uint64_t deadline;
 

@@ -23,6 +23,7 @@
 #include "rdmae_frag.h"
 #include "rdmae_pace.h"
 #include "rdmae_region.h"
+#include "rdmae_time.h"
 #include "rdmae_wire.h"
 
 struct rdmae_lane;
@@ -45,16 +46,25 @@ struct rdmae_rxbuf {
 	struct rdmae_rxbuf *next_parked;
 };
 
-/* What a send-queue position holds, so a signalled completion can retire everything before it. */
-enum rdmae_wr_kind { RDMAE_WR_SEND = 1, RDMAE_WR_WRITE };
+/*
+ * What a send-queue position holds, so a signalled completion can retire
+ * everything before it. WRITE and READ are the one-sided kinds: both are
+ * paced and bounded by opts.writes_in_flight, and both may pin a chunk.
+ */
+enum rdmae_wr_kind { RDMAE_WR_SEND = 1, RDMAE_WR_WRITE, RDMAE_WR_READ, RDMAE_WR_PROBE };
+
+static inline bool rdmae_wr_one_sided(enum rdmae_wr_kind k)
+{
+	return k == RDMAE_WR_WRITE || k == RDMAE_WR_READ;
+}
 
 struct rdmae_wrslot {
 	struct rdmae_cqe cqe;
 	struct rdmae_lane *lane;
 	uint64_t pos;			/* send-queue position of this WR */
 	enum rdmae_wr_kind kind;
-	struct rdmae_chunk *chunk;	/* on-demand chunk pinned for a WRITE, or NULL */
-	struct rdmae_pace_mark mark;	/* WRITE: length, doorbell time, delivered then */
+	struct rdmae_chunk *chunk;	/* on-demand chunk pinned for a WRITE or READ, or NULL */
+	struct rdmae_pace_mark mark;	/* WRITE/READ: length, doorbell time, delivered then */
 };
 
 /* WRs gathered for one doorbell. */
@@ -94,8 +104,9 @@ struct rdmae_lane {
 	uint64_t sq_posted;		/* WRs handed to the chain (posted or pending) */
 	uint64_t sq_done;		/* WRs known complete */
 	uint64_t last_signal;		/* position after the last signalled WR */
-	uint32_t writes_out;		/* WRITE WRs in flight (at most opts.writes_in_flight) */
-	uint64_t unsig_bytes;		/* WRITE bytes posted since the last signalled WR */
+	uint32_t writes_out;		/* WRITE and READ WRs in flight (at most
+					 * opts.writes_in_flight) */
+	uint64_t unsig_bytes;		/* WRITE/READ bytes posted since the last signalled WR */
 
 	/* the chain waiting for its doorbell */
 	struct ibv_send_wr chain[RDMAE_CHAIN_MAX];
@@ -105,6 +116,11 @@ struct rdmae_lane {
 	uint32_t fence_seen;		/* highest fence received on this lane */
 	bool grant_pending;		/* an empty credit grant could not be sent yet */
 	bool reply_owed;		/* the peer asked for a response on this lane */
+
+	/* drain before the rings are freed: markers behind every posted WR */
+	struct rdmae_cqe drain_cqe;
+	unsigned int drain_left;	/* markers not yet flushed back */
+	bool draining;			/* flush errors are expected, not failures */
 	struct rdmae_lane_stats st;
 };
 
@@ -116,8 +132,9 @@ enum rdmae_conn_state {
 	RDMAE_ST_ERROR,
 };
 
-struct rdmae_msg {
-	struct rdmae_msg *next;
+/* A received message waiting for rdmae_recv. */
+struct rdmae_rxmsg {
+	struct rdmae_rxmsg *next;
 	size_t len;
 	void *data;
 };
@@ -163,7 +180,7 @@ struct rdmae_conn {
 
 	/* message channel (lane 0) */
 	struct rdmae_reasm reasm;
-	struct rdmae_msg *q_head, *q_tail;
+	struct rdmae_rxmsg *q_head, *q_tail;
 	size_t q_bytes;
 	bool sending;			/* one rdmae_send at a time keeps fragments in order */
 
@@ -195,8 +212,7 @@ struct rdmae_conn {
 	struct rdmae_region *regions;			/* live regions of this connection */
 };
 
-/* time */
-uint64_t rdmae_now_ns(void);
+/* time (rdmae_now_ns: rdmae_time.h) */
 /* now + ms as a deadline for rdmae_conn_wait_locked; ms < 0 gives 0 (none). */
 uint64_t rdmae_deadline_after(int ms);
 
@@ -245,6 +261,12 @@ bool rdmae_conn_sq_busy(const struct rdmae_conn *c);
 int rdmae_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32_t len,
 			   uint32_t remaining, uint16_t flags, uint32_t fence_seq, bool nowait,
 			   uint64_t deadline_ns);
+/*
+ * Keepalive without a credit: a signalled zero-length RDMA WRITE, posted at
+ * once. -EAGAIN when the send queue has no room (then WRITE completions
+ * already tell that the peer is there).
+ */
+int rdmae_lane_probe_write_locked(struct rdmae_lane *l);
 /* Negotiate messages: no header, no credits, posted at once. */
 int rdmae_lane_send_raw_locked(struct rdmae_lane *l, const void *buf, uint32_t len);
 void rdmae_lane_repost_parked_locked(struct rdmae_lane *l);
@@ -266,6 +288,8 @@ void rdmae_regions_destroy_all(struct rdmae_conn *c);
 int rdmae_region_lkey_locked(struct rdmae_region *r, uint64_t off, uint32_t *lkey,
 			     struct rdmae_chunk **chunk);
 uint64_t rdmae_region_boundary(const struct rdmae_region *r);
+/* May the NIC write into r (the landing side of an RDMA READ)? */
+bool rdmae_region_local_writable(const struct rdmae_region *r);
 
 /* mem.c: ring memory on the device's NUMA node, on huge pages when there are any */
 void *rdmae_mem_alloc(size_t len, int numa_node, bool *huge);

@@ -15,6 +15,8 @@
 
 #define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
+#define DRAIN_MS 2000	/* bound on waiting for a failed lane's flushed WRs */
+
 static int post_recv(struct rdmae_lane *l, struct rdmae_rxbuf *rb)
 {
 	struct ibv_sge sge = {
@@ -42,7 +44,7 @@ static void repost_locked(struct rdmae_lane *l, struct rdmae_rxbuf *rb)
 
 static void enqueue_msg_locked(struct rdmae_conn *c, void *data, size_t len)
 {
-	struct rdmae_msg *m = malloc(sizeof(*m));
+	struct rdmae_rxmsg *m = malloc(sizeof(*m));
 
 	if (!m) {
 		free(data);
@@ -118,7 +120,8 @@ static void rx_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
 
 	l->st.completions++;
 	if (wc->status != IBV_WC_SUCCESS) {
-		if (wc->status != IBV_WC_WR_FLUSH_ERR || c->state != RDMAE_ST_ERROR)
+		if (wc->status != IBV_WC_WR_FLUSH_ERR ||
+		    (c->state != RDMAE_ST_ERROR && !l->draining))
 			rdmae_conn_fail_locked(c, -EIO, "receive on lane %u from %s failed: %s",
 					       l->idx, c->peer, ibv_wc_status_str(wc->status));
 		return;
@@ -187,7 +190,7 @@ static void sq_retire_locked(struct rdmae_lane *l, uint64_t pos, uint64_t now_ns
 
 		if (s->kind == RDMAE_WR_SEND)
 			l->tx_tail++;
-		if (s->kind == RDMAE_WR_WRITE) {
+		if (rdmae_wr_one_sided(s->kind)) {
 			l->writes_out--;
 			rdmae_pace_on_done(&c->pace, s->mark.len, now_ns);
 		}
@@ -206,26 +209,44 @@ static void sq_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
 	struct rdmae_lane *l = s->lane;
 	struct rdmae_conn *c = l->conn;
 	uint64_t now = rdmae_now_ns();
-	bool write = s->kind == RDMAE_WR_WRITE;
+	enum rdmae_wr_kind kind = s->kind;
+	bool bulk = rdmae_wr_one_sided(kind);
 
 	l->st.completions++;
 	if (wc->status != IBV_WC_SUCCESS &&
-	    (wc->status != IBV_WC_WR_FLUSH_ERR || c->state != RDMAE_ST_ERROR))
+	    (wc->status != IBV_WC_WR_FLUSH_ERR || (c->state != RDMAE_ST_ERROR && !l->draining)))
 		rdmae_conn_fail_locked(c, -EIO, "%s on lane %u to %s failed: %s",
-				       write ? "RDMA WRITE" : "SEND", l->idx,
-				       c->peer, ibv_wc_status_str(wc->status));
+				       kind == RDMAE_WR_WRITE ? "RDMA WRITE" :
+				       kind == RDMAE_WR_READ ? "RDMA READ" :
+				       kind == RDMAE_WR_PROBE ? "keepalive probe (zero-length RDMA WRITE)" :
+				       "SEND", l->idx, c->peer, ibv_wc_status_str(wc->status));
 	sq_retire_locked(l, s->pos, now);
-	if (wc->status != IBV_WC_SUCCESS || !write)
+	if (kind == RDMAE_WR_PROBE) {
+		/*
+		 * The peer's NIC acknowledged: the host and the path are there.
+		 * Its process may still be stalled, but then it withholds
+		 * credits, and every credit wait has its own deadline.
+		 */
+		if (wc->status == IBV_WC_SUCCESS && c->probe_ns) {
+			rdmae_trace(c, "keepalive: zero-length WRITE acknowledged after %.1f ms",
+				    (double)(now - c->probe_ns) / 1e6);
+			c->last_heard_ns = now;
+			c->probe_ns = 0;
+		}
+		return;
+	}
+	if (wc->status != IBV_WC_SUCCESS || !bulk)
 		return;
 	rdmae_pace_sample(&c->pace, &s->mark, now);
 	/*
-	 * The peer's QP acknowledged data we wrote: the connection is making
-	 * progress even if no message comes back (ours may be queued behind
-	 * this very transfer). A SEND's completion does not count: a probe is
-	 * acknowledged by a peer whose process has stopped.
+	 * The peer's QP acknowledged data we wrote (or answered a READ with
+	 * its data): the connection is making progress even if no message
+	 * comes back (ours may be queued behind this very transfer). A SEND's
+	 * completion does not count: a probe is acknowledged by a peer whose
+	 * process has stopped.
 	 */
 	if (c->probe_ns)
-		rdmae_trace(c, "keepalive: WRITE completions count as the answer (%.1f ms)",
+		rdmae_trace(c, "keepalive: WRITE/READ completions count as the answer (%.1f ms)",
 			    (double)(now - c->probe_ns) / 1e6);
 	c->last_heard_ns = now;
 	c->probe_ns = 0;
@@ -306,7 +327,7 @@ int rdmae_lane_post_chain(struct rdmae_lane *l)
 
 			if (s->kind == RDMAE_WR_SEND)
 				l->tx_head--;
-			if (s->kind == RDMAE_WR_WRITE) {
+			if (rdmae_wr_one_sided(s->kind)) {
 				l->writes_out--;
 				rdmae_pace_forget(&c->pace, s->mark.len);
 			}
@@ -321,6 +342,31 @@ int rdmae_lane_post_chain(struct rdmae_lane *l)
 		return -ret;
 	}
 	return 0;
+}
+
+/*
+ * Zero length names no memory, so it needs no rkey (IBA C9-88: the
+ * responder validates neither R_Key nor address), and the peer's software
+ * takes no part: its NIC acknowledges, or our retries run out and the
+ * completion fails the connection with the transport's reason.
+ */
+int rdmae_lane_probe_write_locked(struct rdmae_lane *l)
+{
+	struct rdmae_wrslot *slot;
+	struct ibv_send_wr *wr;
+	struct ibv_sge *sge;
+
+	if (!l->qp || !l->established || rdmae_lane_sq_free(l) == 0 ||
+	    l->nchain >= RDMAE_CHAIN_MAX)
+		return -EAGAIN;
+	slot = rdmae_lane_sq_take(l, RDMAE_WR_PROBE, &wr, &sge);
+	(void)slot;
+	(void)sge;
+	wr->opcode = IBV_WR_RDMA_WRITE;
+	wr->sg_list = NULL;
+	wr->num_sge = 0;
+	wr->send_flags = IBV_SEND_SIGNALED;
+	return rdmae_lane_post_chain(l);
 }
 
 int rdmae_conn_post_all_locked(struct rdmae_conn *c)
@@ -455,17 +501,20 @@ int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int 
 	l->sq_depth = l->ntx + c->opts.writes_in_flight + 1;
 
 	/* Depths follow from the credits; check them against the device before allocating anything. */
-	if (l->sq_depth > (uint32_t)c->dev_attr.max_qp_wr || l->nrx > (uint32_t)c->dev_attr.max_qp_wr)
+	if (l->sq_depth + 1 > (uint32_t)c->dev_attr.max_qp_wr ||
+	    l->nrx + 1 > (uint32_t)c->dev_attr.max_qp_wr)
 		return rdmae_err_set(err, -EINVAL,
 				     "lane %u on %s: queue depth %u/%u exceeds max_qp_wr %d", idx,
 				     ibv_get_device_name(c->verbs->device), l->sq_depth, l->nrx,
 				     c->dev_attr.max_qp_wr);
 
-	ret = -ENOMEM;
 	l->rx_mem = rdmae_mem_alloc((size_t)l->nrx * l->rx_size, c->numa_node, &l->rx_huge);
 	l->rx = calloc(l->nrx, sizeof(*l->rx));
-	if (!l->rx_mem || !l->rx)
+	if (!l->rx_mem || !l->rx) {
+		ret = rdmae_err_set(err, -ENOMEM, "lane %u receive ring (%u x %u bytes): out of "
+				    "memory", idx, l->nrx, l->rx_size);
 		goto err_rx;
+	}
 	l->rx_mr = ibv_reg_mr(c->pd, l->rx_mem, (size_t)l->nrx * l->rx_size, IBV_ACCESS_LOCAL_WRITE);
 	if (!l->rx_mr) {
 		ret = -errno;
@@ -476,7 +525,8 @@ int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int 
 	l->tx_mem = rdmae_mem_alloc((size_t)l->ntx * l->tx_size, c->numa_node, &l->tx_huge);
 	l->wr = calloc(l->sq_depth, sizeof(*l->wr));
 	if (!l->tx_mem || !l->wr) {
-		ret = -ENOMEM;
+		ret = rdmae_err_set(err, -ENOMEM, "lane %u send ring (%u x %u bytes): out of "
+				    "memory", idx, l->ntx, l->tx_size);
 		goto err_tx;
 	}
 	l->tx_mr = ibv_reg_mr(c->pd, l->tx_mem, (size_t)l->ntx * l->tx_size, 0);
@@ -495,8 +545,9 @@ int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int 
 	qa.send_cq = c->cq;
 	qa.recv_cq = c->cq;
 	qa.qp_type = IBV_QPT_RC;
-	qa.cap.max_send_wr = l->sq_depth;
-	qa.cap.max_recv_wr = l->nrx;
+	/* One more WR on each queue: room for the drain markers (lane_drain_locked). */
+	qa.cap.max_send_wr = l->sq_depth + 1;
+	qa.cap.max_recv_wr = l->nrx + 1;
 	qa.cap.max_send_sge = 1;
 	qa.cap.max_recv_sge = 1;
 	if (rdma_create_qp(id, c->pd, &qa)) {
@@ -525,8 +576,7 @@ int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int 
 	return 0;
 
 err_qp:
-	rdma_destroy_qp(id);
-	l->qp = NULL;
+	rdmae_lane_destroy_qp(l);
 err_tx:
 	if (l->tx_mr)
 		ibv_dereg_mr(l->tx_mr);
@@ -537,12 +587,62 @@ err_tx:
 err_rx:
 	rdmae_mem_free(l->rx_mem, (size_t)l->nrx * l->rx_size, l->rx_huge);
 	free(l->rx);
-	if (ret == -ENOMEM)
-		rdmae_err_set(err, ret, "lane %u rings (%u x %u bytes): out of memory", idx, l->nrx,
-			      l->rx_size);
 	memset(l, 0, sizeof(*l));
 	id->context = NULL;
 	return ret;
+}
+
+static void drain_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
+{
+	struct rdmae_lane *l = container_of(cqe, struct rdmae_lane, drain_cqe);
+
+	(void)wc;
+	if (l->drain_left)
+		l->drain_left--;
+}
+
+/*
+ * The CQ is shared and the progress thread reaps it under the lock: a
+ * completion of this QP still queued when the rings are freed would be
+ * dispatched into freed memory (flushed receives do exactly that on rxe).
+ * So, while the thread runs: error state, a marker behind everything posted
+ * on each queue (a queue flushes in order), and wait until both markers are
+ * back. Without the thread (teardown stops it first) nobody reaps the CQ
+ * again before it is destroyed.
+ */
+static void lane_drain_locked(struct rdmae_lane *l)
+{
+	struct rdmae_conn *c = l->conn;
+	struct ibv_qp_attr attr = { .qp_state = IBV_QPS_ERR };
+	struct ibv_recv_wr rwr = { .wr_id = (uintptr_t)&l->drain_cqe };
+	struct ibv_send_wr swr = { .wr_id = (uintptr_t)&l->drain_cqe, .opcode = IBV_WR_SEND,
+				   .send_flags = IBV_SEND_SIGNALED };
+	struct ibv_recv_wr *rbad;
+	struct ibv_send_wr *sbad;
+	uint64_t deadline;
+
+	if (!c->thread_started || c->stop)
+		return;
+	l->draining = true;
+	l->drain_cqe.done = drain_done;
+	l->drain_left = 0;
+	if (ibv_modify_qp(l->qp, &attr, IBV_QP_STATE)) {
+		rdmae_trace(c, "lane %u: could not move the QP to the error state: %s", l->idx,
+			    strerror(errno));
+		return;
+	}
+	/* The spare WR of each queue (see the QP's caps) guarantees room for the markers. */
+	if (!ibv_post_recv(l->qp, &rwr, &rbad))
+		l->drain_left++;
+	if (!ibv_post_send(l->qp, &swr, &sbad))
+		l->drain_left++;
+	deadline = rdmae_deadline_after(DRAIN_MS);
+	while (l->drain_left && !c->stop)
+		if (rdmae_conn_wait_locked(c, deadline)) {
+			rdmae_trace(c, "lane %u: %u drain marker(s) not back after %d ms", l->idx,
+				    l->drain_left, DRAIN_MS);
+			break;
+		}
 }
 
 void rdmae_lane_destroy_qp(struct rdmae_lane *l)
@@ -551,13 +651,14 @@ void rdmae_lane_destroy_qp(struct rdmae_lane *l)
 
 	if (!l->conn || !l->qp)
 		return;
+	lane_drain_locked(l);
 	rdma_destroy_qp(l->id);
 	l->qp = NULL;
 	/* The QP is gone, so no completion will retire what was in flight: release pins here. */
 	for (p = l->sq_done; p < l->sq_posted; p++) {
 		struct rdmae_wrslot *s = &l->wr[p % l->sq_depth];
 
-		if (s->kind == RDMAE_WR_WRITE)
+		if (rdmae_wr_one_sided(s->kind))
 			rdmae_pace_forget(&l->conn->pace, s->mark.len);
 		if (s->chunk)
 			rdmae_chunk_put_locked(l->conn, s->chunk);

@@ -88,7 +88,7 @@ int rdmae_recv(struct rdmae_conn *c, void **buf, size_t *len, int timeout_ms,
 {
 	uint64_t deadline = rdmae_deadline_after(timeout_ms);
 	struct rdmae_lane *l0 = &c->lanes[0];
-	struct rdmae_msg *m;
+	struct rdmae_rxmsg *m;
 	int ret = 0;
 
 	*buf = NULL;

@@ -113,10 +113,12 @@ static int keepalive_locked(struct rdmae_conn *c)
 		due = c->probe_ns + tmo_ns;
 	} else if (now - c->last_heard_ns >= idle_ns) {
 		/*
-		 * Probe: an empty message asking for a reply. Without a usable
-		 * credit no probe can go, and none is needed: the peer then owes
-		 * us a grant, and a reader that is merely slow must not be taken
-		 * for a dead peer. Try again one idle period later.
+		 * Probe: an empty message asking for a reply, which proves the
+		 * peer's process runs. Without a usable credit (a reader that is
+		 * merely slow withholds them, and must not be taken for a dead
+		 * peer) a zero-length RDMA WRITE asks the peer's NIC instead:
+		 * no credit, and a dead host or path fails it by retry
+		 * exhaustion.
 		 */
 		if (!rdmae_lane_send_locked(&c->lanes[0], NULL, 0, 0, RDMAE_FLAG_RESPONSE_REQUESTED,
 					    0, true, 0)) {
@@ -124,6 +126,11 @@ static int keepalive_locked(struct rdmae_conn *c)
 			c->probe_ns = now;
 			rdmae_trace(c, "keepalive: probe sent after %.0f ms idle",
 				    (double)(now - c->last_heard_ns) / 1e6);
+			due = now + tmo_ns;
+		} else if (!rdmae_lane_probe_write_locked(&c->lanes[0])) {
+			c->probe_ns = now;
+			rdmae_trace(c, "keepalive: no credit, zero-length WRITE sent after %.0f ms "
+				    "idle", (double)(now - c->last_heard_ns) / 1e6);
 			due = now + tmo_ns;
 		} else {
 			due = now + idle_ns;

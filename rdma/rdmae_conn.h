@@ -134,6 +134,8 @@ struct rdmae_lane_stats {
 	uint64_t credit_stalls;		/* a sender waited for a credit */
 	uint64_t sq_stalls;		/* a writer waited for send-queue room */
 	uint64_t fences;		/* fences sent */
+	uint64_t reads;			/* RDMA READ WRs posted */
+	uint64_t read_bytes;
 };
 
 int rdmae_conn_lane_stats(struct rdmae_conn *c, unsigned int lane, struct rdmae_lane_stats *out);

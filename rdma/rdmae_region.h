@@ -35,6 +35,13 @@ struct rdmae_region_opts {
 	int remote_write;		/* the peer may RDMA WRITE into it (destination) */
 	size_t chunk_size;		/* ON_DEMAND chunk; default 16 MiB */
 	size_t page_size;		/* mapping's page size; 0 = detect */
+	/*
+	 * The peer may RDMA READ from it. Only for buffers made to be read
+	 * (rdmae-perf's READ test): never for guest RAM, which stays out of
+	 * the peer's reach on the source. PIN_ALL only, like remote_write.
+	 */
+	int remote_read;
+	int local_write;		/* RDMA READs land in it (rdmae_read's local side) */
 };
 
 int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *addr, size_t len,
@@ -42,9 +49,9 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 void rdmae_region_destroy(struct rdmae_region *r);
 
 /*
- * The descriptors that let the peer write the whole region, one per
- * RDMAE_DESC_SPAN, in order. PIN_ALL with remote_write only. *n receives the
- * count; -ENOSPC when cap is too small.
+ * The descriptors that let the peer write (or read) the whole region, one
+ * per RDMAE_DESC_SPAN, in order. PIN_ALL with remote_write or remote_read
+ * only. *n receives the count; -ENOSPC when cap is too small.
  */
 int rdmae_region_bufdescs(const struct rdmae_region *r, struct rdmae_bufdesc *out, size_t cap,
 			  size_t *n, struct rdmae_err *err);

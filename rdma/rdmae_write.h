@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Bulk transfer: one-sided RDMA WRITE of runs from a local region straight
- * into the peer's advertised region, spread across the lanes.
+ * into the peer's advertised region, spread across the lanes; and RDMA READ,
+ * its mirror, from a region the peer advertised for reading.
  *
  * Runs are coalesced and split to the negotiated max_rw_size, chained per
  * lane behind one doorbell, and signalled selectively. A fence is a message
@@ -36,7 +37,19 @@ struct rdmae_remote {
 int rdmae_write(struct rdmae_conn *c, struct rdmae_region *src, const struct rdmae_remote *dst,
 		struct rdmae_run *runs, size_t n, struct rdmae_err *err);
 
-/* Wait until every WRITE posted so far has completed locally. */
+/*
+ * Post READs for runs: `remote` offsets into the peer's region src (which
+ * it registered with remote_read and advertised), `local` offsets into dst
+ * (registered with local_write). Returns once all are posted; the data is
+ * in dst once rdmae_write_flush returns. Runs are coalesced in place and
+ * checked against both regions, as for rdmae_write. The outstanding READs
+ * per lane are bounded by what rdma_cm negotiated with the peer (the
+ * devices' limits); READs beyond it wait in the send queue.
+ */
+int rdmae_read(struct rdmae_conn *c, struct rdmae_region *dst, const struct rdmae_remote *src,
+	       struct rdmae_run *runs, size_t n, struct rdmae_err *err);
+
+/* Wait until every WRITE and READ posted so far has completed locally. */
 int rdmae_write_flush(struct rdmae_conn *c, struct rdmae_err *err);
 
 /* Send a fence on every lane after its WRITEs; *seq receives its number (1, 2, ...). */

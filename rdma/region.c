@@ -26,6 +26,7 @@ struct rdmae_chunk {
 	size_t idx;
 	struct ibv_mr *mr;		/* NULL while not pinned */
 	unsigned int refs;		/* WRs in flight that read it */
+	bool pinning;			/* a thread registers it, without the lock */
 	struct rdmae_chunk *prev, *next;	/* idle list, while pinned with refs == 0 */
 };
 
@@ -108,14 +109,18 @@ static size_t chunk_len(const struct rdmae_region *r, size_t idx)
 	return r->len - off < r->chunk_size ? r->len - off : r->chunk_size;
 }
 
-static void chunk_unpin(struct rdmae_conn *c, struct rdmae_chunk *ch)
+/*
+ * Take a pinned chunk out of the cache. The caller deregisters the MR
+ * returned after dropping the lock, and only then takes its length off the
+ * pinned total: the memlock limit counts it until the kernel has let go.
+ */
+static struct ibv_mr *chunk_detach_locked(struct rdmae_conn *c, struct rdmae_chunk *ch)
 {
-	if (!ch->mr)
-		return;
+	struct ibv_mr *mr = ch->mr;
+
 	lru_unlink(c, ch);
-	ibv_dereg_mr(ch->mr);
 	ch->mr = NULL;
-	c->pinned -= chunk_len(ch->r, ch->idx);
+	return mr;
 }
 
 void rdmae_chunk_put_locked(struct rdmae_conn *c, struct rdmae_chunk *ch)
@@ -131,31 +136,61 @@ uint64_t rdmae_region_boundary(const struct rdmae_region *r)
 	return r->chunks ? r->chunk_size : RDMAE_DESC_SPAN;
 }
 
+/*
+ * Pin ch, evicting idle chunks (least recently used first) to stay under
+ * the limit. Registering and deregistering take time in proportion to the
+ * chunk (the kernel walks and pins every page), so both run without the
+ * connection lock: completions, credits and keepalive go on meanwhile.
+ * Callers take the lkey before any send-queue position for this reason.
+ * The pinned total is reserved before the lock is dropped, so concurrent
+ * pinners cannot overshoot the limit together; ch->pinning keeps a second
+ * thread from registering the same chunk.
+ */
 static int chunk_pin_locked(struct rdmae_region *r, struct rdmae_chunk *ch)
 {
 	struct rdmae_conn *c = r->c;
 	size_t len = chunk_len(r, ch->idx);
-	int ret;
+	struct ibv_mr *mr;
+	int ret, saved;
 
 	if (len > c->pin_limit)
 		return -ENOBUFS;
-	while (c->pinned + len > c->pin_limit) {
-		if (c->lru_tail) {
-			chunk_unpin(c, c->lru_tail);
-			continue;
-		}
-		/* Everything pinned is in flight: wait for completions to free a chunk. */
-		ret = rdmae_conn_check_locked(c, NULL);
-		if (ret)
-			return ret;
-		rdmae_conn_wait_locked(c, 0);
+	for (;;) {
 		if (ch->mr)
 			return 0;
+		if (!ch->pinning && c->pinned + len <= c->pin_limit)
+			break;
+		if (!ch->pinning && c->lru_tail) {
+			size_t freed = chunk_len(c->lru_tail->r, c->lru_tail->idx);
+			struct ibv_mr *old = chunk_detach_locked(c, c->lru_tail);
+
+			pthread_mutex_unlock(&c->lock);
+			ibv_dereg_mr(old);
+			pthread_mutex_lock(&c->lock);
+			c->pinned -= freed;
+			pthread_cond_broadcast(&c->cond);
+			continue;
+		}
+		/* Being pinned by another thread, or everything pinned is in flight. */
+		ret = rdmae_conn_check_locked(c, NULL);
+		if (!ret)
+			ret = rdmae_conn_wait_locked(c, 0);
+		if (ret)
+			return ret;
 	}
-	ch->mr = ibv_reg_mr(c->pd, r->addr + ch->idx * r->chunk_size, len, r->access);
-	if (!ch->mr)
-		return -errno;
 	c->pinned += len;
+	ch->pinning = true;
+	pthread_mutex_unlock(&c->lock);
+	mr = ibv_reg_mr(c->pd, r->addr + ch->idx * r->chunk_size, len, r->access);
+	saved = errno;
+	pthread_mutex_lock(&c->lock);
+	ch->pinning = false;
+	pthread_cond_broadcast(&c->cond);
+	if (!mr) {
+		c->pinned -= len;
+		return -saved;
+	}
+	ch->mr = mr;
 	return 0;
 }
 
@@ -199,9 +234,11 @@ static void region_release(struct rdmae_region *r)
 		for (i = 0; i < r->nmrs; i++)
 			if (r->mrs[i])
 				ibv_dereg_mr(r->mrs[i]);
+	/* Chunks still pinned were taken out of the cache by the caller. */
 	if (r->chunks)
 		for (i = 0; i < r->nchunks; i++)
-			chunk_unpin(r->c, &r->chunks[i]);
+			if (r->chunks[i].mr)
+				ibv_dereg_mr(r->chunks[i].mr);
 	if (r->odp_mr)
 		ibv_dereg_mr(r->odp_mr);
 	free(r->mrs);
@@ -230,11 +267,22 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 		ret = rdmae_err_set(err, -EFAULT, "register region %p+%zu: not mapped", addr, len);
 		goto err_free;
 	}
-	r->access = o->remote_write ? IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE : 0;
+	/*
+	 * Remote access is granted only as asked: a source's guest RAM is
+	 * registered with none, so the peer can neither write nor read it.
+	 */
+	r->access = 0;
+	if (o->remote_write || o->local_write)
+		r->access |= IBV_ACCESS_LOCAL_WRITE;
+	if (o->remote_write)
+		r->access |= IBV_ACCESS_REMOTE_WRITE;
+	if (o->remote_read)
+		r->access |= IBV_ACCESS_REMOTE_READ;
 
-	if (o->mode == RDMAE_REG_ON_DEMAND && o->remote_write) {
+	if (o->mode == RDMAE_REG_ON_DEMAND && (o->remote_write || o->remote_read)) {
 		ret = rdmae_err_set(err, -EINVAL, "register region %p+%zu: an on-demand region "
-				    "cannot be advertised for remote writes", addr, len);
+				    "cannot be advertised for remote %s", addr, len,
+				    o->remote_write ? "writes" : "reads");
 		goto err_free;
 	}
 	/*
@@ -247,9 +295,11 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 		r->nmrs = (len + RDMAE_DESC_SPAN - 1) / RDMAE_DESC_SPAN;
 		/* An array of MR pointers is what is meant here. */
 		r->mrs = calloc(r->nmrs, sizeof(r->mrs[0])); /* NOLINT(bugprone-sizeof-expression) */
-		ret = -ENOMEM;
-		if (!r->mrs)
+		if (!r->mrs) {
+			ret = rdmae_err_set(err, -ENOMEM, "register region of %zu bytes: out of "
+					    "memory", len);
 			goto err_release;
+		}
 		for (i = 0; i < r->nmrs; i++) {
 			size_t off = i * RDMAE_DESC_SPAN;
 			size_t n = len - off < RDMAE_DESC_SPAN ? len - off : RDMAE_DESC_SPAN;
@@ -266,7 +316,12 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 				goto err_release;
 			}
 		}
-	} else if (c->odp_write) {
+	} else if (c->odp_write && !o->local_write) {
+		/*
+		 * odp_write says the device serves RC WRITEs from ODP memory; READs
+		 * landing in it need other capabilities, so such a region is pinned
+		 * in chunks instead.
+		 */
 		r->odp_mr = ibv_reg_mr(c->pd, addr, len, r->access | IBV_ACCESS_ON_DEMAND);
 		if (!r->odp_mr) {
 			ret = rdmae_err_set(err, -errno, "ibv_reg_mr (ODP) of %zu bytes at %p: %s",
@@ -283,9 +338,11 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 		r->chunk_size = cs;
 		r->nchunks = (len + cs - 1) / cs;
 		r->chunks = calloc(r->nchunks, sizeof(*r->chunks));
-		ret = -ENOMEM;
-		if (!r->chunks)
+		if (!r->chunks) {
+			ret = rdmae_err_set(err, -ENOMEM, "register region of %zu bytes: out of "
+					    "memory", len);
 			goto err_release;
+		}
 		for (i = 0; i < r->nchunks; i++) {
 			r->chunks[i].r = r;
 			r->chunks[i].idx = i;
@@ -299,8 +356,6 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 	return 0;
 
 err_release:
-	if (ret == -ENOMEM)
-		rdmae_err_set(err, ret, "register region of %zu bytes: out of memory", len);
 	/* Nothing of a region that failed here is pinned by the chunk cache: no lock needed. */
 	region_release(r);
 err_free:
@@ -333,7 +388,7 @@ void rdmae_region_destroy(struct rdmae_region *r)
 	struct rdmae_conn *c;
 	struct rdmae_region **pp;
 	uint64_t deadline;
-	size_t i;
+	size_t i, freed = 0;
 
 	if (!r)
 		return;
@@ -350,12 +405,26 @@ void rdmae_region_destroy(struct rdmae_region *r)
 			break;
 		}
 	region_forget_inflight_locked(c, r);
-	/* Chunks live in the connection's LRU, which the lock guards. */
-	for (i = 0; r->chunks && i < r->nchunks; i++)
-		chunk_unpin(c, &r->chunks[i]);
+	/*
+	 * Chunks live in the connection's LRU, which the lock guards: take them
+	 * out here, and unpin (as long as pinning took) without the lock.
+	 */
+	for (i = 0; r->chunks && i < r->nchunks; i++) {
+		struct rdmae_chunk *ch = &r->chunks[i];
+
+		if (ch->mr) {
+			lru_unlink(c, ch);
+			freed += chunk_len(r, ch->idx);
+		}
+	}
 	pthread_mutex_unlock(&c->lock);
-	/* Unpinning a whole block takes as long as pinning it: not under the lock. */
 	region_release(r);
+	if (freed) {
+		pthread_mutex_lock(&c->lock);
+		c->pinned -= freed;
+		pthread_cond_broadcast(&c->cond);
+		pthread_mutex_unlock(&c->lock);
+	}
 	free(r);
 }
 
@@ -375,10 +444,10 @@ int rdmae_region_bufdescs(const struct rdmae_region *r, struct rdmae_bufdesc *ou
 {
 	size_t i;
 
-	if (!r->mrs || !r->o.remote_write)
+	if (!r->mrs || !(r->o.remote_write || r->o.remote_read))
 		return rdmae_err_set(err, -EINVAL,
 				     "descriptors of region %p: only a pinned, remotely writable "
-				     "region can be advertised", (void *)r->addr);
+				     "or readable region can be advertised", (void *)r->addr);
 	*n = r->nmrs;
 	if (cap < r->nmrs)
 		return rdmae_err_set(err, -ENOSPC, "descriptors of region %p: %zu needed, room "
@@ -389,6 +458,11 @@ int rdmae_region_bufdescs(const struct rdmae_region *r, struct rdmae_bufdesc *ou
 		out[i].length = (uint32_t)r->mrs[i]->length;
 	}
 	return 0;
+}
+
+bool rdmae_region_local_writable(const struct rdmae_region *r)
+{
+	return (r->access & IBV_ACCESS_LOCAL_WRITE) != 0;
 }
 
 size_t rdmae_region_len(const struct rdmae_region *r)

@@ -1,17 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Bulk transfer: RDMA WRITE straight from the source's registered memory
- * into the peer's advertised region. The CPU's part per byte is only
- * building one WR per run (up to max_rw_size bytes); pieces go round-robin
- * over the lanes, are chained per lane behind one doorbell, and only one in
- * RDMAE_SIGNAL_EVERY asks for a completion.
+ * into the peer's advertised region, and its mirror, RDMA READ from the
+ * peer's advertised region into local memory. The CPU's part per byte is
+ * only building one WR per run (up to max_rw_size bytes); pieces go
+ * round-robin over the lanes, are chained per lane behind one doorbell,
+ * and only one in RDMAE_SIGNAL_EVERY asks for a completion.
  *
  * What is in flight is bounded twice: per lane by opts.writes_in_flight WRs,
  * which keeps the rest of the send queue for SENDs (a credit grant or a
  * keepalive answer must never wait for a WRITE to leave before it can even
  * be queued), and per connection by the pacing budget in bytes
  * (rdmae_pace.h), which bounds how long a SEND waits behind the WRITEs
- * already queued on its lane.
+ * already queued on its lane. READs count against both like WRITEs: a
+ * READ's response occupies the same wire and the same send-queue position.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -33,28 +35,36 @@ static int remote_addr(const struct rdmae_remote *dst, uint64_t off, uint64_t le
 	return 0;
 }
 
-static int check_runs(struct rdmae_conn *c, struct rdmae_region *src,
-		      const struct rdmae_remote *dst, const struct rdmae_run *runs, size_t n,
-		      struct rdmae_err *err)
+/* "write to PEER" or "read from PEER", for messages. */
+static const char *op_name(enum rdmae_wr_kind kind)
 {
-	size_t len = rdmae_region_len(src), i;
+	return kind == RDMAE_WR_READ ? "read from" : "write to";
+}
+
+static int check_runs(struct rdmae_conn *c, struct rdmae_region *local,
+		      const struct rdmae_remote *remote, const struct rdmae_run *runs, size_t n,
+		      enum rdmae_wr_kind kind, struct rdmae_err *err)
+{
+	size_t len = rdmae_region_len(local), i;
 
 	for (i = 0; i < n; i++) {
 		const struct rdmae_run *r = &runs[i];
 
-		if (r->local > len || r->len > len - r->local || r->remote > dst->len ||
-		    r->len > dst->len - r->remote)
+		if (r->local > len || r->len > len - r->local || r->remote > remote->len ||
+		    r->len > remote->len - r->remote)
 			return rdmae_err_set(err, -ERANGE,
-					     "write to %s: run %zu (local %" PRIu64 ", remote %"
+					     "%s %s: run %zu (local %" PRIu64 ", remote %"
 					     PRIu64 ", %" PRIu64 " bytes) outside the regions "
-					     "(%zu local, %" PRIu64 " remote bytes)", c->peer, i,
-					     r->local, r->remote, r->len, len, dst->len);
+					     "(%zu local, %" PRIu64 " remote bytes)", op_name(kind),
+					     c->peer, i, r->local, r->remote, r->len, len,
+					     remote->len);
 	}
 	return 0;
 }
 
-static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *src,
-			     const struct rdmae_remote *dst, const struct rdmae_run *p)
+static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *local,
+			     const struct rdmae_remote *remote, const struct rdmae_run *p,
+			     enum rdmae_wr_kind kind)
 {
 	struct rdmae_lane *l = &c->lanes[c->next_lane++ % c->nlanes];
 	struct rdmae_chunk *chunk;
@@ -66,7 +76,7 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *src,
 	bool stalled = false;
 	int ret;
 
-	ret = remote_addr(dst, p->remote, p->len, &raddr, &rkey);
+	ret = remote_addr(remote, p->remote, p->len, &raddr, &rkey);
 	if (ret)
 		return ret;
 	/*
@@ -74,7 +84,7 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *src,
 	 * and whoever runs meanwhile may take send-queue positions. The room
 	 * check must be the last thing before taking one.
 	 */
-	ret = rdmae_region_lkey_locked(src, p->local, &lkey, &chunk);
+	ret = rdmae_region_lkey_locked(local, p->local, &lkey, &chunk);
 	if (ret)
 		return ret;
 	for (;;) {
@@ -99,15 +109,15 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *src,
 			return ret;
 		}
 	}
-	slot = rdmae_lane_sq_take(l, RDMAE_WR_WRITE, &wr, &sge);
+	slot = rdmae_lane_sq_take(l, kind, &wr, &sge);
 	slot->chunk = chunk;
 	slot->mark.len = p->len;
 	rdmae_pace_on_post(&c->pace, p->len, c->pace.inflight ? 0 : rdmae_now_ns());
 	l->writes_out++;
-	sge->addr = (uintptr_t)rdmae_region_addr(src) + p->local;
+	sge->addr = (uintptr_t)rdmae_region_addr(local) + p->local;
 	sge->length = (uint32_t)p->len;
 	sge->lkey = lkey;
-	wr->opcode = IBV_WR_RDMA_WRITE;
+	wr->opcode = kind == RDMAE_WR_READ ? IBV_WR_RDMA_READ : IBV_WR_RDMA_WRITE;
 	wr->wr.rdma.remote_addr = raddr;
 	wr->wr.rdma.rkey = rkey;
 	/*
@@ -122,22 +132,28 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *src,
 		l->last_signal = slot->pos + 1;
 		l->unsig_bytes = 0;
 	}
-	l->st.writes++;
-	l->st.write_bytes += p->len;
+	if (kind == RDMAE_WR_READ) {
+		l->st.reads++;
+		l->st.read_bytes += p->len;
+	} else {
+		l->st.writes++;
+		l->st.write_bytes += p->len;
+	}
 	if (l->nchain == RDMAE_CHAIN_MAX)
 		return rdmae_lane_post_chain(l);
 	return 0;
 }
 
-int rdmae_write(struct rdmae_conn *c, struct rdmae_region *src, const struct rdmae_remote *dst,
-		struct rdmae_run *runs, size_t n, struct rdmae_err *err)
+/* WRITE (local -> remote) or READ (remote -> local) of runs; see rdmae_write.h. */
+static int bulk(struct rdmae_conn *c, struct rdmae_region *local, const struct rdmae_remote *remote,
+		struct rdmae_run *runs, size_t n, enum rdmae_wr_kind kind, struct rdmae_err *err)
 {
 	uint64_t max = c->neg.max_rw_size;
-	uint64_t boundary = rdmae_region_boundary(src);
+	uint64_t boundary = rdmae_region_boundary(local);
 	size_t i;
 	int ret, pret;
 
-	ret = check_runs(c, src, dst, runs, n, err);
+	ret = check_runs(c, local, remote, runs, n, kind, err);
 	if (ret)
 		return ret;
 	n = rdmae_runs_coalesce(runs, n, max);
@@ -149,7 +165,7 @@ int rdmae_write(struct rdmae_conn *c, struct rdmae_region *src, const struct rdm
 		while (r.len && !ret) {
 			struct rdmae_run p = rdmae_run_take(&r, max, boundary, RDMAE_DESC_SPAN);
 
-			ret = post_piece_locked(c, src, dst, &p);
+			ret = post_piece_locked(c, local, remote, &p, kind);
 		}
 	}
 	pret = rdmae_conn_post_all_locked(c);
@@ -161,13 +177,35 @@ int rdmae_write(struct rdmae_conn *c, struct rdmae_region *src, const struct rdm
 		if (code)
 			ret = code;
 		else if (ret == -ERANGE)
-			rdmae_err_set(err, ret, "write to %s: a run crosses the end of a remote "
-				      "descriptor", c->peer);
+			rdmae_err_set(err, ret, "%s %s: a run crosses the end of a remote "
+				      "descriptor", op_name(kind), c->peer);
 		else
-			rdmae_err_set(err, ret, "write to %s: %s", c->peer, strerror(-ret));
+			rdmae_err_set(err, ret, "%s %s: %s", op_name(kind), c->peer,
+				      strerror(-ret));
 	}
 	pthread_mutex_unlock(&c->lock);
 	return ret;
+}
+
+int rdmae_write(struct rdmae_conn *c, struct rdmae_region *src, const struct rdmae_remote *dst,
+		struct rdmae_run *runs, size_t n, struct rdmae_err *err)
+{
+	return bulk(c, src, dst, runs, n, RDMAE_WR_WRITE, err);
+}
+
+int rdmae_read(struct rdmae_conn *c, struct rdmae_region *dst, const struct rdmae_remote *src,
+	       struct rdmae_run *runs, size_t n, struct rdmae_err *err)
+{
+	/*
+	 * Checked here rather than left to the NIC: a READ into memory it may
+	 * not write fails as a local protection error on the completion, which
+	 * takes the whole connection down.
+	 */
+	if (!rdmae_region_local_writable(dst))
+		return rdmae_err_set(err, -EACCES, "read from %s: the local region %p is not "
+				     "registered for the NIC to write into (local_write)",
+				     c->peer, rdmae_region_addr(dst));
+	return bulk(c, dst, src, runs, n, RDMAE_WR_READ, err);
 }
 
 int rdmae_write_flush(struct rdmae_conn *c, struct rdmae_err *err)

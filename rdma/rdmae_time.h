@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The one clock of the library: CLOCK_MONOTONIC in nanoseconds, for
+ * deadlines, keepalive and statistics, shared by the transport and the
+ * engine so their figures are on the same time base.
+ */
+#ifndef RDMAE_TIME_H
+#define RDMAE_TIME_H
+
+#include <stdint.h>
+
+uint64_t rdmae_now_ns(void);
+
+#endif

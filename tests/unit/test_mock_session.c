@@ -1,0 +1,421 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The source's cancel/COMPLETE boundary at the session level, over a
+ * transport running on the mock verbs layer (mock_verbs.h): the engine's
+ * own session and commit code sends real messages, and the test reads what
+ * left and plays the destination.
+ *
+ * What is pinned: a cancel that takes effect before COMPLETE is posted keeps
+ * COMPLETE off the wire and returns true, even when it comes from another
+ * thread between the final fence and COMPLETE; once COMPLETE is posted a
+ * cancel returns false and the migration completes; and a failure after
+ * COMPLETE is "outcome unknown" unless the destination explained it.
+ *
+ * The session is put in the state the rounds leave it (ready, a final round
+ * with the VM stopped) by hand: pre-flight and rounds are not under test.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "../../engine/session_int.h"
+#include "mock_verbs.h"
+
+static uint8_t ram[64 * 1024] __attribute__((aligned(4096)));
+static const struct rdmae_block blocks[1] = {
+	{ .name = "pc.ram", .host = ram, .len = sizeof(ram), .page_size = 4096 },
+};
+
+static int setup(void **state)
+{
+	(void)state;
+	mock_reset();
+	return 0;
+}
+
+static void assert_clean(void)
+{
+	char why[128];
+
+	if (!mock_clean(why, sizeof(why)))
+		fail_msg("after teardown: %s", why);
+	assert_int_equal(mock_cq_unacked_at_destroy(), 0);
+}
+
+/* A source session as its rounds leave it: ready to complete after a final round. */
+static struct rdmae_session *source(struct rdmae_conn *c, bool verify)
+{
+	struct rdmae_session_opts o;
+	struct rdmae_err err = { 0 };
+	struct rdmae_session *s;
+
+	rdmae_session_opts_default(&o);
+	o.no_verify = !verify;
+	if (rdmae_session_create(&s, RDMAE_SOURCE, c, blocks, 1, &o, &err))
+		fail_msg("session: %s", err.msg);
+	atomic_store(&s->state, ST_READY);
+	s->final_round = true;
+	return s;
+}
+
+/* The destination's message, arrived and reaped before the source looks for it. */
+static void from_dest(struct rdmae_conn *c, const void *msg, size_t len)
+{
+	assert_int_equal(mock_deliver_msg(c, 0, msg, (uint32_t)len, 0, 0, 0), 0);
+	mock_progress(c);
+}
+
+static void dest_commit_ok(struct rdmae_conn *c)
+{
+	uint8_t m[RDMAE_MSG_SMALL_MAX];
+
+	from_dest(c, m, rdmae_msg_commit_ok_encode(m, 0));
+}
+
+#define FENCE (-2)	/* sent_type: an empty message with the fence flag */
+
+/* What a recorded WR carried: FENCE, an engine message type (decoded in full), or -1. */
+static int sent_type(const struct mock_send *ms, const struct rdmae_session *s,
+		     struct rdmae_msg *m)
+{
+	struct rdmae_data_hdr h;
+	enum rdmae_wire_field f;
+
+	if (ms->opcode != IBV_WR_SEND || rdmae_data_hdr_decode(ms->data, ms->ncopy, 0, &h, &f))
+		return -1;
+	if (!h.data_length)
+		return (h.flags & RDMAE_FLAG_FENCE) ? FENCE : -1;
+	if (h.remaining_data_length ||
+	    rdmae_msg_decode(ms->data + h.data_offset, h.data_length, &s->ctx, m, NULL))
+		return -1;
+	return (int)m->type;
+}
+
+/* How many of the WRs recorded carried type. */
+static size_t count_sent(const struct rdmae_session *s, int type)
+{
+	struct rdmae_msg m;
+	size_t n = 0;
+
+	for (size_t i = 0; i < mock_sends(); i++)
+		n += sent_type(mock_send_at(i), s, &m) == type;
+	return n;
+}
+
+/* The types of the WRs recorded, in order, as a string ("F F 9": two fences and COMPLETE). */
+static void sent_seq(const struct rdmae_session *s, char *buf, size_t len)
+{
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < mock_sends(); i++) {
+		struct rdmae_msg m;
+		int t = sent_type(mock_send_at(i), s, &m);
+		int k = snprintf(buf + o, len - o, "%s%s", o ? " " : "",
+				 t == FENCE ? "F" : t < 0 ? "?" : rdmae_msg_type_name((unsigned)t));
+
+		if (k < 0 || (size_t)k >= len - o)
+			break;
+		o += (size_t)k;
+	}
+}
+
+static void assert_sent(const struct rdmae_session *s, const char *want)
+{
+	char got[256];
+
+	sent_seq(s, got, sizeof(got));
+	assert_string_equal(got, want);
+}
+
+/* ---- no cancel: the baseline ---- */
+
+static void test_complete(void **state)
+{
+	struct rdmae_conn *c = mock_conn(2, NULL);
+	struct rdmae_session *s = source(c, false);
+	struct rdmae_err err = { 0 };
+	struct rdmae_msg m;
+
+	(void)state;
+	dest_commit_ok(c);
+	assert_int_equal(rdmae_session_complete(s, &err), 0);
+	/* The final fence on every lane, then COMPLETE naming it, on lane 0. */
+	assert_sent(s, "F F COMPLETE");
+	assert_int_equal(mock_send_at(0)->lane, 0);
+	assert_int_equal(mock_send_at(1)->lane, 1);
+	assert_int_equal(mock_send_at(2)->lane, 0);
+	assert_int_equal(sent_type(mock_send_at(2), s, &m), RDMAE_MSG_COMPLETE);
+	assert_int_equal(m.u.complete.fence_seq, 1);
+	assert_int_equal(m.u.complete.flags, RDMAE_COMPLETE_NO_VERIFY);
+	assert_int_equal(m.u.complete.nblocks, 1);
+	/* Done: a cancel now does not take effect, and nothing more leaves. */
+	assert_false(rdmae_session_cancel(s, "too late"));
+	assert_int_equal(mock_sends(), 3);
+	rdmae_session_destroy(s);
+	rdmae_conn_destroy(c);
+	assert_clean();
+}
+
+/* Verifying: the block sums follow COMPLETE (the destination revokes and hashes meanwhile). */
+static void test_complete_verified(void **state)
+{
+	struct rdmae_conn *c = mock_conn(1, NULL);
+	struct rdmae_session *s = source(c, true);
+	struct rdmae_err err = { 0 };
+	struct rdmae_msg m;
+
+	(void)state;
+	dest_commit_ok(c);
+	assert_int_equal(rdmae_session_complete(s, &err), 0);
+	assert_sent(s, "F COMPLETE BLOCK_SUMS");
+	assert_int_equal(sent_type(mock_send_at(1), s, &m), RDMAE_MSG_COMPLETE);
+	assert_int_equal(m.u.complete.flags, 0);
+	rdmae_session_destroy(s);
+	rdmae_conn_destroy(c);
+	assert_clean();
+}
+
+/* ---- cancel before COMPLETE ---- */
+
+static void test_cancel_before_complete(void **state)
+{
+	struct rdmae_conn *c = mock_conn(2, NULL);
+	struct rdmae_session *s = source(c, false);
+	struct rdmae_err err = { 0 };
+	struct rdmae_msg m;
+
+	(void)state;
+	dest_commit_ok(c);
+	assert_true(rdmae_session_cancel(s, "operator"));
+	/* The peer is told why, and the connection is stopped with the cancel's code. */
+	assert_sent(s, "CANCEL");
+	assert_int_equal(sent_type(mock_send_at(0), s, &m), RDMAE_MSG_CANCEL);
+	assert_string_equal(m.u.cancel.reason, "operator");
+	assert_int_equal(rdmae_conn_error(c, NULL), -ECANCELED);
+
+	/* COMPLETE never leaves: not even the final fence does. */
+	assert_int_equal(rdmae_session_complete(s, &err), -ECANCELED);
+	assert_non_null(strstr(err.msg, "cancelled: operator"));
+	assert_int_equal(count_sent(s, RDMAE_MSG_COMPLETE), 0);
+	assert_int_equal(count_sent(s, FENCE), 0);
+	/* A second cancel: still off, and nothing more is sent. */
+	assert_true(rdmae_session_cancel(s, "again"));
+	assert_int_equal(mock_sends(), 1);
+	rdmae_session_destroy(s);
+	rdmae_conn_destroy(c);
+	assert_clean();
+}
+
+/*
+ * The race the cancel lock exists for: a cancel from another thread lands
+ * after the final fence is posted and before COMPLETE. The fence's
+ * doorbell is held (with the connection lock) until the cancel has stopped
+ * the session, so the cancel is always first to the decision.
+ */
+struct race {
+	struct rdmae_session *s;
+	pthread_t th;
+	bool started;
+	bool took;
+	atomic_bool done;		/* the cancel returned */
+};
+
+static void *cancel_main(void *arg)
+{
+	struct race *r = arg;
+
+	r->took = rdmae_session_cancel(r->s, "raced");
+	atomic_store(&r->done, true);
+	return NULL;
+}
+
+static void hold_fence_for_cancel(const struct mock_send *ms, void *arg)
+{
+	struct race *r = arg;
+	struct rdmae_msg m;
+
+	if (r->started || sent_type(ms, r->s, &m) != FENCE)
+		return;
+	r->started = true;
+	if (pthread_create(&r->th, NULL, cancel_main, r))
+		abort();
+	/* A cancel that did not stop the session would return: then let the test see it. */
+	while (!atomic_load(&r->s->stop) && !atomic_load(&r->done))
+		sched_yield();
+}
+
+static void test_cancel_between_fence_and_complete(void **state)
+{
+	struct rdmae_conn *c = mock_conn(2, NULL);
+	struct race r = { .s = source(c, false) };
+	struct rdmae_err err = { 0 };
+
+	(void)state;
+	atomic_init(&r.done, false);
+	dest_commit_ok(c);
+	mock_set_send_hook(hold_fence_for_cancel, &r);
+	assert_int_equal(rdmae_session_complete(r.s, &err), -ECANCELED);
+	assert_true(r.started);
+	assert_int_equal(pthread_join(r.th, NULL), 0);
+	assert_true(r.took);
+	assert_non_null(strstr(err.msg, "cancelled: raced"));
+	assert_int_equal(count_sent(r.s, FENCE), 2);
+	assert_int_equal(count_sent(r.s, RDMAE_MSG_COMPLETE), 0);
+	mock_set_send_hook(NULL, NULL);
+	rdmae_session_destroy(r.s);
+	rdmae_conn_destroy(c);
+	assert_clean();
+}
+
+/* ---- cancel after COMPLETE ---- */
+
+struct completer {
+	struct rdmae_session *s;
+	atomic_bool posted;		/* COMPLETE is on the QP */
+	int rc;
+	struct rdmae_err err;
+};
+
+static void *complete_main(void *arg)
+{
+	struct completer *w = arg;
+
+	w->rc = rdmae_session_complete(w->s, &w->err);
+	return NULL;
+}
+
+static void complete_posted(const struct mock_send *ms, void *arg)
+{
+	struct completer *w = arg;
+	struct rdmae_msg m;
+
+	if (sent_type(ms, w->s, &m) == RDMAE_MSG_COMPLETE)
+		atomic_store(&w->posted, true);
+}
+
+/*
+ * COMPLETE has left and the source waits for the verdict: the destination
+ * may be committing, so a cancel does not take effect, and the migration
+ * completes when COMMIT_OK comes.
+ */
+static void test_cancel_after_complete(void **state)
+{
+	struct rdmae_conn *c = mock_conn(2, NULL);
+	struct completer w = { .s = source(c, false) };
+	pthread_t th;
+
+	(void)state;
+	atomic_init(&w.posted, false);
+	mock_set_send_hook(complete_posted, &w);
+	assert_int_equal(pthread_create(&th, NULL, complete_main, &w), 0);
+	while (!atomic_load(&w.posted))
+		sched_yield();
+	assert_false(rdmae_session_cancel(w.s, "late"));
+	dest_commit_ok(c);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(w.rc, 0);
+	assert_sent(w.s, "F F COMPLETE");
+	assert_int_equal(rdmae_conn_error(c, NULL), 0);
+	mock_set_send_hook(NULL, NULL);
+	rdmae_session_destroy(w.s);
+	rdmae_conn_destroy(c);
+	assert_clean();
+}
+
+/* The connection fails as COMPLETE is posted (the hook runs with the connection lock held). */
+struct late {
+	struct rdmae_session *s;
+	struct rdmae_conn *c;
+	int fail;
+};
+
+static void fail_after_complete(const struct mock_send *ms, void *arg)
+{
+	struct late *l = arg;
+	struct rdmae_msg m;
+
+	if (sent_type(ms, l->s, &m) == RDMAE_MSG_COMPLETE)
+		mock_conn_fail_locked(l->c, l->fail, "the destination's host went away");
+}
+
+/* After COMPLETE, a failure the destination did not explain: it may have committed. */
+static void test_failure_after_complete_is_unknown(void **state)
+{
+	struct rdmae_conn *c = mock_conn(1, NULL);
+	struct late l = { .s = source(c, false), .c = c, .fail = -ECONNRESET };
+	struct rdmae_err err = { 0 };
+
+	(void)state;
+	mock_set_send_hook(fail_after_complete, &l);
+	assert_int_equal(rdmae_session_complete(l.s, &err), -ENOTRECOVERABLE);
+	assert_non_null(strstr(err.msg, "outcome unknown"));
+	/* Nothing is sent to a destination that may be running the guest. */
+	assert_sent(l.s, "F COMPLETE");
+	assert_false(rdmae_session_cancel(l.s, "later"));
+	mock_set_send_hook(NULL, NULL);
+	rdmae_session_destroy(l.s);
+	rdmae_conn_destroy(c);
+	assert_clean();
+}
+
+/* The destination's verdict arrived before the failure: the outcome is known, not committed. */
+static void test_failure_after_verdict_is_known(void **state)
+{
+	static const struct {
+		int type;
+		int code;
+	} verdicts[] = {
+		{ RDMAE_MSG_COMMIT_FAIL, -EBADMSG },
+		{ RDMAE_MSG_CANCEL, -ECANCELED },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(verdicts) / sizeof(verdicts[0]); i++) {
+		struct rdmae_conn *c;
+		struct late l = { .fail = -ECONNRESET };
+		struct rdmae_err err = { 0 };
+		uint8_t m[RDMAE_MSG_SMALL_MAX];
+		size_t n;
+
+		mock_reset();
+		c = mock_conn(1, NULL);
+		l.c = c;
+		l.s = source(c, false);
+		n = verdicts[i].type == RDMAE_MSG_COMMIT_FAIL ?
+		    rdmae_msg_commit_fail_encode(m, -EBADMSG, 0, 3, "page 3 differs") :
+		    rdmae_msg_cancel_encode(m, -ECANCELED, "destination operator");
+		from_dest(c, m, n);
+		mock_set_send_hook(fail_after_complete, &l);
+		assert_int_equal(rdmae_session_complete(l.s, &err), verdicts[i].code);
+		assert_int_not_equal(err.code, -ENOTRECOVERABLE);
+		mock_set_send_hook(NULL, NULL);
+		rdmae_session_destroy(l.s);
+		rdmae_conn_destroy(c);
+		assert_clean();
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(test_complete, setup),
+		cmocka_unit_test_setup(test_complete_verified, setup),
+		cmocka_unit_test_setup(test_cancel_before_complete, setup),
+		cmocka_unit_test_setup(test_cancel_between_fence_and_complete, setup),
+		cmocka_unit_test_setup(test_cancel_after_complete, setup),
+		cmocka_unit_test_setup(test_failure_after_complete_is_unknown, setup),
+		cmocka_unit_test_setup(test_failure_after_verdict_is_known, setup),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
