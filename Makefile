@@ -13,6 +13,9 @@
 #                 bench-results/latest.json; make bench-callgrind: engine
 #                 instructions per dirty page (doc/performance.md)
 #   make deps     install the Debian packages the project needs (idempotent)
+#   make fuzz     every libFuzzer harness of tests/fuzz/ for FUZZ_TIME seconds
+#                 each (default 60); make check runs each for FUZZ_RUNS
+#                 executions (make fuzz-short)
 
 CC       ?= gcc
 BUILD    ?= build
@@ -98,6 +101,46 @@ unit: deps-check $(UNIT_BINS)
 lint: deps-check
 	@tests/lint.sh
 
+# ---- fuzzing: libFuzzer harnesses of the wire parsers (tests/fuzz/, doc/testing.md) ----
+# Built by clang with libFuzzer, ASan and UBSan, in objects of their own. Only
+# the pure code the harnesses reach: the parsers and what they call, no verbs.
+FUZZ_CC      ?= clang
+FUZZ_TIME    ?= 60
+FUZZ_RUNS    ?= 200000
+FUZZ_LIB_SRC := rdma/wire.c rdma/auth.c rdma/frag.c rdma/credits.c rdma/err.c \
+                engine/proto.c engine/commit_rules.c
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS    := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/bin/%,$(FUZZ_SRC))
+FUZZ_LIB     := $(BUILD)/fuzz/librdmae_fuzz.a
+FUZZ_SAN     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+                -fno-sanitize-recover=all
+fuzz_obj = $(patsubst %.c,$(BUILD)/fuzz/%.o,$(1))
+
+$(BUILD)/fuzz/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CSTD) $(INCS) $(WARN) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+$(FUZZ_LIB): $(call fuzz_obj,$(FUZZ_LIB_SRC))
+	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
+$(BUILD)/fuzz/bin/%: $(BUILD)/fuzz/tests/fuzz/%.o $(FUZZ_LIB)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ -lcrypto
+# The seed corpora come from the real encoders; regenerate them after a wire change.
+$(BUILD)/fuzz/gen_corpus: $(BUILD)/fuzz/tests/fuzz/gen_corpus.o $(FUZZ_LIB)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -o $@ $^ -lcrypto
+
+.PHONY: fuzz fuzz-short fuzz-build fuzz-corpus
+fuzz-build: deps-check $(FUZZ_BINS)
+# Bounded by executions, not time: a loaded machine runs as much as an idle one.
+fuzz-short: fuzz-build
+	@rm -rf $(BUILD)/fuzz/short
+	@tests/fuzz/run.sh runs $(FUZZ_RUNS) $(BUILD)/fuzz/short $(FUZZ_BINS)
+# The corpus grows across runs in $(BUILD)/fuzz/long.
+fuzz: fuzz-build
+	@tests/fuzz/run.sh time $(FUZZ_TIME) $(BUILD)/fuzz/long $(FUZZ_BINS)
+fuzz-corpus: deps-check $(BUILD)/fuzz/gen_corpus
+	rm -rf tests/fuzz/corpus
+	$(BUILD)/fuzz/gen_corpus tests/fuzz/corpus
+
 BENCH := RDMAE_BUILD=$(abspath $(BUILD)) tests/softroce/bench.sh
 # The end-to-end tests and the demo run the patched QEMU (built once, cached
 # outside the work tree: qemu-plugin/build.sh) nested in the bench VMs.
@@ -109,6 +152,7 @@ softroce: deps-check all guest
 check: deps-check
 	$(MAKE) lint
 	$(MAKE) unit
+	$(MAKE) fuzz-short
 	$(MAKE) softroce
 
 demo: deps-check all guest

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian packages rdmae needs to build, lint and run the soft-RoCE bench.
+# Debian packages rdmae needs to build, lint, fuzz and run the soft-RoCE bench.
 #
 #   deps.sh check     exit 0 iff every package is installed (fast, offline)
 #   deps.sh install   apt-get update once + install what is missing (idempotent;
@@ -13,6 +13,11 @@ PACKAGES=(
   libcmocka-dev libxxhash-dev libssl-dev qemu-system-x86 qemu-system-data seabios
   busybox-static kmod cpio iproute2 socat cppcheck clang-tidy pkg-config
   util-linux coreutils gzip xz-utils
+  # rdmae-perf: --plot draws with gnuplot; jq checks --json output in the bench VM.
+  gnuplot-nox jq
+  # The fuzz harnesses (make fuzz, tests/fuzz/): clang, and its runtimes for
+  # -fsanitize=fuzzer,address,undefined, only recommended by clang on Debian 12.
+  clang libclang-rt-14-dev
 )
 
 missing() {
