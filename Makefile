@@ -31,6 +31,8 @@ LIBS     := -lrdmacm -libverbs -lnuma -lhugetlbfs -lxxhash -lcrypto -lpthread -l
 RDMA_SRC   := $(wildcard rdma/*.c)
 ENGINE_SRC := $(wildcard engine/*.c)
 PERF_SRC   := $(wildcard perf/*.c)
+# The synthetic guest of rdmae-perf migrate, shared with the test driver rdmae_mig.
+GUEST_SRC  := perf/guest.c
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 VERBS_SRC  := $(wildcard tests/verbs/*.c)
 
@@ -66,6 +68,8 @@ $(BUILD)/rel/librdmae_engine.a: $(call rel_obj,$(ENGINE_SRC))
 	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
 $(BUILD)/san/librdmae_engine.a: $(call san_obj,$(ENGINE_SRC))
 	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
+$(BUILD)/san/librdmae_guest.a: $(call san_obj,$(GUEST_SRC))
+	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
 
 $(PERF_BIN): $(call rel_obj,$(PERF_SRC)) $(REL_LIBS)
 	$(CC) $(ALLFLAGS) -o $@ $^ $(LIBS)
@@ -80,7 +84,7 @@ $(BUILD)/san/unit/test_mock_%: $(BUILD)/san/tests/unit/test_mock_%.o \
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) $(SANFLAGS) -o $@ $^ $(LIBS) -lcmocka
 
-$(BUILD)/san/verbs/%: $(BUILD)/san/tests/verbs/%.o $(SAN_LIBS)
+$(BUILD)/san/verbs/%: $(BUILD)/san/tests/verbs/%.o $(BUILD)/san/librdmae_guest.a $(SAN_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) $(SANFLAGS) -o $@ $^ $(LIBS)
 

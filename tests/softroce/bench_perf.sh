@@ -50,6 +50,8 @@ for r in rows:
         res["transport"].append(r)
     elif k == "link":
         res["link"].append(r)
+    elif k in ("perf_migrate", "verify_cost"):
+        res.setdefault(k, []).append(r)
     elif k == "migration":
         res["migration"].setdefault(r.pop("transport"), {})[r.pop("case")] = r
 
@@ -85,25 +87,37 @@ if link and g("rdmae", "idle", "total_ms"):
     ram = g("rdmae", "idle", "guest_mib") * 2**20
     ideal_ms = ram / (link[0]["mib_s"] * 2**20) * 1000
     ratios["idle_rdmae_over_ram_at_link_rate"] = round(g("rdmae", "idle", "total_ms") / ideal_ms, 3)
+# Verification's cost on the total time, runs alternated in one VM boot (issue 8's goal <= 1.10).
+vc = res.get("verify_cost", [])
+von = [r["total_ms"] for r in vc if r["verify"]]
+voff = [r["total_ms"] for r in vc if not r["verify"]]
+if von and voff:
+    ratios["total_verified_over_unverified"] = round((sum(von) / len(von)) / (sum(voff) / len(voff)), 3)
 res["ratios"] = ratios
 
 md = []
 if res["transport"]:
     md += ["### Transport: ib_write_bw against rdmae (one VM, rxe0 to itself)", "",
-           "| QPs/lanes | size | ib_write_bw MiB/s | rdmae MiB/s | ratio | rdmae CPU ms/GiB |", "|---|---|---|---|---|---|"]
+           "rdmae is `rdmae-perf bw` (WRITE, one WR per message, queue depth 128 as perftest's); "
+           "rdmae runs is `rdmae-perf transport` (the buffer as scattered runs, as a round posts them).", "",
+           "| QPs/lanes | size | ib_write_bw MiB/s | rdmae MiB/s | ratio | rdmae CPU s/GiB | rdmae runs MiB/s | runs ratio |",
+           "|---|---|---|---|---|---|---|---|"]
     rd = {(r["qps"], r["size"]): r for r in res["transport"] if r["tool"] == "rdmae"}
+    rr = {(r["qps"], r["size"]): r for r in res["transport"] if r["tool"] == "rdmae_runs"}
     for (q, s), v in sorted(ib.items()):
-        r = rd.get((q, s))
-        md.append("| %d | %d | %.1f | %s | %s | %s |" % (q, s, v, "%.1f" % r["mib_s"] if r else "-",
-                  "%.3f" % (r["mib_s"] / v) if r and v else "-", r["cpu_ms_per_gib"] if r else "-"))
+        r, x = rd.get((q, s)), rr.get((q, s))
+        md.append("| %d | %d | %.1f | %s | %s | %s | %s | %s |" % (q, s, v, "%.1f" % r["mib_s"] if r else "-",
+                  "%.3f" % (r["mib_s"] / v) if r and v else "-",
+                  "%.2f" % r["cpu_s_per_gib"] if r and r.get("cpu_s_per_gib") is not None else "-",
+                  "%.1f" % x["mib_s"] if x else "-", "%.3f" % (x["mib_s"] / v) if x and v else "-"))
     md.append("")
 if res["link"]:
     md += ["Link between the two VMs (ib_write_bw, 1 QP): " +
            ", ".join("%d B: %.1f MiB/s" % (l["size"], l["mib_s"]) for l in res["link"]), ""]
 if mig:
     md += ["### Migration: the test guest, src VM to dst VM", "",
-           "| transport | guest | completed | total ms | downtime ms | transferred MiB | MiB/s | src CPU s (all) | src CPU s (vCPU) | src CPU s (rest) | rest CPU s/GiB | rounds | guest writes/s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| transport | guest | completed | total ms | setup ms | downtime ms | transferred MiB | MiB/s | src CPU s (all) | src CPU s (vCPU) | src CPU s (rest) | rest CPU s/GiB | rounds | guest writes/s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in ("tcp", "rdma", "rdmae"):
         for c in ("idle", "dirty"):
             r = mig.get(t, {}).get(c)
@@ -111,18 +125,57 @@ if mig:
                 continue
             mib = r["transferred_bytes"] / 2**20
             cg = cpu_per_gib(t, c, "src_cpu_other_s")
-            md.append("| %s: | %s (%d MiB, hot %d KiB) | %s | %d | %s | %.1f | %s | %.2f | %.2f | %.2f | %s | %d | %d |" % (
+            md.append("| %s: | %s (%d MiB, hot %d KiB) | %s | %d | %s | %s | %.1f | %s | %.2f | %.2f | %.2f | %s | %d | %d |" % (
                 t, c, r["guest_mib"], r["hot_kib"], "yes" if r["completed"] else "NO (" + r["status"] + ")",
-                r["total_ms"], r["downtime_ms"] if r["downtime_ms"] is not None else "-", mib,
+                r["total_ms"], r["setup_ms"] if r.get("setup_ms") is not None else "-",
+                r["downtime_ms"] if r["downtime_ms"] is not None else "-", mib,
                 "%.1f" % (mib / (r["total_ms"] / 1000)) if r["total_ms"] and r["completed"] else "-",
                 r["src_cpu_s"], r["src_cpu_vcpu_s"], r["src_cpu_other_s"], "%.2f" % cg if cg is not None else "-",
                 r["dirty_sync_count"], r["guest_writes_per_s"]))
     md.append("")
+if vc:
+    md += ["### Verification's cost (rdmae-perf migrate, 128 MiB, one VM)", "",
+           "| verify | total ms | rounds | downtime ms | hashing ms | src CPU s | dst CPU s |", "|---|---|---|---|---|---|---|"]
+    for r in vc:
+        md.append("| %s | %.0f | %d | %.1f | %.1f | %.2f | %s |" % ("on" if r["verify"] else "off", r["total_ms"],
+                  r["rounds"], r["downtime_ms"], r["hash_ms"], r["src_cpu_s"],
+                  "%.2f" % r["dst_cpu_s"] if r.get("dst_cpu_s") is not None else "-"))
+    md.append("")
+pm = res.get("perf_migrate", [])
+if pm:
+    r = pm[-1]
+    md += ["### rdmae-perf migrate (256 MiB, one VM)", "",
+           "%d rounds, total %.0f ms, downtime %.1f ms (expected %.1f), source CPU %.2f s, destination CPU %s s, verified: %s" % (
+               r["rounds"], r["total_ms"], r["downtime_ms"], r["expected_downtime_ms"], r["src_cpu_s"],
+               "%.2f" % r["dst_cpu_s"] if r.get("dst_cpu_s") is not None else "-", r["verified"]), ""]
 md += ["### Ratios", ""]
 md.append("- write_bw_ratio (rdmae / ib_write_bw, >= 64 KiB, worst point): %s (mean %s; goal >= 0.95)" % (res["write_bw_ratio"], res["write_bw_ratio_mean"]))
 for k, v in sorted(ratios.items()):
     md.append("- %s: %s" % (k, v))
 md.append("")
+# The per-round plot: the VM has no gnuplot, so it prints the script (data
+# inline) between markers and the host draws it, where gnuplot is installed.
+gp, inside = [], False
+for line in open(log, errors="replace"):
+    line = line.rstrip("\n")
+    if line.endswith("@@plot-script-begin"):
+        gp, inside = [], True
+    elif line.endswith("@@plot-script-end"):
+        inside = False
+    elif inside:
+        gp.append(line)
+if gp:
+    import shutil, subprocess
+    png = os.path.join(out, "latest-migrate.png")
+    script = os.path.join(out, "latest-migrate.gp")
+    with open(script, "w") as f:
+        for line in gp:
+            f.write("set output '%s'\n" % png.replace("'", "''") if line.startswith("set output ") else line + "\n")
+    if shutil.which("gnuplot") and subprocess.run(["gnuplot", script]).returncode == 0:
+        md += ["Per-round plot of the 256 MiB run: `latest-migrate.png`.", ""]
+        res["plot"] = os.path.basename(png)
+    else:
+        print("bench_perf: no gnuplot here; the plot script is %s" % script, file=sys.stderr)
 text = "\n".join(md)
 json.dump(res, open(os.path.join(out, "latest.json"), "w"), indent=1, sort_keys=True)
 open(os.path.join(out, "latest.md"), "w").write(text)

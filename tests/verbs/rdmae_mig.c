@@ -3,30 +3,54 @@
  * rdmae_mig: live migration of a synthetic guest with the engine, one
  * process per side, on the soft-RoCE bench.
  *
- * The guest is a set of RAM blocks and a "vCPU" thread that dirties pages
- * at a set rate, logging each write in a dirty bitmap (as KVM's dirty log
- * would) and bumping the page's version. Page content is a pure function of
- * (block, page, version), version 0 being a zero page. At stop the source
- * sends the version table as its device state, and the destination rebuilds
- * every page it should hold and compares them byte for byte: a check that
- * does not rely on the engine's own checksums.
+ * The guest (perf/rdmae_guest.h, shared with rdmae-perf migrate) is a set of
+ * RAM blocks and a "vCPU" thread that dirties pages at a set rate, logging
+ * each write in a dirty bitmap (as KVM's dirty log would) and bumping the
+ * page's version. Page content is a pure function of (block, page,
+ * version), version 0 being a zero page. At stop the source sends the
+ * version table as its device state, and the destination rebuilds every
+ * page it should hold and compares them byte for byte: a check that does
+ * not rely on the engine's own checksums. A source whose migration failed
+ * checks its own memory the same way against its own version table: the
+ * engine must not have written it.
  *
  *   rdmae_mig src|dst --addr A --port P [options]
  *     --size N         RAM per session, split into "pc.ram" and "vga.vram" (1/16)
  *     --rate MB/s      dirtying rate of the vCPU thread (0: idle guest)
  *     --downtime MS    downtime limit; --max-rounds N; --bw-cap MB/s
  *     --sessions N     N migrations at once in this process
- *     --expect converge|noconverge|cancel|mismatch
+ *     --repeat N       N migrations one after the other in this process, each
+ *                      with a fresh guest, connection and session; the fds,
+ *                      heap, mapped and pinned memory and RDMA objects it holds
+ *                      must not grow after the first (--warmup N) ones
+ *     --expect converge|noconverge|cancel|mismatch|unknown|fail
+ *                      fail: the migration must end with an error (the source's
+ *                      guest running, its memory intact)
  *     --cancel-at preflight|round|state  --cancel-side src|dst
+ *     --hold-at POINT[:MS]  print "holding at POINT" and stop there for MS
+ *                      (default 60000) or until the connection fails, so that a
+ *                      test injects a fault at a known point. src: state (after
+ *                      the final round, guest stopped), state-mid (after the
+ *                      first chunk of device state); dst: preflight (before
+ *                      pre-flight), round (after it: no message is read, so the
+ *                      source runs out of credits), commit (all state received)
+ *     --marks          (src) print "round N starting" before each round
  *     --dst-size N / --dst-name NAME     (dst) make pre-flight fail
+ *     --drop-ipc-lock  give up CAP_IPC_LOCK, so that RLIMIT_MEMLOCK applies
  *     --on-demand      source registers on demand; --hugepages: guest RAM on
  *                      2 MiB pages, required of the destination; --lanes N; --quiet
  *     --no-verify      (src) skip the checksums; --require-verify (dst) refuse that
+ *     --timeout MS     session message timeout; --stall MS (dst) pause before commit
+ *     --keepalive MS, --keepalive-timeout MS, --send-timeout MS, --credits N,
+ *     --recv-queue N   connection options (rdmae_conn_opts)
+ * A failed migration also prints "end time: T ms since boot" (CLOCK_BOOTTIME,
+ * as /proc/uptime), the moment the engine call returned.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <linux/capability.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -34,25 +58,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <xxhash.h>
-
+#include "../../perf/rdmae_guest.h"
 #include "../../perf/rdmae_size.h"
+#include "usage.h"
 
-#include "../../engine/rdmae_dirty.h"
 #include "../../engine/rdmae_engine.h"
 
 #define MAX_SESSIONS 8
-#define NBLOCKS 2
-#define PAGE 4096u
+#define NBLOCKS RDMAE_GUEST_BLOCKS
 #define STATE_CHUNK (64u << 10)
-#define STATE_MAGIC 0x53474d52u
+#define HOLD_DEFAULT_MS 60000
 
-enum expect { EX_CONVERGE, EX_NOCONVERGE, EX_CANCEL, EX_MISMATCH, EX_UNKNOWN };
+enum expect { EX_CONVERGE, EX_NOCONVERGE, EX_CANCEL, EX_MISMATCH, EX_UNKNOWN, EX_FAIL };
 enum phase { PH_NONE, PH_PREFLIGHT, PH_ROUND, PH_STATE };
+/* Where --hold-at stops; the names are what a test waits for. */
+enum point { PT_NONE, PT_PREFLIGHT, PT_ROUND, PT_STATE, PT_STATE_MID, PT_COMMIT };
+static const char *const point_names[] = {
+	[PT_NONE] = "", [PT_PREFLIGHT] = "preflight", [PT_ROUND] = "round",
+	[PT_STATE] = "state", [PT_STATE_MID] = "state-mid", [PT_COMMIT] = "commit",
+};
 
 struct cfg {
 	bool src;
@@ -64,9 +92,14 @@ struct cfg {
 	unsigned int max_rounds;
 	double bw_cap;			/* bytes/s */
 	unsigned int sessions;
+	unsigned int repeat;		/* migrations in sequence */
+	unsigned int warmup;		/* of them, before the baseline is taken */
 	enum expect expect;
 	enum phase cancel_at;
 	bool cancel_src;
+	enum point hold_at;
+	int hold_ms;
+	bool marks;
 	uint64_t dst_size;
 	const char *dst_name;
 	bool on_demand;
@@ -76,214 +109,35 @@ struct cfg {
 	int timeout_ms;			/* session message timeout (0: the engine's default) */
 	int stall_ms;			/* dst: pause before committing (an unresponsive destination) */
 	unsigned int lanes;
+	int keepalive_ms;		/* connection options; 0: the transport's default */
+	int keepalive_timeout_ms;
+	int send_timeout_ms;
+	unsigned int credits;
+	uint64_t recv_queue;
+	bool drop_ipc_lock;
 	bool quiet;
 	const char *key_file;
 	bool auth_none;
 };
 
-struct gblock {
-	const char *name;
-	uint8_t *mem;
-	size_t len;
-	size_t npages;
-	_Atomic uint64_t *dirty;	/* written by the vCPU, harvested by the migration loop */
-	uint32_t *ver;			/* written by the vCPU only */
-	uint64_t *round;		/* the harvested bitmap of the current round */
-};
-
-struct guest {
-	unsigned int id;
-	bool huge;
-	struct gblock b[NBLOCKS];
-	double rate;
-	pthread_t vcpu;
-	bool running;
-	atomic_bool stop;
-	atomic_uint_fast64_t writes;
-	uint64_t rng;
-};
-
 struct sess {
 	const struct cfg *cf;
 	unsigned int id;
-	struct rdmae_conn *conn;
-	struct guest g;
+	struct rdmae_conn *conn;	/* NULL: connecting failed, with conn_err */
+	struct rdmae_err conn_err;
+	struct rdmae_guest g;
+	unsigned int run;		/* 1, 2, ... with --repeat */
 	int result;			/* 0 = behaved as expected */
 	char msg[512];
 };
 
-static uint64_t now_ns(void)
+/* The guest's one "vCPU": a dirtier at the set rate over all of its memory. */
+static int guest_start(struct rdmae_guest *g, double rate)
 {
-	struct timespec ts;
+	struct rdmae_dirtier_opts d = { .rate = rate, .threads = 1,
+					.pattern = RDMAE_DIRTY_UNIFORM };
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t xorshift(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	*s = x;
-	return x;
-}
-
-/* Page content as a function of (block, page, version); version 0 is all zero. */
-static void page_fill(uint8_t *p, unsigned int blk, size_t page, uint32_t ver)
-{
-	uint64_t seed = ((uint64_t)blk << 56) ^ ((uint64_t)page << 20) ^ ver, o;
-
-	if (!ver) {
-		memset(p, 0, PAGE);
-		return;
-	}
-	for (o = 0; o < PAGE; o += 8) {
-		uint64_t w = (seed + o) * 0x9E3779B97F4A7C15ull;
-
-		memcpy(p + o, &w, 8);
-	}
-}
-
-static int guest_init(struct guest *g, unsigned int id, uint64_t size, const char *name0,
-		      bool fill, bool huge)
-{
-	static const char *const names[NBLOCKS] = { "pc.ram", "vga.vram" };
-	unsigned int i;
-	size_t p;
-
-	memset(g, 0, sizeof(*g));
-	g->id = id;
-	g->huge = huge;
-	g->rng = 0x1234567ull + id;
-	for (i = 0; i < NBLOCKS; i++) {
-		struct gblock *b = &g->b[i];
-		size_t words;
-
-		b->name = i == 0 && name0 ? name0 : names[i];
-		b->len = i == 0 ? size - size / 16 : size / 16;
-		b->len -= b->len % PAGE;
-		b->npages = b->len / PAGE;
-		words = rdmae_bitmap_words(b->npages);
-		b->mem = mmap(NULL, b->len, PROT_READ | PROT_WRITE,
-			      MAP_PRIVATE | MAP_ANONYMOUS | (huge ? MAP_HUGETLB : 0), -1, 0);
-		b->dirty = calloc(words, sizeof(*b->dirty));
-		b->round = calloc(words, sizeof(*b->round));
-		b->ver = calloc(b->npages, sizeof(*b->ver));
-		if (b->mem == MAP_FAILED || !b->dirty || !b->round || !b->ver)
-			return -ENOMEM;
-		if (!fill)
-			continue;
-		/* Three pages in four hold data, one stays zero: zero pages from the start. */
-		for (p = 0; p < b->npages; p++) {
-			b->ver[p] = p % 4 == 3 ? 0 : 1;
-			page_fill(b->mem + p * PAGE, i, p, b->ver[p]);
-		}
-	}
-	return 0;
-}
-
-static void guest_free(struct guest *g)
-{
-	unsigned int i;
-
-	for (i = 0; i < NBLOCKS; i++) {
-		if (g->b[i].mem && g->b[i].mem != MAP_FAILED)
-			munmap(g->b[i].mem, g->b[i].len);
-		free(g->b[i].dirty);
-		free(g->b[i].round);
-		free(g->b[i].ver);
-	}
-}
-
-static void *vcpu_main(void *arg)
-{
-	struct guest *g = arg;
-	uint64_t t0 = now_ns(), bytes = 0;
-
-	while (!atomic_load(&g->stop)) {
-		uint64_t r = xorshift(&g->rng);
-		/* Mostly pc.ram, as a guest's working set would be. */
-		unsigned int bi = (r & 15) == 0 ? 1 : 0;
-		struct gblock *b = &g->b[bi];
-		size_t p = (size_t)((r >> 8) % b->npages);
-		uint32_t v = (r >> 4 & 15) == 0 ? 0 : b->ver[p] + 1;
-
-		page_fill(b->mem + p * PAGE, bi, p, v);
-		b->ver[p] = v;
-		/* Log after the write: a harvest in between is caught by the next one. */
-		atomic_fetch_or(&b->dirty[p / 64], 1ull << (p % 64));
-		atomic_fetch_add(&g->writes, 1);
-		bytes += PAGE;
-		if ((bytes & ((64 * PAGE) - 1)) == 0) {
-			double due = (double)bytes / g->rate * 1e9;
-			uint64_t el = now_ns() - t0;
-
-			if ((double)el < due) {
-				struct timespec ts = { 0, (long)(due - (double)el) };
-
-				if (ts.tv_nsec > 100000000)
-					ts.tv_nsec = 100000000;
-				nanosleep(&ts, NULL);
-			}
-		}
-	}
-	return NULL;
-}
-
-static int guest_start(struct guest *g, double rate)
-{
-	g->rate = rate;
-	atomic_store(&g->stop, false);
-	if (rate <= 0)
-		return 0;
-	if (pthread_create(&g->vcpu, NULL, vcpu_main, g))
-		return -EAGAIN;
-	g->running = true;
-	return 0;
-}
-
-static void guest_pause(struct guest *g)
-{
-	if (!g->running)
-		return;
-	atomic_store(&g->stop, true);
-	pthread_join(g->vcpu, NULL);
-	g->running = false;
-}
-
-enum harvest { H_ALL, H_REPLACE, H_OR };
-
-/* Take the dirty log: each word is swapped for zero, as KVM's GET_DIRTY_LOG does. */
-static void harvest(struct guest *g, enum harvest how)
-{
-	unsigned int i;
-	size_t w;
-
-	for (i = 0; i < NBLOCKS; i++) {
-		struct gblock *b = &g->b[i];
-		size_t words = rdmae_bitmap_words(b->npages);
-
-		for (w = 0; w < words; w++) {
-			uint64_t v = atomic_exchange(&b->dirty[w], 0);
-
-			b->round[w] = how == H_ALL ? ~0ull : how == H_OR ? b->round[w] | v : v;
-		}
-		if (how == H_ALL && b->npages % 64)
-			b->round[words - 1] = (1ull << (b->npages % 64)) - 1;
-	}
-}
-
-static uint64_t guest_sum(const struct guest *g)
-{
-	uint64_t h = 0;
-	unsigned int i;
-
-	for (i = 0; i < NBLOCKS; i++)
-		h ^= XXH3_64bits(g->b[i].mem, g->b[i].len) + i;
-	return h;
+	return rdmae_guest_start(g, &d, NULL);
 }
 
 static int threads_alive(void)
@@ -301,17 +155,20 @@ static int threads_alive(void)
 	return n;
 }
 
-static void blocks_of(const struct guest *g, struct rdmae_block *out)
+/* CLOCK_BOOTTIME is what /proc/uptime shows: a test script can subtract its own readings. */
+static uint64_t boot_ms(void)
 {
-	unsigned int i;
+	struct timespec ts;
 
-	for (i = 0; i < NBLOCKS; i++) {
-		out[i].name = g->b[i].name;
-		out[i].host = g->b[i].mem;
-		out[i].len = g->b[i].len;
-		out[i].page_size = PAGE;
-		out[i].hugepages = g->huge;
-	}
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
 }
 
 static void opts_of(const struct cfg *cf, struct rdmae_session_opts *o)
@@ -331,8 +188,39 @@ static void conn_opts_of(const struct cfg *cf, struct rdmae_conn_opts *o)
 	rdmae_conn_opts_default(o);
 	if (cf->lanes)
 		o->lanes = (uint16_t)cf->lanes;
+	if (cf->keepalive_ms)
+		o->keepalive_ms = cf->keepalive_ms;
+	if (cf->keepalive_timeout_ms)
+		o->keepalive_timeout_ms = cf->keepalive_timeout_ms;
+	if (cf->send_timeout_ms)
+		o->send_timeout_ms = cf->send_timeout_ms;
+	if (cf->credits)
+		o->credits = (uint16_t)cf->credits;
+	if (cf->recv_queue)
+		o->recv_queue_bytes = (size_t)cf->recv_queue;
 	o->key_file = cf->key_file;
 	o->auth_none = cf->auth_none;
+}
+
+/*
+ * Root has CAP_IPC_LOCK, which lifts RLIMIT_MEMLOCK both for the kernel's
+ * pinning and for the engine's pre-flight check: without this, a test
+ * cannot show what a host with a low memlock limit does. Capabilities are
+ * per thread; called before any thread exists, every later one inherits.
+ */
+static int drop_cap_ipc_lock(void)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+
+	if (syscall(SYS_capget, &h, d))
+		return -errno;
+	d[CAP_TO_INDEX(CAP_IPC_LOCK)].effective &= ~CAP_TO_MASK(CAP_IPC_LOCK);
+	d[CAP_TO_INDEX(CAP_IPC_LOCK)].permitted &= ~CAP_TO_MASK(CAP_IPC_LOCK);
+	d[CAP_TO_INDEX(CAP_IPC_LOCK)].inheritable &= ~CAP_TO_MASK(CAP_IPC_LOCK);
+	if (syscall(SYS_capset, &h, d))
+		return -errno;
+	return 0;
 }
 
 static void say(const struct sess *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -351,6 +239,33 @@ static void say(const struct sess *s, const char *fmt, ...)
 	fflush(stdout);
 }
 
+/*
+ * --hold-at: stop here, as a process that is slow or stuck at this point
+ * would, and say so first, so that a test injects its fault at this point
+ * rather than after a guessed delay. The hold ends early once the
+ * connection has failed: what the fault did is then for the engine to find.
+ */
+static void hold(const struct sess *s, enum point at)
+{
+	uint64_t end;
+	bool failed = false;
+
+	if (s->cf->hold_at != at)
+		return;
+	end = boot_ms();
+	say(s, "holding at %s for up to %d ms (from %" PRIu64 " ms since boot)", point_names[at],
+	    s->cf->hold_ms, end);
+	end += (uint64_t)s->cf->hold_ms;
+	while (boot_ms() < end) {
+		failed = rdmae_conn_error(s->conn, NULL) != 0;
+		if (failed)
+			break;
+		sleep_ms(10);
+	}
+	say(s, "hold at %s over: %s", point_names[at],
+	    failed ? "the connection failed" : "time is up");
+}
+
 static void print_round(const struct sess *s, const struct rdmae_round_stats *r)
 {
 	say(s, "| %5u | %8" PRIu64 " | %8.1f | %6" PRIu64 " | %6" PRIu64 " | %8.1f | %6.1f | %8.1f | "
@@ -361,16 +276,6 @@ static void print_round(const struct sess *s, const struct rdmae_round_stats *r)
 	    (double)r->expected_downtime_ns / 1e6);
 }
 
-/* Bytes of device state: a header, then the version table of every block. */
-static size_t state_len(const struct guest *g)
-{
-	size_t n = (2 + NBLOCKS) * sizeof(uint32_t);
-
-	for (unsigned int i = 0; i < NBLOCKS; i++)
-		n += g->b[i].npages * sizeof(uint32_t);
-	return n;
-}
-
 /* Device state: the version table of every block, as the stream QEMU's vmstate would be. */
 static int send_state(struct sess *s, struct rdmae_session *ss, struct rdmae_err *err)
 {
@@ -378,10 +283,7 @@ static int send_state(struct sess *s, struct rdmae_session *ss, struct rdmae_err
 	unsigned int i;
 	int ret;
 
-	hdr[0] = STATE_MAGIC;
-	hdr[1] = NBLOCKS;
-	for (i = 0; i < NBLOCKS; i++)
-		hdr[2 + i] = (uint32_t)s->g.b[i].npages;
+	rdmae_guest_state_header(&s->g, hdr);
 	ret = rdmae_session_send_state(ss, hdr, sizeof(hdr), err);
 	for (i = 0; i < NBLOCKS && !ret; i++) {
 		const uint8_t *p = (const uint8_t *)s->g.b[i].ver;
@@ -394,8 +296,38 @@ static int send_state(struct sess *s, struct rdmae_session *ss, struct rdmae_err
 			if (s->cf->cancel_at == PH_STATE && s->cf->cancel_src)
 				return -ECANCELED;
 			ret = rdmae_session_send_state(ss, p + off, n, err);
+			if (!ret && i == 0 && off == 0)
+				hold(s, PT_STATE_MID);
 		}
 	}
+	return ret;
+}
+
+/*
+ * The source's memory after a failed migration: every page must still be
+ * what its version says, as the destination checks its copy. Only valid
+ * with the vCPU paused (a page and its version change together).
+ */
+static int check_src_memory(const struct sess *s, struct rdmae_guest_check *chk,
+			    struct rdmae_err *err)
+{
+	size_t len = rdmae_guest_state_len(&s->g), off;
+	uint32_t hdr[2 + NBLOCKS];
+	uint8_t *st = malloc(len);
+	unsigned int i;
+	int ret;
+
+	if (!st)
+		return rdmae_err_set(err, -ENOMEM, "%zu bytes for the version table", len);
+	rdmae_guest_state_header(&s->g, hdr);
+	memcpy(st, hdr, sizeof(hdr));
+	off = sizeof(hdr);
+	for (i = 0; i < NBLOCKS; i++) {
+		memcpy(st + off, s->g.b[i].ver, s->g.b[i].npages * sizeof(uint32_t));
+		off += s->g.b[i].npages * sizeof(uint32_t);
+	}
+	ret = rdmae_guest_verify(&s->g, st, len, chk, err);
+	free(st);
 	return ret;
 }
 
@@ -408,6 +340,23 @@ static void *cancel_later(void *arg)
 	if (!rdmae_session_cancel(ss, "cancelled by the operator during a round"))
 		printf("src: the cancel did not take effect (COMPLETE already sent)\n");
 	return NULL;
+}
+
+/*
+ * --repeat: in the middle of the first migration the counters must see its
+ * registrations, or "no growth" afterwards would prove nothing.
+ */
+static void usage_during(struct sess *s)
+{
+	struct usage u;
+
+	if (s->cf->repeat < 2 || s->run != 1)
+		return;
+	usage_take(&u);
+	usage_print(s->cf->src ? "src" : "dst", "during migration 1 (after pre-flight)", &u);
+	if (u.res[RES_MR] <= 0 || !u.pin_kib)
+		snprintf(s->msg, sizeof(s->msg), "the leak check is blind: it sees %ld MRs and %"
+			 PRIu64 " KiB pinned during a migration", u.res[RES_MR], u.pin_kib);
 }
 
 static int run_src(struct sess *s)
@@ -423,19 +372,24 @@ static int run_src(struct sess *s)
 	const uint64_t *bm[NBLOCKS];
 	pthread_t canceller;
 	bool cancel_thread = false;
-	uint64_t writes_before, sum_before = 0;
+	uint64_t writes_before, sum_before = 0, end_ms;
 	unsigned int i;
 	int ret;
 
-	blocks_of(&s->g, blocks);
-	for (i = 0; i < NBLOCKS; i++)
-		bm[i] = s->g.b[i].round;
+	rdmae_guest_blocks(&s->g, blocks);
+	rdmae_guest_bitmaps(&s->g, bm);
 	opts_of(cf, &so);
 	/* The device state is known in advance here; it is part of the expected downtime. */
-	so.expected_state_bytes = state_len(&s->g);
+	so.expected_state_bytes = rdmae_guest_state_len(&s->g);
 	ret = guest_start(&s->g, cf->rate);
 	if (ret)
 		return ret;
+	/* A connection refused (a wrong key, nobody there) ends the migration like any fault. */
+	if (!s->conn) {
+		err = s->conn_err;
+		ret = err.code ? err.code : -ENOTCONN;
+		goto out;
+	}
 	ret = rdmae_session_create(&ss, RDMAE_SOURCE, s->conn, blocks, NBLOCKS, &so, &err);
 	if (ret)
 		goto out;
@@ -443,6 +397,7 @@ static int run_src(struct sess *s)
 	if (ret)
 		goto out;
 	say(s, "pre-flight passed: %u blocks, %" PRIu64 " MiB", NBLOCKS, cf->size >> 20);
+	usage_during(s);
 	if (cf->cancel_at == PH_PREFLIGHT && cf->cancel_src) {
 		rdmae_session_cancel(ss, "cancelled by the operator after pre-flight");
 		ret = -ECANCELED;
@@ -454,12 +409,14 @@ static int run_src(struct sess *s)
 	}
 	say(s, "| round |    pages |      MiB |  zeros |   runs |       ms | ack ms |     MB/s | "
 	    "dirty MB/s | left MiB | expected downtime ms |");
-	harvest(&s->g, H_ALL);
-	for (;;) {
+	rdmae_guest_harvest(&s->g, RDMAE_HARVEST_ALL);
+	for (i = 1;; i++) {
+		if (cf->marks)
+			say(s, "round %u starting", i);
 		ret = rdmae_session_round(ss, bm, &rs, &err);
 		if (ret)
 			goto out;
-		harvest(&s->g, H_REPLACE);
+		rdmae_guest_harvest(&s->g, RDMAE_HARVEST_REPLACE);
 		rdmae_session_plan(ss, bm, &plan);
 		/* The plan fills in what is left after the round and its expected downtime. */
 		rdmae_session_last_round(ss, &rs);
@@ -472,18 +429,19 @@ static int run_src(struct sess *s)
 		}
 	}
 	/* Converged: stop the vCPU, take the last dirty log, send it and the device state. */
-	guest_pause(&s->g);
+	rdmae_guest_pause(&s->g);
 	rdmae_session_mark_stopped(ss);
 	/* The planned pages were not sent yet: the final round is them plus the last log. */
-	harvest(&s->g, H_OR);
+	rdmae_guest_harvest(&s->g, RDMAE_HARVEST_OR);
 	ret = rdmae_session_round(ss, bm, &rs, &err);
 	if (ret)
 		goto out;
 	say(s, "final round, guest stopped:");
 	print_round(s, &rs);
-	/* Only the cancel-during-state case checks the memory afterwards; hashing is not free. */
+	/* The cancel-during-state case also compares a hash of all memory from here on. */
 	if (cf->cancel_at == PH_STATE)
-		sum_before = guest_sum(&s->g);
+		sum_before = rdmae_guest_sum(&s->g);
+	hold(s, PT_STATE);
 	ret = send_state(s, ss, &err);
 	if (ret == -ECANCELED) {
 		rdmae_session_cancel(ss, "cancelled by the operator during device state");
@@ -493,6 +451,7 @@ static int run_src(struct sess *s)
 		goto out;
 	ret = rdmae_session_complete(ss, &err);
 out:
+	end_ms = boot_ms();
 	if (cancel_thread)
 		pthread_join(canceller, NULL);
 	/* Not converging is not fatal to the guest: the operator gives up on the migration. */
@@ -510,7 +469,7 @@ out:
 		    (double)st.verify_ns / 1e6, (double)st.commit_ns / 1e6,
 		    (double)st.hash_ns / 1e6, (double)st.total_ns / 1e6, st.lanes,
 		    cf->no_verify ? ", not verified" : "");
-	if (ss) {
+	if (ss && !cf->quiet) {
 		for (i = 0; i < rdmae_conn_negotiated(s->conn)->lanes; i++) {
 			struct rdmae_lane_stats ls;
 
@@ -521,8 +480,10 @@ out:
 		}
 	}
 	rdmae_session_destroy(ss);
-	if (ret)
+	if (ret) {
 		say(s, "migration ended: %s (%d)", err.msg[0] ? err.msg : strerror(-ret), ret);
+		say(s, "end time: %" PRIu64 " ms since boot", end_ms);
+	}
 	/*
 	 * A failed or cancelled migration leaves the guest running and its memory
 	 * untouched; an unknown outcome leaves it paused, as the engine asks.
@@ -533,14 +494,22 @@ out:
 		else
 			say(s, "outcome unknown, as it should be: the guest stays paused");
 	} else if (ret) {
-		if (!s->g.running && cf->rate > 0 && guest_sum(&s->g) != sum_before && sum_before)
-			snprintf(s->msg, sizeof(s->msg), "source memory changed by the engine");
-		if (!s->g.running)
-			guest_start(&s->g, cf->rate);
-		if (cf->rate > 0) {
-			struct timespec ts = { 0, 200000000 };
+		struct rdmae_guest_check chk = { 0 };
+		struct rdmae_err merr = { 0 };
 
-			nanosleep(&ts, NULL);
+		if (!rdmae_guest_running(&s->g) && cf->rate > 0 &&
+		    rdmae_guest_sum(&s->g) != sum_before && sum_before)
+			snprintf(s->msg, sizeof(s->msg), "source memory changed by the engine");
+		/* Paused for the check, so that no page changes while it is compared. */
+		rdmae_guest_pause(&s->g);
+		if (check_src_memory(s, &chk, &merr))
+			snprintf(s->msg, sizeof(s->msg), "source memory damaged: %s", merr.msg);
+		else
+			say(s, "source memory intact: %" PRIu64 " pages match their versions",
+			    chk.pages);
+		guest_start(&s->g, cf->rate);
+		if (cf->rate > 0) {
+			sleep_ms(200);
 			if (atomic_load(&s->g.writes) == writes_before)
 				snprintf(s->msg, sizeof(s->msg), "the source guest is not running");
 			else
@@ -548,7 +517,7 @@ out:
 				    atomic_load(&s->g.writes));
 		}
 	}
-	guest_pause(&s->g);
+	rdmae_guest_pause(&s->g);
 	switch (cf->expect) {
 	case EX_CONVERGE:
 		s->result = ret || s->msg[0];
@@ -566,7 +535,12 @@ out:
 		s->result = !ret || !strstr(err.msg, "block") || s->msg[0];
 		break;
 	case EX_UNKNOWN:
-		s->result = ret != -ENOTRECOVERABLE || s->g.running || s->msg[0];
+		s->result = ret != -ENOTRECOVERABLE || rdmae_guest_running(&s->g) || s->msg[0];
+		break;
+	case EX_FAIL:
+		if (!ret)
+			snprintf(s->msg, sizeof(s->msg), "the migration succeeded; a failure was expected");
+		s->result = !ret || ret == -ENOTRECOVERABLE || s->msg[0];
 		break;
 	}
 	if (s->msg[0])
@@ -576,56 +550,17 @@ out:
 
 static int verify_dest(struct sess *s, const uint8_t *state, size_t len)
 {
-	uint32_t hdr[2 + NBLOCKS];
-	uint8_t *expect = malloc(PAGE);
-	size_t off = sizeof(hdr), p, pages = 0, zeros = 0;
-	unsigned int i;
+	struct rdmae_guest_check chk;
+	struct rdmae_err err = { 0 };
+	int ret = rdmae_guest_verify(&s->g, state, len, &chk, &err);
 
-	if (!expect)
-		return -ENOMEM;
-	if (len < sizeof(hdr)) {
-		snprintf(s->msg, sizeof(s->msg), "device state of %zu bytes", len);
-		goto bad;
+	if (ret) {
+		snprintf(s->msg, sizeof(s->msg), "%s", err.msg);
+		return -EILSEQ;
 	}
-	memcpy(hdr, state, sizeof(hdr));
-	if (hdr[0] != STATE_MAGIC || hdr[1] != NBLOCKS) {
-		snprintf(s->msg, sizeof(s->msg), "device state header wrong");
-		goto bad;
-	}
-	for (i = 0; i < NBLOCKS; i++) {
-		const struct gblock *b = &s->g.b[i];
-
-		if (hdr[2 + i] != b->npages || off + b->npages * 4 > len) {
-			snprintf(s->msg, sizeof(s->msg), "device state does not match block %s",
-				 b->name);
-			goto bad;
-		}
-		for (p = 0; p < b->npages; p++) {
-			uint32_t v;
-
-			memcpy(&v, state + off + p * 4, 4);
-			page_fill(expect, i, p, v);
-			if (memcmp(expect, b->mem + p * PAGE, PAGE) != 0) {
-				size_t k = 0;
-
-				while (expect[k] == b->mem[p * PAGE + k])
-					k++;
-				snprintf(s->msg, sizeof(s->msg), "block %s page %zu (version %u) "
-					 "differs at byte %zu", b->name, p, v, k);
-				goto bad;
-			}
-			pages++;
-			zeros += v == 0;
-		}
-		off += b->npages * 4;
-	}
-	say(s, "verified byte for byte: %zu pages (%zu zero) equal the source's at stop", pages,
-	    zeros);
-	free(expect);
+	say(s, "verified byte for byte: %" PRIu64 " pages (%" PRIu64 " zero) equal the source's "
+	    "at stop", chk.pages, chk.zero_pages);
 	return 0;
-bad:
-	free(expect);
-	return -EILSEQ;
 }
 
 static int run_dst(struct sess *s)
@@ -640,22 +575,32 @@ static int run_dst(struct sess *s)
 	uint8_t *state = NULL;
 	size_t slen = 0, scap = 0;
 	unsigned int rounds = 0, states = 0;
+	uint64_t end_ms;
 	int ret;
 
-	blocks_of(&s->g, blocks);
+	if (!s->conn) {
+		err = s->conn_err;
+		ret = err.code ? err.code : -ENOTCONN;
+		goto out;
+	}
+	rdmae_guest_blocks(&s->g, blocks);
 	opts_of(cf, &so);
 	ret = rdmae_session_create(&ss, RDMAE_DEST, s->conn, blocks, NBLOCKS, &so, &err);
 	if (ret)
 		goto out;
+	hold(s, PT_PREFLIGHT);
 	ret = rdmae_session_preflight(ss, &err);
 	if (ret)
 		goto out;
 	say(s, "pre-flight passed");
+	usage_during(s);
 	if (cf->cancel_at == PH_PREFLIGHT && !cf->cancel_src) {
 		rdmae_session_cancel(ss, "destination cancelled after pre-flight");
 		ret = -ECANCELED;
 		goto out;
 	}
+	/* Reading nothing while the source sends: it runs out of credits. */
+	hold(s, PT_ROUND);
 	for (;;) {
 		ret = rdmae_session_dest_step(ss, &ev, &err);
 		if (ret)
@@ -684,12 +629,12 @@ static int run_dst(struct sess *s)
 			memcpy(state + slen, ev.data, ev.len);
 			slen += ev.len;
 			/* The whole state is here: a destination that stops answering now. */
-			if (cf->stall_ms && slen >= state_len(&s->g)) {
-				struct timespec ts = { cf->stall_ms / 1000,
-						       (long)(cf->stall_ms % 1000) * 1000000L };
-
-				say(s, "stalling %d ms before the commit", cf->stall_ms);
-				nanosleep(&ts, NULL);
+			if (slen >= rdmae_guest_state_len(&s->g)) {
+				if (cf->stall_ms) {
+					say(s, "stalling %d ms before the commit", cf->stall_ms);
+					sleep_ms(cf->stall_ms);
+				}
+				hold(s, PT_COMMIT);
 			}
 			if (++states == 2 && cf->cancel_at == PH_STATE && !cf->cancel_src) {
 				rdmae_session_cancel(ss, "destination cancelled during device state");
@@ -707,13 +652,16 @@ static int run_dst(struct sess *s)
 		    "fence (in the downtime)", (double)st.hash_ns / 1e6, (double)st.verify_ns / 1e6);
 	ret = verify_dest(s, state, slen);
 out:
+	end_ms = boot_ms();
 	rdmae_session_destroy(ss);
 	free(state);
-	if (ret && ret != -EILSEQ)
+	if (ret && ret != -EILSEQ) {
 		say(s, "migration ended: %s (%d)", err.msg[0] ? err.msg : strerror(-ret), ret);
+		say(s, "end time: %" PRIu64 " ms since boot", end_ms);
+	}
 	switch (cf->expect) {
 	case EX_CONVERGE:
-		s->result = ret != 0;
+		s->result = ret != 0 || s->msg[0];
 		break;
 	case EX_NOCONVERGE:
 	case EX_CANCEL:
@@ -725,6 +673,9 @@ out:
 	case EX_UNKNOWN:
 		/* Committed or not, the destination's own account is all it can give. */
 		s->result = 0;
+		break;
+	case EX_FAIL:
+		s->result = !ret || ret == -EILSEQ;
 		break;
 	}
 	if (s->msg[0])
@@ -743,6 +694,140 @@ static void *sess_main(void *arg)
 	return NULL;
 }
 
+/* A test that expects a failure wants the refused peer's error, not a listener that waits on. */
+static int fail_on_drop(void *arg, const struct rdmae_err *e)
+{
+	(void)arg;
+	return e->code ? e->code : -ECONNABORTED;
+}
+
+/*
+ * One migration of every session: guests, connections, sessions (each in
+ * its thread, or in this one when there is one session), teardown. The
+ * listener (dst) is kept for the next one with --repeat. Returns the
+ * sessions that misbehaved, or -1 when the run could not start.
+ */
+static int migrate_once(const struct cfg *cf, unsigned int run, struct rdmae_listener **l,
+			const struct rdmae_conn_opts *co, const char *role)
+{
+	struct sess *ss = calloc(cf->sessions, sizeof(*ss));
+	pthread_t th[MAX_SESSIONS];
+	struct rdmae_err err = { 0 };
+	unsigned int i, started, failed = 0;
+	bool conn_failed = false;
+	int ret = 0;
+
+	if (!ss)
+		return -1;
+	for (i = 0; i < cf->sessions; i++) {
+		struct rdmae_guest_opts go = {
+			.id = i,
+			.size = !cf->src && cf->dst_size ? cf->dst_size : cf->size,
+			.name0 = cf->src ? NULL : cf->dst_name,
+			.fill = cf->src,
+			.mem = cf->hugepages ? RDMAE_GUEST_HUGE : RDMAE_GUEST_SMALL,
+			.numa_node = -1,
+		};
+
+		ss[i].cf = cf;
+		ss[i].id = i;
+		ss[i].run = run;
+		ret = rdmae_guest_init(&ss[i].g, &go, &err);
+		if (ret) {
+			fprintf(stderr, "%s: guest %u: %s\n", role, i, err.msg);
+			goto out;
+		}
+		/* After a failed one the others would only repeat its error. */
+		if (conn_failed) {
+			rdmae_err_set(&ss[i].conn_err, -ENOTCONN, "not connected: session %u "
+				      "could not connect", i - 1);
+			continue;
+		}
+		ret = cf->src ? rdmae_connect(&ss[i].conn, cf->addr, cf->port, co, &ss[i].conn_err)
+			      : rdmae_accept(*l, &ss[i].conn, 120000, &ss[i].conn_err);
+		if (ret) {
+			fprintf(stderr, "%s: session %u: %s\n", role, i, ss[i].conn_err.msg);
+			conn_failed = true;
+			ret = 0;
+		}
+	}
+	/* A one-shot destination listens no longer than it must, as QEMU's -incoming. */
+	if (cf->repeat == 1) {
+		rdmae_listener_destroy(*l);
+		*l = NULL;
+	}
+	if (cf->sessions == 1) {
+		sess_main(&ss[0]);
+		started = 1;
+	} else {
+		for (started = 0; started < cf->sessions; started++)
+			if (pthread_create(&th[started], NULL, sess_main, &ss[started])) {
+				ret = -EAGAIN;
+				break;
+			}
+		for (i = 0; i < started; i++)
+			pthread_join(th[i], NULL);
+	}
+	for (i = 0; i < started; i++)
+		failed += ss[i].result != 0;
+out:
+	for (i = 0; i < cf->sessions; i++) {
+		rdmae_conn_destroy(ss[i].conn);
+		rdmae_guest_free(&ss[i].g);
+	}
+	free(ss);
+	return ret ? -1 : (int)failed;
+}
+
+/*
+ * After the warm-up, what the process holds must come back to the same level
+ * each time. Not VmRSS: ASan keeps freed blocks in its quarantine (up to 256
+ * MiB), so that grows by design. Not quite VmSize either: the quarantine's
+ * own bookkeeping maps a page now and then (4 KiB per ten migrations here);
+ * a mapping leaked by every migration is at least a page each time, so
+ * VmSize may grow by less than a page per migration, no more.
+ */
+static int usage_grew(const char *role, const struct usage *base, const struct usage *now,
+		      unsigned int migrations)
+{
+	int bad = 0;
+	unsigned int k;
+
+	if (now->fds > base->fds) {
+		printf("%s: FAIL: open fds grew from %ld to %ld\n", role, base->fds, now->fds);
+		bad++;
+	}
+	if (now->heap > base->heap) {
+		printf("%s: FAIL: heap in use grew from %" PRIu64 " to %" PRIu64 " bytes\n", role,
+		       base->heap, now->heap);
+		bad++;
+	}
+	if (now->size_kib >= base->size_kib + 4ull * migrations) {
+		printf("%s: FAIL: mapped memory (VmSize) grew from %" PRIu64 " to %" PRIu64
+		       " KiB: a page or more per migration\n", role, base->size_kib, now->size_kib);
+		bad++;
+	}
+	if (now->pin_kib > base->pin_kib) {
+		printf("%s: FAIL: pinned memory (VmPin) grew from %" PRIu64 " to %" PRIu64
+		       " KiB\n", role, base->pin_kib, now->pin_kib);
+		bad++;
+	}
+	for (k = 0; k < RES_KINDS; k++) {
+		if (now->res[k] > base->res[k] || now->orphans[k] > base->orphans[k]) {
+			printf("%s: FAIL: %s grew from %ld (+%ld orphans) to %ld (+%ld orphans)\n",
+			       role, usage_res[k].name, base->res[k], base->orphans[k], now->res[k],
+			       now->orphans[k]);
+			bad++;
+		}
+		if (now->res[k] < 0) {
+			printf("%s: FAIL: the kernel did not tell how many %s there are\n", role,
+			       usage_res[k].name);
+			bad++;
+		}
+	}
+	return bad;
+}
+
 static enum expect parse_expect(const char *v)
 {
 	if (!strcmp(v, "noconverge"))
@@ -753,6 +838,8 @@ static enum expect parse_expect(const char *v)
 		return EX_MISMATCH;
 	if (!strcmp(v, "unknown"))
 		return EX_UNKNOWN;
+	if (!strcmp(v, "fail"))
+		return EX_FAIL;
 	return EX_CONVERGE;
 }
 
@@ -767,14 +854,48 @@ static enum phase parse_phase(const char *v)
 	return PH_NONE;
 }
 
+/* POINT[:MS]; PT_NONE for a point this role has not. */
+static enum point parse_point(const char *v, bool src, int *ms)
+{
+	const char *colon = strchr(v, ':');
+	size_t n = colon ? (size_t)(colon - v) : strlen(v);
+	unsigned int p;
+
+	*ms = colon ? atoi(colon + 1) : HOLD_DEFAULT_MS;
+	for (p = PT_PREFLIGHT; p <= PT_COMMIT; p++)
+		if (strlen(point_names[p]) == n && !strncmp(v, point_names[p], n)) {
+			bool src_point = p == PT_STATE || p == PT_STATE_MID;
+
+			return src_point == src ? (enum point)p : PT_NONE;
+		}
+	return PT_NONE;
+}
+
+/* A size option, whole, or a clear error and exit status 2. */
+static uint64_t size_opt(const char *s)
+{
+	uint64_t v;
+
+	if (!rdmae_size_arg(s, &v)) {
+		fprintf(stderr, "rdmae_mig: '%s' is not a size (a number with an optional K, M or G)\n", s);
+		exit(2);
+	}
+	return v;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: rdmae_mig src|dst --addr A [--port P] [--size N] [--rate MB/s]\n"
 		"  [--downtime MS] [--max-rounds N] [--bw-cap MB/s] [--sessions N]\n"
-		"  [--expect converge|noconverge|cancel|mismatch|unknown]\n"
+		"  [--repeat N [--warmup N]]\n"
+		"  [--expect converge|noconverge|cancel|mismatch|unknown|fail]\n"
 		"  [--timeout MS] [--stall MS (dst: pause before the commit)]\n"
 		"  [--cancel-at preflight|round|state] [--cancel-side src|dst]\n"
+		"  [--hold-at POINT[:MS] (src: state|state-mid; dst: preflight|round|commit)]\n"
+		"  [--marks (src)] [--drop-ipc-lock]\n"
 		"  [--dst-size N] [--dst-name NAME] [--on-demand] [--hugepages] [--lanes N]\n"
+		"  [--keepalive MS] [--keepalive-timeout MS] [--send-timeout MS]\n"
+		"  [--credits N] [--recv-queue N]\n"
 		"  [--no-verify (src)] [--require-verify (dst)]\n"
 		"  [--quiet] --key FILE | --auth-none\n");
 	exit(2);
@@ -791,11 +912,16 @@ int main(int argc, char **argv)
 		{ "max-rounds", required_argument, NULL, 'm' },
 		{ "bw-cap", required_argument, NULL, 'b' },
 		{ "sessions", required_argument, NULL, 'n' },
+		{ "repeat", required_argument, NULL, 'x' },
+		{ "warmup", required_argument, NULL, 'w' },
 		{ "expect", required_argument, NULL, 'e' },
 		{ "cancel-at", required_argument, NULL, 'c' },
 		{ "cancel-side", required_argument, NULL, 'C' },
+		{ "hold-at", required_argument, NULL, 'h' },
+		{ "marks", no_argument, NULL, 'M' },
 		{ "dst-size", required_argument, NULL, 'S' },
 		{ "dst-name", required_argument, NULL, 'N' },
+		{ "drop-ipc-lock", no_argument, NULL, 'L' },
 		{ "on-demand", no_argument, NULL, 'o' },
 		{ "no-verify", no_argument, NULL, 'V' },
 		{ "require-verify", no_argument, NULL, 'R' },
@@ -803,20 +929,26 @@ int main(int argc, char **argv)
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "stall", required_argument, NULL, 'W' },
 		{ "lanes", required_argument, NULL, 'l' },
+		{ "keepalive", required_argument, NULL, 'k' },
+		{ "keepalive-timeout", required_argument, NULL, 't' },
+		{ "send-timeout", required_argument, NULL, 'D' },
+		{ "credits", required_argument, NULL, 'E' },
+		{ "recv-queue", required_argument, NULL, 'Q' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "key", required_argument, NULL, 'K' },
 		{ "auth-none", no_argument, NULL, 'A' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct cfg cf = { .port = "7800", .size = 256u << 20, .downtime_ms = 300,
-			  .max_rounds = 30, .sessions = 1 };
-	struct sess *ss;
+			  .max_rounds = 30, .sessions = 1, .repeat = 1, .warmup = 1 };
 	struct rdmae_listener *l = NULL;
 	struct rdmae_conn_opts co;
 	struct rdmae_err err = { 0 };
-	pthread_t th[MAX_SESSIONS];
-	unsigned int i, started = 0, failed = 0;
-	int opt, ret = 0;
+	struct usage base = { 0 }, now;
+	const char *role = argv[1];
+	const char *hold_arg = NULL;
+	unsigned int i, run, failed = 0;
+	int opt;
 
 	if (argc < 2)
 		usage();
@@ -829,17 +961,22 @@ int main(int argc, char **argv)
 		switch (opt) {
 		case 'a': cf.addr = optarg; break;
 		case 'p': cf.port = optarg; break;
-		case 's': cf.size = rdmae_parse_size(optarg, NULL); break;
+		case 's': cf.size = size_opt(optarg); break;
 		case 'r': cf.rate = strtod(optarg, NULL) * 1e6; break;
 		case 'd': cf.downtime_ms = strtoull(optarg, NULL, 0); break;
 		case 'm': cf.max_rounds = (unsigned int)atoi(optarg); break;
 		case 'b': cf.bw_cap = strtod(optarg, NULL) * 1e6; break;
 		case 'n': cf.sessions = (unsigned int)atoi(optarg); break;
+		case 'x': cf.repeat = (unsigned int)atoi(optarg); break;
+		case 'w': cf.warmup = (unsigned int)atoi(optarg); break;
 		case 'e': cf.expect = parse_expect(optarg); break;
 		case 'c': cf.cancel_at = parse_phase(optarg); break;
 		case 'C': cf.cancel_src = !strcmp(optarg, "src"); break;
-		case 'S': cf.dst_size = rdmae_parse_size(optarg, NULL); break;
+		case 'h': hold_arg = optarg; break;
+		case 'M': cf.marks = true; break;
+		case 'S': cf.dst_size = size_opt(optarg); break;
 		case 'N': cf.dst_name = optarg; break;
+		case 'L': cf.drop_ipc_lock = true; break;
 		case 'o': cf.on_demand = true; break;
 		case 'V': cf.no_verify = true; break;
 		case 'R': cf.require_verify = true; break;
@@ -847,83 +984,100 @@ int main(int argc, char **argv)
 		case 'T': cf.timeout_ms = atoi(optarg); break;
 		case 'W': cf.stall_ms = atoi(optarg); break;
 		case 'l': cf.lanes = (unsigned int)atoi(optarg); break;
+		case 'k': cf.keepalive_ms = atoi(optarg); break;
+		case 't': cf.keepalive_timeout_ms = atoi(optarg); break;
+		case 'D': cf.send_timeout_ms = atoi(optarg); break;
+		case 'E': cf.credits = (unsigned int)atoi(optarg); break;
+		case 'Q': cf.recv_queue = size_opt(optarg); break;
 		case 'q': cf.quiet = true; break;
 		case 'K': cf.key_file = optarg; break;
 		case 'A': cf.auth_none = true; break;
 		default: usage();
 		}
 	}
-	if (!cf.addr || !cf.sessions || cf.sessions > MAX_SESSIONS || cf.size < (1u << 20))
+	if (hold_arg) {
+		cf.hold_at = parse_point(hold_arg, cf.src, &cf.hold_ms);
+		if (cf.hold_at == PT_NONE || cf.hold_ms <= 0) {
+			fprintf(stderr, "%s: --hold-at %s: not a point of this side\n", role, hold_arg);
+			usage();
+		}
+	}
+	if (!cf.addr || !cf.sessions || cf.sessions > MAX_SESSIONS || cf.size < (1u << 20) ||
+	    !cf.repeat || cf.credits > UINT16_MAX || (cf.repeat > 1 && cf.warmup >= cf.repeat))
 		usage();
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	ss = calloc(cf.sessions, sizeof(*ss));
-	if (!ss)
-		return 1;
+	if (cf.drop_ipc_lock) {
+		int ret = drop_cap_ipc_lock();
+
+		if (ret) {
+			fprintf(stderr, "%s: dropping CAP_IPC_LOCK: %s\n", role, strerror(-ret));
+			return 1;
+		}
+		printf("%s: running without CAP_IPC_LOCK: RLIMIT_MEMLOCK applies\n", role);
+	}
 	conn_opts_of(&cf, &co);
 	if (!cf.src) {
-		ret = rdmae_listen(&l, cf.addr, cf.port, &co, &err);
-		if (ret) {
+		if (rdmae_listen(&l, cf.addr, cf.port, &co, &err)) {
 			fprintf(stderr, "dst: %s\n", err.msg);
-			goto out;
+			return 1;
 		}
+		if (cf.expect == EX_FAIL)
+			rdmae_listener_on_drop(l, fail_on_drop, NULL);
 		printf("dst: listening on %s:%d for %u session(s)\n", cf.addr,
 		       rdmae_listener_port(l), cf.sessions);
 	}
-	for (i = 0; i < cf.sessions; i++) {
-		uint64_t size = !cf.src && cf.dst_size ? cf.dst_size : cf.size;
+	for (run = 1; run <= cf.repeat; run++) {
+		int n = migrate_once(&cf, run, &l, &co, role);
 
-		ss[i].cf = &cf;
-		ss[i].id = i;
-		ret = guest_init(&ss[i].g, i, size, cf.src ? NULL : cf.dst_name, cf.src,
-				 cf.hugepages);
-		if (ret) {
-			fprintf(stderr, "%s: guest %u: cannot map %" PRIu64 " MiB%s\n", argv[1], i,
-				size >> 20, cf.hugepages ? " on huge pages" : "");
-			goto out;
+		if (n < 0) {
+			rdmae_listener_destroy(l);
+			return 1;
 		}
-		ret = cf.src ? rdmae_connect(&ss[i].conn, cf.addr, cf.port, &co, &err)
-			     : rdmae_accept(l, &ss[i].conn, 120000, &err);
-		if (ret) {
-			fprintf(stderr, "%s: session %u: %s\n", argv[1], i, err.msg);
-			goto out;
-		}
-	}
-	rdmae_listener_destroy(l);
-	l = NULL;
-	for (started = 0; started < cf.sessions; started++)
-		if (pthread_create(&th[started], NULL, sess_main, &ss[started])) {
-			ret = -EAGAIN;
+		failed += (unsigned int)n;
+		if (cf.repeat == 1)
+			break;
+		if (n) {
+			printf("%s: migration %u of %u misbehaved; stopping\n", role, run, cf.repeat);
 			break;
 		}
-	for (i = 0; i < started; i++) {
-		pthread_join(th[i], NULL);
-		failed += ss[i].result != 0;
+		usage_take(&now);
+		if (run == cf.warmup) {
+			base = now;
+			usage_print(role, "after the warm-up (baseline)", &now);
+		} else if (run <= 3 || run % 10 == 0 || run == cf.repeat) {
+			char when[64];
+
+			snprintf(when, sizeof(when), "after migration %u", run);
+			usage_print(role, when, &now);
+		}
+		if (run == cf.repeat) {
+			int bad = usage_grew(role, &base, &now, cf.repeat - cf.warmup);
+
+			if (!bad)
+				printf("%s: no growth over %u migrations after the warm-up: fds, heap, "
+				       "VmPin and RDMA objects as at the baseline, VmSize %+" PRId64
+				       " KiB\n", role, cf.repeat - cf.warmup,
+				       (int64_t)(now.size_kib - base.size_kib));
+			failed += (unsigned int)bad;
+		}
 	}
-out:
 	rdmae_listener_destroy(l);
-	for (i = 0; i < cf.sessions; i++) {
-		rdmae_conn_destroy(ss[i].conn);
-		guest_free(&ss[i].g);
-	}
-	free(ss);
-	if (ret)
-		return 1;
 	/*
 	 * Nothing may be left behind: no progress thread, no vCPU, no canceller.
 	 * A joined thread can stay listed in /proc for a moment while the kernel
 	 * finishes its exit; a leaked one stays for good. Allow one second.
 	 */
-	for (i = 0; i < 100 && threads_alive() != 1; i++) {
-		struct timespec ts = { 0, 10000000 };
-
-		nanosleep(&ts, NULL);
-	}
+	for (i = 0; i < 100 && threads_alive() != 1; i++)
+		sleep_ms(10);
 	if (threads_alive() != 1) {
-		printf("%s: FAIL: %d threads still alive after teardown\n", argv[1],
-		       threads_alive());
+		printf("%s: FAIL: %d threads still alive after teardown\n", role, threads_alive());
 		failed++;
 	}
-	printf("%s: %s (%u of %u sessions behaved as expected)\n", argv[1],
-	       failed ? "FAIL" : "PASS", cf.sessions - failed, cf.sessions);
+	if (cf.repeat > 1)
+		printf("%s: %s (%u migrations)\n", role, failed ? "FAIL" : "PASS", cf.repeat);
+	else
+		printf("%s: %s (%u of %u sessions behaved as expected)\n", role,
+		       failed ? "FAIL" : "PASS", failed > cf.sessions ? 0 : cf.sessions - failed,
+		       cf.sessions);
 	return failed ? 1 : 0;
 }

@@ -22,16 +22,20 @@ INITRAMFS_MODULES=(crc32_generic udp_tunnel ip6_udp_tunnel ib_core ib_uverbs rdm
   failover net_failover virtio_net)
 
 # Tools copied into the VM. ip and rdma go to /usr/sbin (call them by absolute
-# path: busybox sh prefers its own "ip" applet), the rest to /usr/bin.
+# path: busybox sh prefers its own "ip" applet), the rest to /usr/bin. jq lets a
+# test check the JSON that rdmae-perf --json writes (1 MB with its libraries).
+# gnuplot is not here: with libgd's image codecs it needs 57 MB of libraries;
+# rdmae-perf --plot leaves its script for another machine to draw instead.
 INITRAMFS_SBIN_TOOLS=(ip rdma)
 INITRAMFS_BIN_TOOLS=(ibv_devinfo ibv_devices ibv_rc_pingpong
   ib_write_bw ib_write_lat ib_read_bw ib_read_lat ib_send_bw ib_send_lat
-  rping ucmatose udaddy)
+  rping ucmatose udaddy jq)
 
 # Packages whose versions go into the key of the fixed part.
 INITRAMFS_KEY_PACKAGES=(busybox-static rdma-core ibverbs-providers ibverbs-utils
   rdmacm-utils perftest iproute2 libc6 libgcc-s1 libibverbs1 librdmacm1
-  libnl-3-200 libnl-route-3-200 libmnl0 libbpf1 libelf1 libcap2 libbsd0 libpci3 zlib1g)
+  libnl-3-200 libnl-route-3-200 libmnl0 libbpf1 libelf1 libcap2 libbsd0 libpci3 zlib1g
+  jq libjq1 libonig5)
 
 INITRAMFS_RXE_PROVIDER=/usr/lib/x86_64-linux-gnu/libibverbs/librxe-rdmav34.so
 INITRAMFS_RXE_DRIVER=/etc/libibverbs.d/rxe.driver

@@ -214,12 +214,13 @@ run_case() { # TRANSPORT CASE PORT
   eval "$(qm_figures src)"
   # shellcheck disable=SC2154
   result "$(awk -v tr="$tr" -v cs="$cs" -v ok="$completed" -v st="$st" -v tt="${total_time:-}" -v dt="${downtime:-}" \
-    -v xb="${transferred:-0}" -v ps="$p0" -v pe="$p1" -v hz="$HZ" -v vc="$vcpu" -v ot="$other" -v el="$t" \
+    -v xb="${transferred:-0}" -v su="${setup_time:-}" -v ps="$p0" -v pe="$p1" -v hz="$HZ" -v vc="$vcpu" -v ot="$other" -v el="$t" \
     -v mem="$GUEST_MEM" -v hot="$hot" -v wps="$wps" -v dr="$maxdr" -v ds="${dirty_sync_count:-0}" -v per="$per" 'BEGIN {
       if (tt == "" || ok != "true") tt = el * 1000
       if (dt == "" || ok != "true") dt = "null"
+      if (su == "" || ok != "true") su = "null"
       printf "{\"kind\":\"migration\",\"transport\":\"%s\",\"case\":\"%s\",\"completed\":%s,\"status\":\"%s\",", tr, cs, ok, st
-      printf "\"total_ms\":%d,\"downtime_ms\":%s,\"transferred_bytes\":%d,", tt, dt, xb
+      printf "\"total_ms\":%d,\"downtime_ms\":%s,\"setup_ms\":%s,\"transferred_bytes\":%d,", tt, dt, su, xb
       printf "\"src_cpu_s\":%.2f,\"src_cpu_vcpu_s\":%.2f,\"src_cpu_other_s\":%.2f,", (pe - ps) / hz, vc / hz, (pe - ps - vc) / hz
       printf "\"src_cpu_threads_s\":%.2f,\"threads\":\"%s\",", (vc + ot) / hz, per
       printf "\"guest_mib\":%d,\"hot_kib\":%d,\"guest_writes_per_s\":%.0f,\"dirty_pages_rate_max\":%d,\"dirty_sync_count\":%d}",
