@@ -58,7 +58,8 @@ uint64_t rdmae_downtime_estimate_ns(const struct rdmae_downtime_model *m, uint64
 
 		/* The source hashes the final data as it sends, the destination after the fence. */
 		if (m->verify)
-			mem += 2.0 * data + 8.0 * (double)m->sum_pages;
+			mem += 2.0 * data + 8.0 * (double)m->sum_pages +
+			       (double)m->peer_hash_bytes;
 		ns += mem * (double)NSEC_PER_SEC / m->mem_rate;
 	}
 	if (ns >= 18446744073709551616.0)

@@ -131,8 +131,18 @@ static int dst_round_end(struct rdmae_session *s, const struct rdmae_msg_round_e
 				   ", expected %u", re->round, s->rx_rounds + 1);
 	if (!rc) {
 		uint8_t ack[RDMAE_MSG_SMALL_MAX];
+		uint64_t backlog = 0;
+		size_t i;
 
-		rc = sess_send_msg(s, ack, rdmae_msg_round_ack_encode(ack, re->round), err);
+		/*
+		 * The hashing this side does next (below) delays its answer to the
+		 * next ROUND_END: the source counts it in its expected downtime, so
+		 * it does not stop the guest while we are still behind.
+		 */
+		for (i = 0; s->rx_sums && i < s->nblocks; i++)
+			backlog += rdmae_pagesums_stale(&s->blk[i].ps) * s->blk[i].b.page_size;
+		rc = sess_send_msg(s, ack, rdmae_msg_round_ack_encode(ack, re->round, backlog),
+				   err);
 	}
 	/* A source that does not verify sends no DATA_RUNS: then hashing would be wasted. */
 	if (!rc && s->rx_sums)

@@ -117,6 +117,16 @@ int rdmae_pagesums_hash_stale(struct rdmae_pagesums *ps, const void *base,
 	return 0;
 }
 
+uint64_t rdmae_pagesums_stale(const struct rdmae_pagesums *ps)
+{
+	size_t w, words = rdmae_bitmap_words(ps->npages);
+	uint64_t n = 0;
+
+	for (w = 0; w < words; w++)
+		n += (uint64_t)__builtin_popcountll(ps->stale[w]);
+	return n;
+}
+
 int rdmae_pagesums_digest(const struct rdmae_pagesums *ps, uint64_t *sum, struct rdmae_err *err)
 {
 	uint64_t vec[SUMS_PER_UPDATE];

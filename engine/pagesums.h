@@ -54,6 +54,8 @@ void rdmae_pagesums_hash(struct rdmae_pagesums *ps, const void *base, uint64_t f
  */
 int rdmae_pagesums_hash_stale(struct rdmae_pagesums *ps, const void *base,
 			      const atomic_bool *stop, uint64_t *hashed, struct rdmae_err *err);
+/* Pages without a current sum: what hash_stale would hash now. */
+uint64_t rdmae_pagesums_stale(const struct rdmae_pagesums *ps);
 /* Block sum over the page sums (all of them current: hash_stale first). */
 int rdmae_pagesums_digest(const struct rdmae_pagesums *ps, uint64_t *sum, struct rdmae_err *err);
 

@@ -223,9 +223,13 @@ size_t rdmae_msg_round_end_encode(void *buf, const struct rdmae_msg_round_end *r
 	return put_hdr(buf, RDMAE_MSG_ROUND_END, sizeof(w));
 }
 
-size_t rdmae_msg_round_ack_encode(void *buf, uint32_t round)
+size_t rdmae_msg_round_ack_encode(void *buf, uint32_t round, uint64_t hash_backlog)
 {
-	struct rdmae_wire_round_ack w = { .round = htole32(round), .reserved = 0 };
+	uint64_t mib = hash_backlog / (1u << 20) + (hash_backlog % (1u << 20) != 0);
+	struct rdmae_wire_round_ack w = {
+		.round = htole32(round),
+		.hash_backlog_mib = htole32(mib > UINT32_MAX ? UINT32_MAX : (uint32_t)mib),
+	};
 
 	memcpy((uint8_t *)buf + HDR, &w, sizeof(w));
 	return put_hdr(buf, RDMAE_MSG_ROUND_ACK, sizeof(w));
@@ -927,11 +931,10 @@ static int dec_body(const uint8_t *b, size_t body, const struct rdmae_proto_ctx 
 		return dec_round_end(b, body, m, err);
 	case RDMAE_MSG_ROUND_ACK:
 		rc = dec_fixed(m->type, b, body, &aw, sizeof(aw), err);
-		if (!rc)
-			rc = check_reserved(m->type, le32toh(aw.reserved), err);
 		if (rc)
 			return rc;
 		m->u.round_ack.round = le32toh(aw.round);
+		m->u.round_ack.hash_backlog_mib = le32toh(aw.hash_backlog_mib);
 		return 0;
 	case RDMAE_MSG_STATE:
 		return dec_state(b, body, m, err);

@@ -22,7 +22,8 @@
 #include "../rdma/rdmae_wire.h"
 
 #define RDMAE_PROTO_MAGIC	0x47454452u	/* "RDEG" on the wire */
-#define RDMAE_PROTO_VERSION	3		/* 2: block names of 256 bytes; 3: DATA_RUNS */
+#define RDMAE_PROTO_VERSION	4		/* 2: block names of 256 bytes; 3: DATA_RUNS;
+					 * 4: ROUND_ACK carries the hashing backlog */
 #define RDMAE_PROTO_HDR_SIZE	16
 #define RDMAE_PROTO_NAME_LEN	256		/* block name, NUL included (QEMU idstr) */
 #define RDMAE_PROTO_REASON_LEN	192		/* error text, NUL included */
@@ -138,7 +139,7 @@ struct rdmae_wire_round_end {
 
 struct rdmae_wire_round_ack {
 	uint32_t round;
-	uint32_t reserved;
+	uint32_t hash_backlog_mib;	/* destination: bytes it still hashes, MiB rounded up */
 };
 
 struct rdmae_wire_state {		/* + len bytes */
@@ -276,6 +277,7 @@ struct rdmae_msg {
 		struct rdmae_msg_round_end round_end;
 		struct {
 			uint32_t round;
+			uint32_t hash_backlog_mib;
 		} round_ack;
 		struct {
 			uint64_t offset;
@@ -357,7 +359,8 @@ size_t rdmae_msg_data_runs_finish(void *buf, uint32_t block, uint32_t count);
 
 size_t rdmae_msg_progress_encode(void *buf, uint32_t round, uint64_t bytes);
 size_t rdmae_msg_round_end_encode(void *buf, const struct rdmae_msg_round_end *r);
-size_t rdmae_msg_round_ack_encode(void *buf, uint32_t round);
+/* hash_backlog: bytes the destination hashes after sending this ack (saturates). */
+size_t rdmae_msg_round_ack_encode(void *buf, uint32_t round, uint64_t hash_backlog);
 
 /* The data goes at buf + RDMAE_MSG_STATE_DATA_OFF; the encoder writes only the headers. */
 #define RDMAE_MSG_STATE_DATA_OFF (RDMAE_PROTO_HDR_SIZE + sizeof(struct rdmae_wire_state))

@@ -33,6 +33,7 @@ struct rdmae_downtime_model {
 	uint64_t rtt_ns;		/* a round's fence-to-ROUND_ACK wait, recent minimum */
 	uint64_t state_bytes;		/* device state expected at the stop */
 	uint64_t sum_pages;		/* pages whose sums are digested at commit; 0 = no verify */
+	uint64_t peer_hash_bytes;	/* the destination's hashing left from earlier rounds */
 	bool verify;
 };
 

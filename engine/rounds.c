@@ -98,6 +98,18 @@ static void downtime_model(const struct rdmae_session *s, struct rdmae_downtime_
 	m->zero_ratio = pages ? (double)zeros / (double)pages : 0.0;
 	m->rtt_ns = rtt;
 	m->mem_rate = rdmae_bandwidth(s->hashed_bytes, s->st.hash_ns);
+	/*
+	 * What the destination still hashes of the rounds before (it hashes
+	 * after acking): its answer to the final round waits for it. Its rate
+	 * is taken to be ours (the same hash over the same pages).
+	 */
+	if (s->sums && s->peer_backlog_bytes && m->mem_rate > 0.0) {
+		double done = (double)(rdmae_now_ns() - s->peer_backlog_ns) / (double)NSEC_PER_SEC *
+			      m->mem_rate;
+
+		if (done < (double)s->peer_backlog_bytes)
+			m->peer_hash_bytes = (uint64_t)((double)s->peer_backlog_bytes - done);
+	}
 	m->state_bytes = s->o.expected_state_bytes;
 	m->verify = s->sums;
 	for (i = 0; i < s->nblocks; i++)
@@ -436,8 +448,11 @@ static int wait_ack(struct round_ctx *rctx)
 	ret = sess_recv_msg(s, s->slow_timeout_ms, &buf, &m, rctx->err);
 	if (ret)
 		return ret;
-	if (m.type == RDMAE_MSG_ROUND_ACK && m.u.round_ack.round == rctx->round)
+	if (m.type == RDMAE_MSG_ROUND_ACK && m.u.round_ack.round == rctx->round) {
+		s->peer_backlog_bytes = (uint64_t)m.u.round_ack.hash_backlog_mib << 20;
+		s->peer_backlog_ns = rdmae_now_ns();
 		ret = 0;
+	}
 	else if (m.type == RDMAE_MSG_CANCEL)
 		ret = sess_peer_cancelled(s, &m, rctx->err);
 	else if (m.type == RDMAE_MSG_ROUND_ACK)

@@ -100,6 +100,8 @@ struct rdmae_session {
 	uint64_t sum_round_ns;
 	struct rdmae_round_stats recent[RECENT_ROUNDS];	/* last rounds: the downtime model */
 	uint64_t hashed_bytes;		/* with st.hash_ns: the rate hashing runs at here */
+	uint64_t peer_backlog_bytes;	/* source: the destination's hashing at the last ROUND_ACK */
+	uint64_t peer_backlog_ns;	/* when that ROUND_ACK arrived */
 	uint64_t last_send_ns;
 	uint64_t state_off;
 	struct rdmae_round_stats last_rs;

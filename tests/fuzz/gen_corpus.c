@@ -39,8 +39,11 @@ static void put(const char *harness, const char *name, const void *buf, size_t l
 		failures++;
 		return;
 	}
-	/* fclose flushes: its failure is a write failure too. */
-	if ((fwrite(buf, 1, len, f) != len) | (fclose(f) != 0)) {
+	/* fclose flushes: its failure is a write failure too, and it must run either way. */
+	bool short_write = fwrite(buf, 1, len, f) != len;
+	bool close_failed = fclose(f) != 0;
+
+	if (short_write || close_failed) {
 		fprintf(stderr, "gen_corpus: write %s: %s\n", path, strerror(errno));
 		failures++;
 	}
@@ -398,7 +401,7 @@ static void proto(void)
 		n = rdmae_msg_round_end_encode(big, &re);
 		put_msg("round-end", n, true);
 	}
-	n = rdmae_msg_round_ack_encode(big, 2);
+	n = rdmae_msg_round_ack_encode(big, 2, 0);
 	put_msg("round-ack", n, true);
 	n = rdmae_msg_state_encode(big, 4096, 32);
 	memset(big + RDMAE_MSG_STATE_DATA_OFF, 's', 32);

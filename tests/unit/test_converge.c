@@ -66,6 +66,14 @@ static void test_downtime_model(void **state)
 	m.sum_pages = 65536;
 	d = rdmae_downtime_estimate_ns(&m, 2560, 10 * MIB);
 	assert_true(d >= 124 * MS + 500000ull && d <= 124 * MS + 500500ull);
+	/*
+	 * The destination still hashing 100 MiB of earlier rounds: its answer
+	 * to the final round waits for that, 100 ms at 1000 MiB/s.
+	 */
+	m.peer_hash_bytes = 100 * MIB;
+	d = rdmae_downtime_estimate_ns(&m, 2560, 10 * MIB);
+	assert_true(d >= 224 * MS + 500000ull && d <= 224 * MS + 500500ull);
+	m.peer_hash_bytes = 0;
 	/* Unknown data rate: no promise. */
 	m.data_bw = 0.0;
 	assert_true(rdmae_downtime_estimate_ns(&m, 1, 4096) == UINT64_MAX);

@@ -72,7 +72,7 @@ static void test_header(void **state)
 	size_t len;
 
 	(void)state;
-	len = rdmae_msg_round_ack_encode(buf, 7);
+	len = rdmae_msg_round_ack_encode(buf, 7, 0);
 	assert_int_equal(len, H + 8);
 	assert_memory_equal(buf, "RDEG", 4);
 	assert_int_equal(dec(len, &ctx, &m), 0);
@@ -89,23 +89,33 @@ static void test_header(void **state)
 
 	buf[0] = 'X';
 	reject(len, &ctx, -EPROTO);
-	rdmae_msg_round_ack_encode(buf, 7);
+	rdmae_msg_round_ack_encode(buf, 7, 0);
 	buf[4] = RDMAE_PROTO_VERSION + 1;
 	reject(len, &ctx, -EPROTO);
-	rdmae_msg_round_ack_encode(buf, 7);
+	rdmae_msg_round_ack_encode(buf, 7, 0);
 	buf[6] = 0;
 	reject(len, &ctx, -EPROTO);
 	buf[6] = RDMAE_MSG_TYPE_END;
 	reject(len, &ctx, -EPROTO);
-	rdmae_msg_round_ack_encode(buf, 7);
+	rdmae_msg_round_ack_encode(buf, 7, 0);
 	put32(12, 1);
 	reject(len, &ctx, -EPROTO);
 	/* Reserved body field. */
-	rdmae_msg_round_ack_encode(buf, 7);
+	len = rdmae_msg_progress_encode(buf, 7, 100);
 	put32(H + 4, 1);
 	reject(len, &ctx, -EPROTO);
+	/* ROUND_ACK's backlog: MiB rounded up, saturating. */
+	len = rdmae_msg_round_ack_encode(buf, 7, 1);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.u.round_ack.hash_backlog_mib, 1);
+	rdmae_msg_round_ack_encode(buf, 7, 3ull << 20);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.u.round_ack.hash_backlog_mib, 3);
+	rdmae_msg_round_ack_encode(buf, 7, UINT64_MAX);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.u.round_ack.hash_backlog_mib, UINT32_MAX);
 	/* Before pre-flight only BLOCKS and CANCEL decode. */
-	rdmae_msg_round_ack_encode(buf, 7);
+	rdmae_msg_round_ack_encode(buf, 7, 0);
 	reject(len, NULL, -EPROTO);
 	assert_string_equal(rdmae_msg_type_name(RDMAE_MSG_ROUND_ACK), "ROUND_ACK");
 	assert_string_equal(rdmae_msg_type_name(999), "unknown");
