@@ -199,15 +199,24 @@ begin "dst grants no credit mid-round"
 # The destination stops reading (its process alive, its keepalive answered by
 # its progress thread): with a small receive queue it soon withholds every
 # receive, and the source, out of send credits, must fail on its send
-# timeout, not on the keepalive (it sends no probe without a credit).
+# timeout, not on the keepalive (without a credit its probe is a zero-length
+# RDMA WRITE, which the destination's NIC acknowledges).
+# The send timeout is long here so that keepalive's idle time passes first
+# (its traces, RDMAE_DEBUG, must show the probe acknowledged) however slow
+# the machine is.
+CREDIT_TIMEOUT_MS=8000
 start_dst $MID --hold-at round --recv-queue 4096 --credits 16 --expect fail
-start_src $KA $MID --send-timeout $SEND_TIMEOUT_MS --expect fail
+# shellcheck disable=SC2086
+RDMAE_DEBUG=1 rdmae_mig src --key "$KEY" --addr "$SELF" --port $port $KA $MID \
+  --send-timeout $CREDIT_TIMEOUT_MS --expect fail >s.txt 2>&1 &
+SPID=$!
 wait_for "holding at round" d.txt 60 || need "no hold in the rounds"
 reap $SPID 90 && rc=0 || rc=$?
 t0=$(hold_of d.txt)
 src_ok $rc; cause s.txt "no send credit"
 if err_of s.txt | grep -q keepalive; then need "the source failed on the keepalive"; fi
-[ -z "$t0" ] || timing s.txt "$t0" $((3 * (SEND_TIMEOUT_MS + 2000)))
+grep -q "zero-length WRITE acknowledged" s.txt || need "no credit-free keepalive probe was acknowledged"
+[ -z "$t0" ] || timing s.txt "$t0" $((3 * (CREDIT_TIMEOUT_MS + 2000)))
 dst_ok 60
 finish
 
