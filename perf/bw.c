@@ -395,18 +395,6 @@ out:
 }
 
 /* Exits: 0 when asked for (--help), 2 for a wrong command line. */
-/* A size option, whole, or a clear error and exit status 2. */
-static uint64_t size_opt(const char *s)
-{
-	uint64_t v;
-
-	if (!rdmae_size_arg(s, &v)) {
-		fprintf(stderr, "rdmae-perf bw: '%s' is not a size (a number with an optional K, M or G)\n", s);
-		exit(2);
-	}
-	return v;
-}
-
 static __attribute__((noreturn)) void usage(int code)
 {
 	fprintf(stderr,
@@ -463,7 +451,7 @@ int rdmae_perf_bw(int argc, char **argv)
 		case 'd': cf.nqds = rdmae_perf_parse_list(optarg, cf.qds, MAX_LIST, false); break;
 		case 't': cf.seconds = strtod(optarg, NULL); break;
 		case 'n': cf.iters = strtoull(optarg, NULL, 0); break;
-		case 'b': cf.buf = size_opt(optarg); break;
+		case 'b': cf.buf = rdmae_size_opt("rdmae-perf bw", optarg); break;
 		case 'h': usage(0);
 		default: usage(2);
 		}

@@ -781,19 +781,6 @@ out:
 }
 
 /* Exits: 0 when asked for (--help), 2 for a wrong command line. */
-/* A size option, whole, or a clear error and exit status 2. */
-static uint64_t size_opt(const char *s)
-{
-	uint64_t v;
-
-	if (!rdmae_size_arg(s, &v)) {
-		fprintf(stderr, "rdmae-perf migrate: '%s' is not a size (a number with an optional "
-			"K, M or G)\n", s);
-		exit(2);
-	}
-	return v;
-}
-
 static __attribute__((noreturn)) void usage(int code)
 {
 	fprintf(stderr,
@@ -855,13 +842,13 @@ int rdmae_perf_migrate(int argc, char **argv)
 		if (rdmae_perf_net_opt(&cf.net, opt, optarg))
 			continue;
 		switch (opt) {
-		case 's': cf.size = size_opt(optarg); size_given = true; break;
+		case 's': cf.size = rdmae_size_opt("rdmae-perf migrate", optarg); size_given = true; break;
 		case 'r': cf.dirt.rate = strtod(optarg, NULL) * 1e6; break;
 		case 'P':
 			if (rdmae_dirty_pattern_parse(optarg, &cf.dirt.pattern))
 				usage(2);
 			break;
-		case 'H': cf.dirt.hot_bytes = size_opt(optarg); break;
+		case 'H': cf.dirt.hot_bytes = rdmae_size_opt("rdmae-perf migrate", optarg); break;
 		case 'D': cf.dirt.threads = (unsigned int)strtoul(optarg, NULL, 0); break;
 		case 'd': cf.downtime_ms = strtoull(optarg, NULL, 0); break;
 		case 'm': cf.max_rounds = (unsigned int)strtoul(optarg, NULL, 0); break;

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 /*
@@ -62,6 +63,22 @@ static inline bool rdmae_size_arg(const char *s, uint64_t *out)
 		return false;
 	*out = v;
 	return true;
+}
+
+/*
+ * A size option for a command line: the value, or a message naming prog and
+ * the bad text on stderr and exit status 2.
+ */
+static inline uint64_t rdmae_size_opt(const char *prog, const char *s)
+{
+	uint64_t v;
+
+	if (!rdmae_size_arg(s, &v)) {
+		fprintf(stderr, "%s: '%s' is not a size (a number with an optional K, M or G)\n",
+			prog, s);
+		exit(2);
+	}
+	return v;
 }
 
 #endif

@@ -313,13 +313,7 @@ int rdmae_perf_transport(int argc, char **argv)
 		switch (opt) {
 		case 'a': cf.addr = optarg; break;
 		case 'p': cf.port = optarg; break;
-		case 's':
-			if (!rdmae_size_arg(optarg, &cf.size)) {
-				fprintf(stderr, "rdmae-perf transport: '%s' is not a size (a number "
-					"with an optional K, M or G)\n", optarg);
-				return 2;
-			}
-			break;
+		case 's': cf.size = rdmae_size_opt("rdmae-perf transport", optarg); break;
 		case 'r': cf.nruns = parse_list(optarg, cf.runs, true); break;
 		case 'l':
 			cf.nlanes = parse_list(optarg, tmp, false);

@@ -871,18 +871,6 @@ static enum point parse_point(const char *v, bool src, int *ms)
 	return PT_NONE;
 }
 
-/* A size option, whole, or a clear error and exit status 2. */
-static uint64_t size_opt(const char *s)
-{
-	uint64_t v;
-
-	if (!rdmae_size_arg(s, &v)) {
-		fprintf(stderr, "rdmae_mig: '%s' is not a size (a number with an optional K, M or G)\n", s);
-		exit(2);
-	}
-	return v;
-}
-
 static void usage(void)
 {
 	fprintf(stderr, "usage: rdmae_mig src|dst --addr A [--port P] [--size N] [--rate MB/s]\n"
@@ -961,7 +949,7 @@ int main(int argc, char **argv)
 		switch (opt) {
 		case 'a': cf.addr = optarg; break;
 		case 'p': cf.port = optarg; break;
-		case 's': cf.size = size_opt(optarg); break;
+		case 's': cf.size = rdmae_size_opt("rdmae_mig", optarg); break;
 		case 'r': cf.rate = strtod(optarg, NULL) * 1e6; break;
 		case 'd': cf.downtime_ms = strtoull(optarg, NULL, 0); break;
 		case 'm': cf.max_rounds = (unsigned int)atoi(optarg); break;
@@ -974,7 +962,7 @@ int main(int argc, char **argv)
 		case 'C': cf.cancel_src = !strcmp(optarg, "src"); break;
 		case 'h': hold_arg = optarg; break;
 		case 'M': cf.marks = true; break;
-		case 'S': cf.dst_size = size_opt(optarg); break;
+		case 'S': cf.dst_size = rdmae_size_opt("rdmae_mig", optarg); break;
 		case 'N': cf.dst_name = optarg; break;
 		case 'L': cf.drop_ipc_lock = true; break;
 		case 'o': cf.on_demand = true; break;
@@ -988,7 +976,7 @@ int main(int argc, char **argv)
 		case 't': cf.keepalive_timeout_ms = atoi(optarg); break;
 		case 'D': cf.send_timeout_ms = atoi(optarg); break;
 		case 'E': cf.credits = (unsigned int)atoi(optarg); break;
-		case 'Q': cf.recv_queue = size_opt(optarg); break;
+		case 'Q': cf.recv_queue = rdmae_size_opt("rdmae_mig", optarg); break;
 		case 'q': cf.quiet = true; break;
 		case 'K': cf.key_file = optarg; break;
 		case 'A': cf.auth_none = true; break;

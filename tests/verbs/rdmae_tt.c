@@ -687,18 +687,6 @@ static int test_stream_server(const struct args *a, struct rdmae_conn *c)
 	return ret;
 }
 
-/* A size option, whole, or a clear error and exit status 2. */
-static uint64_t size_opt(const char *s)
-{
-	uint64_t v;
-
-	if (!rdmae_size_arg(s, &v)) {
-		fprintf(stderr, "rdmae_tt: '%s' is not a size (a number with an optional K, M or G)\n", s);
-		exit(2);
-	}
-	return v;
-}
-
 static void usage(void)
 {
 	fprintf(stderr,
@@ -764,26 +752,26 @@ int main(int argc, char **argv)
 		case 'a': a.addr = optarg; break;
 		case 'p': a.port = optarg; break;
 		case 'b': a.bind = optarg; break;
-		case 's': a.size = size_opt(optarg); break;
-		case 'r': a.run = size_opt(optarg); break;
+		case 's': a.size = rdmae_size_opt("rdmae_tt", optarg); break;
+		case 'r': a.run = rdmae_size_opt("rdmae_tt", optarg); break;
 		case 'S': a.scatter = true; break;
 		case 'n': a.count = strtoull(optarg, NULL, 0); break;
 		case 'l': a.lanes = atoi(optarg); break;
 		case 1: a.min_version = (int)strtol(optarg, NULL, 0); break;
 		case 2: a.max_version = (int)strtol(optarg, NULL, 0); break;
-		case 3: a.frag_size = (uint32_t)size_opt(optarg); break;
-		case 4: a.rw_size = (uint32_t)size_opt(optarg); break;
-		case 5: a.send_size = (uint32_t)size_opt(optarg); break;
-		case 6: a.recv_size = (uint32_t)size_opt(optarg); break;
+		case 3: a.frag_size = (uint32_t)rdmae_size_opt("rdmae_tt", optarg); break;
+		case 4: a.rw_size = (uint32_t)rdmae_size_opt("rdmae_tt", optarg); break;
+		case 5: a.send_size = (uint32_t)rdmae_size_opt("rdmae_tt", optarg); break;
+		case 6: a.recv_size = (uint32_t)rdmae_size_opt("rdmae_tt", optarg); break;
 		case 7: a.keepalive_ms = atoi(optarg); break;
 		case 8: a.keepalive_timeout_ms = atoi(optarg); break;
-		case 9: a.recv_queue = size_opt(optarg); break;
+		case 9: a.recv_queue = rdmae_size_opt("rdmae_tt", optarg); break;
 		case 10: a.expect_fail = optarg; break;
 		case 11: a.expect_error = optarg; break;
 		case 12: a.within_ms = atoi(optarg); break;
-		case 13: a.flip = (int64_t)size_opt(optarg); break;
+		case 13: a.flip = (int64_t)rdmae_size_opt("rdmae_tt", optarg); break;
 		case 14: a.on_demand = true; break;
-		case 15: a.pin_limit = size_opt(optarg); break;
+		case 15: a.pin_limit = rdmae_size_opt("rdmae_tt", optarg); break;
 		case 16: a.hugepages = true; break;
 		case 17: a.timeout_ms = atoi(optarg); break;
 		case 18: a.writes_in_flight = (uint32_t)strtoul(optarg, NULL, 0); break;
