@@ -46,19 +46,6 @@ struct rdmae_listener {
 	uint64_t dropped;
 };
 
-uint64_t rdmae_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-uint64_t rdmae_deadline_after(int ms)
-{
-	return ms < 0 ? 0 : rdmae_now_ns() + (uint64_t)ms * 1000000ull;
-}
-
 static int ms_left(uint64_t deadline)
 {
 	uint64_t now;

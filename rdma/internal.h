@@ -212,10 +212,6 @@ struct rdmae_conn {
 	struct rdmae_region *regions;			/* live regions of this connection */
 };
 
-/* time (rdmae_now_ns: rdmae_time.h) */
-/* now + ms as a deadline for rdmae_conn_wait_locked; ms < 0 gives 0 (none). */
-uint64_t rdmae_deadline_after(int ms);
-
 /* Trace a connection event to stderr when RDMAE_DEBUG is set; off, it costs one branch. */
 #define rdmae_trace(c, ...) do { if ((c)->debug) rdmae_trace_print((c), __VA_ARGS__); } while (0)
 void rdmae_trace_print(const struct rdmae_conn *c, const char *fmt, ...)

@@ -10,5 +10,7 @@
 #include <stdint.h>
 
 uint64_t rdmae_now_ns(void);
+/* now + ms as a deadline for rdmae_conn_wait_locked; ms < 0 gives 0 (none). */
+uint64_t rdmae_deadline_after(int ms);
 
 #endif

@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: MIT */
+/* The library's clock (rdmae_time.h) and the deadlines built on it. */
+#include <time.h>
+
+#include "rdmae_time.h"
+
+uint64_t rdmae_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t rdmae_deadline_after(int ms)
+{
+	return ms < 0 ? 0 : rdmae_now_ns() + (uint64_t)ms * 1000000ull;
+}
