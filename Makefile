@@ -22,8 +22,10 @@ BUILD    ?= build
 CSTD     := -std=c11 -D_GNU_SOURCE
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
-# The public headers include each other by bare name (as installed, <rdmae/...>).
-INCS     := -Irdma -Iengine
+# Project headers are included by bare name, never by a relative path: the
+# public ones include each other as installed (<rdmae/...>), and a file can
+# move between directories without its includes changing.
+INCS     := -Irdma -Iengine -Iperf
 ALLFLAGS := $(CSTD) $(INCS) $(WARN) $(CFLAGS) -fPIC -pthread -MMD -MP
 SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 LIBS     := -lrdmacm -libverbs -lnuma -lhugetlbfs -lxxhash -lcrypto -lpthread -lm

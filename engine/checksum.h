@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../rdma/rdmae_err.h"
+#include "rdmae_err.h"
 
 uint64_t rdmae_page_sum(const void *page, size_t page_size);
 

@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "../rdma/rdmae_write.h"
+#include "rdmae_write.h"
 #include "commit_rules.h"
 #include "pagesums.h"
 #include "proto.h"

@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../rdma/rdmae_err.h"
+#include "rdmae_err.h"
 #include "proto.h"
 
 /*

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../rdma/rdmae_write.h"
+#include "rdmae_write.h"
 #include "commit_rules.h"
 #include "pagesums.h"
 #include "proto.h"

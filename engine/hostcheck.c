@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "hostcheck.h"
 
-#include "../rdma/rdmae_region.h"
+#include "rdmae_region.h"
 
 #include <errno.h>
 #include <hugetlbfs.h>

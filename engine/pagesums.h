@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../rdma/rdmae_err.h"
+#include "rdmae_err.h"
 
 struct rdmae_pagesums {
 	uint64_t npages;

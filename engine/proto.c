@@ -6,7 +6,7 @@
 #include <inttypes.h>
 #include <string.h>
 
-#include "../rdma/rdmae_region.h"
+#include "rdmae_region.h"
 
 #define HDR RDMAE_PROTO_HDR_SIZE
 #define MAX_ERRNO 4095

@@ -18,8 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../rdma/rdmae_err.h"
-#include "../rdma/rdmae_wire.h"
+#include "rdmae_err.h"
+#include "rdmae_wire.h"
 
 #define RDMAE_PROTO_MAGIC	0x47454452u	/* "RDEG" on the wire */
 #define RDMAE_PROTO_VERSION	4		/* 2: block names of 256 bytes; 3: DATA_RUNS;

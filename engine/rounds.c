@@ -16,8 +16,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "../rdma/rdmae_runs.h"
-#include "../rdma/rdmae_write.h"
+#include "rdmae_runs.h"
+#include "rdmae_write.h"
 #include "pagesums.h"
 #include "proto.h"
 #include "rdmae_converge.h"

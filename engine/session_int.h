@@ -23,10 +23,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../rdma/rdmae_err.h"
-#include "../rdma/rdmae_runs.h"
-#include "../rdma/rdmae_time.h"
-#include "../rdma/rdmae_write.h"
+#include "rdmae_err.h"
+#include "rdmae_runs.h"
+#include "rdmae_time.h"
+#include "rdmae_write.h"
 #include "commit_rules.h"
 #include "pagesums.h"
 #include "proto.h"

@@ -23,7 +23,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "../rdma/rdmae_region.h"
+#include "rdmae_region.h"
 #include "rdmae_json.h"
 #include "rdmae_peer.h"
 #include "rdmae_progress.h"

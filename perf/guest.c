@@ -19,7 +19,7 @@
 #include <numa.h>
 #include <xxhash.h>
 
-#include "../engine/rdmae_dirty.h"
+#include "rdmae_dirty.h"
 #include "rdmae_guest.h"
 
 #define PAGE RDMAE_GUEST_PAGE

@@ -19,7 +19,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "../rdma/rdmae_region.h"
+#include "rdmae_region.h"
 #include "rdmae_json.h"
 #include "rdmae_peer.h"
 #include "rdmae_progress.h"

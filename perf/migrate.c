@@ -29,7 +29,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "../engine/rdmae_engine.h"
+#include "rdmae_engine.h"
 #include "rdmae_ctl.h"
 #include "rdmae_guest.h"
 #include "rdmae_json.h"

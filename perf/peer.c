@@ -7,7 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "../rdma/rdmae_region.h"
+#include "rdmae_region.h"
 #include "rdmae_peer.h"
 
 /* A client asking for more than this is refused: the server's memory is not for the asking. */

@@ -15,9 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../rdma/rdmae_conn.h"
-#include "../rdma/rdmae_region.h"
-#include "../rdma/rdmae_write.h"
+#include "rdmae_conn.h"
+#include "rdmae_region.h"
+#include "rdmae_write.h"
 
 #define RDMAE_CTL_MAGIC 0x46525052u	/* "RPRF" */
 #define RDMAE_CTL_HDR 16u

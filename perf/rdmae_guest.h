@@ -21,8 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../engine/rdmae_engine.h"
-#include "../rdma/rdmae_err.h"
+#include "rdmae_engine.h"
+#include "rdmae_err.h"
 
 #define RDMAE_GUEST_BLOCKS 2
 #define RDMAE_GUEST_PAGE 4096u

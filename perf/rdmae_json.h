@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "../rdma/rdmae_err.h"
+#include "rdmae_err.h"
 
 #define RDMAE_JSON_DEPTH 16
 

@@ -12,8 +12,8 @@
 
 #include <stdint.h>
 
-#include "../rdma/rdmae_conn.h"
-#include "../rdma/rdmae_write.h"
+#include "rdmae_conn.h"
+#include "rdmae_write.h"
 #include "rdmae_ctl.h"
 #include "rdmae_perf.h"
 

@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../rdma/rdmae_conn.h"
+#include "rdmae_conn.h"
 
 /* Entry points: argv[0] is the subcommand, argv[1] "server" or "client". */
 int rdmae_perf_transport(int argc, char **argv);

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../rdma/rdmae_err.h"
+#include "rdmae_err.h"
 
 struct rdmae_plot_round {
 	unsigned int round;

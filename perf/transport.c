@@ -25,9 +25,9 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "../rdma/rdmae_conn.h"
-#include "../rdma/rdmae_region.h"
-#include "../rdma/rdmae_write.h"
+#include "rdmae_conn.h"
+#include "rdmae_region.h"
+#include "rdmae_write.h"
 #include "rdmae_perf.h"
 #include "rdmae_size.h"
 

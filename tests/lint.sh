@@ -7,7 +7,7 @@ mapfile -t files < <(git ls-files '*.c' 2>/dev/null || find rdma engine perf tes
 [ ${#files[@]} -gt 0 ] || { echo "lint: no C files found"; exit 1; }
 
 echo "lint: cppcheck on ${#files[@]} files"
-cppcheck --quiet --error-exitcode=1 --inline-suppr --std=c11 -D_GNU_SOURCE -Irdma -Iengine \
+cppcheck --quiet --error-exitcode=1 --inline-suppr --std=c11 -D_GNU_SOURCE -Irdma -Iengine -Iperf \
   --enable=warning,style,performance,portability \
   --suppress=missingIncludeSystem --suppress=unusedFunction \
   "${files[@]}"
@@ -20,7 +20,7 @@ echo "lint: clang-tidy on ${#files[@]} files"
 fail=0
 for f in "${files[@]}"; do
   out=$(clang-tidy --quiet --checks="$checks" --warnings-as-errors='*' "$f" -- \
-        -std=c11 -D_GNU_SOURCE -Irdma -Iengine 2>&1) || { echo "$out"; fail=1; }
+        -std=c11 -D_GNU_SOURCE -Irdma -Iengine -Iperf 2>&1) || { echo "$out"; fail=1; }
 done
 [ $fail = 0 ] || { echo "lint: clang-tidy found problems"; exit 1; }
 echo "lint: clean"

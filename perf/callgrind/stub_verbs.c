@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../rdma/internal.h"
+#include "internal.h"
 #include "stub_verbs.h"
 
 static struct ibv_context stub_ctx;

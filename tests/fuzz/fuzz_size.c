@@ -11,7 +11,7 @@
 #include <ctype.h>
 #include <string.h>
 
-#include "../../perf/rdmae_size.h"
+#include "rdmae_size.h"
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -31,9 +31,9 @@
 #include <infiniband/verbs.h>
 #include <rdma/rdma_cma.h>
 
-#include "../../rdma/rdmae_conn.h"
-#include "../../rdma/rdmae_err.h"
-#include "../../rdma/rdmae_region.h"
+#include "rdmae_conn.h"
+#include "rdmae_err.h"
+#include "rdmae_region.h"
 
 /* Verbs whose failure a test can ask for. */
 enum mock_op {

@@ -17,9 +17,9 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "../../engine/checksum.h"
-#include "../../engine/commit_rules.h"
-#include "../../engine/pagesums.h"
+#include "checksum.h"
+#include "commit_rules.h"
+#include "pagesums.h"
 
 /* ---- cancel against COMPLETE / COMMIT_OK ---- */
 

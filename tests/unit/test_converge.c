@@ -8,7 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "../../engine/rdmae_converge.h"
+#include "rdmae_converge.h"
 
 #define NS 1000000000ull
 #define MS 1000000ull

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../rdma/rdmae_credits.h"
-#include "../../rdma/rdmae_wire.h"
+#include "rdmae_credits.h"
+#include "rdmae_wire.h"
 
 static void test_init(void **state)
 {

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "../../engine/rdmae_dirty.h"
+#include "rdmae_dirty.h"
 
 #define PS 4096ul
 

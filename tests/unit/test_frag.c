@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../rdma/rdmae_frag.h"
+#include "rdmae_frag.h"
 
 static uint8_t *pattern(size_t n)
 {

@@ -16,8 +16,8 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "../../rdma/internal.h"
-#include "../../rdma/rdmae_write.h"
+#include "internal.h"
+#include "rdmae_write.h"
 #include "mock_verbs.h"
 
 #define KiB ((uint64_t)1024)

@@ -27,7 +27,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "../../engine/session_int.h"
+#include "session_int.h"
 #include "mock_verbs.h"
 
 static uint8_t ram[64 * 1024] __attribute__((aligned(4096)));

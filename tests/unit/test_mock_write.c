@@ -19,8 +19,8 @@
 #include <sys/mman.h>
 #include <cmocka.h>
 
-#include "../../rdma/internal.h"
-#include "../../rdma/rdmae_write.h"
+#include "internal.h"
+#include "rdmae_write.h"
 #include "mock_verbs.h"
 
 #define KiB 1024ull

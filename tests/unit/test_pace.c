@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "../../rdma/rdmae_pace.h"
+#include "rdmae_pace.h"
 
 #define MiB (1ull << 20)
 #define MS 1000000ull

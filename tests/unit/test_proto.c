@@ -11,8 +11,8 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "../../engine/proto.h"
-#include "../../rdma/rdmae_region.h"
+#include "proto.h"
+#include "rdmae_region.h"
 
 #define H RDMAE_PROTO_HDR_SIZE
 #define GIB (1ull << 30)

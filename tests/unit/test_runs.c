@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "../../rdma/rdmae_runs.h"
+#include "rdmae_runs.h"
 
 #define KIB 1024ull
 #define MIB (1024ull * 1024ull)

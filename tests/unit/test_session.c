@@ -13,8 +13,8 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "../../engine/rdmae_converge.h"
-#include "../../engine/rdmae_engine.h"
+#include "rdmae_converge.h"
+#include "rdmae_engine.h"
 
 static char mem[4][8192];
 

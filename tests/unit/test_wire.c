@@ -10,7 +10,7 @@
 #include <limits.h>
 #include <string.h>
 
-#include "../../rdma/rdmae_wire.h"
+#include "rdmae_wire.h"
 
 #define MIB (1024u * 1024u)
 

@@ -62,11 +62,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../../perf/rdmae_guest.h"
-#include "../../perf/rdmae_size.h"
+#include "rdmae_guest.h"
+#include "rdmae_size.h"
 #include "usage.h"
 
-#include "../../engine/rdmae_engine.h"
+#include "rdmae_engine.h"
 
 #define MAX_SESSIONS 8
 #define NBLOCKS RDMAE_GUEST_BLOCKS

@@ -34,11 +34,11 @@
 
 #include <xxhash.h>
 
-#include "../../perf/rdmae_size.h"
+#include "rdmae_size.h"
 
-#include "../../rdma/rdmae_conn.h"
-#include "../../rdma/rdmae_region.h"
-#include "../../rdma/rdmae_write.h"
+#include "rdmae_conn.h"
+#include "rdmae_region.h"
+#include "rdmae_write.h"
 
 struct args {
 	const char *test;
