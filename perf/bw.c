@@ -26,7 +26,7 @@
 #include "rdmae_region.h"
 #include "rdmae_json.h"
 #include "rdmae_peer.h"
-#include "rdmae_progress.h"
+#include "rdmae_meter.h"
 #include "rdmae_size.h"
 
 #define MAX_LIST 16
@@ -67,7 +67,7 @@ struct point {
 
 struct run {
 	const struct cfg *cf;
-	struct rdmae_progress prog;
+	struct rdmae_meter prog;
 	struct point pts[MAX_POINTS];
 	unsigned int npts;
 	uint8_t *buf;			/* the client's buffer */
@@ -91,17 +91,17 @@ static double per_gib(double cpu, const struct point *p)
 
 static void header(struct run *r)
 {
-	rdmae_progress_printf(&r->prog, " %-5s %5s %4s %10s %12s %8s %14s %14s %12s %12s",
-			      "#test", "lanes", "qd", "#bytes", "#iterations", "seconds",
-			      "BW avg[MB/s]", "MsgRate[Mpps]", "CPU[s/GiB]", "srvCPU[s/GiB]");
+	rdmae_meter_printf(&r->prog, " %-5s %5s %4s %10s %12s %8s %14s %14s %12s %12s",
+			   "#test", "lanes", "qd", "#bytes", "#iterations", "seconds",
+			   "BW avg[MB/s]", "MsgRate[Mpps]", "CPU[s/GiB]", "srvCPU[s/GiB]");
 }
 
 static void row(struct run *r, const struct point *p)
 {
-	rdmae_progress_printf(&r->prog, " %-5s %5u %4u %10" PRIu64 " %12" PRIu64 " %8.2f %14.2f "
-			      "%14.6f %12.3f %12.3f", test_name[p->test], p->lanes, p->qd, p->size,
-			      p->iters, p->secs, mbs(p), mpps(p), per_gib(p->cpu_s, p),
-			      per_gib(p->srv_cpu_s, p));
+	rdmae_meter_printf(&r->prog, " %-5s %5u %4u %10" PRIu64 " %12" PRIu64 " %8.2f %14.2f "
+			   "%14.6f %12.3f %12.3f", test_name[p->test], p->lanes, p->qd, p->size,
+			   p->iters, p->secs, mbs(p), mpps(p), per_gib(p->cpu_s, p),
+			   per_gib(p->srv_cpu_s, p));
 }
 
 /*
@@ -171,9 +171,9 @@ static int one_sided(struct run *r, struct rdmae_perf_peer *pe, struct rdmae_reg
 			return ret;
 		p->iters += k;
 		p->bytes += k * p->size;
-		rdmae_progress_update(&r->prog, fraction(cf, t0, p->iters), "%s %" PRIu64 " B, "
-				      "%u lanes, qd %u", test_name[p->test], p->size, p->lanes,
-				      p->qd);
+		rdmae_meter_update(&r->prog, fraction(cf, t0, p->iters), "%s %" PRIu64 " B, "
+				   "%u lanes, qd %u", test_name[p->test], p->size, p->lanes,
+				   p->qd);
 	} while (!done(cf, t0, p->iters));
 	/* The clock stops when the last WR has completed: its data is placed. */
 	flushed = rdmae_write_flush(pe->conn, err);
@@ -195,8 +195,8 @@ static int sends(struct run *r, struct rdmae_perf_peer *pe, struct point *p, str
 		p->iters++;
 		p->bytes += p->size;
 		if ((p->iters & 63) == 0)
-			rdmae_progress_update(&r->prog, fraction(cf, t0, p->iters), "SEND %" PRIu64
-					      " B, qd %u", p->size, p->qd);
+			rdmae_meter_update(&r->prog, fraction(cf, t0, p->iters), "SEND %" PRIu64
+					   " B, qd %u", p->size, p->qd);
 	} while (!done(cf, t0, p->iters));
 	return 0;
 }
@@ -359,7 +359,7 @@ static int run_client(const struct cfg *cf)
 	if (!r)
 		return 1;
 	r->cf = cf;
-	rdmae_progress_init(&r->prog, cf->net.quiet);
+	rdmae_meter_init(&r->prog, cf->net.quiet);
 	r->buf = mmap(NULL, cf->buf, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	r->runs = calloc(maxruns, sizeof(*r->runs));
 	r->work = calloc(maxruns, sizeof(*r->work));
@@ -382,14 +382,14 @@ static int run_client(const struct cfg *cf)
 	if (!ret && cf->net.json)
 		ret = write_json(r, &err);
 out:
-	rdmae_progress_clear(&r->prog);
+	rdmae_meter_clear(&r->prog);
 	if (ret)
 		fprintf(stderr, "rdmae-perf bw client: %s\n", err.msg);
 	if (r->buf != MAP_FAILED)
 		munmap(r->buf, cf->buf);
 	free(r->runs);
 	free(r->work);
-	rdmae_progress_destroy(&r->prog);
+	rdmae_meter_destroy(&r->prog);
 	free(r);
 	return ret ? 1 : 0;
 }

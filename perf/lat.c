@@ -22,7 +22,7 @@
 #include "rdmae_region.h"
 #include "rdmae_json.h"
 #include "rdmae_peer.h"
-#include "rdmae_progress.h"
+#include "rdmae_meter.h"
 #include "rdmae_size.h"
 
 #define MAX_LIST 16
@@ -119,7 +119,7 @@ static int once(struct rdmae_perf_peer *pe, struct rdmae_region *reg, int test, 
 	return ret;
 }
 
-static int measure(const struct cfg *cf, struct rdmae_progress *prog, struct rdmae_perf_peer *pe,
+static int measure(const struct cfg *cf, struct rdmae_meter *prog, struct rdmae_perf_peer *pe,
 		   struct rdmae_region *reg, uint8_t *buf, struct point *p, double *s,
 		   struct rdmae_err *err)
 {
@@ -141,8 +141,8 @@ static int measure(const struct cfg *cf, struct rdmae_progress *prog, struct rdm
 		if (i >= WARMUP)
 			s[i - WARMUP] = us;
 		if ((i & 63) == 0)
-			rdmae_progress_update(prog, (double)i / (double)(WARMUP + cf->iters),
-					      "%s %" PRIu64 " B", test_name[p->test], p->size);
+			rdmae_meter_update(prog, (double)i / (double)(WARMUP + cf->iters),
+					   "%s %" PRIu64 " B", test_name[p->test], p->size);
 	}
 	p->cpu_s = rdmae_perf_cpu() - c0;
 	if (!ret)
@@ -206,7 +206,7 @@ static int run_client(const struct cfg *cf)
 	struct rdmae_region_opts ro = { .mode = RDMAE_REG_PIN_ALL, .local_write = 1 };
 	struct point pts[NTESTS * MAX_LIST];
 	struct rdmae_err err = { 0 };
-	struct rdmae_progress prog;
+	struct rdmae_meter prog;
 	struct rdmae_region *reg = NULL;
 	struct rdmae_perf_peer pe = { 0 };
 	struct rdmae_conn_opts o;
@@ -217,7 +217,7 @@ static int run_client(const struct cfg *cf)
 	uint32_t flags = 0;
 	int t, ret;
 
-	rdmae_progress_init(&prog, cf->net.quiet);
+	rdmae_meter_init(&prog, cf->net.quiet);
 	buf = mmap(NULL, big, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (buf == MAP_FAILED || !samples) {
 		ret = rdmae_err_set(&err, -ENOMEM, "buffers for %" PRIu64 " samples of up to %"
@@ -239,9 +239,9 @@ static int run_client(const struct cfg *cf)
 		ret = rdmae_region_create(&reg, pe.conn, buf, big, &ro, &err);
 	if (ret)
 		goto out;
-	rdmae_progress_printf(&prog, " %-5s %10s %11s %10s %10s %10s %10s %10s %10s  %s", "#test",
-			      "#bytes", "#iterations", "t_min[us]", "t_avg[us]", "p50[us]",
-			      "p99[us]", "p99.9[us]", "t_max[us]", "what");
+	rdmae_meter_printf(&prog, " %-5s %10s %11s %10s %10s %10s %10s %10s %10s  %s", "#test",
+			   "#bytes", "#iterations", "t_min[us]", "t_avg[us]", "p50[us]",
+			   "p99[us]", "p99.9[us]", "t_max[us]", "what");
 	for (t = 0; t < NTESTS && !ret; t++) {
 		if (!cf->tests[t])
 			continue;
@@ -254,10 +254,10 @@ static int run_client(const struct cfg *cf)
 			ret = measure(cf, &prog, &pe, reg, buf, p, samples, &err);
 			if (ret)
 				break;
-			rdmae_progress_printf(&prog, " %-5s %10" PRIu64 " %11" PRIu64 " %10.2f %10.2f "
-					      "%10.2f %10.2f %10.2f %10.2f  %s", test_name[t], p->size,
-					      p->iters, p->min, p->avg, p->p50, p->p99, p->p999,
-					      p->max, metric[t]);
+			rdmae_meter_printf(&prog, " %-5s %10" PRIu64 " %11" PRIu64 " %10.2f %10.2f "
+					   "%10.2f %10.2f %10.2f %10.2f  %s", test_name[t], p->size,
+					   p->iters, p->min, p->avg, p->p50, p->p99, p->p999,
+					   p->max, metric[t]);
 			n++;
 		}
 	}
@@ -269,7 +269,7 @@ static int run_client(const struct cfg *cf)
 		ret = write_json(cf, pts, n, &err);
 out:
 	rdmae_region_destroy(reg);
-	rdmae_progress_clear(&prog);
+	rdmae_meter_clear(&prog);
 	if (ret) {
 		fprintf(stderr, "rdmae-perf lat client: %s\n", err.msg);
 		rdmae_conn_destroy(pe.conn);
@@ -277,7 +277,7 @@ out:
 	if (buf != MAP_FAILED)
 		munmap(buf, big);
 	free(samples);
-	rdmae_progress_destroy(&prog);
+	rdmae_meter_destroy(&prog);
 	return ret ? 1 : 0;
 }
 

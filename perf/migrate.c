@@ -35,7 +35,7 @@
 #include "rdmae_json.h"
 #include "rdmae_perf.h"
 #include "rdmae_plot.h"
-#include "rdmae_progress.h"
+#include "rdmae_meter.h"
 #include "rdmae_size.h"
 
 #define NB RDMAE_GUEST_BLOCKS
@@ -72,7 +72,7 @@ struct row {
 struct src {
 	const struct cfg *cf;
 	struct rdmae_guest g;
-	struct rdmae_progress prog;
+	struct rdmae_meter prog;
 	struct rdmae_conn *conn;
 	struct rdmae_session *ss;
 	struct row rows[MAX_ROWS];
@@ -160,9 +160,9 @@ static void *progress_main(void *arg)
 		unsigned int r = atomic_load(&s->pround);
 
 		if (r)
-			rdmae_progress_update(&s->prog, plan ? (double)done / (double)plan : -1,
-					      "round %u: %.1f of ~%.1f MiB", r,
-					      (double)done / 1048576.0, (double)plan / 1048576.0);
+			rdmae_meter_update(&s->prog, plan ? (double)done / (double)plan : -1,
+					   "round %u: %.1f of ~%.1f MiB", r,
+					   (double)done / 1048576.0, (double)plan / 1048576.0);
 		nanosleep(&ts, NULL);
 	}
 	return NULL;
@@ -177,9 +177,9 @@ static void round_starts(struct src *s, unsigned int round, uint64_t plan)
 
 static void print_header(struct src *s)
 {
-	rdmae_progress_printf(&s->prog, " %5s %9s %9s %7s %7s %9s %7s %9s %10s %9s %12s", "round",
-			      "pages", "MiB", "zeros", "runs", "ms", "ack ms", "MB/s",
-			      "dirty MB/s", "left MiB", "exp. down ms");
+	rdmae_meter_printf(&s->prog, " %5s %9s %9s %7s %7s %9s %7s %9s %10s %9s %12s", "round",
+			   "pages", "MiB", "zeros", "runs", "ms", "ack ms", "MB/s",
+			   "dirty MB/s", "left MiB", "exp. down ms");
 }
 
 static void add_row(struct src *s, const struct rdmae_round_stats *r, bool final)
@@ -189,13 +189,13 @@ static void add_row(struct src *s, const struct rdmae_round_stats *r, bool final
 		s->rows[s->nrows].final = final;
 		s->nrows++;
 	}
-	rdmae_progress_printf(&s->prog, " %4u%s %9" PRIu64 " %9.1f %7" PRIu64 " %7" PRIu64
-			      " %9.1f %7.1f %9.1f %10.1f %9.1f %12.1f", r->round, final ? "*" : " ",
-			      r->pages, (double)r->bytes / 1048576.0, r->zero_pages, r->runs,
-			      (double)r->duration_ns / 1e6, (double)r->ack_ns / 1e6,
-			      r->bandwidth / 1e6, r->dirty_rate / 1e6,
-			      (double)r->remaining_bytes / 1048576.0,
-			      (double)r->expected_downtime_ns / 1e6);
+	rdmae_meter_printf(&s->prog, " %4u%s %9" PRIu64 " %9.1f %7" PRIu64 " %7" PRIu64
+			   " %9.1f %7.1f %9.1f %10.1f %9.1f %12.1f", r->round, final ? "*" : " ",
+			   r->pages, (double)r->bytes / 1048576.0, r->zero_pages, r->runs,
+			   (double)r->duration_ns / 1e6, (double)r->ack_ns / 1e6,
+			   r->bandwidth / 1e6, r->dirty_rate / 1e6,
+			   (double)r->remaining_bytes / 1048576.0,
+			   (double)r->expected_downtime_ns / 1e6);
 }
 
 /* Device state: the header, then each block's version table, in pieces. */
@@ -298,7 +298,7 @@ out:
 		pthread_join(s->pth, NULL);
 		s->pth_on = false;
 	}
-	rdmae_progress_clear(&s->prog);
+	rdmae_meter_clear(&s->prog);
 	/* Not converging leaves the guest where it was: running, its migration called off. */
 	if (ret == -ETIME)
 		rdmae_session_cancel(s->ss, "migration did not converge");
@@ -520,7 +520,7 @@ static int run_source(const struct cfg *cf)
 		return 1;
 	s->cf = cf;
 	s->dst_numa = -1;
-	rdmae_progress_init(&s->prog, cf->net.quiet);
+	rdmae_meter_init(&s->prog, cf->net.quiet);
 	guest_opts(cf, cf->size, true, false, &go);
 	ret = rdmae_guest_init(&s->g, &go, &s->err);
 	if (ret)
@@ -568,14 +568,14 @@ static int run_source(const struct cfg *cf)
 		ret = rdmae_err_set(&s->err, -EILSEQ, "the destination's check of the guest "
 				    "failed%s%s", s->dst.text[0] ? ": " : "", s->dst.text);
 out:
-	rdmae_progress_clear(&s->prog);
+	rdmae_meter_clear(&s->prog);
 	if (ret && !s->ret)
 		fprintf(stderr, "rdmae-perf migrate client: %s\n",
 			s->err.msg[0] ? s->err.msg : strerror(-ret));
 	rdmae_session_destroy(s->ss);
 	rdmae_conn_destroy(s->conn);
 	rdmae_guest_free(&s->g);
-	rdmae_progress_destroy(&s->prog);
+	rdmae_meter_destroy(&s->prog);
 	free(s);
 	return ret ? 1 : 0;
 }

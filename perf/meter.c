@@ -1,19 +1,19 @@
 /* SPDX-License-Identifier: MIT */
-/* rdmae-perf's progress display (rdmae_progress.h). */
+/* rdmae-perf's progress meter (rdmae_meter.h). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "rdmae_perf.h"
-#include "rdmae_progress.h"
+#include "rdmae_meter.h"
 
 #define BAR_WIDTH 30
 /* A terminal is redrawn at most this often; a log gets a line this often. */
 #define TTY_EVERY_S 0.1
 #define PLAIN_EVERY_S 5.0
 
-void rdmae_progress_init(struct rdmae_progress *p, bool quiet)
+void rdmae_meter_init(struct rdmae_meter *p, bool quiet)
 {
 	memset(p, 0, sizeof(*p));
 	pthread_mutex_init(&p->lock, NULL);
@@ -22,13 +22,13 @@ void rdmae_progress_init(struct rdmae_progress *p, bool quiet)
 	p->last = rdmae_perf_now();
 }
 
-void rdmae_progress_destroy(struct rdmae_progress *p)
+void rdmae_meter_destroy(struct rdmae_meter *p)
 {
-	rdmae_progress_clear(p);
+	rdmae_meter_clear(p);
 	pthread_mutex_destroy(&p->lock);
 }
 
-static void clear_locked(struct rdmae_progress *p)
+static void clear_locked(struct rdmae_meter *p)
 {
 	if (!p->drawn)
 		return;
@@ -38,7 +38,7 @@ static void clear_locked(struct rdmae_progress *p)
 	p->drawn = false;
 }
 
-void rdmae_progress_update(struct rdmae_progress *p, double frac, const char *fmt, ...)
+void rdmae_meter_update(struct rdmae_meter *p, double frac, const char *fmt, ...)
 {
 	char text[160];
 	double now = rdmae_perf_now();
@@ -82,14 +82,14 @@ void rdmae_progress_update(struct rdmae_progress *p, double frac, const char *fm
 	pthread_mutex_unlock(&p->lock);
 }
 
-void rdmae_progress_clear(struct rdmae_progress *p)
+void rdmae_meter_clear(struct rdmae_meter *p)
 {
 	pthread_mutex_lock(&p->lock);
 	clear_locked(p);
 	pthread_mutex_unlock(&p->lock);
 }
 
-void rdmae_progress_printf(struct rdmae_progress *p, const char *fmt, ...)
+void rdmae_meter_printf(struct rdmae_meter *p, const char *fmt, ...)
 {
 	va_list ap;
 
