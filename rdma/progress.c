@@ -153,6 +153,7 @@ static void *progress_main(void *arg)
 		struct pollfd p[3];
 		nfds_t n = 0;
 		int tmo = keepalive_locked(c);
+		int ready, poll_err;
 		uint64_t v;
 
 		/* A lingering failure disconnects once its sends are out, or at its deadline. */
@@ -170,7 +171,8 @@ static void *progress_main(void *arg)
 		if (c->cm_to_thread)
 			p[n++] = (struct pollfd){ .fd = c->cm_ch->fd, .events = POLLIN };
 		pthread_mutex_unlock(&c->lock);
-		poll(p, n, tmo);
+		ready = poll(p, n, tmo);
+		poll_err = errno;
 		if (p[1].revents & POLLIN) {
 			ssize_t r = read(c->wake_fd, &v, sizeof(v));
 
@@ -179,6 +181,18 @@ static void *progress_main(void *arg)
 		pthread_mutex_lock(&c->lock);
 		if (c->stop)
 			break;
+		if (ready < 0) {
+			/* A signal is not an event: recompute the timeout and sleep again. */
+			if (poll_err == EINTR)
+				continue;
+			/*
+			 * Events can no longer be waited for, so the connection
+			 * cannot be kept alive: it fails like any other loss of its
+			 * progress. The steps below still run, so waiters see it.
+			 */
+			rdmae_conn_fail_locked(c, -poll_err, "poll in the progress thread of the "
+					       "connection to %s: %s", c->peer, strerror(poll_err));
+		}
 		reap_locked(c);
 		if (c->cm_to_thread)
 			cm_events_locked(c);
