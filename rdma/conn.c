@@ -1407,7 +1407,12 @@ void rdmae_conn_destroy(struct rdmae_conn *c)
 
 	if (!c)
 		return;
-	/* Teardown order: pending sends, disconnect, thread, MRs of regions, QPs, CQ, PD, ids. */
+	/*
+	 * Teardown order: pending sends, disconnect, thread, QPs, MRs of regions,
+	 * rings, CQ, PD, ids. The QPs go before the regions: a QP's destruction
+	 * releases the chunk pins of the WRs it will never complete, and a chunk
+	 * may only be deregistered once nothing can still read it.
+	 */
 	pthread_mutex_lock(&c->lock);
 	deadline = rdmae_deadline_after(SEND_DRAIN_MS);
 	while (c->thread_started && rdmae_conn_sends_pending(c) &&
