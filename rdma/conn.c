@@ -311,7 +311,7 @@ int rdmae_conn_wait_locked(struct rdmae_conn *c, uint64_t deadline_ns)
 {
 	struct timespec ts;
 
-	rdmae_conn_post_all_locked(c);
+	rdmae_lane_post_all_locked(c);
 	if (!deadline_ns) {
 		pthread_cond_wait(&c->cond, &c->lock);
 		return 0;
@@ -841,7 +841,7 @@ int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 	ret = rdmae_conn_check_locked(c, err);
 	c->cm_to_thread = true;
 	c->last_heard_ns = rdmae_now_ns();
-	rdmae_conn_pace_start_locked(c);
+	rdmae_write_pace_start_locked(c);
 	pthread_mutex_unlock(&c->lock);
 	rdmae_conn_wake(c);
 	if (ret)
@@ -1232,7 +1232,7 @@ static int finish_accept(struct rdmae_listener *l, struct rdmae_conn *c, struct 
 		rdmae_trace(c, "accepted with %u lanes", c->nlanes);
 		c->cm_to_thread = true;
 		c->last_heard_ns = rdmae_now_ns();
-		rdmae_conn_pace_start_locked(c);
+		rdmae_write_pace_start_locked(c);
 	}
 	pthread_mutex_unlock(&c->lock);
 	rdmae_conn_wake(c);
@@ -1352,7 +1352,7 @@ void rdmae_conn_abort(struct rdmae_conn *c, int code, const char *why)
 		return;
 	pthread_mutex_lock(&c->lock);
 	/* Whatever was already posted (a CANCEL with its reason) still reaches the peer. */
-	rdmae_conn_post_all_locked(c);
+	rdmae_lane_post_all_locked(c);
 	c->linger = rdmae_conn_sends_pending(c);
 	rdmae_conn_fail_locked(c, code, "%s", why ? why : "aborted");
 	pthread_mutex_unlock(&c->lock);
@@ -1387,6 +1387,76 @@ int rdmae_conn_lane_stats(struct rdmae_conn *c, unsigned int lane, struct rdmae_
 	*out = c->lanes[lane].st;
 	pthread_mutex_unlock(&c->lock);
 	return 0;
+}
+
+int rdmae_conn_pace_stats(struct rdmae_conn *c, struct rdmae_pace_stats *out)
+{
+	pthread_mutex_lock(&c->lock);
+	out->budget_bytes = c->pace.budget;
+	out->max_inflight_bytes = c->pace.max_inflight;
+	out->bandwidth = c->pace.bw;
+	out->base_latency_ns = c->pace.base_ns;
+	out->stalls = c->pace.stalls;
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+void rdmae_conn_set_pin_limit(struct rdmae_conn *c, size_t bytes)
+{
+	pthread_mutex_lock(&c->lock);
+	c->pin_limit = bytes;
+	pthread_mutex_unlock(&c->lock);
+}
+
+size_t rdmae_conn_pinned(struct rdmae_conn *c)
+{
+	size_t n;
+
+	pthread_mutex_lock(&c->lock);
+	n = c->pinned;
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}
+
+/*
+ * Revoking the peer's remote write access without deregistering: the
+ * destination does it before its final verification, so that no late or
+ * stray WRITE can change memory after it was checked. Deregistration would
+ * unpin, which for a large guest takes hundreds of milliseconds and would
+ * land inside the downtime; clearing the QPs' access flags is one modify
+ * per lane.
+ */
+int rdmae_conn_revoke_remote_write(struct rdmae_conn *c, struct rdmae_err *err)
+{
+	unsigned int i;
+	int ret = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < c->nlanes && !ret; i++) {
+		struct ibv_qp_init_attr init;
+		struct ibv_qp_attr attr;
+		struct ibv_qp *qp = c->lanes[i].qp;
+		int r;
+
+		if (!qp)
+			continue;
+		memset(&attr, 0, sizeof(attr));
+		attr.qp_access_flags = 0;
+		r = ibv_modify_qp(qp, &attr, IBV_QP_ACCESS_FLAGS);
+		if (!r)
+			continue;
+		/* A QP in the error state (the connection failed) accepts no WRITE either. */
+		memset(&attr, 0, sizeof(attr));
+		if (!ibv_query_qp(qp, &attr, IBV_QP_STATE, &init) && attr.qp_state == IBV_QPS_ERR)
+			continue;
+		ret = rdmae_err_set(err, r > 0 ? -r : -EIO,
+				    "revoke remote write on lane %u to %s: %s", i, c->peer,
+				    strerror(r > 0 ? r : EIO));
+	}
+	if (!ret)
+		rdmae_trace(c, "remote write revoked on %u lanes", c->nlanes);
+	pthread_mutex_unlock(&c->lock);
+	return ret;
 }
 
 bool rdmae_conn_sends_pending(const struct rdmae_conn *c)

@@ -231,7 +231,7 @@ int rdmae_conn_wait_locked(struct rdmae_conn *c, uint64_t deadline_ns);
 void rdmae_conn_wake(struct rdmae_conn *c);
 
 /* write.c: the pacing budget starts once the lanes and max_rw_size are known. */
-void rdmae_conn_pace_start_locked(struct rdmae_conn *c);
+void rdmae_write_pace_start_locked(struct rdmae_conn *c);
 
 /* lane.c */
 int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int idx,
@@ -241,13 +241,13 @@ void rdmae_lane_destroy_qp(struct rdmae_lane *l);
 void rdmae_lane_destroy(struct rdmae_lane *l);
 int rdmae_lane_post_chain(struct rdmae_lane *l);
 /* Ring every lane's doorbell; the first post error (the connection has failed with it). */
-int rdmae_conn_post_all_locked(struct rdmae_conn *c);
+int rdmae_lane_post_all_locked(struct rdmae_conn *c);
 /* Reserve one send-queue position for a WR and return its slot; caller fills the chain entry. */
 struct rdmae_wrslot *rdmae_lane_sq_take(struct rdmae_lane *l, enum rdmae_wr_kind kind,
 					struct ibv_send_wr **wr, struct ibv_sge **sge);
 uint32_t rdmae_lane_sq_free(const struct rdmae_lane *l);
 /* Is any WR still in flight on any lane? */
-bool rdmae_conn_sq_busy(const struct rdmae_conn *c);
+bool rdmae_lane_any_busy_locked(const struct rdmae_conn *c);
 /*
  * Queue one data-transfer message on a lane (added to the chain). Waits for
  * a credit, a send slot and send-queue room unless nowait, in which case it

@@ -252,7 +252,7 @@ static void sq_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
 	c->probe_ns = 0;
 }
 
-bool rdmae_conn_sq_busy(const struct rdmae_conn *c)
+bool rdmae_lane_any_busy_locked(const struct rdmae_conn *c)
 {
 	for (unsigned int i = 0; i < c->nlanes; i++)
 		if (c->lanes[i].qp && c->lanes[i].sq_done != c->lanes[i].sq_posted)
@@ -369,7 +369,7 @@ int rdmae_lane_probe_write_locked(struct rdmae_lane *l)
 	return rdmae_lane_post_chain(l);
 }
 
-int rdmae_conn_post_all_locked(struct rdmae_conn *c)
+int rdmae_lane_post_all_locked(struct rdmae_conn *c)
 {
 	unsigned int i;
 	int ret = 0;

@@ -90,7 +90,7 @@ static void housekeeping_locked(struct rdmae_conn *c)
 		rdmae_lane_repost_parked_locked(l);
 		rdmae_lane_grant_locked(l);
 	}
-	rdmae_conn_post_all_locked(c);
+	rdmae_lane_post_all_locked(c);
 }
 
 /* Returns the poll timeout in ms until the next keepalive deadline (-1: none). */

@@ -396,7 +396,7 @@ void rdmae_region_destroy(struct rdmae_region *r)
 	pthread_mutex_lock(&c->lock);
 	/* A WRITE in flight may read this memory: let the send queues empty first. */
 	deadline = rdmae_now_ns() + DESTROY_WAIT_MS * 1000000ull;
-	while (rdmae_conn_sq_busy(c) && c->thread_started && !c->stop)
+	while (rdmae_lane_any_busy_locked(c) && c->thread_started && !c->stop)
 		if (rdmae_conn_wait_locked(c, deadline))
 			break;
 	for (pp = &c->regions; *pp; pp = &(*pp)->next)
@@ -478,21 +478,4 @@ void *rdmae_region_addr(const struct rdmae_region *r)
 size_t rdmae_region_page_size(const struct rdmae_region *r)
 {
 	return r->page_size;
-}
-
-void rdmae_conn_set_pin_limit(struct rdmae_conn *c, size_t bytes)
-{
-	pthread_mutex_lock(&c->lock);
-	c->pin_limit = bytes;
-	pthread_mutex_unlock(&c->lock);
-}
-
-size_t rdmae_conn_pinned(struct rdmae_conn *c)
-{
-	size_t n;
-
-	pthread_mutex_lock(&c->lock);
-	n = c->pinned;
-	pthread_mutex_unlock(&c->lock);
-	return n;
 }

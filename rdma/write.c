@@ -168,7 +168,7 @@ static int bulk(struct rdmae_conn *c, struct rdmae_region *local, const struct r
 			ret = post_piece_locked(c, local, remote, &p, kind);
 		}
 	}
-	pret = rdmae_conn_post_all_locked(c);
+	pret = rdmae_lane_post_all_locked(c);
 	if (!ret)
 		ret = pret;
 	if (ret) {
@@ -213,7 +213,7 @@ int rdmae_write_flush(struct rdmae_conn *c, struct rdmae_err *err)
 	int ret;
 
 	pthread_mutex_lock(&c->lock);
-	while (!(ret = rdmae_conn_check_locked(c, err)) && rdmae_conn_sq_busy(c))
+	while (!(ret = rdmae_conn_check_locked(c, err)) && rdmae_lane_any_busy_locked(c))
 		rdmae_conn_wait_locked(c, 0);
 	pthread_mutex_unlock(&c->lock);
 	return ret;
@@ -241,7 +241,7 @@ int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err)
 	if (ret == -ETIMEDOUT)
 		rdmae_conn_fail_locked(c, -ETIMEDOUT, "fence %u to %s: no send credit on lane %u "
 				       "within %d ms", *seq, c->peer, i - 1, tmo);
-	pret = rdmae_conn_post_all_locked(c);
+	pret = rdmae_lane_post_all_locked(c);
 	if (!ret)
 		ret = pret;
 	if (ret)
@@ -276,7 +276,7 @@ int rdmae_fence_wait(struct rdmae_conn *c, uint32_t seq, int timeout_ms, struct 
 	return ret;
 }
 
-void rdmae_conn_pace_start_locked(struct rdmae_conn *c)
+void rdmae_write_pace_start_locked(struct rdmae_conn *c)
 {
 	uint64_t rw = c->neg.max_rw_size;
 
@@ -287,16 +287,4 @@ void rdmae_conn_pace_start_locked(struct rdmae_conn *c)
 	 */
 	rdmae_pace_init(&c->pace, 4ull * c->nlanes * rw,
 			(uint64_t)c->nlanes * c->opts.writes_in_flight * rw);
-}
-
-int rdmae_conn_pace_stats(struct rdmae_conn *c, struct rdmae_pace_stats *out)
-{
-	pthread_mutex_lock(&c->lock);
-	out->budget_bytes = c->pace.budget;
-	out->max_inflight_bytes = c->pace.max_inflight;
-	out->bandwidth = c->pace.bw;
-	out->base_latency_ns = c->pace.base_ns;
-	out->stalls = c->pace.stalls;
-	pthread_mutex_unlock(&c->lock);
-	return 0;
 }

@@ -171,7 +171,7 @@ struct rdmae_conn *stub_conn_create(unsigned int lanes, struct rdmae_err *err)
 			return NULL;
 		c->lanes[i].established = true;
 	}
-	rdmae_conn_pace_start_locked(c);
+	rdmae_write_pace_start_locked(c);
 	stub_c = c;
 	if (sem_init(&stub_sem, 0, 0) || pthread_create(&reaper, NULL, stub_reaper, NULL)) {
 		rdmae_err_set(err, -errno, "stub reaper thread: %s", strerror(errno));

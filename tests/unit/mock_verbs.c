@@ -22,7 +22,6 @@
 #include "../../rdma/msg.c"
 #include "../../rdma/progress.c"
 #include "../../rdma/region.c"
-#include "../../rdma/revoke.c"
 /* One unit holds both: write.c's static bulk() would be shadowed by a local of lane.c's. */
 #define bulk write_bulk
 #include "../../rdma/write.c"
@@ -1229,7 +1228,7 @@ struct rdmae_conn *mock_conn(unsigned int lanes, const struct rdmae_conn_opts *o
 	c->state = RDMAE_ST_CONNECTED;
 	c->cm_to_thread = true;
 	c->last_heard_ns = rdmae_now_ns();
-	rdmae_conn_pace_start_locked(c);
+	rdmae_write_pace_start_locked(c);
 	pthread_mutex_unlock(&c->lock);
 	return c;
 

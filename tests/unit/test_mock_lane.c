@@ -70,7 +70,7 @@ static void assert_sq_settled(struct rdmae_conn *c)
 		assert_int_equal(l->writes_out, 0);
 	}
 	assert_int_equal(c->pace.inflight, 0);
-	assert_false(rdmae_conn_sq_busy(c));
+	assert_false(rdmae_lane_any_busy_locked(c));
 }
 
 static struct rdmae_region *pinned_region(struct rdmae_conn *c)
