@@ -212,23 +212,45 @@ struct rdmae_conn {
 	struct rdmae_region *regions;			/* live regions of this connection */
 };
 
+/* conn.c: the connection core */
 /* Trace a connection event to stderr when RDMAE_DEBUG is set; off, it costs one branch. */
 #define rdmae_trace(c, ...) do { if ((c)->debug) rdmae_trace_print((c), __VA_ARGS__); } while (0)
 void rdmae_trace_print(const struct rdmae_conn *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* A connection with its options checked, an eventfd and a CM channel; no device yet. */
+struct rdmae_conn *rdmae_conn_alloc(const struct rdmae_conn_opts *o, bool server,
+				    struct rdmae_err *err);
+/* The PD, CQ and completion channel of the device lane 0 is on, and the progress thread. */
+int rdmae_conn_setup_device(struct rdmae_conn *c, struct ibv_context *verbs,
+			    struct rdmae_err *err);
+void rdmae_conn_eventfd_kick(int fd);
 /* Disconnect every lane (QPs to error, posted work flushed). */
 void rdmae_conn_disconnect_locked(struct rdmae_conn *c);
 bool rdmae_conn_sends_pending(const struct rdmae_conn *c);
-
-/* conn.c */
-/* The first message on lane 0 is the peer's negotiate message; handled in the progress thread. */
-void rdmae_conn_on_negotiate_locked(struct rdmae_conn *c, const void *buf, size_t len);
 void rdmae_conn_fail_locked(struct rdmae_conn *c, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int rdmae_conn_check_locked(struct rdmae_conn *c, struct rdmae_err *err);
 /* Wait on c->cond until deadline (0 = for ever); posts pending chains first. -ETIMEDOUT on timeout. */
 int rdmae_conn_wait_locked(struct rdmae_conn *c, uint64_t deadline_ns);
 void rdmae_conn_wake(struct rdmae_conn *c);
+
+/* opts.c */
+void rdmae_opts_fill(struct rdmae_conn_opts *dst, const struct rdmae_conn_opts *src);
+int rdmae_opts_check(const struct rdmae_conn_opts *o, struct rdmae_err *err);
+void rdmae_opts_limits(struct rdmae_wire_limits *l, const struct rdmae_conn_opts *o);
+
+/* negotiate.c */
+int rdmae_negotiate_auth_setup(const struct rdmae_conn_opts *o, struct rdmae_key *k,
+			       const char *what, struct rdmae_err *err);
+uint16_t rdmae_negotiate_auth_mode(const struct rdmae_conn *c);
+void rdmae_negotiate_lane_credits(struct rdmae_conn *c, struct rdmae_lane *l);
+/* The first message on lane 0 is the peer's negotiate message; handled in the progress thread. */
+void rdmae_negotiate_on_msg_locked(struct rdmae_conn *c, const void *buf, size_t len);
+/* Client: send the request on lane 0 and wait for the response; takes c->lock. */
+int rdmae_negotiate_request(struct rdmae_conn *c, uint64_t deadline, struct rdmae_err *err);
+
+/* connect.c: the rdma_cm parameters of a lane, on connect and on accept alike */
+void rdmae_connect_param_init(struct rdma_conn_param *p, const uint8_t *pd, uint8_t pd_len);
 
 /* write.c: the pacing budget starts once the lanes and max_rw_size are known. */
 void rdmae_write_pace_start_locked(struct rdmae_conn *c);

@@ -147,7 +147,7 @@ static void rx_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
 		if (post_recv(l, rb))
 			rdmae_conn_fail_locked(c, -EIO, "ibv_post_recv on lane 0 after negotiate");
 		else
-			rdmae_conn_on_negotiate_locked(c, neg, n);
+			rdmae_negotiate_on_msg_locked(c, neg, n);
 		return;
 	}
 	/*

@@ -12,5 +12,7 @@
 uint64_t rdmae_now_ns(void);
 /* now + ms as a deadline for rdmae_conn_wait_locked; ms < 0 gives 0 (none). */
 uint64_t rdmae_deadline_after(int ms);
+/* ms until deadline, rounded up, for poll(): -1 with no deadline (0), 0 once it has passed. */
+int rdmae_ms_left(uint64_t deadline);
 
 #endif

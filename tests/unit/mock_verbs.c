@@ -3,9 +3,9 @@
  * The mock verbs layer and the transport compiled over it (mock_verbs.h).
  *
  * The rdma/ sources are included here rather than linked from the library
- * so that their static functions (the progress thread's steps, the device
- * setup) can be driven one at a time, and so that every verb they call
- * resolves to the definitions below: the data-path verbs are inline calls
+ * so that their static functions (the progress thread's steps) can be
+ * driven one at a time, and so that every verb they call resolves to the
+ * definitions below: the data-path verbs are inline calls
  * through the context's ops table (ibv_post_send, ibv_poll_cq...), which the
  * mock context fills; the rest are ordinary functions, which a definition in
  * the executable takes over from the shared libraries. mem.c is left out:
@@ -18,8 +18,11 @@
  */
 /* NOLINTBEGIN(bugprone-suspicious-include): the transport under test, compiled over the mock */
 #include "../../rdma/conn.c"
+#include "../../rdma/connect.c"
 #include "../../rdma/lane.c"
+#include "../../rdma/listen.c"
 #include "../../rdma/msg.c"
+#include "../../rdma/negotiate.c"
 #include "../../rdma/progress.c"
 #include "../../rdma/region.c"
 /* One unit holds both: write.c's static bulk() would be shadowed by a local of lane.c's. */
@@ -1163,7 +1166,7 @@ struct rdmae_conn *mock_conn_bare(const struct rdmae_conn_opts *o)
 		mock_conn_opts(&d);
 		o = &d;
 	}
-	c = conn_alloc(o, false, NULL);
+	c = rdmae_conn_alloc(o, false, NULL);
 	if (c)
 		snprintf(c->peer, sizeof(c->peer), "mock");
 	return c;
@@ -1171,7 +1174,7 @@ struct rdmae_conn *mock_conn_bare(const struct rdmae_conn_opts *o)
 
 int mock_conn_setup_device(struct rdmae_conn *c, struct rdmae_err *err)
 {
-	int ret = setup_device(c, &mock_ctx, err);
+	int ret = rdmae_conn_setup_device(c, &mock_ctx, err);
 
 	/*
 	 * The tests reap completions themselves (mock_progress); the thread
@@ -1223,7 +1226,7 @@ struct rdmae_conn *mock_conn(unsigned int lanes, const struct rdmae_conn_opts *o
 	rdmae_credits_init(&c->lanes[0].cr, c->neg.send_credits, c->lanes[0].nrx,
 			   c->lanes[0].nrx, c->neg.peer_credits_target);
 	for (i = 1; i < lanes; i++)
-		data_lane_credits(c, &c->lanes[i]);
+		rdmae_negotiate_lane_credits(c, &c->lanes[i]);
 	rdmae_reasm_init(&c->reasm, c->neg.max_fragmented_size);
 	c->state = RDMAE_ST_CONNECTED;
 	c->cm_to_thread = true;

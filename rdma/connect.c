@@ -1,0 +1,311 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The client side of connection setup: resolve the peer, connect lane 0,
+ * negotiate, then connect the other lanes, driving rdma_cm's events on the
+ * connection's own channel until the progress thread takes them over. The
+ * CM helpers here (connection parameters) serve the listener too.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Local ACK timeout exponent: 4.096 us * 2^16 = 268 ms per try, 7 tries. */
+#define ACK_TIMEOUT 16
+#define RETRY_COUNT 6
+
+/* rdma_cm takes a timeout in ms, where 0 would not mean "now". */
+static int resolve_ms(uint64_t deadline)
+{
+	int ms = rdmae_ms_left(deadline);
+
+	return ms > 0 ? ms : 1;
+}
+
+/* Wait for the next CM event on a channel we drive ourselves (setup). */
+static int cm_next(struct rdma_event_channel *ch, uint64_t deadline, struct rdma_cm_event **ev)
+{
+	for (;;) {
+		struct pollfd p = { .fd = ch->fd, .events = POLLIN };
+		int ms = rdmae_ms_left(deadline);
+
+		if (!rdma_get_cm_event(ch, ev))
+			return 0;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+		if (ms == 0)
+			return -ETIMEDOUT;
+		if (poll(&p, 1, ms) < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
+/* Wait for one expected event on id; anything else is an error described by the caller. */
+/* pd (RDMAE_ACCEPT_PD_SIZE bytes, or NULL) receives the event's private data, *pd_len its length. */
+static int cm_expect(struct rdmae_conn *c, const struct rdma_cm_id *id,
+		     enum rdma_cm_event_type want, uint64_t deadline, enum rdma_cm_event_type *got,
+		     int *status, uint8_t *pd, size_t *pd_len)
+{
+	struct rdma_cm_event *ev;
+
+	/* What a caller prints when no event of this id came (another lane's disconnect). */
+	*got = RDMA_CM_EVENT_DISCONNECTED;
+	*status = 0;
+	for (;;) {
+		int ret = cm_next(c->cm_ch, deadline, &ev);
+
+		if (ret)
+			return ret;
+		if (ev->id != id) {
+			/* A late event of another lane (e.g. a disconnect) during setup. */
+			if (ev->event == RDMA_CM_EVENT_DISCONNECTED) {
+				rdma_ack_cm_event(ev);
+				return -ECONNRESET;
+			}
+			rdma_ack_cm_event(ev);
+			continue;
+		}
+		*got = ev->event;
+		*status = ev->status;
+		if (pd && ev->event == want) {
+			size_t n = ev->param.conn.private_data ? ev->param.conn.private_data_len : 0;
+
+			*pd_len = n < RDMAE_ACCEPT_PD_SIZE ? n : RDMAE_ACCEPT_PD_SIZE;
+			if (*pd_len)
+				memcpy(pd, ev->param.conn.private_data, *pd_len);
+		}
+		rdmae_trace(c, "setup: cm event %s (status %d)", rdma_event_str(ev->event),
+			    ev->status);
+		rdma_ack_cm_event(ev);
+		return *got == want ? 0 : -EPROTO;
+	}
+}
+
+void rdmae_connect_param_init(struct rdma_conn_param *p, const uint8_t *pd, uint8_t pd_len)
+{
+	memset(p, 0, sizeof(*p));
+	p->private_data = pd;
+	p->private_data_len = pd_len;
+	/*
+	 * RDMA READ depth: let rdma_cm take the device's limits on connect and
+	 * the lesser of those and the peer's on accept. One READ at a time per
+	 * QP (the old setting) turned rdmae_read into a round trip per WR. The
+	 * depth grants no access by itself: a READ needs an MR registered with
+	 * remote read, which guest RAM never is.
+	 */
+	p->responder_resources = RDMA_MAX_RESP_RES;
+	p->initiator_depth = RDMA_MAX_INIT_DEPTH;
+	p->retry_count = RETRY_COUNT;
+	/* Credits make receiver-not-ready impossible; an RNR is a bug and must surface. */
+	p->rnr_retry_count = 0;
+}
+
+static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addrinfo *dst,
+		       struct sockaddr *src, uint64_t deadline, struct rdmae_err *err)
+{
+	struct rdma_cm_id *id;
+	enum rdma_cm_event_type got;
+	struct rdma_conn_param param;
+	struct rdmae_lane_pd pd = { .version = RDMAE_VERSION, .lane = (uint16_t)idx,
+				    .conn_token = idx < RDMAE_MAX_LANES ? c->lane_token[idx] : 0 };
+	uint8_t pdbuf[RDMAE_LANE_PD_SIZE];
+	uint8_t apd[RDMAE_ACCEPT_PD_SIZE];
+	size_t apd_len = 0;
+	uint8_t tmo = ACK_TIMEOUT;
+	int status = 0, ret;
+
+	if (idx >= RDMAE_MAX_LANES)
+		return rdmae_err_set(err, -EINVAL, "lane %u: at most %d lanes", idx, RDMAE_MAX_LANES);
+	if (rdma_create_id(c->cm_ch, &id, NULL, RDMA_PS_TCP))
+		return rdmae_err_set(err, -errno, "rdma_create_id for %s: %s", c->peer,
+				     strerror(errno));
+	if (src && rdma_bind_addr(id, src)) {
+		ret = -errno;
+		rdmae_err_set(err, ret, "no RDMA device has address %s (%s)", c->opts.bind_addr,
+			      strerror(-ret));
+		goto err_id;
+	}
+	if (rdma_resolve_addr(id, src, dst->ai_dst_addr, resolve_ms(deadline))) {
+		ret = rdmae_err_set(err, -errno, "rdma_resolve_addr %s: %s", c->peer,
+				    strerror(errno));
+		goto err_id;
+	}
+	ret = cm_expect(c, id, RDMA_CM_EVENT_ADDR_RESOLVED, deadline, &got, &status, NULL, NULL);
+	/* rdma_cm's own resolution timeout (no ARP/ND answer) is a timeout too. */
+	if (ret == -ETIMEDOUT || (got == RDMA_CM_EVENT_ADDR_ERROR && status == -ETIMEDOUT)) {
+		ret = -ETIMEDOUT;
+		rdmae_err_set(err, ret, "resolve %s: timed out after %d ms", c->peer,
+			      c->opts.timeout_ms);
+		goto err_id;
+	} else if (ret) {
+		rdmae_err_set(err, -EHOSTUNREACH, "no RDMA device can reach %s (%s, status %d)",
+			      c->peer, rdma_event_str(got), status);
+		ret = -EHOSTUNREACH;
+		goto err_id;
+	}
+	rdma_set_option(id, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &tmo, sizeof(tmo));
+	if (rdma_resolve_route(id, resolve_ms(deadline))) {
+		ret = rdmae_err_set(err, -errno, "rdma_resolve_route %s: %s", c->peer,
+				    strerror(errno));
+		goto err_id;
+	}
+	ret = cm_expect(c, id, RDMA_CM_EVENT_ROUTE_RESOLVED, deadline, &got, &status, NULL, NULL);
+	if (ret) {
+		rdmae_err_set(err, ret == -ETIMEDOUT ? ret : -EHOSTUNREACH,
+			      "route to %s: %s", c->peer,
+			      ret == -ETIMEDOUT ? "timed out" : rdma_event_str(got));
+		ret = ret == -ETIMEDOUT ? ret : -EHOSTUNREACH;
+		goto err_id;
+	}
+	if (idx == 0) {
+		ret = rdmae_conn_setup_device(c, id->verbs, err);
+		if (ret)
+			goto err_id;
+	} else if (id->verbs != c->verbs) {
+		ret = rdmae_err_set(err, -EXDEV, "lane %u to %s resolved to device %s, lane 0 to %s",
+				    idx, c->peer, ibv_get_device_name(id->verbs->device),
+				    ibv_get_device_name(c->verbs->device));
+		goto err_id;
+	}
+	pthread_mutex_lock(&c->lock);
+	ret = rdmae_lane_create(c, id, idx, err);
+	if (!ret && idx > 0)
+		rdmae_negotiate_lane_credits(c, id->context);
+	pthread_mutex_unlock(&c->lock);
+	if (ret)
+		goto err_id;
+
+	rdmae_lane_pd_encode(pdbuf, &pd);
+	rdmae_connect_param_init(&param, pdbuf, RDMAE_LANE_PD_SIZE);
+	if (rdma_connect(id, &param)) {
+		ret = rdmae_err_set(err, -errno, "rdma_connect %s: %s", c->peer, strerror(errno));
+		goto err_lane;
+	}
+	ret = cm_expect(c, id, RDMA_CM_EVENT_ESTABLISHED, deadline, &got, &status,
+			idx == 0 ? apd : NULL, &apd_len);
+	if (ret) {
+		if (ret == -ETIMEDOUT)
+			rdmae_err_set(err, ret, "connect to %s: timed out after %d ms", c->peer,
+				      c->opts.timeout_ms);
+		else if (got == RDMA_CM_EVENT_REJECTED)
+			ret = rdmae_err_set(err, -ECONNREFUSED, "connection refused by %s (lane %u)",
+					    c->peer, idx);
+		else
+			ret = rdmae_err_set(err, ret == -ECONNRESET ? ret : -ECONNABORTED,
+					    "connect to %s: %s (status %d)", c->peer,
+					    rdma_event_str(got), status);
+		goto err_lane;
+	}
+	if (idx == 0) {
+		/* The server's accept carries its nonce, which our proof needs. */
+		struct rdmae_accept_pd ap;
+		enum rdmae_wire_field f;
+
+		if (rdmae_accept_pd_decode(apd, apd_len, &ap, &f)) {
+			ret = rdmae_err_set(err, -EPROTONOSUPPORT, "connect to %s: its accept carries "
+					    "no nonce (%s): not an rdmae server of version 2 or "
+					    "later, which authenticate", c->peer,
+					    rdmae_wire_field_name(f));
+			goto err_lane;
+		}
+		pthread_mutex_lock(&c->lock);
+		memcpy(c->nonce_s, ap.nonce, sizeof(c->nonce_s));
+		c->peer_auth = ap.auth;
+		pthread_mutex_unlock(&c->lock);
+	}
+	pthread_mutex_lock(&c->lock);
+	c->lanes[idx].established = true;
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+
+err_lane:
+	pthread_mutex_lock(&c->lock);
+	rdmae_lane_destroy(&c->lanes[idx]);
+	c->lanes[idx].id = NULL;
+	pthread_mutex_unlock(&c->lock);
+err_id:
+	rdma_destroy_id(id);
+	return ret;
+}
+
+int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
+		  const struct rdmae_conn_opts *o, struct rdmae_err *err)
+{
+	struct rdma_addrinfo hints, *dst = NULL, *src = NULL;
+	struct rdmae_conn *c;
+	uint64_t deadline;
+	unsigned int i;
+	int ret;
+
+	*out = NULL;
+	if (!host || !port)
+		return rdmae_err_set(err, -EINVAL, "connect: host and port are required");
+	c = rdmae_conn_alloc(o, false, err);
+	if (!c)
+		return err ? err->code : -ENOMEM;
+	snprintf(c->peer, sizeof(c->peer), strchr(host, ':') ? "[%s]:%s" : "%s:%s", host, port);
+	{
+		char what[sizeof(c->peer) + 16];
+
+		snprintf(what, sizeof(what), "connection to %s", c->peer);
+		ret = rdmae_negotiate_auth_setup(&c->opts, &c->key, what, err);
+		if (ret)
+			goto err_conn;
+	}
+	deadline = rdmae_deadline_after(c->opts.timeout_ms);
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_port_space = RDMA_PS_TCP;
+	ret = rdma_getaddrinfo(host, port, &hints, &dst);
+	if (ret) {
+		ret = rdmae_err_set(err, -EHOSTUNREACH, "cannot resolve %s: %s", c->peer,
+				    ret == -1 && errno ? strerror(errno) : "no such host");
+		goto err_conn;
+	}
+	if (c->opts.bind_addr) {
+		hints.ai_flags = RAI_PASSIVE;
+		ret = rdma_getaddrinfo(c->opts.bind_addr, NULL, &hints, &src);
+		if (ret) {
+			ret = rdmae_err_set(err, -EADDRNOTAVAIL, "cannot resolve bind address %s: %s",
+					    c->opts.bind_addr, ret == -1 && errno ? strerror(errno) : "no such host");
+			goto err_ai;
+		}
+	}
+	ret = client_lane(c, 0, dst, src ? src->ai_src_addr : NULL, deadline, err);
+	if (ret)
+		goto err_ai;
+	ret = rdmae_negotiate_request(c, deadline, err);
+	if (ret)
+		goto err_ai;
+	for (i = 1; i < c->neg.lanes; i++) {
+		ret = client_lane(c, i, dst, src ? src->ai_src_addr : NULL, deadline, err);
+		if (ret)
+			goto err_ai;
+	}
+	pthread_mutex_lock(&c->lock);
+	if (c->state == RDMAE_ST_LANES)
+		c->state = RDMAE_ST_CONNECTED;
+	ret = rdmae_conn_check_locked(c, err);
+	c->cm_to_thread = true;
+	c->last_heard_ns = rdmae_now_ns();
+	rdmae_write_pace_start_locked(c);
+	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_wake(c);
+	if (ret)
+		goto err_ai;
+	rdma_freeaddrinfo(dst);
+	if (src)
+		rdma_freeaddrinfo(src);
+	*out = c;
+	return 0;
+
+err_ai:
+	if (src)
+		rdma_freeaddrinfo(src);
+	rdma_freeaddrinfo(dst);
+err_conn:
+	rdmae_conn_destroy(c);
+	return ret;
+}
