@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The authentication messages (rdma/auth.c over rdma/wire.c), along the path
- * rdma/conn.c takes: the client decodes the server's accept private data
- * (bytes 0..55 of the input, as rdma_cm delivers it padded), the server
- * decodes a negotiate request (bytes 56..151) and checks its mode and proof,
- * answers with its proof, and the client decodes a negotiate response (the
- * rest) and checks the server's proof.
+ * rdma/connect.c and rdma/negotiate.c take: the client decodes the server's
+ * accept private data (bytes 0..55 of the input, as rdma_cm delivers it
+ * padded), the server decodes a negotiate request (bytes 56..151) and checks
+ * its mode and proof, answers with its proof, and the client decodes a
+ * negotiate response (the rest) and checks the server's proof.
  *
  * Besides memory safety: a proof made with the key verifies, in its own role
  * only; the honest server's response to a request verifies at the client;

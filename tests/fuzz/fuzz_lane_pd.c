@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The lane private data of a connect request (rdma/wire.c), as the listener
- * receives it (rdma/conn.c, listener_event): rdmae_lane_pd_decode on any
+ * receives it (rdma/listen.c, listener_event): rdmae_lane_pd_decode on any
  * bytes, of any delivered length (56 on RC, padded; exact on iWARP).
  * Whatever it accepts names a lane below 16, carries a token exactly when
  * the lane is not 0, and re-encodes to the first 16 bytes it came from.

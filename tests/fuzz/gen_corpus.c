@@ -59,7 +59,7 @@ static void put_le32(uint8_t *p, uint32_t v)
 
 /* ---- transport ---- */
 
-/* A default client's request (rdma/conn.c), with a nonce that is not random. */
+/* A default client's request (rdma/negotiate.c), with a nonce that is not random. */
 static struct rdmae_neg_req client_req(uint16_t auth)
 {
 	struct rdmae_neg_req r = {
