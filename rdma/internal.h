@@ -2,6 +2,36 @@
 /*
  * Transport internals shared by the files of rdma/. Not installed.
  *
+ * The files of rdma/, one job each (doc/architecture.md keeps the same list):
+ *
+ *   pure: no verbs call, no lock:
+ *   wire.c       the wire encoding, and the negotiation rules over it
+ *   credits.c    credit accounting of one lane
+ *   frag.c       fragmentation and reassembly of messages
+ *   pace.c       the pacing budget of one-sided transfers
+ *   runs.c       merging and splitting runs
+ *   auth.c       keys, the transcript, HMAC-SHA256 proofs, lane tokens
+ *   err.c        struct rdmae_err
+ *   time.c       the clock and deadlines
+ *   opts.c       option defaults and checks, and the wire limits they stand for
+ *
+ *   over verbs, sharing struct rdmae_conn and its lock:
+ *   mem.c        ring memory on the device's NUMA node, on huge pages if any
+ *   lane.c       one lane: its QP, rings, send-queue accounting and completions
+ *   region.c     registration: MRs and the on-demand chunk cache
+ *   conn.c       the connection core: allocation, device resources, the
+ *                sticky error and waits on it, accessors, teardown
+ *   negotiate.c  the negotiate exchange (server and client) and the auth policy
+ *   connect.c    client setup: resolution, lanes, rdma_cm connection parameters
+ *   listen.c     the listener: pending connections, lanes by token, accept
+ *   msg.c        the message channel on lane 0 (rdmae_send, rdmae_recv)
+ *   write.c      bulk WRITE and READ, fences, flush, the pacing budget's start
+ *   progress.c   the progress thread: completions, CM events, keepalive timer
+ *
+ * Internal functions carry the prefix of the file they live in (rdmae_lane_*
+ * in lane.c, rdmae_opts_* in opts.c); public names keep theirs, even where
+ * they read like another file's (wire.c's rdmae_negotiate_server/_client).
+ *
  * Locking: one mutex per connection (c->lock) guards all of its state,
  * including every lane; c->cond is broadcast on any change a caller may
  * wait for (credits, send-queue room, messages, fences, errors, state).
