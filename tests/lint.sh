@@ -1,8 +1,30 @@
 #!/usr/bin/env bash
-# Static checks over every C file of the project: cppcheck and clang-tidy.
+# Static checks: rdma/'s include graph (no cycle among its headers), then
+# cppcheck and clang-tidy over every C file of the project.
 # Both must be clean; any finding fails `make check`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# rdma/'s include graph: each file and the project headers it includes, so a
+# reader sees the layering at a glance; headers that include each other in a
+# cycle fail (tsort names the loop). `tests/lint.sh graph` runs this step only.
+include_graph() {
+  local edges
+  edges=$(awk 'FNR == 1 { f = FILENAME; sub(/.*\//, "", f) }
+               /^[ \t]*#[ \t]*include[ \t]*"/ {
+                 h = $0; sub(/^[^"]*"/, "", h); sub(/".*$/, "", h); print f, h }' \
+          rdma/*.c rdma/*.h)
+  echo "lint: rdma/ include graph (file: the project headers it includes)"
+  awk '{ deps[$1] = deps[$1] " " $2 } END { for (f in deps) print "  " f ":" deps[f] }' \
+    <<<"$edges" | sort
+  if ! awk '$1 ~ /\.h$/ && $2 ~ /\.h$/' <<<"$edges" | tsort >/dev/null; then
+    echo "lint: rdma/ headers include each other in a cycle (the loop is above)"
+    return 1
+  fi
+}
+include_graph
+[ "${1:-}" != graph ] || exit 0
+
 mapfile -t files < <(git ls-files '*.c' 2>/dev/null || find rdma engine perf tests -name '*.c')
 [ ${#files[@]} -gt 0 ] || { echo "lint: no C files found"; exit 1; }
 
