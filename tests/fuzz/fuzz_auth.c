@@ -53,7 +53,7 @@ static void lane_tokens(const uint8_t nc[RDMAE_NONCE_SIZE], const uint8_t ns[RDM
 	}
 }
 
-/* The server's side: rdmae_conn_on_negotiate_locked with a key. Returns 0 when it accepts. */
+/* The server's side: on_request_locked (rdma/negotiate.c) with a key. Returns 0 when it accepts. */
 static int server_side(const struct rdmae_neg_req *req, const uint8_t ns[RDMAE_NONCE_SIZE],
 		       struct rdmae_neg_resp *resp)
 {
