@@ -218,12 +218,12 @@ void rdmae_conn_abort(struct rdmae_conn *c, int code, const char *why)
 {
 	if (!c)
 		return;
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	/* Whatever was already posted (a CANCEL with its reason) still reaches the peer. */
 	rdmae_lane_post_all_locked(c);
-	c->linger = rdmae_conn_sends_pending(c);
+	c->linger = rdmae_conn_sends_pending_locked(c);
 	rdmae_conn_fail_locked(c, code, "%s", why ? why : "aborted");
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	rdmae_conn_wake(c);
 }
 
@@ -231,9 +231,9 @@ int rdmae_conn_error(struct rdmae_conn *c, struct rdmae_err *err)
 {
 	int ret;
 
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	ret = rdmae_conn_check_locked(c, err);
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	return ret;
 }
 
@@ -251,38 +251,38 @@ int rdmae_conn_lane_stats(struct rdmae_conn *c, unsigned int lane, struct rdmae_
 {
 	if (lane >= c->nlanes)
 		return -EINVAL;
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	*out = c->lanes[lane].st;
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	return 0;
 }
 
 int rdmae_conn_pace_stats(struct rdmae_conn *c, struct rdmae_pace_stats *out)
 {
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	out->budget_bytes = c->pace.budget;
 	out->max_inflight_bytes = c->pace.max_inflight;
 	out->bandwidth = c->pace.bw;
 	out->base_latency_ns = c->pace.base_ns;
 	out->stalls = c->pace.stalls;
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	return 0;
 }
 
 void rdmae_conn_set_pin_limit(struct rdmae_conn *c, size_t bytes)
 {
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	c->pin_limit = bytes;
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 }
 
 size_t rdmae_conn_pinned(struct rdmae_conn *c)
 {
 	size_t n;
 
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	n = c->pinned;
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	return n;
 }
 
@@ -299,7 +299,7 @@ int rdmae_conn_revoke_remote_write(struct rdmae_conn *c, struct rdmae_err *err)
 	unsigned int i;
 	int ret = 0;
 
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	for (i = 0; i < c->nlanes && !ret; i++) {
 		struct ibv_qp_init_attr init;
 		struct ibv_qp_attr attr;
@@ -323,11 +323,11 @@ int rdmae_conn_revoke_remote_write(struct rdmae_conn *c, struct rdmae_err *err)
 	}
 	if (!ret)
 		rdmae_trace(c, "remote write revoked on %u lanes", c->nlanes);
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	return ret;
 }
 
-bool rdmae_conn_sends_pending(const struct rdmae_conn *c)
+bool rdmae_conn_sends_pending_locked(const struct rdmae_conn *c)
 {
 	unsigned int i;
 
@@ -351,9 +351,9 @@ void rdmae_conn_destroy(struct rdmae_conn *c)
 	 * releases the chunk pins of the WRs it will never complete, and a chunk
 	 * may only be deregistered once nothing can still read it.
 	 */
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	deadline = rdmae_deadline_after(SEND_DRAIN_MS);
-	while (c->thread_started && rdmae_conn_sends_pending(c) &&
+	while (c->thread_started && rdmae_conn_sends_pending_locked(c) &&
 	       (c->state != RDMAE_ST_ERROR || c->linger))
 		if (rdmae_conn_wait_locked(c, deadline))
 			break;
@@ -364,7 +364,7 @@ void rdmae_conn_destroy(struct rdmae_conn *c)
 		snprintf(c->err.msg, sizeof(c->err.msg), "connection to %s closed", c->peer);
 	}
 	pthread_cond_broadcast(&c->cond);
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 
 	rdmae_progress_stop(c);
 	for (i = 0; i < c->nlanes; i++)

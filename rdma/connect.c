@@ -169,11 +169,11 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 				    ibv_get_device_name(c->verbs->device));
 		goto err_id;
 	}
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	ret = rdmae_lane_create(c, id, idx, err);
 	if (!ret && idx > 0)
 		rdmae_negotiate_lane_credits(c, id->context);
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	if (ret)
 		goto err_id;
 
@@ -210,21 +210,21 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 					    rdmae_wire_field_name(f));
 			goto err_lane;
 		}
-		pthread_mutex_lock(&c->lock);
+		rdmae_conn_lock(c);
 		memcpy(c->nonce_s, ap.nonce, sizeof(c->nonce_s));
 		c->peer_auth = ap.auth;
-		pthread_mutex_unlock(&c->lock);
+		rdmae_conn_unlock(c);
 	}
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	c->lanes[idx].established = true;
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	return 0;
 
 err_lane:
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	rdmae_lane_destroy(&c->lanes[idx]);
 	c->lanes[idx].id = NULL;
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 err_id:
 	rdma_destroy_id(id);
 	return ret;
@@ -284,14 +284,14 @@ int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 		if (ret)
 			goto err_ai;
 	}
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	if (c->state == RDMAE_ST_LANES)
 		c->state = RDMAE_ST_CONNECTED;
 	ret = rdmae_conn_check_locked(c, err);
 	c->cm_to_thread = true;
 	c->last_heard_ns = rdmae_now_ns();
 	rdmae_write_pace_start_locked(c);
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	rdmae_conn_wake(c);
 	if (ret)
 		goto err_ai;

@@ -136,12 +136,12 @@ static struct rdmae_conn *pending_by_token(struct rdmae_listener *l, unsigned in
 
 		if (!c)
 			continue;
-		pthread_mutex_lock(&c->lock);
+		rdmae_conn_lock(c);
 		/* Tokens exist only once the client proved itself (state LANES). */
 		if (!found && c->state == RDMAE_ST_LANES &&
 		    rdmae_auth_token_equal(c->lane_token[lane], token))
 			found = c;
-		pthread_mutex_unlock(&c->lock);
+		rdmae_conn_unlock(c);
 	}
 	return found;
 }
@@ -153,9 +153,9 @@ static void pending_remove(struct rdmae_listener *l, struct rdmae_conn *c)
 	for (i = 0; i < MAX_PENDING; i++)
 		if (l->pending[i] == c)
 			l->pending[i] = NULL;
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	c->notify_fd = -1;
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 }
 
 static unsigned int lanes_established(const struct rdmae_conn *c)
@@ -261,13 +261,13 @@ static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, struct 
 	ret = rdmae_conn_setup_device(c, id->verbs, err);
 	if (ret)
 		goto err_conn;
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	ret = rdmae_lane_create(c, id, 0, err);
 	c->state = RDMAE_ST_NEGOTIATING;
 	c->notify_fd = l->wake_fd;
 	/* A client that connects and then goes quiet must not hold a slot for ever. */
 	c->setup_deadline_ns = rdmae_deadline_after(c->opts.timeout_ms);
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	if (ret)
 		goto err_conn;
 	rdmae_accept_pd_encode(pdbuf, &pd);
@@ -281,10 +281,10 @@ static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, struct 
 
 err_conn:
 	/* The cm_id is the caller's to reject and destroy. */
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	rdmae_lane_destroy(&c->lanes[0]);
 	c->nlanes = 0;
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	rdmae_conn_destroy(c);
 	return ret;
 }
@@ -300,21 +300,21 @@ static int accept_lane(struct rdmae_listener *l, struct rdma_cm_id *id,
 	if (!c)
 		return rdmae_err_set(err, -ENOENT, "lane %u: no pending connection with that token",
 				     pd->lane);
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	if (c->state != RDMAE_ST_LANES || pd->lane >= c->neg.lanes || c->lanes[pd->lane].conn) {
-		pthread_mutex_unlock(&c->lock);
+		rdmae_conn_unlock(c);
 		return rdmae_err_set(err, -EPROTO, "lane %u from %s not expected", pd->lane,
 				     c->peer);
 	}
 	if (id->verbs != c->verbs) {
-		pthread_mutex_unlock(&c->lock);
+		rdmae_conn_unlock(c);
 		return rdmae_err_set(err, -EXDEV, "lane %u from %s arrived on another device",
 				     pd->lane, c->peer);
 	}
 	ret = rdmae_lane_create(c, id, pd->lane, err);
 	if (!ret)
 		rdmae_negotiate_lane_credits(c, &c->lanes[pd->lane]);
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	if (ret)
 		return ret;
 	rdmae_lane_pd_encode(pdbuf, pd);
@@ -322,10 +322,10 @@ static int accept_lane(struct rdmae_listener *l, struct rdma_cm_id *id,
 	if (rdma_accept(id, &param)) {
 		ret = rdmae_err_set(err, -errno, "rdma_accept lane %u from %s: %s", pd->lane, c->peer,
 				    strerror(errno));
-		pthread_mutex_lock(&c->lock);
+		rdmae_conn_lock(c);
 		rdmae_lane_destroy(&c->lanes[pd->lane]);
 		c->lanes[pd->lane].id = NULL;
-		pthread_mutex_unlock(&c->lock);
+		rdmae_conn_unlock(c);
 		return ret;
 	}
 	return 0;
@@ -365,7 +365,7 @@ static void listener_event(struct rdmae_listener *l, struct rdma_cm_event *ev)
 		struct rdmae_lane *lane = id->context;
 		struct rdmae_conn *c = lane->conn;
 
-		pthread_mutex_lock(&c->lock);
+		rdmae_conn_lock(c);
 		rdmae_trace(c, "listener: cm event %s on lane %u", rdma_event_str(type), lane->idx);
 		if (type == RDMA_CM_EVENT_ESTABLISHED) {
 			lane->established = true;
@@ -381,7 +381,7 @@ static void listener_event(struct rdmae_listener *l, struct rdma_cm_event *ev)
 			rdmae_conn_fail_locked(c, -ECONNRESET, "setup of %s: %s on lane %u",
 					       c->peer, rdma_event_str(type), lane->idx);
 		}
-		pthread_mutex_unlock(&c->lock);
+		rdmae_conn_unlock(c);
 	}
 }
 
@@ -390,7 +390,7 @@ static int pending_ready(struct rdmae_conn *c)
 {
 	int r = 0;
 
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	if (c->state == RDMAE_ST_LANES && lanes_established(c) == c->neg.lanes &&
 	    c->nlanes == c->neg.lanes)
 		r = 1;
@@ -399,7 +399,7 @@ static int pending_ready(struct rdmae_conn *c)
 				       "lanes within %d ms", c->peer, c->opts.timeout_ms);
 	if (c->state == RDMAE_ST_ERROR)
 		r = -1;
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	return r;
 }
 
@@ -414,7 +414,7 @@ static int finish_accept(struct rdmae_listener *l, struct rdmae_conn *c, struct 
 		if (rdma_migrate_id(c->lanes[i].id, c->cm_ch))
 			ret = rdmae_err_set(err, -errno, "rdma_migrate_id lane %u of %s: %s", i,
 					    c->peer, strerror(errno));
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	/* The connection may have failed since it was found ready: keep that error. */
 	if (!ret)
 		ret = rdmae_conn_check_locked(c, err);
@@ -425,7 +425,7 @@ static int finish_accept(struct rdmae_listener *l, struct rdmae_conn *c, struct 
 		c->last_heard_ns = rdmae_now_ns();
 		rdmae_write_pace_start_locked(c);
 	}
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	rdmae_conn_wake(c);
 	return ret;
 }
@@ -452,9 +452,9 @@ int rdmae_accept(struct rdmae_listener *l, struct rdmae_conn **out, int timeout_
 				char peer[sizeof(c->peer)];
 
 				pending_remove(l, c);
-				pthread_mutex_lock(&c->lock);
+				rdmae_conn_lock(c);
 				rdmae_conn_check_locked(c, &e);
-				pthread_mutex_unlock(&c->lock);
+				rdmae_conn_unlock(c);
 				memcpy(peer, c->peer, sizeof(peer));
 				rdmae_conn_destroy(c);
 				ret = drop_pending(l, &e, peer);

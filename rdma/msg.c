@@ -29,7 +29,7 @@ int rdmae_send_timeout(struct rdmae_conn *c, const void *buf, size_t len, int ti
 	if (!len || len > c->neg.max_fragmented_size)
 		return rdmae_err_set(err, -EMSGSIZE, "send to %s: %zu bytes (1..%u allowed)", c->peer,
 				     len, c->neg.max_fragmented_size);
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	/* One message at a time, or two senders' fragments would interleave. */
 	while (c->sending && !rdmae_conn_check_locked(c, NULL)) {
 		if (rdmae_conn_wait_locked(c, deadline) == -ETIMEDOUT && c->sending) {
@@ -70,7 +70,7 @@ int rdmae_send_timeout(struct rdmae_conn *c, const void *buf, size_t len, int ti
 				      "(the peer is not reading)", c->peer, timeout_ms);
 	}
 	/* A doorbell that failed means fragments never left: not a success. */
-	pret = rdmae_lane_post_chain(l0);
+	pret = rdmae_lane_post_chain_locked(l0);
 	if (!ret)
 		ret = pret;
 	c->sending = false;
@@ -79,7 +79,7 @@ int rdmae_send_timeout(struct rdmae_conn *c, const void *buf, size_t len, int ti
 	if (ret && (ret != -ETIMEDOUT || sent))
 		ret = rdmae_conn_check_locked(c, err) ? c->err.code : ret;
 out:
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	return ret;
 }
 
@@ -93,7 +93,7 @@ int rdmae_recv(struct rdmae_conn *c, void **buf, size_t *len, int timeout_ms,
 
 	*buf = NULL;
 	*len = 0;
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	/* Messages that arrived before a failure are still delivered: the last one may be the answer. */
 	for (;;) {
 		m = c->q_head;
@@ -120,6 +120,6 @@ int rdmae_recv(struct rdmae_conn *c, void **buf, size_t *len, int timeout_ms,
 	*len = m->len;
 	free(m);
 out:
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	return ret;
 }

@@ -62,6 +62,7 @@ void rdmae_negotiate_lane_credits(struct rdmae_conn *c, struct rdmae_lane *l)
 
 /* Server: answer the client's request; a refusal lingers so that its status reaches the client. */
 static void on_request_locked(struct rdmae_conn *c, const void *buf, size_t len)
+	RDMAE_REQUIRES(c->lock)
 {
 	struct rdmae_lane *l0 = &c->lanes[0];
 	enum rdmae_wire_field f = RDMAE_F_NONE;
@@ -137,6 +138,7 @@ static void on_request_locked(struct rdmae_conn *c, const void *buf, size_t len)
 
 /* Client: the server's response settles the connection's parameters, or fails it. */
 static void on_response_locked(struct rdmae_conn *c, const void *buf, size_t len)
+	RDMAE_REQUIRES(c->lock)
 {
 	struct rdmae_lane *l0 = &c->lanes[0];
 	enum rdmae_wire_field f = RDMAE_F_NONE;
@@ -203,7 +205,7 @@ int rdmae_negotiate_request(struct rdmae_conn *c, uint64_t deadline, struct rdma
 
 	if (getrandom(c->nonce_c, sizeof(c->nonce_c), 0) != (ssize_t)sizeof(c->nonce_c))
 		return rdmae_err_set(err, -EIO, "negotiate with %s: getrandom for a nonce", c->peer);
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	req->min_version = c->limits.min_version;
 	req->max_version = c->limits.max_version;
 	req->credits_requested = c->limits.credits;
@@ -235,6 +237,6 @@ int rdmae_negotiate_request(struct rdmae_conn *c, uint64_t deadline, struct rdma
 		rdmae_conn_fail_locked(c, ret, "negotiate with %s: no response within %d ms",
 				       c->peer, c->opts.timeout_ms);
 	ret = rdmae_conn_check_locked(c, err);
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	return ret;
 }

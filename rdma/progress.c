@@ -19,7 +19,7 @@
 #define WC_BATCH 32
 #define CQ_ACK_BATCH 64
 
-static void reap_locked(struct rdmae_conn *c)
+static void reap_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock)
 {
 	struct ibv_wc wc[WC_BATCH];
 	struct ibv_cq *cq;
@@ -47,7 +47,7 @@ static void reap_locked(struct rdmae_conn *c)
 				       c->peer);
 }
 
-static void cm_events_locked(struct rdmae_conn *c)
+static void cm_events_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock)
 {
 	struct rdma_cm_event *ev;
 
@@ -76,7 +76,7 @@ static void cm_events_locked(struct rdmae_conn *c)
 }
 
 /* After completions: answers, grants and reposts that could not go earlier. */
-static void housekeeping_locked(struct rdmae_conn *c)
+static void housekeeping_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock)
 {
 	unsigned int i;
 
@@ -94,7 +94,7 @@ static void housekeeping_locked(struct rdmae_conn *c)
 }
 
 /* Returns the poll timeout in ms until the next keepalive deadline (-1: none). */
-static int keepalive_locked(struct rdmae_conn *c)
+static int keepalive_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock)
 {
 	uint64_t now, idle_ns, tmo_ns, due;
 
@@ -122,7 +122,7 @@ static int keepalive_locked(struct rdmae_conn *c)
 		 */
 		if (!rdmae_lane_send_locked(&c->lanes[0], NULL, 0, 0, RDMAE_FLAG_RESPONSE_REQUESTED,
 					    0, true, 0)) {
-			rdmae_lane_post_chain(&c->lanes[0]);
+			rdmae_lane_post_chain_locked(&c->lanes[0]);
 			c->probe_ns = now;
 			rdmae_trace(c, "keepalive: probe sent after %.0f ms idle",
 				    (double)(now - c->last_heard_ns) / 1e6);
@@ -148,7 +148,7 @@ static void *progress_main(void *arg)
 	/* Completions touch the rings, which live on the device's node: run there too. */
 	if (c->numa_node >= 0 && numa_available() >= 0)
 		numa_run_on_node(c->numa_node);
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	while (!c->stop) {
 		struct pollfd p[3];
 		nfds_t n = 0;
@@ -160,7 +160,7 @@ static void *progress_main(void *arg)
 		if (c->linger) {
 			uint64_t now = rdmae_now_ns();
 
-			if (!rdmae_conn_sends_pending(c) || now >= c->linger_until_ns)
+			if (!rdmae_conn_sends_pending_locked(c) || now >= c->linger_until_ns)
 				rdmae_conn_disconnect_locked(c);
 			else
 				tmo = (int)((c->linger_until_ns - now) / 1000000ull) + 1;
@@ -170,7 +170,7 @@ static void *progress_main(void *arg)
 		p[n++] = (struct pollfd){ .fd = c->wake_fd, .events = POLLIN };
 		if (c->cm_to_thread)
 			p[n++] = (struct pollfd){ .fd = c->cm_ch->fd, .events = POLLIN };
-		pthread_mutex_unlock(&c->lock);
+		rdmae_conn_unlock(c);
 		ready = poll(p, n, tmo);
 		poll_err = errno;
 		if (p[1].revents & POLLIN) {
@@ -178,7 +178,7 @@ static void *progress_main(void *arg)
 
 			(void)r;
 		}
-		pthread_mutex_lock(&c->lock);
+		rdmae_conn_lock(c);
 		if (c->stop)
 			break;
 		if (ready < 0) {
@@ -199,7 +199,7 @@ static void *progress_main(void *arg)
 		housekeeping_locked(c);
 		pthread_cond_broadcast(&c->cond);
 	}
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	return NULL;
 }
 
@@ -217,9 +217,9 @@ void rdmae_progress_stop(struct rdmae_conn *c)
 {
 	if (!c->thread_started)
 		return;
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	c->stop = true;
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	rdmae_conn_wake(c);
 	pthread_join(c->thread, NULL);
 	c->thread_started = false;

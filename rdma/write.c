@@ -64,7 +64,7 @@ static int check_runs(struct rdmae_conn *c, struct rdmae_region *local,
 
 static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *local,
 			     const struct rdmae_remote *remote, const struct rdmae_run *p,
-			     enum rdmae_wr_kind kind)
+			     enum rdmae_wr_kind kind) RDMAE_REQUIRES(c->lock)
 {
 	struct rdmae_lane *l = &c->lanes[c->next_lane++ % c->nlanes];
 	struct rdmae_chunk *chunk;
@@ -88,7 +88,7 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *local,
 	if (ret)
 		return ret;
 	for (;;) {
-		bool room = l->writes_out < c->opts.writes_in_flight && rdmae_lane_sq_free(l) > 0;
+		bool room = l->writes_out < c->opts.writes_in_flight && rdmae_lane_sq_free_locked(l) > 0;
 		bool budget = rdmae_pace_may_post(&c->pace, p->len);
 
 		if (room && budget)
@@ -109,7 +109,7 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *local,
 			return ret;
 		}
 	}
-	slot = rdmae_lane_sq_take(l, kind, &wr, &sge);
+	slot = rdmae_lane_sq_take_locked(l, kind, &wr, &sge);
 	slot->chunk = chunk;
 	slot->mark.len = p->len;
 	rdmae_pace_on_post(&c->pace, p->len, c->pace.inflight ? 0 : rdmae_now_ns());
@@ -140,7 +140,7 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *local,
 		l->st.write_bytes += p->len;
 	}
 	if (l->nchain == RDMAE_CHAIN_MAX)
-		return rdmae_lane_post_chain(l);
+		return rdmae_lane_post_chain_locked(l);
 	return 0;
 }
 
@@ -157,7 +157,7 @@ static int bulk(struct rdmae_conn *c, struct rdmae_region *local, const struct r
 	if (ret)
 		return ret;
 	n = rdmae_runs_coalesce(runs, n, max);
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	ret = rdmae_conn_check_locked(c, err);
 	for (i = 0; i < n && !ret; i++) {
 		struct rdmae_run r = runs[i];
@@ -183,7 +183,7 @@ static int bulk(struct rdmae_conn *c, struct rdmae_region *local, const struct r
 			rdmae_err_set(err, ret, "%s %s: %s", op_name(kind), c->peer,
 				      strerror(-ret));
 	}
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	return ret;
 }
 
@@ -212,10 +212,10 @@ int rdmae_write_flush(struct rdmae_conn *c, struct rdmae_err *err)
 {
 	int ret;
 
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	while (!(ret = rdmae_conn_check_locked(c, err)) && rdmae_lane_any_busy_locked(c))
 		rdmae_conn_wait_locked(c, 0);
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	return ret;
 }
 
@@ -226,7 +226,7 @@ int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err)
 	unsigned int i;
 	int ret, pret;
 
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	ret = rdmae_conn_check_locked(c, err);
 	if (ret)
 		goto out;
@@ -247,7 +247,7 @@ int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err)
 	if (ret)
 		ret = rdmae_conn_check_locked(c, err) ? c->err.code : ret;
 out:
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	return ret;
 }
 
@@ -257,7 +257,7 @@ int rdmae_fence_wait(struct rdmae_conn *c, uint32_t seq, int timeout_ms, struct 
 	unsigned int i;
 	int ret = 0;
 
-	pthread_mutex_lock(&c->lock);
+	rdmae_conn_lock(c);
 	for (i = 0; i < c->nlanes && !ret; i++) {
 		while (c->lanes[i].fence_seen < seq) {
 			ret = rdmae_conn_check_locked(c, err);
@@ -272,7 +272,7 @@ int rdmae_fence_wait(struct rdmae_conn *c, uint32_t seq, int timeout_ms, struct 
 			}
 		}
 	}
-	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_unlock(c);
 	return ret;
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Static checks: rdma/'s include graph (no cycle among its headers), then
-# cppcheck and clang-tidy over every C file of the project.
-# Both must be clean; any finding fails `make check`.
+# Static checks: rdma/'s include graph (no cycle among its headers), clang's
+# thread-safety analysis of rdma/, then cppcheck and clang-tidy over every C
+# file of the project.
+# Every step must be clean; any finding fails `make check`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,24 @@ include_graph() {
 }
 include_graph
 [ "${1:-}" != graph ] || exit 0
+
+# Lock rules: clang's thread-safety analysis over rdma/ proves that every
+# caller of a _locked function holds the connection lock (contracts in
+# rdma/internal.h, macros in rdma/rdmae_tsa.h). -Wno-thread-safety-precise:
+# a lane's lock is l->conn->lock, and clang cannot tell l->conn is the c whose
+# lock the caller holds; calling with no lock at all still fails.
+# `tests/lint.sh tsa` runs this step only.
+thread_safety() {
+  local f fail=0
+  echo "lint: clang -Wthread-safety on rdma/"
+  for f in rdma/*.c; do
+    clang -fsyntax-only -Wthread-safety -Wno-thread-safety-precise -Werror -std=c11 \
+      -D_GNU_SOURCE -Irdma -Iengine -Iperf "$f" || fail=1
+  done
+  [ $fail = 0 ] || { echo "lint: thread-safety analysis found a lock rule broken"; return 1; }
+}
+thread_safety
+[ "${1:-}" != tsa ] || exit 0
 
 mapfile -t files < <(git ls-files '*.c' 2>/dev/null || find rdma engine perf tests -name '*.c')
 [ ${#files[@]} -gt 0 ] || { echo "lint: no C files found"; exit 1; }

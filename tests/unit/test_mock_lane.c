@@ -563,7 +563,7 @@ static void test_send_post_refused(void **state)
 	assert_int_equal(mock_sends(), 0);
 	assert_true(l->tx_head == l->tx_tail);
 	assert_true(l->sq_posted == l->sq_done);
-	assert_false(rdmae_conn_sends_pending(c));
+	assert_false(rdmae_conn_sends_pending_locked(c));
 	/* The connection failed with it. */
 	assert_int_equal(rdmae_conn_error(c, NULL), -ENOMEM);
 	mock_progress(c);
