@@ -80,15 +80,19 @@ $(BUILD)/san/unit/%: $(BUILD)/san/tests/unit/%.o $(SAN_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) $(SANFLAGS) -o $@ $^ $(LIBS) -lcmocka
 # Tests over the mock verbs layer: mock_verbs.o holds the transport compiled
-# over it, so the library's copies of those objects are never linked.
-$(BUILD)/san/unit/test_mock_%: $(BUILD)/san/tests/unit/test_mock_%.o \
-                               $(BUILD)/san/tests/unit/mock_verbs.o $(SAN_LIBS)
+# over it, so the library's copies of those objects are never linked;
+# mock_fixture.o is the setup and checks those tests share.
+MOCK_OBJS := $(BUILD)/san/tests/unit/mock_verbs.o $(BUILD)/san/tests/unit/mock_fixture.o
+$(BUILD)/san/unit/test_mock_%: $(BUILD)/san/tests/unit/test_mock_%.o $(MOCK_OBJS) $(SAN_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) $(SANFLAGS) -o $@ $^ $(LIBS) -lcmocka
 
 $(BUILD)/san/verbs/%: $(BUILD)/san/tests/verbs/%.o $(BUILD)/san/librdmae_guest.a $(SAN_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) $(SANFLAGS) -o $@ $^ $(LIBS)
+
+# Named as targets, so make builds them for the rule above like any object.
+$(MOCK_OBJS):
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 

@@ -18,46 +18,10 @@
 
 #include "internal.h"
 #include "rdmae_write.h"
+#include "mock_fixture.h"
 #include "mock_verbs.h"
 
 #define KiB ((uint64_t)1024)
-
-static uint8_t mem[256 * KiB] __attribute__((aligned(4096)));
-static struct rdmae_bufdesc peer_desc = { .offset = 0x10000000, .token = 0x77, .length = 1u << 20 };
-static const struct rdmae_remote peer = { .descs = &peer_desc, .ndescs = 1, .len = 1u << 20 };
-
-static int setup(void **state)
-{
-	(void)state;
-	mock_reset();
-	return 0;
-}
-
-/* Everything the mock handed out was given back, and every CQ event acked. */
-static void assert_clean(void)
-{
-	char why[128];
-
-	if (!mock_clean(why, sizeof(why)))
-		fail_msg("after teardown: %s", why);
-	assert_int_equal(mock_cq_unacked_at_destroy(), 0);
-}
-
-static void assert_unwound(size_t from)
-{
-	char why[160];
-
-	if (!mock_unwound(from, why, sizeof(why)))
-		fail_msg("not unwound in reverse order: %s", why);
-}
-
-static void assert_log(size_t from, const char *want)
-{
-	char got[512];
-
-	mock_log_string(from, got, sizeof(got));
-	assert_string_equal(got, want);
-}
 
 /* Every lane's send queue and send ring empty, and no WRITE bytes counted in flight. */
 static void assert_sq_settled(struct rdmae_conn *c)
@@ -71,16 +35,6 @@ static void assert_sq_settled(struct rdmae_conn *c)
 	}
 	assert_int_equal(c->pace.inflight, 0);
 	assert_false(rdmae_lane_any_busy_locked(c));
-}
-
-static struct rdmae_region *pinned_region(struct rdmae_conn *c)
-{
-	struct rdmae_region_opts o = { .mode = RDMAE_REG_PIN_ALL, .page_size = 4096 };
-	struct rdmae_region *r;
-	struct rdmae_err err = { 0 };
-
-	assert_int_equal(rdmae_region_create(&r, c, mem, sizeof(mem), &o, &err), 0);
-	return r;
 }
 
 static struct rdmae_data_hdr send_hdr(const struct mock_send *s)
@@ -126,14 +80,14 @@ static void test_device_setup_rollback(void **state)
 		assert_int_equal(mock_conn_setup_device(c, &err), steps[i].code);
 		assert_int_equal(err.code, steps[i].code);
 		assert_non_null(strstr(err.msg, steps[i].msg));
-		assert_log(from, steps[i].log);
-		assert_unwound(from);
+		fixture_assert_log(from, steps[i].log);
+		fixture_assert_unwound(from);
 		/* Nothing left for the connection's own teardown to free a second time. */
 		assert_null(c->pd);
 		assert_null(c->comp_ch);
 		assert_null(c->cq);
 		rdmae_conn_destroy(c);
-		assert_clean();
+		fixture_assert_clean();
 	}
 }
 
@@ -151,7 +105,7 @@ static void test_device_setup_limits(void **state)
 	assert_non_null(strstr(err.msg, "max_cqe"));
 	assert_int_equal(mock_live(MOCK_OBJ_PD), 0);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* A connection's whole life, with no lane: created and destroyed in mirror order. */
@@ -164,11 +118,11 @@ static void test_device_setup_and_teardown(void **state)
 	c = mock_conn_bare(NULL);
 	assert_non_null(c);
 	assert_int_equal(mock_conn_setup_device(c, &err), 0);
-	assert_log(0, "+E +P +H +C");
+	fixture_assert_log(0, "+E +P +H +C");
 	rdmae_conn_destroy(c);
-	assert_log(0, "+E +P +H +C -C -H -P -E");
-	assert_unwound(0);
-	assert_clean();
+	fixture_assert_log(0, "+E +P +H +C -C -H -P -E");
+	fixture_assert_unwound(0);
+	fixture_assert_clean();
 }
 
 static const struct lane_step {
@@ -220,8 +174,8 @@ static void test_lane_create_rollback(void **state)
 		if (ret != st->code || !strstr(err.msg, st->msg))
 			fail_msg("%s failing: %d (%s), want %d and '%s'", st->what, ret, err.msg,
 				 st->code, st->msg);
-		assert_log(from, st->log);
-		assert_unwound(from);
+		fixture_assert_log(from, st->log);
+		fixture_assert_unwound(from);
 		assert_int_equal(mock_recvs_posted(), st->recvs);
 		/* The lane is as if never begun: the id may be used again or destroyed. */
 		assert_null(c->lanes[0].conn);
@@ -238,7 +192,7 @@ static void test_lane_create_rollback(void **state)
 		assert_int_equal(c->nlanes, 1);
 		assert_int_equal(mock_qp_recvs_out(c->lanes[0].qp), c->lanes[0].nrx);
 		rdmae_conn_destroy(c);
-		assert_clean();
+		fixture_assert_clean();
 	}
 }
 
@@ -266,7 +220,7 @@ static void test_lane_reg_enomem_names_verb(void **state)
 	ok = strstr(err.msg, "ibv_reg_mr") != NULL;
 	rdma_destroy_id(id);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 	assert_true(ok);
 }
 
@@ -289,10 +243,10 @@ static void test_lane_create_limits(void **state)
 	assert_int_equal(rdmae_lane_create(c, id, 0, &err), -EINVAL);
 	pthread_mutex_unlock(&c->lock);
 	assert_non_null(strstr(err.msg, "max_qp_wr"));
-	assert_log(from, "");
+	fixture_assert_log(from, "");
 	rdma_destroy_id(id);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* Teardown order (doc/architecture.md): QPs, user regions' MRs, rings' MRs and memory, CQ, PD, ids. */
@@ -304,11 +258,11 @@ static void test_conn_teardown_order(void **state)
 	(void)state;
 	c = mock_conn(2, NULL);
 	assert_non_null(c);
-	pinned_region(c);	/* left for the connection to deregister */
+	fixture_pinned(c);	/* left for the connection to deregister */
 	from = mock_log_len();
 	rdmae_conn_destroy(c);
-	assert_log(from, "-Q -Q -M -M -M -R -R -M -M -R -R -C -H -P -I -I -E");
-	assert_clean();
+	fixture_assert_log(from, "-Q -Q -M -M -M -R -R -M -M -R -R -C -H -P -I -I -E");
+	fixture_assert_clean();
 }
 
 /* ---- 2. a QP in error: flushed completions are consumed, not taken for data ---- */
@@ -332,7 +286,7 @@ static void test_flush_after_write_error(void **state)
 	assert_non_null(c);
 	l0 = &c->lanes[0];
 	l1 = &c->lanes[1];
-	r = pinned_region(c);
+	r = fixture_pinned(c);
 
 	/* A message from the peer arrives before anything goes wrong. */
 	assert_int_equal(mock_deliver_msg(c, 0, "before", 6, 0, 0, 0), 0);
@@ -342,7 +296,7 @@ static void test_flush_after_write_error(void **state)
 
 	/* Our own traffic in flight: a message on lane 0, two WRITEs on each lane. */
 	assert_int_equal(rdmae_send(c, "ours", 4, &err), 0);
-	assert_int_equal(rdmae_write(c, r, &peer, runs, 4, &err), 0);
+	assert_int_equal(rdmae_write(c, r, &fixture_peer, runs, 4, &err), 0);
 	assert_int_equal(l0->sq_posted, 3);
 	assert_int_equal(l1->sq_posted, 2);
 	assert_int_equal(c->pace.inflight, 16 * KiB);
@@ -379,11 +333,11 @@ static void test_flush_after_write_error(void **state)
 	assert_int_equal(rdmae_recv(c, &buf, &len, 0, &err), -EIO);
 	assert_int_equal(rdmae_write_flush(c, &err), -EIO);
 	assert_int_equal(rdmae_send(c, "after", 5, &err), -EIO);
-	assert_int_equal(rdmae_write(c, r, &peer, runs, 1, &err), -EIO);
+	assert_int_equal(rdmae_write(c, r, &fixture_peer, runs, 1, &err), -EIO);
 
 	rdmae_region_destroy(r);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* The QP errs (the peer is gone) before any CM event says so: the first flush is the cause. */
@@ -413,7 +367,7 @@ static void test_flush_before_disconnect_event(void **state)
 	mock_progress(c);
 	assert_int_equal(rdmae_conn_error(c, &err), -EIO);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* Receives parked while the reader lags are not posted, so not flushed; nor reposted after. */
@@ -456,7 +410,7 @@ static void test_flush_with_parked_receives(void **state)
 	assert_int_equal(mock_qp_recvs_out(mock_lane_qp(c, 0)), 0);
 	assert_int_equal(mock_cq_pending(), 0);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /*
@@ -476,8 +430,8 @@ static void test_flush_after_region_destroyed(void **state)
 	(void)state;
 	c = mock_conn(1, NULL);
 	assert_non_null(c);
-	assert_int_equal(rdmae_region_create(&r, c, mem, 64 * KiB, &o, &err), 0);
-	assert_int_equal(rdmae_write(c, r, &peer, &run, 1, &err), 0);
+	assert_int_equal(rdmae_region_create(&r, c, fixture_mem, 64 * KiB, &o, &err), 0);
+	assert_int_equal(rdmae_write(c, r, &fixture_peer, &run, 1, &err), 0);
 	assert_int_equal(mock_chunk_refs(r, 0), 1);
 	assert_int_equal(rdmae_conn_pinned(c), 16 * KiB);
 
@@ -492,7 +446,7 @@ static void test_flush_after_region_destroyed(void **state)
 	assert_sq_settled(c);
 	assert_int_equal(rdmae_conn_error(c, &err), -ECANCELED);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 static void test_cm_events_fail(void **state)
@@ -525,7 +479,7 @@ static void test_cm_events_fail(void **state)
 		assert_int_equal(mock_cq_pending(), 0);
 		assert_int_equal(c->lanes[0].st.recvs + c->lanes[1].st.recvs, 0);
 		rdmae_conn_destroy(c);
-		assert_clean();
+		fixture_assert_clean();
 	}
 }
 
@@ -540,7 +494,7 @@ static void test_poll_failure(void **state)
 	mock_progress(c);
 	assert_int_equal(rdmae_conn_error(c, NULL), -EIO);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* ---- 3. a failed post reaches the caller, with what it took given back ---- */
@@ -569,7 +523,7 @@ static void test_send_post_refused(void **state)
 	mock_progress(c);
 	assert_sq_settled(c);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* A message in five fragments whose doorbell fails at the third WR: two left, three came back. */
@@ -593,7 +547,7 @@ static void test_send_post_fails_mid_chain(void **state)
 	mock_progress(c);
 	assert_sq_settled(c);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* A message long enough to fill a chain: the doorbell rung in the middle fails. */
@@ -618,7 +572,7 @@ static void test_send_post_fails_at_full_chain(void **state)
 	mock_progress(c);
 	assert_sq_settled(c);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 static void test_write_post_fails(void **state)
@@ -634,10 +588,10 @@ static void test_write_post_fails(void **state)
 	(void)state;
 	c = mock_conn(2, NULL);
 	assert_non_null(c);
-	r = pinned_region(c);
+	r = fixture_pinned(c);
 	/* Lane 0's doorbell goes, lane 1's is refused. */
 	mock_fail_post_send(2, ENOMEM, MOCK_BAD_NONE);
-	assert_int_equal(rdmae_write(c, r, &peer, runs, 4, &err), -ENOMEM);
+	assert_int_equal(rdmae_write(c, r, &fixture_peer, runs, 4, &err), -ENOMEM);
 	assert_int_equal(err.code, -ENOMEM);
 	assert_non_null(strstr(err.msg, "ibv_post_send on lane 1"));
 	assert_int_equal(c->lanes[1].writes_out, 0);
@@ -649,7 +603,7 @@ static void test_write_post_fails(void **state)
 	assert_sq_settled(c);
 	rdmae_region_destroy(r);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* On-demand pins taken for WRITEs that never reached the QP are given back. */
@@ -665,9 +619,9 @@ static void test_write_post_fails_releases_pins(void **state)
 	(void)state;
 	c = mock_conn(1, NULL);
 	assert_non_null(c);
-	assert_int_equal(rdmae_region_create(&r, c, mem, 64 * KiB, &o, &err), 0);
+	assert_int_equal(rdmae_region_create(&r, c, fixture_mem, 64 * KiB, &o, &err), 0);
 	mock_fail_post_send(1, ENOMEM, MOCK_BAD_NONE);
-	assert_int_equal(rdmae_write(c, r, &peer, runs, 2, &err), -ENOMEM);
+	assert_int_equal(rdmae_write(c, r, &fixture_peer, runs, 2, &err), -ENOMEM);
 	assert_int_equal(mock_chunk_refs(r, 0), 0);
 	assert_int_equal(mock_chunk_refs(r, 1), 0);
 	/* Still pinned, but idle: the cache may unpin them. */
@@ -680,7 +634,7 @@ static void test_write_post_fails_releases_pins(void **state)
 	assert_sq_settled(c);
 	rdmae_region_destroy(r);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 static void test_fence_post_fails(void **state)
@@ -708,7 +662,7 @@ static void test_fence_post_fails(void **state)
 	mock_progress(c);
 	assert_sq_settled(c);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* A receive that cannot be reposted fails the connection; its message is still delivered. */
@@ -732,7 +686,7 @@ static void test_repost_fails(void **state)
 	free(buf);
 	assert_int_equal(rdmae_recv(c, &buf, &len, 0, &err), -ENOMEM);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* ---- the progress thread's other steps ---- */
@@ -772,7 +726,7 @@ static void test_credits_round_trip(void **state)
 	assert_int_equal(send_hdr(mock_send_at(mock_sends() - 1)).credits_granted, 1);
 	assert_int_equal(l->cr.to_grant, 0);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /*
@@ -795,7 +749,7 @@ static void test_keepalive(void **state)
 	o.keepalive_timeout_ms = 500;
 	c = mock_conn(1, &o);
 	assert_non_null(c);
-	r = pinned_region(c);
+	r = fixture_pinned(c);
 
 	/* Heard from just now: no probe, and the next look is due within the idle period. */
 	assert_in_range(mock_keepalive(c), 1, 1001);
@@ -810,7 +764,7 @@ static void test_keepalive(void **state)
 	assert_int_not_equal(c->probe_ns, 0);
 
 	/* A WRITE of ours completes: the peer's QP is alive, which answers the probe. */
-	assert_int_equal(rdmae_write(c, r, &peer, &run, 1, &err), 0);
+	assert_int_equal(rdmae_write(c, r, &fixture_peer, &run, 1, &err), 0);
 	assert_int_equal(mock_complete_sends(mock_lane_qp(c, 0), 2), 0);
 	mock_progress(c);
 	assert_int_equal(c->probe_ns, 0);
@@ -825,7 +779,7 @@ static void test_keepalive(void **state)
 	assert_non_null(strstr(err.msg, "keepalive"));
 	rdmae_region_destroy(r);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /*
@@ -873,7 +827,7 @@ static void test_keepalive_no_credit(void **state)
 	assert_int_equal(rdmae_conn_error(c, &err), -EIO);
 	assert_non_null(strstr(err.msg, "keepalive probe"));
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* The peer's probe is answered by housekeeping with an empty message, at once. */
@@ -893,7 +847,7 @@ static void test_probe_answered(void **state)
 	assert_int_equal(h.credits_granted, 1);
 	assert_false(c->lanes[0].reply_owed);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* Fences arrive per lane; the wait returns once every lane has seen the sequence number. */
@@ -919,7 +873,7 @@ static void test_fence_received(void **state)
 	assert_non_null(strstr(err.msg, "bulk lane 1"));
 	assert_null(c->q_head);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* A peer that grants more than our send side can ever hold breaks the credit rules. */
@@ -940,7 +894,7 @@ static void test_peer_over_grant(void **state)
 	assert_int_equal(c->q_bytes, 2);
 	assert_int_equal(c->lanes[0].cr.send, c->neg.send_credits);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* Revoking remote write: one modify per QP clearing its access; a QP in error counts as revoked. */
@@ -969,39 +923,39 @@ static void test_revoke_remote_write(void **state)
 	mock_qp_error(mock_lane_qp(c, 1));
 	assert_int_equal(rdmae_conn_revoke_remote_write(c, &err), 0);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup(test_device_setup_rollback, setup),
-		cmocka_unit_test_setup(test_device_setup_limits, setup),
-		cmocka_unit_test_setup(test_device_setup_and_teardown, setup),
-		cmocka_unit_test_setup(test_lane_create_rollback, setup),
-		cmocka_unit_test_setup(test_lane_create_limits, setup),
-		cmocka_unit_test_setup(test_lane_reg_enomem_names_verb, setup),
-		cmocka_unit_test_setup(test_conn_teardown_order, setup),
-		cmocka_unit_test_setup(test_flush_after_write_error, setup),
-		cmocka_unit_test_setup(test_flush_before_disconnect_event, setup),
-		cmocka_unit_test_setup(test_flush_with_parked_receives, setup),
-		cmocka_unit_test_setup(test_flush_after_region_destroyed, setup),
-		cmocka_unit_test_setup(test_cm_events_fail, setup),
-		cmocka_unit_test_setup(test_poll_failure, setup),
-		cmocka_unit_test_setup(test_send_post_refused, setup),
-		cmocka_unit_test_setup(test_send_post_fails_mid_chain, setup),
-		cmocka_unit_test_setup(test_send_post_fails_at_full_chain, setup),
-		cmocka_unit_test_setup(test_write_post_fails, setup),
-		cmocka_unit_test_setup(test_write_post_fails_releases_pins, setup),
-		cmocka_unit_test_setup(test_fence_post_fails, setup),
-		cmocka_unit_test_setup(test_repost_fails, setup),
-		cmocka_unit_test_setup(test_credits_round_trip, setup),
-		cmocka_unit_test_setup(test_keepalive, setup),
-		cmocka_unit_test_setup(test_keepalive_no_credit, setup),
-		cmocka_unit_test_setup(test_probe_answered, setup),
-		cmocka_unit_test_setup(test_fence_received, setup),
-		cmocka_unit_test_setup(test_peer_over_grant, setup),
-		cmocka_unit_test_setup(test_revoke_remote_write, setup),
+		cmocka_unit_test_setup(test_device_setup_rollback, fixture_setup),
+		cmocka_unit_test_setup(test_device_setup_limits, fixture_setup),
+		cmocka_unit_test_setup(test_device_setup_and_teardown, fixture_setup),
+		cmocka_unit_test_setup(test_lane_create_rollback, fixture_setup),
+		cmocka_unit_test_setup(test_lane_create_limits, fixture_setup),
+		cmocka_unit_test_setup(test_lane_reg_enomem_names_verb, fixture_setup),
+		cmocka_unit_test_setup(test_conn_teardown_order, fixture_setup),
+		cmocka_unit_test_setup(test_flush_after_write_error, fixture_setup),
+		cmocka_unit_test_setup(test_flush_before_disconnect_event, fixture_setup),
+		cmocka_unit_test_setup(test_flush_with_parked_receives, fixture_setup),
+		cmocka_unit_test_setup(test_flush_after_region_destroyed, fixture_setup),
+		cmocka_unit_test_setup(test_cm_events_fail, fixture_setup),
+		cmocka_unit_test_setup(test_poll_failure, fixture_setup),
+		cmocka_unit_test_setup(test_send_post_refused, fixture_setup),
+		cmocka_unit_test_setup(test_send_post_fails_mid_chain, fixture_setup),
+		cmocka_unit_test_setup(test_send_post_fails_at_full_chain, fixture_setup),
+		cmocka_unit_test_setup(test_write_post_fails, fixture_setup),
+		cmocka_unit_test_setup(test_write_post_fails_releases_pins, fixture_setup),
+		cmocka_unit_test_setup(test_fence_post_fails, fixture_setup),
+		cmocka_unit_test_setup(test_repost_fails, fixture_setup),
+		cmocka_unit_test_setup(test_credits_round_trip, fixture_setup),
+		cmocka_unit_test_setup(test_keepalive, fixture_setup),
+		cmocka_unit_test_setup(test_keepalive_no_credit, fixture_setup),
+		cmocka_unit_test_setup(test_probe_answered, fixture_setup),
+		cmocka_unit_test_setup(test_fence_received, fixture_setup),
+		cmocka_unit_test_setup(test_peer_over_grant, fixture_setup),
+		cmocka_unit_test_setup(test_revoke_remote_write, fixture_setup),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -28,28 +28,13 @@
 #include <cmocka.h>
 
 #include "session_int.h"
+#include "mock_fixture.h"
 #include "mock_verbs.h"
 
 static uint8_t ram[64 * 1024] __attribute__((aligned(4096)));
 static const struct rdmae_block blocks[1] = {
 	{ .name = "pc.ram", .host = ram, .len = sizeof(ram), .page_size = 4096 },
 };
-
-static int setup(void **state)
-{
-	(void)state;
-	mock_reset();
-	return 0;
-}
-
-static void assert_clean(void)
-{
-	char why[128];
-
-	if (!mock_clean(why, sizeof(why)))
-		fail_msg("after teardown: %s", why);
-	assert_int_equal(mock_cq_unacked_at_destroy(), 0);
-}
 
 /* A source session as its rounds leave it: ready to complete after a final round. */
 static struct rdmae_session *source(struct rdmae_conn *c, bool verify)
@@ -163,7 +148,7 @@ static void test_complete(void **state)
 	assert_int_equal(mock_sends(), 3);
 	rdmae_session_destroy(s);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* Verifying: the block sums follow COMPLETE (the destination revokes and hashes meanwhile). */
@@ -182,7 +167,7 @@ static void test_complete_verified(void **state)
 	assert_int_equal(m.u.complete.flags, 0);
 	rdmae_session_destroy(s);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* ---- cancel before COMPLETE ---- */
@@ -213,7 +198,7 @@ static void test_cancel_before_complete(void **state)
 	assert_int_equal(mock_sends(), 1);
 	rdmae_session_destroy(s);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /*
@@ -274,7 +259,7 @@ static void test_cancel_between_fence_and_complete(void **state)
 	mock_set_send_hook(NULL, NULL);
 	rdmae_session_destroy(r.s);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* ---- cancel after COMPLETE ---- */
@@ -329,7 +314,7 @@ static void test_cancel_after_complete(void **state)
 	mock_set_send_hook(NULL, NULL);
 	rdmae_session_destroy(w.s);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* The connection fails as COMPLETE is posted (the hook runs with the connection lock held). */
@@ -365,7 +350,7 @@ static void test_failure_after_complete_is_unknown(void **state)
 	mock_set_send_hook(NULL, NULL);
 	rdmae_session_destroy(l.s);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* The destination's verdict arrived before the failure: the outcome is known, not committed. */
@@ -401,20 +386,20 @@ static void test_failure_after_verdict_is_known(void **state)
 		mock_set_send_hook(NULL, NULL);
 		rdmae_session_destroy(l.s);
 		rdmae_conn_destroy(c);
-		assert_clean();
+		fixture_assert_clean();
 	}
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup(test_complete, setup),
-		cmocka_unit_test_setup(test_complete_verified, setup),
-		cmocka_unit_test_setup(test_cancel_before_complete, setup),
-		cmocka_unit_test_setup(test_cancel_between_fence_and_complete, setup),
-		cmocka_unit_test_setup(test_cancel_after_complete, setup),
-		cmocka_unit_test_setup(test_failure_after_complete_is_unknown, setup),
-		cmocka_unit_test_setup(test_failure_after_verdict_is_known, setup),
+		cmocka_unit_test_setup(test_complete, fixture_setup),
+		cmocka_unit_test_setup(test_complete_verified, fixture_setup),
+		cmocka_unit_test_setup(test_cancel_before_complete, fixture_setup),
+		cmocka_unit_test_setup(test_cancel_between_fence_and_complete, fixture_setup),
+		cmocka_unit_test_setup(test_cancel_after_complete, fixture_setup),
+		cmocka_unit_test_setup(test_failure_after_complete_is_unknown, fixture_setup),
+		cmocka_unit_test_setup(test_failure_after_verdict_is_known, fixture_setup),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -21,35 +21,12 @@
 
 #include "internal.h"
 #include "rdmae_write.h"
+#include "mock_fixture.h"
 #include "mock_verbs.h"
 
 #define KiB 1024ull
 #define MiB (1024ull * KiB)
 #define GiB (1024ull * MiB)
-
-static uint8_t mem[256 * KiB] __attribute__((aligned(4096)));
-
-#define PEER_ADDR 0x10000000ull
-#define PEER_RKEY 0x77u
-static struct rdmae_bufdesc peer_desc = { .offset = PEER_ADDR, .token = PEER_RKEY,
-					  .length = 1u << 20 };
-static const struct rdmae_remote peer = { .descs = &peer_desc, .ndescs = 1, .len = 1u << 20 };
-
-static int setup(void **state)
-{
-	(void)state;
-	mock_reset();
-	return 0;
-}
-
-static void assert_clean(void)
-{
-	char why[128];
-
-	if (!mock_clean(why, sizeof(why)))
-		fail_msg("after teardown: %s", why);
-	assert_int_equal(mock_cq_unacked_at_destroy(), 0);
-}
 
 static struct rdmae_conn *conn_rw(unsigned int lanes, uint32_t rw_size)
 {
@@ -63,30 +40,12 @@ static struct rdmae_conn *conn_rw(unsigned int lanes, uint32_t rw_size)
 	return c;
 }
 
-static struct rdmae_region *region(struct rdmae_conn *c, void *addr, size_t len,
-				   const struct rdmae_region_opts *o)
-{
-	struct rdmae_err err = { 0 };
-	struct rdmae_region *r;
-
-	if (rdmae_region_create(&r, c, addr, len, o, &err))
-		fail_msg("region: %s", err.msg);
-	return r;
-}
-
-static struct rdmae_region *pinned(struct rdmae_conn *c)
-{
-	struct rdmae_region_opts o = { .mode = RDMAE_REG_PIN_ALL, .page_size = 4096 };
-
-	return region(c, mem, sizeof(mem), &o);
-}
-
 static struct rdmae_region *on_demand(struct rdmae_conn *c, size_t len, size_t chunk)
 {
 	struct rdmae_region_opts o = { .mode = RDMAE_REG_ON_DEMAND, .page_size = 4096,
 				       .chunk_size = chunk };
 
-	return region(c, mem, len, &o);
+	return fixture_region(c, fixture_mem, len, &o);
 }
 
 static void write_ok(struct rdmae_conn *c, struct rdmae_region *r, const struct rdmae_remote *rm,
@@ -107,7 +66,7 @@ static void assert_wr(size_t i, unsigned int lane, uint64_t local, uint64_t radd
 	assert_non_null(s);
 	assert_int_equal(s->opcode, IBV_WR_RDMA_WRITE);
 	assert_int_equal(s->lane, lane);
-	assert_int_equal(s->addr, (uintptr_t)mem + local);
+	assert_int_equal(s->addr, (uintptr_t)fixture_mem + local);
 	assert_int_equal(s->remote_addr, raddr);
 	assert_int_equal(s->rkey, rkey);
 	assert_int_equal(s->length, len);
@@ -138,21 +97,21 @@ static void test_split_and_deal(void **state)
 {
 	struct rdmae_run run = { 0, 0, 200 * KiB };
 	struct rdmae_conn *c = conn_rw(2, 64 * KiB);
-	struct rdmae_region *r = pinned(c);
+	struct rdmae_region *r = fixture_pinned(c);
 	uint32_t lkey = mock_region_mr(r, 0)->lkey;
 
 	(void)state;
-	write_ok(c, r, &peer, &run, 1);
+	write_ok(c, r, &fixture_peer, &run, 1);
 	assert_int_equal(mock_sends(), 4);
 	/*
 	 * Lane 0 has pieces 0 and 2, lane 1 pieces 1 and 3. The budget is 4 x 2
 	 * lanes x 64 KiB: a lane signals once it has half its share (128 KiB)
 	 * unsignalled, and the last WR of a doorbell always.
 	 */
-	assert_wr(0, 0, 0, PEER_ADDR, PEER_RKEY, 64 * KiB, false);
-	assert_wr(1, 0, 128 * KiB, PEER_ADDR + 128 * KiB, PEER_RKEY, 64 * KiB, true);
-	assert_wr(2, 1, 64 * KiB, PEER_ADDR + 64 * KiB, PEER_RKEY, 64 * KiB, false);
-	assert_wr(3, 1, 192 * KiB, PEER_ADDR + 192 * KiB, PEER_RKEY, 8 * KiB, true);
+	assert_wr(0, 0, 0, FIXTURE_PEER_ADDR, FIXTURE_PEER_RKEY, 64 * KiB, false);
+	assert_wr(1, 0, 128 * KiB, FIXTURE_PEER_ADDR + 128 * KiB, FIXTURE_PEER_RKEY, 64 * KiB, true);
+	assert_wr(2, 1, 64 * KiB, FIXTURE_PEER_ADDR + 64 * KiB, FIXTURE_PEER_RKEY, 64 * KiB, false);
+	assert_wr(3, 1, 192 * KiB, FIXTURE_PEER_ADDR + 192 * KiB, FIXTURE_PEER_RKEY, 8 * KiB, true);
 	for (size_t i = 0; i < 4; i++) {
 		assert_int_equal(mock_send_at(i)->lkey, lkey);
 		assert_int_equal(mock_send_at(i)->doorbell, i < 2 ? 1 : 2);
@@ -165,7 +124,7 @@ static void test_split_and_deal(void **state)
 	complete_all(c);
 	rdmae_region_destroy(r);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* Remote descriptors cover 1 GiB each: a run across their boundary is cut there, each piece with its key. */
@@ -178,7 +137,7 @@ static void test_split_at_descriptor(void **state)
 	const struct rdmae_remote rm = { .descs = descs, .ndescs = 2, .len = GiB + MiB };
 	struct rdmae_run run = { 16 * KiB, GiB - 8 * KiB, 100 * KiB };
 	struct rdmae_conn *c = conn_rw(1, 64 * KiB);
-	struct rdmae_region *r = pinned(c);
+	struct rdmae_region *r = fixture_pinned(c);
 
 	(void)state;
 	write_ok(c, r, &rm, &run, 1);
@@ -199,7 +158,7 @@ static void test_split_at_descriptor(void **state)
 	complete_all(c);
 	rdmae_region_destroy(r);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* On-demand chunks of 16 KiB: a run is cut at each chunk, each piece with its chunk's key. */
@@ -211,11 +170,11 @@ static void test_split_at_chunk(void **state)
 	size_t lru[4];
 
 	(void)state;
-	write_ok(c, r, &peer, &run, 1);
+	write_ok(c, r, &fixture_peer, &run, 1);
 	assert_int_equal(mock_sends(), 3);
-	assert_wr(0, 0, 8 * KiB, PEER_ADDR, PEER_RKEY, 8 * KiB, false);
-	assert_wr(1, 0, 16 * KiB, PEER_ADDR + 8 * KiB, PEER_RKEY, 16 * KiB, false);
-	assert_wr(2, 0, 32 * KiB, PEER_ADDR + 24 * KiB, PEER_RKEY, 8 * KiB, true);
+	assert_wr(0, 0, 8 * KiB, FIXTURE_PEER_ADDR, FIXTURE_PEER_RKEY, 8 * KiB, false);
+	assert_wr(1, 0, 16 * KiB, FIXTURE_PEER_ADDR + 8 * KiB, FIXTURE_PEER_RKEY, 16 * KiB, false);
+	assert_wr(2, 0, 32 * KiB, FIXTURE_PEER_ADDR + 24 * KiB, FIXTURE_PEER_RKEY, 8 * KiB, true);
 	for (size_t i = 0; i < 3; i++) {
 		assert_non_null(mock_chunk_mr(r, i));
 		assert_int_equal(mock_send_at(i)->lkey, mock_chunk_mr(r, i)->lkey);
@@ -232,7 +191,7 @@ static void test_split_at_chunk(void **state)
 	rdmae_region_destroy(r);
 	assert_int_equal(rdmae_conn_pinned(c), 0);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* Runs contiguous on both sides are merged up to max_rw_size; others stay apart. */
@@ -243,27 +202,27 @@ static void test_coalesce(void **state)
 	struct rdmae_run apart[2] = { { 0, 0, 4 * KiB }, { 4 * KiB, 8 * KiB, 4 * KiB } };
 	struct rdmae_run many[20];
 	struct rdmae_conn *c = conn_rw(1, 64 * KiB);
-	struct rdmae_region *r = pinned(c);
+	struct rdmae_region *r = fixture_pinned(c);
 
 	(void)state;
-	write_ok(c, r, &peer, merged, 3);
+	write_ok(c, r, &fixture_peer, merged, 3);
 	assert_int_equal(mock_sends(), 1);
-	assert_wr(0, 0, 0, PEER_ADDR, PEER_RKEY, 12 * KiB, true);
-	write_ok(c, r, &peer, apart, 2);
+	assert_wr(0, 0, 0, FIXTURE_PEER_ADDR, FIXTURE_PEER_RKEY, 12 * KiB, true);
+	write_ok(c, r, &fixture_peer, apart, 2);
 	assert_int_equal(mock_sends(), 3);
-	assert_wr(1, 0, 0, PEER_ADDR, PEER_RKEY, 4 * KiB, false);
-	assert_wr(2, 0, 4 * KiB, PEER_ADDR + 8 * KiB, PEER_RKEY, 4 * KiB, true);
+	assert_wr(1, 0, 0, FIXTURE_PEER_ADDR, FIXTURE_PEER_RKEY, 4 * KiB, false);
+	assert_wr(2, 0, 4 * KiB, FIXTURE_PEER_ADDR + 8 * KiB, FIXTURE_PEER_RKEY, 4 * KiB, true);
 	/* 80 KiB of contiguous 4 KiB runs: one WRITE of 64 KiB and one of 16 KiB. */
 	for (size_t i = 0; i < 20; i++)
 		many[i] = (struct rdmae_run){ i * 4 * KiB, i * 4 * KiB, 4 * KiB };
-	write_ok(c, r, &peer, many, 20);
+	write_ok(c, r, &fixture_peer, many, 20);
 	assert_int_equal(mock_sends(), 5);
-	assert_wr(3, 0, 0, PEER_ADDR, PEER_RKEY, 64 * KiB, false);
-	assert_wr(4, 0, 64 * KiB, PEER_ADDR + 64 * KiB, PEER_RKEY, 16 * KiB, true);
+	assert_wr(3, 0, 0, FIXTURE_PEER_ADDR, FIXTURE_PEER_RKEY, 64 * KiB, false);
+	assert_wr(4, 0, 64 * KiB, FIXTURE_PEER_ADDR + 64 * KiB, FIXTURE_PEER_RKEY, 16 * KiB, true);
 	complete_all(c);
 	rdmae_region_destroy(r);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /*
@@ -275,19 +234,19 @@ static void test_signal_every_16(void **state)
 {
 	struct rdmae_run runs[40];
 	struct rdmae_conn *c = conn_rw(1, 1 * MiB);
-	struct rdmae_region *r = pinned(c);
+	struct rdmae_region *r = fixture_pinned(c);
 	size_t nsig = 0;
 
 	(void)state;
 	for (size_t i = 0; i < 40; i++)
 		runs[i] = (struct rdmae_run){ i * 2 * KiB, i * 2 * KiB, 1 * KiB };
-	write_ok(c, r, &peer, runs, 40);
+	write_ok(c, r, &fixture_peer, runs, 40);
 	assert_int_equal(mock_sends(), 40);
 	for (size_t i = 0; i < 40; i++) {
 		const struct mock_send *s = mock_send_at(i);
 		bool sig = i == 15 || i == 31 || i == 39;
 
-		assert_wr(i, 0, i * 2 * KiB, PEER_ADDR + i * 2 * KiB, PEER_RKEY, 1 * KiB, sig);
+		assert_wr(i, 0, i * 2 * KiB, FIXTURE_PEER_ADDR + i * 2 * KiB, FIXTURE_PEER_RKEY, 1 * KiB, sig);
 		assert_int_equal(s->doorbell, i < 32 ? 1 : 2);
 		nsig += sig;
 	}
@@ -302,7 +261,7 @@ static void test_signal_every_16(void **state)
 	assert_int_equal(c->pace.inflight, 0);
 	rdmae_region_destroy(r);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* Full-size WRITEs: a lane signals whenever half its share of the budget is unsignalled. */
@@ -310,21 +269,21 @@ static void test_signal_by_bytes(void **state)
 {
 	struct rdmae_run runs[4];
 	struct rdmae_conn *c = conn_rw(1, 64 * KiB);
-	struct rdmae_region *r = pinned(c);
+	struct rdmae_region *r = fixture_pinned(c);
 
 	(void)state;
 	assert_int_equal(c->pace.budget, 256 * KiB);
 	for (size_t i = 0; i < 4; i++)
 		runs[i] = (struct rdmae_run){ i * 64 * KiB, i * 128 * KiB, 64 * KiB };
-	write_ok(c, r, &peer, runs, 4);
+	write_ok(c, r, &fixture_peer, runs, 4);
 	assert_int_equal(mock_sends(), 4);
 	for (size_t i = 0; i < 4; i++)
-		assert_wr(i, 0, i * 64 * KiB, PEER_ADDR + i * 128 * KiB, PEER_RKEY, 64 * KiB,
+		assert_wr(i, 0, i * 64 * KiB, FIXTURE_PEER_ADDR + i * 128 * KiB, FIXTURE_PEER_RKEY, 64 * KiB,
 			  i % 2 == 1);
 	complete_all(c);
 	rdmae_region_destroy(r);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 struct writer {
@@ -339,7 +298,7 @@ static void *writer_main(void *arg)
 	struct writer *w = arg;
 	struct rdmae_err err = { 0 };
 
-	w->ret = rdmae_write(w->c, w->r, &peer, w->runs, 6, &err);
+	w->ret = rdmae_write(w->c, w->r, &fixture_peer, w->runs, 6, &err);
 	return NULL;
 }
 
@@ -360,7 +319,7 @@ static void test_writes_in_flight_bound(void **state)
 	o.writes_in_flight = 4;
 	w.c = mock_conn(1, &o);
 	assert_non_null(w.c);
-	w.r = pinned(w.c);
+	w.r = fixture_pinned(w.c);
 	for (size_t i = 0; i < 6; i++)
 		w.runs[i] = (struct rdmae_run){ i * 8 * KiB, i * 8 * KiB, 4 * KiB };
 	assert_int_equal(pthread_create(&th, NULL, writer_main, &w), 0);
@@ -379,7 +338,7 @@ static void test_writes_in_flight_bound(void **state)
 	complete_all(w.c);
 	rdmae_region_destroy(w.r);
 	rdmae_conn_destroy(w.c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* READ: the mirror WR, into a region the NIC may write; refused into one it may not. */
@@ -390,28 +349,28 @@ static void test_read(void **state)
 	struct rdmae_run run = { 4 * KiB, 8 * KiB, 4 * KiB };
 	struct rdmae_err err = { 0 };
 	struct rdmae_conn *c = conn_rw(1, 64 * KiB);
-	struct rdmae_region *dst = region(c, mem, sizeof(mem), &o);
-	struct rdmae_region *ro = pinned(c);
+	struct rdmae_region *dst = fixture_region(c, fixture_mem, sizeof(fixture_mem), &o);
+	struct rdmae_region *ro = fixture_pinned(c);
 	const struct mock_send *s;
 
 	(void)state;
 	assert_true(mock_mr_access(mock_region_mr(dst, 0)) & IBV_ACCESS_LOCAL_WRITE);
-	assert_int_equal(rdmae_read(c, dst, &peer, &run, 1, &err), 0);
+	assert_int_equal(rdmae_read(c, dst, &fixture_peer, &run, 1, &err), 0);
 	s = mock_send_at(0);
 	assert_int_equal(s->opcode, IBV_WR_RDMA_READ);
-	assert_int_equal(s->addr, (uintptr_t)mem + 4 * KiB);
+	assert_int_equal(s->addr, (uintptr_t)fixture_mem + 4 * KiB);
 	assert_int_equal(s->lkey, mock_region_mr(dst, 0)->lkey);
-	assert_int_equal(s->remote_addr, PEER_ADDR + 8 * KiB);
+	assert_int_equal(s->remote_addr, FIXTURE_PEER_ADDR + 8 * KiB);
 	assert_int_equal(c->lanes[0].st.reads, 1);
 	assert_int_equal(c->lanes[0].writes_out, 1);
 
-	assert_int_equal(rdmae_read(c, ro, &peer, &run, 1, &err), -EACCES);
+	assert_int_equal(rdmae_read(c, ro, &fixture_peer, &run, 1, &err), -EACCES);
 	assert_int_equal(mock_sends(), 1);
 	complete_all(c);
 	rdmae_region_destroy(ro);
 	rdmae_region_destroy(dst);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* ---- 4. registration ---- */
@@ -434,7 +393,7 @@ static void test_pin_all_spans(void **state)
 	struct rdmae_err err = { 0 };
 	struct rdmae_conn *c = conn_rw(1, 64 * KiB);
 	uint8_t *base = reserve(len);
-	struct rdmae_region *r = region(c, base, len, &o);
+	struct rdmae_region *r = fixture_region(c, base, len, &o);
 	size_t n;
 
 	(void)state;
@@ -457,7 +416,7 @@ static void test_pin_all_spans(void **state)
 	assert_int_equal(mock_live(MOCK_OBJ_MR), 2);
 	munmap(base, len);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* The third span's registration fails: the first two are deregistered, nothing is listed. */
@@ -482,7 +441,7 @@ static void test_pin_all_rollback(void **state)
 	assert_null(c->regions);
 	munmap(base, len);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /*
@@ -500,11 +459,11 @@ static void test_pin_all_enomem_names_memlock(void **state)
 
 	(void)state;
 	mock_fail(MOCK_REG_MR, 1, ENOMEM);
-	assert_int_equal(rdmae_region_create(&r, c, mem, sizeof(mem), &o, &err), -ENOMEM);
+	assert_int_equal(rdmae_region_create(&r, c, fixture_mem, sizeof(fixture_mem), &o, &err), -ENOMEM);
 	assert_int_equal(mock_live(MOCK_OBJ_MR), 2);
 	ok = strstr(err.msg, "memlock") && strstr(err.msg, "ibv_reg_mr");
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 	assert_true(ok);
 }
 
@@ -520,14 +479,14 @@ static void test_odp(void **state)
 	(void)state;
 	c->odp_write = true;
 	mock_fail(MOCK_REG_MR, 1, EOPNOTSUPP);
-	assert_int_equal(rdmae_region_create(&r, c, mem, sizeof(mem), &o, &err), -EOPNOTSUPP);
+	assert_int_equal(rdmae_region_create(&r, c, fixture_mem, sizeof(fixture_mem), &o, &err), -EOPNOTSUPP);
 	assert_non_null(strstr(err.msg, "ODP"));
 	assert_int_equal(mock_live(MOCK_OBJ_MR), 2);
 
-	r = region(c, mem, sizeof(mem), &o);
+	r = fixture_region(c, fixture_mem, sizeof(fixture_mem), &o);
 	assert_int_equal(mock_live(MOCK_OBJ_MR), 3);
-	write_ok(c, r, &peer, &run, 1);
-	assert_int_equal(mock_send_at(0)->addr, (uintptr_t)mem + 100 * KiB);
+	write_ok(c, r, &fixture_peer, &run, 1);
+	assert_int_equal(mock_send_at(0)->addr, (uintptr_t)fixture_mem + 100 * KiB);
 	/* The WRITE pins nothing: the kernel and NIC page on demand. */
 	assert_int_equal(mock_live(MOCK_OBJ_MR), 3);
 	assert_int_equal(rdmae_conn_pinned(c), 0);
@@ -537,7 +496,7 @@ static void test_odp(void **state)
 
 		assert_int_equal(e->kind, MOCK_OBJ_MR);
 		assert_true(mock_mr_access(mr) & IBV_ACCESS_ON_DEMAND);
-		assert_int_equal(mr->length, sizeof(mem));
+		assert_int_equal(mr->length, sizeof(fixture_mem));
 		assert_int_equal(mock_send_at(0)->lkey, mr->lkey);
 	}
 	complete_all(c);
@@ -545,12 +504,12 @@ static void test_odp(void **state)
 
 	/* READs landing in ODP memory need more than odp_write: such a region is chunked. */
 	o.local_write = 1;
-	r = region(c, mem, sizeof(mem), &o);
+	r = fixture_region(c, fixture_mem, sizeof(fixture_mem), &o);
 	assert_int_equal(mock_live(MOCK_OBJ_MR), 2);
 	assert_int_not_equal(mock_region_chunk_size(r), 0);
 	rdmae_region_destroy(r);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 static void test_on_demand_shape(void **state)
@@ -562,23 +521,23 @@ static void test_on_demand_shape(void **state)
 
 	(void)state;
 	/* Nothing is pinned at creation. */
-	r = on_demand(c, sizeof(mem), 10000);
+	r = on_demand(c, sizeof(fixture_mem), 10000);
 	assert_int_equal(mock_live(MOCK_OBJ_MR), 2);
 	/* Chunks are whole pages: 10000 bytes round down to two. */
 	assert_int_equal(mock_region_chunk_size(r), 8192);
 	rdmae_region_destroy(r);
-	r = on_demand(c, sizeof(mem), 100);
+	r = on_demand(c, sizeof(fixture_mem), 100);
 	assert_int_equal(mock_region_chunk_size(r), 4096);
 	rdmae_region_destroy(r);
-	r = on_demand(c, sizeof(mem), 0);
+	r = on_demand(c, sizeof(fixture_mem), 0);
 	assert_int_equal(mock_region_chunk_size(r), 16 * MiB);
 	rdmae_region_destroy(r);
 	/* Never advertised to the peer: its keys would come and go. */
 	o.remote_write = 1;
-	assert_int_equal(rdmae_region_create(&r, c, mem, sizeof(mem), &o, &err), -EINVAL);
+	assert_int_equal(rdmae_region_create(&r, c, fixture_mem, sizeof(fixture_mem), &o, &err), -EINVAL);
 	assert_int_equal(mock_live(MOCK_OBJ_MR), 2);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* A chunk that cannot be pinned fails the call, not the connection, and pins nothing. */
@@ -592,7 +551,7 @@ static void test_on_demand_pin_fails(void **state)
 
 	(void)state;
 	mock_fail(MOCK_REG_MR, 1, ENOMEM);
-	assert_int_equal(rdmae_write(c, r, &peer, &run, 1, &err), -ENOMEM);
+	assert_int_equal(rdmae_write(c, r, &fixture_peer, &run, 1, &err), -ENOMEM);
 	assert_non_null(strstr(err.msg, "write to mock"));
 	assert_int_equal(rdmae_conn_error(c, NULL), 0);
 	assert_int_equal(mock_sends(), 0);
@@ -602,7 +561,7 @@ static void test_on_demand_pin_fails(void **state)
 
 	/* The second piece's chunk fails: the first piece was queued, and still goes. */
 	mock_fail(MOCK_REG_MR, 2, ENOMEM);
-	assert_int_equal(rdmae_write(c, r, &peer, two, 2, &err), -ENOMEM);
+	assert_int_equal(rdmae_write(c, r, &fixture_peer, two, 2, &err), -ENOMEM);
 	assert_int_equal(mock_sends(), 1);
 	assert_int_equal(mock_chunk_refs(r, 0), 1);
 	assert_int_equal(mock_chunk_refs(r, 1), 0);
@@ -612,18 +571,18 @@ static void test_on_demand_pin_fails(void **state)
 	assert_int_equal(mock_chunk_refs(r, 0), 0);
 
 	/* Nothing failing: the same WRITE goes. */
-	write_ok(c, r, &peer, &run, 1);
+	write_ok(c, r, &fixture_peer, &run, 1);
 	complete_all(c);
 	rdmae_region_destroy(r);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 static void write_chunk(struct rdmae_conn *c, struct rdmae_region *r, size_t idx)
 {
 	struct rdmae_run run = { idx * 16 * KiB, 0, 4 * KiB };
 
-	write_ok(c, r, &peer, &run, 1);
+	write_ok(c, r, &fixture_peer, &run, 1);
 }
 
 /* The pinned total stays under the bound by unpinning the least recently used idle chunk. */
@@ -679,7 +638,7 @@ static void test_on_demand_lru(void **state)
 	assert_null(c->lru_head);
 	assert_null(c->lru_tail);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 /* The last chunk of a region may be short: it counts for what it pins. A chunk over the bound never fits. */
@@ -691,39 +650,39 @@ static void test_on_demand_short_chunk(void **state)
 	struct rdmae_region *r = on_demand(c, 40 * KiB, 16 * KiB);
 
 	(void)state;
-	write_ok(c, r, &peer, &run, 1);
+	write_ok(c, r, &fixture_peer, &run, 1);
 	assert_int_equal(mock_chunk_mr(r, 2)->length, 8 * KiB);
 	assert_int_equal(rdmae_conn_pinned(c), 8 * KiB);
 	complete_all(c);
 
 	rdmae_conn_set_pin_limit(c, 8 * KiB);
 	run.local = 0;
-	assert_int_equal(rdmae_write(c, r, &peer, &run, 1, &err), -ENOBUFS);
+	assert_int_equal(rdmae_write(c, r, &fixture_peer, &run, 1, &err), -ENOBUFS);
 	assert_int_equal(rdmae_conn_error(c, NULL), 0);
 	rdmae_region_destroy(r);
 	rdmae_conn_destroy(c);
-	assert_clean();
+	fixture_assert_clean();
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup(test_split_and_deal, setup),
-		cmocka_unit_test_setup(test_split_at_descriptor, setup),
-		cmocka_unit_test_setup(test_split_at_chunk, setup),
-		cmocka_unit_test_setup(test_coalesce, setup),
-		cmocka_unit_test_setup(test_signal_every_16, setup),
-		cmocka_unit_test_setup(test_signal_by_bytes, setup),
-		cmocka_unit_test_setup(test_writes_in_flight_bound, setup),
-		cmocka_unit_test_setup(test_read, setup),
-		cmocka_unit_test_setup(test_pin_all_spans, setup),
-		cmocka_unit_test_setup(test_pin_all_rollback, setup),
-		cmocka_unit_test_setup(test_pin_all_enomem_names_memlock, setup),
-		cmocka_unit_test_setup(test_odp, setup),
-		cmocka_unit_test_setup(test_on_demand_shape, setup),
-		cmocka_unit_test_setup(test_on_demand_pin_fails, setup),
-		cmocka_unit_test_setup(test_on_demand_lru, setup),
-		cmocka_unit_test_setup(test_on_demand_short_chunk, setup),
+		cmocka_unit_test_setup(test_split_and_deal, fixture_setup),
+		cmocka_unit_test_setup(test_split_at_descriptor, fixture_setup),
+		cmocka_unit_test_setup(test_split_at_chunk, fixture_setup),
+		cmocka_unit_test_setup(test_coalesce, fixture_setup),
+		cmocka_unit_test_setup(test_signal_every_16, fixture_setup),
+		cmocka_unit_test_setup(test_signal_by_bytes, fixture_setup),
+		cmocka_unit_test_setup(test_writes_in_flight_bound, fixture_setup),
+		cmocka_unit_test_setup(test_read, fixture_setup),
+		cmocka_unit_test_setup(test_pin_all_spans, fixture_setup),
+		cmocka_unit_test_setup(test_pin_all_rollback, fixture_setup),
+		cmocka_unit_test_setup(test_pin_all_enomem_names_memlock, fixture_setup),
+		cmocka_unit_test_setup(test_odp, fixture_setup),
+		cmocka_unit_test_setup(test_on_demand_shape, fixture_setup),
+		cmocka_unit_test_setup(test_on_demand_pin_fails, fixture_setup),
+		cmocka_unit_test_setup(test_on_demand_lru, fixture_setup),
+		cmocka_unit_test_setup(test_on_demand_short_chunk, fixture_setup),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
