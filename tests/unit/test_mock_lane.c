@@ -8,7 +8,10 @@
  * fail the connection with the first cause.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
@@ -262,6 +265,93 @@ static void test_conn_teardown_order(void **state)
 	from = mock_log_len();
 	rdmae_conn_destroy(c);
 	fixture_assert_log(from, "-Q -Q -M -M -M -R -R -M -M -R -R -C -H -P -I -I -E");
+	fixture_assert_clean();
+}
+
+/*
+ * The progress thread, as far as a lane's drain needs it: reap and wake the
+ * waiters until told to stop. The lane tests otherwise run without a thread,
+ * which is exactly when the drain is skipped.
+ */
+struct fake_thread {
+	struct rdmae_conn *c;
+	atomic_bool stop;
+};
+
+static void *fake_progress(void *arg)
+{
+	struct fake_thread *t = arg;
+
+	while (!atomic_load(&t->stop)) {
+		mock_progress(t->c);
+		sched_yield();
+	}
+	return NULL;
+}
+
+/*
+ * A lane that fails while the progress thread runs (a second lane's connect
+ * failing, connect.c's err_lane) is destroyed under the lock: its QP goes to
+ * error and the drain waits for a marker behind everything it had posted, so
+ * the flushed receives are reaped before the rings they point into are freed,
+ * and, expected, they fail nothing.
+ */
+static void test_lane_drain_before_rings_freed(void **state)
+{
+	struct fake_thread t = { 0 };
+	struct rdmae_err err = { 0 };
+	struct rdma_cm_id *id;
+	struct rdmae_conn *c;
+	struct ibv_qp *qp;
+	pthread_t th;
+	size_t from, mods;
+	unsigned int drain_left;
+	bool to_error = false, draining;
+
+	(void)state;
+	c = mock_conn(2, NULL);
+	assert_non_null(c);
+	qp = mock_lane_qp(c, 1);
+	assert_true(mock_qp_recvs_out(qp) > 0);
+	t.c = c;
+	pthread_mutex_lock(&c->lock);
+	c->thread_started = true;	/* as if it had never been stopped (mock_conn stops it) */
+	c->stop = false;
+	pthread_mutex_unlock(&c->lock);
+	assert_int_equal(pthread_create(&th, NULL, fake_progress, &t), 0);
+
+	from = mock_log_len();
+	mods = mock_modifies();
+	pthread_mutex_lock(&c->lock);
+	id = c->lanes[1].id;
+	rdmae_lane_destroy(&c->lanes[1]);
+	c->lanes[1].id = NULL;
+	draining = c->lanes[1].draining;
+	drain_left = c->lanes[1].drain_left;
+	pthread_mutex_unlock(&c->lock);
+	rdma_destroy_id(id);
+
+	/* Both markers came back (no timeout), and nothing of the lane is left to reap. */
+	assert_true(draining);
+	assert_int_equal(drain_left, 0);
+	assert_int_equal(mock_cq_pending(), 0);
+	for (size_t i = mods; i < mock_modifies(); i++)
+		to_error |= mock_modify_at(i)->qp == qp &&
+			    (mock_modify_at(i)->mask & IBV_QP_STATE) &&
+			    mock_modify_at(i)->state == IBV_QPS_ERR;
+	assert_true(to_error);
+	/* The QP goes before its rings' MRs and memory. */
+	fixture_assert_log(from, "-Q -M -M -R -R -I");
+	/* Flushes while draining are expected: the connection is still up. */
+	assert_int_equal(rdmae_conn_error(c, &err), 0);
+	assert_int_equal(c->state, RDMAE_ST_CONNECTED);
+
+	atomic_store(&t.stop, true);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	pthread_mutex_lock(&c->lock);
+	c->thread_started = false;	/* joined here, not by rdmae_progress_stop */
+	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_destroy(c);
 	fixture_assert_clean();
 }
 
@@ -936,6 +1026,7 @@ int main(void)
 		cmocka_unit_test_setup(test_lane_create_limits, fixture_setup),
 		cmocka_unit_test_setup(test_lane_reg_enomem_names_verb, fixture_setup),
 		cmocka_unit_test_setup(test_conn_teardown_order, fixture_setup),
+		cmocka_unit_test_setup(test_lane_drain_before_rings_freed, fixture_setup),
 		cmocka_unit_test_setup(test_flush_after_write_error, fixture_setup),
 		cmocka_unit_test_setup(test_flush_before_disconnect_event, fixture_setup),
 		cmocka_unit_test_setup(test_flush_with_parked_receives, fixture_setup),
