@@ -170,9 +170,9 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 		goto err_id;
 	}
 	rdmae_conn_lock(c);
-	ret = rdmae_lane_create(c, id, idx, err);
+	ret = rdmae_lane_create_locked(c, id, idx, err);
 	if (!ret && idx > 0)
-		rdmae_negotiate_lane_credits(c, id->context);
+		rdmae_negotiate_lane_credits_locked(c, id->context);
 	rdmae_conn_unlock(c);
 	if (ret)
 		goto err_id;

@@ -488,8 +488,8 @@ void rdmae_lane_grant_locked(struct rdmae_lane *l)
 	}
 }
 
-int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int idx,
-		      struct rdmae_err *err)
+int rdmae_lane_create_locked(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int idx,
+			     struct rdmae_err *err)
 {
 	struct rdmae_lane *l = &c->lanes[idx];
 	struct ibv_qp_init_attr qa;

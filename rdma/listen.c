@@ -262,7 +262,7 @@ static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, struct 
 	if (ret)
 		goto err_conn;
 	rdmae_conn_lock(c);
-	ret = rdmae_lane_create(c, id, 0, err);
+	ret = rdmae_lane_create_locked(c, id, 0, err);
 	c->state = RDMAE_ST_NEGOTIATING;
 	c->notify_fd = l->wake_fd;
 	/* A client that connects and then goes quiet must not hold a slot for ever. */
@@ -311,9 +311,9 @@ static int accept_lane(struct rdmae_listener *l, struct rdma_cm_id *id,
 		return rdmae_err_set(err, -EXDEV, "lane %u from %s arrived on another device",
 				     pd->lane, c->peer);
 	}
-	ret = rdmae_lane_create(c, id, pd->lane, err);
+	ret = rdmae_lane_create_locked(c, id, pd->lane, err);
 	if (!ret)
-		rdmae_negotiate_lane_credits(c, &c->lanes[pd->lane]);
+		rdmae_negotiate_lane_credits_locked(c, &c->lanes[pd->lane]);
 	rdmae_conn_unlock(c);
 	if (ret)
 		return ret;

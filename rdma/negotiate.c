@@ -54,7 +54,7 @@ static void derive_lane_tokens(struct rdmae_conn *c)
 }
 
 /* Data lanes: both sides post their own credit count and start with the peer's. */
-void rdmae_negotiate_lane_credits(struct rdmae_conn *c, struct rdmae_lane *l)
+void rdmae_negotiate_lane_credits_locked(struct rdmae_conn *c, struct rdmae_lane *l)
 {
 	rdmae_credits_init(&l->cr, c->neg.peer_credits_target, l->nrx, l->nrx,
 			   c->neg.peer_credits_target);

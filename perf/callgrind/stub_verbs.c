@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Stub verbs for the page-cost benchmark (pagecost.c): a connection whose
- * lanes are made by the real rdmae_lane_create over stub objects. Apart from
+ * lanes are made by the real rdmae_lane_create_locked over stub objects. Apart from
  * pagecost.c because the transport's internals and the engine's protocol
  * both name a struct rdmae_msg.
  */
@@ -167,7 +167,7 @@ struct rdmae_conn *stub_conn_create(unsigned int lanes, struct rdmae_err *err)
 	for (i = 0; i < lanes; i++) {
 		stub_qp[i].context = &stub_ctx;
 		stub_qp[i].qp_num = i + 1;
-		if (rdmae_lane_create(c, &ids[i], i, err))
+		if (rdmae_lane_create_locked(c, &ids[i], i, err))
 			return NULL;
 		c->lanes[i].established = true;
 	}

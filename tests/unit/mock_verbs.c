@@ -1206,7 +1206,7 @@ struct rdmae_conn *mock_conn(unsigned int lanes, const struct rdmae_conn_opts *o
 	for (i = 0; i < lanes; i++) {
 		struct rdma_cm_id *id = mock_cm_id();
 
-		if (rdmae_lane_create(c, id, i, &err)) {
+		if (rdmae_lane_create_locked(c, id, i, &err)) {
 			pthread_mutex_unlock(&c->lock);
 			rdma_destroy_id(id);
 			goto fail;
@@ -1226,7 +1226,7 @@ struct rdmae_conn *mock_conn(unsigned int lanes, const struct rdmae_conn_opts *o
 	rdmae_credits_init(&c->lanes[0].cr, c->neg.send_credits, c->lanes[0].nrx,
 			   c->lanes[0].nrx, c->neg.peer_credits_target);
 	for (i = 1; i < lanes; i++)
-		rdmae_negotiate_lane_credits(c, &c->lanes[i]);
+		rdmae_negotiate_lane_credits_locked(c, &c->lanes[i]);
 	rdmae_reasm_init(&c->reasm, c->neg.max_fragmented_size);
 	c->state = RDMAE_ST_CONNECTED;
 	c->cm_to_thread = true;

@@ -172,7 +172,7 @@ static void test_lane_create_rollback(void **state)
 		from = mock_log_len();
 		mock_fail(st->op, st->nth, st->err);
 		pthread_mutex_lock(&c->lock);
-		ret = rdmae_lane_create(c, id, 0, &err);
+		ret = rdmae_lane_create_locked(c, id, 0, &err);
 		pthread_mutex_unlock(&c->lock);
 		if (ret != st->code || !strstr(err.msg, st->msg))
 			fail_msg("%s failing: %d (%s), want %d and '%s'", st->what, ret, err.msg,
@@ -189,7 +189,7 @@ static void test_lane_create_rollback(void **state)
 
 		/* And it can be: a second attempt with nothing failing makes the whole lane. */
 		pthread_mutex_lock(&c->lock);
-		ret = rdmae_lane_create(c, id, 0, &err);
+		ret = rdmae_lane_create_locked(c, id, 0, &err);
 		pthread_mutex_unlock(&c->lock);
 		assert_int_equal(ret, 0);
 		assert_int_equal(c->nlanes, 1);
@@ -218,7 +218,7 @@ static void test_lane_reg_enomem_names_verb(void **state)
 	id = mock_cm_id();
 	mock_fail(MOCK_REG_MR, 1, ENOMEM);
 	pthread_mutex_lock(&c->lock);
-	assert_int_equal(rdmae_lane_create(c, id, 0, &err), -ENOMEM);
+	assert_int_equal(rdmae_lane_create_locked(c, id, 0, &err), -ENOMEM);
 	pthread_mutex_unlock(&c->lock);
 	ok = strstr(err.msg, "ibv_reg_mr") != NULL;
 	rdma_destroy_id(id);
@@ -243,7 +243,7 @@ static void test_lane_create_limits(void **state)
 	id = mock_cm_id();
 	from = mock_log_len();
 	pthread_mutex_lock(&c->lock);
-	assert_int_equal(rdmae_lane_create(c, id, 0, &err), -EINVAL);
+	assert_int_equal(rdmae_lane_create_locked(c, id, 0, &err), -EINVAL);
 	pthread_mutex_unlock(&c->lock);
 	assert_non_null(strstr(err.msg, "max_qp_wr"));
 	fixture_assert_log(from, "");

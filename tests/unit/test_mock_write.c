@@ -479,7 +479,8 @@ static void test_odp(void **state)
 	(void)state;
 	c->odp_write = true;
 	mock_fail(MOCK_REG_MR, 1, EOPNOTSUPP);
-	assert_int_equal(rdmae_region_create(&r, c, fixture_mem, sizeof(fixture_mem), &o, &err), -EOPNOTSUPP);
+	assert_int_equal(rdmae_region_create(&r, c, fixture_mem, sizeof(fixture_mem), &o, &err),
+			 -EOPNOTSUPP);
 	assert_non_null(strstr(err.msg, "ODP"));
 	assert_int_equal(mock_live(MOCK_OBJ_MR), 2);
 
