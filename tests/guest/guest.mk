@@ -1,6 +1,8 @@
 # Included by the top-level Makefile: the test guest and the QMP client the
 # end-to-end tests run inside the bench VMs (tests/guest/guest.c, qmp.c).
-#   make guest   -> $(BUILD)/guest/rdmae-guest.elf, $(BUILD)/guest/rdmae-qmp
+#   make guest   -> $(BUILD)/guest/rdmae-guest.elf, $(BUILD)/guest/rdmae-qmp,
+#                   $(BUILD)/guest/rdmae-lguest (the Linux test guest's
+#                   workloads, static: it runs in the guest's own initramfs)
 
 GUEST_DIR   := $(BUILD)/guest
 GUEST_ELF   := $(GUEST_DIR)/rdmae-guest.elf
@@ -21,4 +23,9 @@ $(GUEST_QMP): tests/guest/qmp.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) -O2 -g -o $@ $<
 
-guest: $(GUEST_ELF) $(GUEST_QMP)
+GUEST_LGUEST := $(GUEST_DIR)/rdmae-lguest
+$(GUEST_LGUEST): tests/guest/linux/lguest.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) -O2 -g -static -o $@ $<
+
+guest: $(GUEST_ELF) $(GUEST_QMP) $(GUEST_LGUEST)

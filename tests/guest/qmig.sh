@@ -12,7 +12,9 @@
 #
 # Environment: QEMU (the binary), QEMU_FW (firmware dir, -L), GUEST_ELF,
 # GUEST_MEM (MiB, default 128), GUEST_HOT (hot set in KiB, default 1024);
-# /etc/rdmae-qemu.env, written by the bench, sets them in the VMs.
+# /etc/rdmae-qemu.env, written by the bench, gives the defaults in the VMs
+# (a value set before sourcing this file wins). qm_start takes other guests:
+# see there, and lguest.sh for the Linux test guest.
 
 [ -r /etc/rdmae-qemu.env ] && . /etc/rdmae-qemu.env
 QEMU=${QEMU:-qemu-system-x86_64}
@@ -32,8 +34,11 @@ qm_auth() { [ "$1" = rdmae ] && echo ",key=$QM_KEY" || true; }
 
 qm_say() { echo "${QM_PREFIX:-q}: $*"; }
 # QM_ON_DIE: a command qm_die runs first, once (e.g. tell the peer VM).
+# QM_FAIL_FILE: a file qm_die writes its reason to (a caller that runs a
+# step in a subshell and goes on after a failure reads it there).
 qm_die() {
   echo "${QM_PREFIX:-q}: FAIL: $*"
+  [ -z "${QM_FAIL_FILE:-}" ] || echo "$*" >"$QM_FAIL_FILE"
   if [ -n "${QM_ON_DIE:-}" ]; then
     local h=$QM_ON_DIE
     QM_ON_DIE=
@@ -49,18 +54,17 @@ qm_need_rdmae() {
     qm_die "no QEMU with the rdmae: channel in this VM: set RDMAE_QEMU=\$(qemu-plugin/build.sh | tail -1) when running the bench (this VM has ${QEMU_VERSION:-unknown QEMU})"
 }
 
-# qm_start NAME [QEMU ARGS...]: starts QEMU with the test guest, in the
-# background; returns once its QMP socket answers.
-qm_start() {
+# qm_launch NAME [QEMU ARGS...]: starts QEMU in the background with what
+# every instance here has (no defaults, no display, QMP on NAME.qmp, output
+# in NAME.log); returns once its QMP socket answers.
+qm_launch() {
   local n=$1
   shift
   rm -f "$n.serial" "$n.qmp" "$n.log" "$n.pid" "$n.rc"
   : >"$n.serial"
   (
-    "$QEMU" -name "$n" -accel tcg -smp 1 -m "$GUEST_MEM" -nodefaults -no-user-config \
-      -display none -no-reboot -L "$QEMU_FW" \
-      -kernel "$GUEST_ELF" -append "hot=$GUEST_HOT" \
-      -serial "file:$n.serial" -qmp "unix:$n.qmp,server=on,wait=off" "$@" \
+    "$QEMU" -name "$n" -nodefaults -no-user-config -display none \
+      -qmp "unix:$n.qmp,server=on,wait=off" "$@" \
       </dev/null >"$n.log" 2>&1 &
     echo $! >"$n.pid"
     rc=0
@@ -78,6 +82,20 @@ qm_start() {
     [ $i -lt 120 ] || qm_die "$n: QMP does not answer after 120 tries"
     sleep 1
   done
+}
+
+# qm_start NAME [QEMU ARGS...]: starts QEMU with a guest, in the background;
+# returns once its QMP socket answers. The guest is the bare-metal test guest
+# unless the caller names another: GUEST_KERNEL (default GUEST_ELF),
+# GUEST_INITRD (default none), GUEST_APPEND (default "hot=GUEST_HOT"),
+# GUEST_MEM (MiB) and GUEST_SMP (default 1). Its console is NAME.serial.
+qm_start() {
+  local n=$1
+  shift
+  if [ -n "${GUEST_INITRD:-}" ]; then set -- -initrd "$GUEST_INITRD" "$@"; fi
+  qm_launch "$n" -accel tcg -smp "${GUEST_SMP:-1}" -m "$GUEST_MEM" -no-reboot -L "$QEMU_FW" \
+    -kernel "${GUEST_KERNEL:-$GUEST_ELF}" -append "${GUEST_APPEND:-hot=$GUEST_HOT}" \
+    -serial "file:$n.serial" "$@"
 }
 
 qm_pid() { cat "$1.pid"; }
@@ -384,7 +402,7 @@ qm_e2e() {
       qm_say "src: HMP said: $(cat migrate.out)"
       grep -qi 'error' migrate.out && qm_die "src: HMP migrate refused: $(cat migrate.out)"
     fi
-    qm_migrate_wait src 1800 "$progress"
+    qm_migrate_wait src "${QM_MIGRATE_TIMEOUT:-1800}" "$progress"
     st=$(jget status <src.mig)
     if [ "$st" != completed ]; then
       cat src.mig

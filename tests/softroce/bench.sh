@@ -8,6 +8,12 @@
 #   bench.sh --demo-synthetic  the test named "demo_synthetic" (the engine's own guest)
 #   bench.sh --list          list the tests with topology and timeout
 # Options: --keep (keep the work dir), -v (same as V=1).
+# A test is a file NAME.sh of the tests folder whose first lines say
+# "# topology: one|two", "# timeout: SECONDS" and optionally "# needs: qemu"
+# (the nested QEMU and the bare-metal test guest) or "# needs: qemu,linux"
+# (also the Linux test guest: tests/guest/linux). Sourced helper libraries
+# go in the folder's lib/ (they reach the VMs as /tests/lib/*.sh) and are
+# never run as tests.
 # Environment: RDMAE_CACHE (default ~/.cache/rdmae), RDMAE_BUILD (default
 # <repo>/build), RDMAE_TESTS_DIR (default tests/softroce/tests), V=1
 # (verbose), TMPDIR, RDMAE_QEMU (the QEMU with the rdmae: channel, for the
@@ -27,6 +33,7 @@ V=${V:-0}
 KEEP=0
 DEMO=0
 NEED_QEMU=0   # a selected test runs QEMU inside the VMs ("# needs: qemu")
+NEED_LINUX=0  # ... with the Linux test guest ("# needs: qemu,linux")
 
 # VM sizes
 MEM_ONE=3072 SMP_ONE=2
@@ -49,7 +56,7 @@ SELECTED=()
 
 hdr() { # file key default
   local v
-  v=$(sed -n "1,20s/^# *$2: *\([0-9A-Za-z_-]*\).*/\1/p" "$1" | head -1)
+  v=$(sed -n "1,20s/^# *$2: *\([0-9A-Za-z_,-]*\).*/\1/p" "$1" | head -1)
   printf '%s' "${v:-$3}"
 }
 
@@ -356,7 +363,8 @@ main() {
   for t in "${names[@]}"; do
     [[ -n ${T_TOPO[$t]:-} ]] || { echo "bench.sh: no test '$t' ($TESTS_DIR/$t.sh); have: ${ALL_TESTS[*]}" >&2; exit 2; }
     [[ " ${SELECTED[*]} " == *" $t "* ]] || SELECTED+=("$t")
-    [[ ${T_NEEDS[$t]} != qemu ]] || NEED_QEMU=1
+    case ,${T_NEEDS[$t]}, in *,qemu,*) NEED_QEMU=1 ;; esac
+    case ,${T_NEEDS[$t]}, in *,linux,*) NEED_QEMU=1 NEED_LINUX=1 ;; esac
   done
 
   for t in qemu-system-x86_64 socat flock timeout cpio gzip ldd ss apt-cache apt-get dpkg-deb; do

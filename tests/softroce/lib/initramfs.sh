@@ -15,18 +15,25 @@
 # packages it copies from, this file, the guest/ tree.
 
 # Modules, in load order (as in doc/../shared/softroce.md). Missing dependencies
-# are added from modules.dep; built-in ones are skipped.
+# are added from modules.dep; built-in ones are skipped. tun, bridge and vxlan
+# are for a nested guest's network (tests/guest/lguest.sh: a bridge in each VM
+# joined over the VMs' link, so the guest keeps its address when it moves).
 INITRAMFS_MODULES=(crc32_generic udp_tunnel ip6_udp_tunnel ib_core ib_uverbs rdma_rxe
   configfs iw_cm ib_cm rdma_cm rdma_ucm dummy
   virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
-  failover net_failover virtio_net)
+  failover net_failover virtio_net tun bridge vxlan)
 
-# Tools copied into the VM. ip and rdma go to /usr/sbin (call them by absolute
+# The Linux test guest's own initramfs (tests/guest/linux): the same kernel's
+# virtio modules, busybox, its init and rdmae-lguest.
+LGUEST_MODULES=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
+  failover net_failover virtio_net virtio_blk)
+
+# Tools copied into the VM. ip, rdma and bridge go to /usr/sbin (call them by absolute
 # path: busybox sh prefers its own "ip" applet), the rest to /usr/bin. jq lets a
 # test check the JSON that rdmae-perf --json writes (1 MB with its libraries).
 # gnuplot is not here: with libgd's image codecs it needs 57 MB of libraries;
 # rdmae-perf --plot leaves its script for another machine to draw instead.
-INITRAMFS_SBIN_TOOLS=(ip rdma)
+INITRAMFS_SBIN_TOOLS=(ip rdma bridge)
 INITRAMFS_BIN_TOOLS=(ibv_devinfo ibv_devices ibv_rc_pingpong
   ib_write_bw ib_write_lat ib_read_bw ib_read_lat ib_send_bw ib_send_lat
   rping ucmatose udaddy jq)
@@ -88,16 +95,17 @@ initramfs_key() {
     echo "kernel $KID"
     dpkg-query -W -f='${Package} ${Version}\n' "${INITRAMFS_KEY_PACKAGES[@]}" 2>/dev/null || true
     echo "modules ${INITRAMFS_MODULES[*]}"
-    sha256sum "$HERE/lib/initramfs.sh"
+    # Contents only: a key must not change with the checkout's path.
+    sha256sum <"$HERE/lib/initramfs.sh"
     (cd "$HERE/guest" && find . -type f | LC_ALL=C sort | xargs sha256sum)
   } | sha256sum | cut -c1-16
 }
 
-# Resolve INITRAMFS_MODULES against modules.dep / modules.builtin; prints
-# "name relpath" lines in load order.
+# Resolve modules (default INITRAMFS_MODULES) against modules.dep /
+# modules.builtin; prints "name relpath" lines in load order.
 _module_order() {
-  local mdir=$KDIR/lib/modules/$KVER
-  awk -v want="${INITRAMFS_MODULES[*]}" '
+  local mdir=$KDIR/lib/modules/$KVER want="${*:-${INITRAMFS_MODULES[*]}}"
+  awk -v want="$want" '
     function base(p,  b) { b = p; sub(/.*\//, "", b); sub(/\.ko(\.(xz|zst|gz))?$/, "", b); gsub(/-/, "_", b); return b }
     FILENAME ~ /modules\.builtin$/ { builtin[base($1)] = 1; next }
     {
@@ -120,8 +128,31 @@ _module_order() {
   ' "$mdir/modules.builtin" "$mdir/modules.dep"
 }
 
+# Decompresses the modules and their dependencies into DIR, with DIR/load-order.
+_stage_modules() { # dir modules...
+  local dir=$1 n rel src mdir=$KDIR/lib/modules/$KVER
+  shift
+  mkdir -p "$dir"
+  : >"$dir/load-order"
+  while read -r n rel; do
+    case $n in
+      "#") vnote "initramfs: module $rel is built in" ; continue ;;
+      ERROR) die "kernel module $rel: not in $mdir/modules.dep nor modules.builtin" ;;
+    esac
+    src=$mdir/$rel
+    case $src in
+      *.ko) cp "$src" "$dir/$n.ko" ;;
+      *.ko.xz) xz -dc "$src" >"$dir/$n.ko" ;;
+      *.ko.zst) zstd -qdc "$src" >"$dir/$n.ko" ;;
+      *.ko.gz) gzip -dc "$src" >"$dir/$n.ko" ;;
+      *) die "unexpected module file $src" ;;
+    esac
+    echo "$n" >>"$dir/load-order"
+  done < <(_module_order "$@")
+}
+
 initramfs_fixed() { # sets FIXED_CPIO
-  local key stage t p line n rel src mdir=$KDIR/lib/modules/$KVER
+  local key stage t p line
   key=$(initramfs_key)
   FIXED_CPIO=$CACHE/initramfs-fixed-$key.cpio.gz
   if [[ -f $FIXED_CPIO ]]; then
@@ -148,23 +179,7 @@ initramfs_fixed() { # sets FIXED_CPIO
   cp "$HERE"/guest/bin/* "$stage/usr/libexec/rdmae/"
   chmod 755 "$stage"/usr/libexec/rdmae/*
 
-  # modules
-  : >"$stage/lib/modules/rdmae/load-order"
-  while read -r n rel; do
-    case $n in
-      "#") vnote "initramfs: module $rel is built in" ; continue ;;
-      ERROR) die "kernel module $rel: not in $mdir/modules.dep nor modules.builtin" ;;
-    esac
-    src=$mdir/$rel
-    case $src in
-      *.ko) cp "$src" "$stage/lib/modules/rdmae/$n.ko" ;;
-      *.ko.xz) xz -dc "$src" >"$stage/lib/modules/rdmae/$n.ko" ;;
-      *.ko.zst) zstd -qdc "$src" >"$stage/lib/modules/rdmae/$n.ko" ;;
-      *.ko.gz) gzip -dc "$src" >"$stage/lib/modules/rdmae/$n.ko" ;;
-      *) die "unexpected module file $src" ;;
-    esac
-    echo "$n" >>"$stage/lib/modules/rdmae/load-order"
-  done < <(_module_order)
+  _stage_modules "$stage/lib/modules/rdmae" "${INITRAMFS_MODULES[@]}"
 
   # tools + their libraries
   for t in "${INITRAMFS_SBIN_TOOLS[@]}"; do
@@ -248,15 +263,69 @@ initramfs_qemu() { # stage
   _copy_file "$stage" "$REPO/tests/guest/qmig.sh" /usr/libexec/rdmae/qmig.sh
   mkdir -p "$stage/etc"
   mkdir -p "$stage/etc"
+  # Defaults only (:=): a test that sets one of these before sourcing
+  # qmig.sh keeps its own.
   {
-    echo "QEMU=/usr/local/bin/qemu-system-x86_64"
-    echo "QEMU_FW=/usr/share/rdmae/qemu-fw"
-    echo "GUEST_ELF=/usr/share/rdmae/rdmae-guest.elf"
+    echo ': "${QEMU:=/usr/local/bin/qemu-system-x86_64}"'
+    echo ': "${QEMU_FW:=/usr/share/rdmae/qemu-fw}"'
+    echo ': "${GUEST_ELF:=/usr/share/rdmae/rdmae-guest.elf}"'
     echo "RDMAE_QEMU_PATCHED=$patched"
     printf 'QEMU_VERSION=%q\n' "$ver"
     [[ -z $moddir ]] || echo "QEMU_MODULE_DIR=$moddir; export QEMU_MODULE_DIR"
   } >"$stage/etc/rdmae-qemu.env"
   RUN_QEMU="QEMU $ver from $q$([[ $patched == 1 ]] || echo ' (Debian'"'"'s: no rdmae: channel; set RDMAE_QEMU)')"
+}
+
+# The Linux test guest (tests/guest/linux), for tests with "# needs: linux":
+# the bench's own Debian kernel, and an initramfs of busybox, the kernel's
+# virtio modules, the guest's init and rdmae-lguest. Cached in
+# $CACHE/lguest-KEY.cpio.gz; the key hashes the kernel, busybox, the module
+# list and the contents (not the paths) of what goes in.
+initramfs_lguest() { # sets LGUEST_CPIO
+  local key stage t lg=$BUILD_DIR/guest/rdmae-lguest
+  [[ -f $lg ]] || die "$lg missing: run 'make guest'"
+  key=$( {
+    echo "kernel $KID"
+    dpkg-query -W -f='${Package} ${Version}\n' busybox-static 2>/dev/null || true
+    echo "modules ${LGUEST_MODULES[*]}"
+    sha256sum <"$REPO/tests/guest/linux/init"
+    sha256sum <"$lg"
+  } | sha256sum | cut -c1-16)
+  LGUEST_CPIO=$CACHE/lguest-$key.cpio.gz
+  [[ -f $LGUEST_CPIO ]] && return 0
+  note "initramfs: building the Linux test guest's initramfs (key $key)"
+  stage=$WORK/lguest
+  rm -rf "$stage"
+  mkdir -p "$stage"/{bin,sbin,usr/bin,proc,sys,dev,tmp,root}
+  _copy_file "$stage" "$(_which busybox)" /bin/busybox
+  for t in $("$stage/bin/busybox" --list); do
+    [[ -e $stage/bin/$t || $t == busybox ]] || ln -s busybox "$stage/bin/$t"
+  done
+  file -b "$lg" 2>/dev/null | grep -q 'statically linked' || die "$lg is not statically linked"
+  _copy_file "$stage" "$lg" /usr/bin/rdmae-lguest
+  cp "$REPO/tests/guest/linux/init" "$stage/init"
+  chmod 755 "$stage/init" "$stage/usr/bin/rdmae-lguest"
+  _stage_modules "$stage/lib/modules/lguest" "${LGUEST_MODULES[@]}"
+  _cpio_gz "$stage" "$LGUEST_CPIO"
+  rm -rf "$stage"
+  note "initramfs: Linux guest initramfs $(du -h "$LGUEST_CPIO" | cut -f1) -> $LGUEST_CPIO"
+  ls -t "$CACHE"/lguest-*.cpio.gz 2>/dev/null | tail -n +4 | xargs -r rm -f
+}
+
+# The Linux guest's files in the per-run part, and /etc/rdmae-linux.env.
+initramfs_linux() { # stage
+  local stage=$1
+  initramfs_lguest
+  _copy_file "$stage" "$KDIR/vmlinuz" /usr/share/rdmae/linux/vmlinuz
+  _copy_file "$stage" "$LGUEST_CPIO" /usr/share/rdmae/linux/initrd.img
+  _copy_file "$stage" "$BUILD_DIR/guest/rdmae-lguest" /usr/local/bin/rdmae-lguest
+  _copy_file "$stage" "$REPO/tests/guest/lguest.sh" /usr/libexec/rdmae/lguest.sh
+  {
+    echo ": \"\${LINUX_KERNEL:=/usr/share/rdmae/linux/vmlinuz}\""
+    echo ": \"\${LINUX_INITRD:=/usr/share/rdmae/linux/initrd.img}\""
+    printf 'LINUX_KVER=%q\n' "$KVER"
+  } >"$stage/etc/rdmae-linux.env"
+  RUN_QEMU="$RUN_QEMU, Linux guest $KVER"
 }
 
 # Per-run part: project binaries (build/san/verbs/*, build/rel/rdmae-perf) in
@@ -272,8 +341,14 @@ initramfs_run() { # out
     n=$((n + 1))
   done
   cp "$TESTS_DIR"/*.sh "$stage/tests/"
+  # Sourced helper libraries: in /tests/lib, never run as tests.
+  if [[ -d $TESTS_DIR/lib ]]; then
+    mkdir -p "$stage/tests/lib"
+    cp "$TESTS_DIR"/lib/*.sh "$stage/tests/lib/"
+  fi
   RUN_QEMU=
   [[ ${NEED_QEMU:-0} != 1 ]] || initramfs_qemu "$stage"
+  [[ ${NEED_LINUX:-0} != 1 ]] || initramfs_linux "$stage"
   _cpio_gz "$stage" "$out"
   RUN_BINARIES=$n
   rm -rf "$stage"
