@@ -85,10 +85,10 @@ lg_count() { grep -cE "$2" "$1.serial" 2>/dev/null || true; }
 # Prints the boot time (QEMU start to "lguest: ready") in LG_BOOT_S.
 lg_wait_ready() {
   local n=$1 t0 t1
-  t0=$(cut -d' ' -f1 /proc/uptime)
+  t0=${LG_START_UP:-$(cut -d' ' -f1 /proc/uptime)}
   qm_wait_serial "$n" '^lguest: ready' 1200
   t1=$(cut -d' ' -f1 /proc/uptime)
-  LG_BOOT_S=$(awk -v a="$t0" -v b="$t1" -v s="${LG_START_UP:-$t0}" 'BEGIN { printf "%.0f", b - s }')
+  LG_BOOT_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", b - a }')
   qm_say "$n: the guest's init runs after $LG_BOOT_S s; waiting for each workload's first verdict"
   lg_check_console "$n"
   qm_wait_serial "$n" '^echo listening' 300

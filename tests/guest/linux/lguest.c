@@ -175,7 +175,7 @@ static void block_fill(uint64_t *b, uint64_t pass, uint64_t blk)
 
 static int do_disk(const char *dev, unsigned long blocks)
 {
-	uint64_t *buf;
+	uint64_t *buf, want[WORDS];
 	int fd;
 
 	if (posix_memalign((void **)&buf, PAGE, PAGE)) {
@@ -212,8 +212,8 @@ static int do_disk(const char *dev, unsigned long blocks)
 				fflush(stdout);
 				return 1;
 			}
-			if (buf[0] != DISK_MAGIC || buf[1] != pass || buf[2] != b ||
-			    buf[WORDS - 1] != word_of(b, pass, WORDS - 1)) {
+			block_fill(want, pass, b);
+			if (memcmp(buf, want, PAGE) != 0) {
 				if (!bad)
 					first = b;
 				bad++;

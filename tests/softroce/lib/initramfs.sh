@@ -280,7 +280,7 @@ initramfs_qemu() { # stage
 # the bench's own Debian kernel, and an initramfs of busybox, the kernel's
 # virtio modules, the guest's init and rdmae-lguest. Cached in
 # $CACHE/lguest-KEY.cpio.gz; the key hashes the kernel, busybox, the module
-# list and the contents (not the paths) of what goes in.
+# list, this builder and the contents (not the paths) of what goes in.
 initramfs_lguest() { # sets LGUEST_CPIO
   local key stage t lg=$BUILD_DIR/guest/rdmae-lguest
   [[ -f $lg ]] || die "$lg missing: run 'make guest'"
@@ -288,6 +288,7 @@ initramfs_lguest() { # sets LGUEST_CPIO
     echo "kernel $KID"
     dpkg-query -W -f='${Package} ${Version}\n' busybox-static 2>/dev/null || true
     echo "modules ${LGUEST_MODULES[*]}"
+    sha256sum <"$HERE/lib/initramfs.sh"
     sha256sum <"$REPO/tests/guest/linux/init"
     sha256sum <"$lg"
   } | sha256sum | cut -c1-16)

@@ -43,7 +43,7 @@ if ! (QM_FAIL_FILE=$PWD/rdma.why QM_MIGRATE_TIMEOUT=600 QM_FIGURES=$PWD/rdma.fig
   say "rdma: did not complete: $(cat rdma.why)"
   rdmae-qmp -t 10 src.qmp migrate_cancel >/dev/null 2>&1 || true
   qm_stop src; qm_stop dst
-  rm -f rdma.fig
+  echo "status=not completed" >rdma.fig
 fi
 qm_sync between-2 900
 say "---- 3/3: migrate tcp:$PEER:4461 (the reference, same guest, same link) ----"
@@ -62,13 +62,11 @@ if [ "$ROLE" = src ]; then
     awk -F= '$1 == "transferred" { b = $2 } $1 == "total_time" { t = $2 }
       END { if (t > 0) printf "%.1f MB/s", b / t / 1000; else print "-" }' "$1"
   }
-  mib() { [ -f "$1" ] || { echo -; return; }; awk -F= '$1 == "transferred" { printf "%.1f MiB", $2 / 1048576 }' "$1"; }
+  mib() { [ -f "$1" ] || { echo -; return; }; awk -F= '$1 == "transferred" { m = sprintf("%.1f MiB", $2 / 1048576) } END { print (m == "" ? "-" : m) }' "$1"; }
   echo
   say "results (same guest, same run, same two VMs):"
   printf '  %-28s %16s %16s %16s\n' "" "rdmae:" "rdma:" "tcp:"
-  if [ -f rdma.fig ]; then row "status" status ""
-  else printf '  %-28s %16s %16s %16s\n' "status" "$(sed -n 's/^status=//p' rdmae.fig 2>/dev/null || echo -)" "not completed" "$(sed -n 's/^status=//p' tcp.fig)"
-  fi
+  row "status" status ""
   row "total time" total_time " ms"
   row "setup time" setup_time " ms"
   row "downtime, expected" expected_downtime " ms"
