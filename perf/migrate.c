@@ -36,7 +36,7 @@
 #include "rdmae_perf.h"
 #include "rdmae_plot.h"
 #include "rdmae_meter.h"
-#include "rdmae_size.h"
+#include "rdmae_migopt.h"
 
 #define NB RDMAE_GUEST_BLOCKS
 #define STATE_CHUNK (64u << 10)
@@ -44,22 +44,12 @@
 #define RESULT_WAIT_MS 300000
 #define GIB 1073741824.0
 
-enum hugemode { HUGE_AUTO, HUGE_ON, HUGE_OFF };
-
-static const char *const huge_names[] = { "auto", "on", "off" };
-
 struct cfg {
 	struct rdmae_perf_net net;
-	uint64_t size;
-	struct rdmae_dirtier_opts dirt;
-	uint64_t downtime_ms;
-	unsigned int max_rounds;
-	double bw_cap;			/* bytes/s */
-	unsigned int lanes;
-	enum hugemode huge;
+	struct rdmae_migopt m;		/* what rdmae_mig takes too */
+	struct rdmae_dirtier_opts dirt;	/* its rate is m.rate */
+	uint64_t size;			/* m.size, or 0 for a server not told one */
 	int numa;			/* -1: none; -2: the node this process starts on */
-	bool no_verify;
-	int timeout_ms;
 	const char *plot;
 };
 
@@ -116,22 +106,17 @@ static void guest_opts(const struct cfg *cf, uint64_t size, bool fill, bool huge
 	o->size = size;
 	o->fill = fill;
 	o->numa_node = pick_numa(cf->numa);
-	if (huge_required || cf->huge == HUGE_ON)
-		o->mem = RDMAE_GUEST_HUGE;
-	else if (cf->huge == HUGE_AUTO)
-		o->mem = RDMAE_GUEST_HUGE_IF_RESERVED;
-	else
-		o->mem = RDMAE_GUEST_SMALL;
+	o->mem = huge_required ? RDMAE_GUEST_HUGE : cf->m.mem;
 }
 
 static void session_opts(const struct cfg *cf, struct rdmae_session_opts *o)
 {
 	rdmae_session_opts_default(o);
-	o->max_bandwidth = (uint64_t)cf->bw_cap;
-	o->downtime_limit_ns = cf->downtime_ms * 1000000ull;
-	o->max_rounds = cf->max_rounds;
-	o->timeout_ms = cf->timeout_ms;
-	o->no_verify = cf->no_verify;
+	o->max_bandwidth = (uint64_t)cf->m.bw_cap;
+	o->downtime_limit_ns = cf->m.downtime_ms * 1000000ull;
+	o->max_rounds = cf->m.max_rounds;
+	o->timeout_ms = cf->m.timeout_ms;
+	o->no_verify = cf->m.no_verify;
 }
 
 static uint64_t written(struct rdmae_conn *c)
@@ -338,7 +323,7 @@ static void print_totals(struct src *s)
 	printf("  downtime          %.1f ms actual, %.1f ms expected, limit %" PRIu64 " ms "
 	       "(%.1f ms of it hashing, %.1f ms COMPLETE to COMMIT_OK)\n",
 	       (double)st->actual_downtime_ns / 1e6, (double)st->expected_downtime_ns / 1e6,
-	       cf->downtime_ms, (double)st->verify_ns / 1e6, (double)st->commit_ns / 1e6);
+	       cf->m.downtime_ms, (double)st->verify_ns / 1e6, (double)st->commit_ns / 1e6);
 	printf("  source CPU        %.3f s migration (%.3f s/GiB written), %.3f s process, "
 	       "%.3f s of it the dirtiers\n", mig, per_gib(mig, moved), s->cpu_s, s->guest_cpu_s);
 	if (s->have_dst && s->dst.n >= 7) {
@@ -393,12 +378,12 @@ static void json_config(struct rdmae_json *j, const struct cfg *cf, uint64_t siz
 	rdmae_json_str(j, "pattern", rdmae_dirty_pattern_name(cf->dirt.pattern));
 	rdmae_json_u64(j, "hot_bytes", hot_bytes);
 	rdmae_json_u64(j, "dirtiers", cf->dirt.threads ? cf->dirt.threads : 1);
-	rdmae_json_u64(j, "downtime_limit_ms", cf->downtime_ms);
-	rdmae_json_u64(j, "max_rounds", cf->max_rounds);
-	rdmae_json_num(j, "bw_cap_mb_s", cf->bw_cap / 1e6);
-	rdmae_json_u64(j, "lanes_asked", cf->lanes ? cf->lanes : default_lanes());
-	rdmae_json_str(j, "hugepages", huge_names[cf->huge]);
-	rdmae_json_bool(j, "engine_verify", !cf->no_verify);
+	rdmae_json_u64(j, "downtime_limit_ms", cf->m.downtime_ms);
+	rdmae_json_u64(j, "max_rounds", cf->m.max_rounds);
+	rdmae_json_num(j, "bw_cap_mb_s", cf->m.bw_cap / 1e6);
+	rdmae_json_u64(j, "lanes_asked", cf->m.lanes ? cf->m.lanes : default_lanes());
+	rdmae_json_str(j, "hugepages", rdmae_migopt_huge_name(cf->m.mem));
+	rdmae_json_bool(j, "engine_verify", !cf->m.no_verify);
 	rdmae_json_end(j);
 }
 
@@ -454,7 +439,7 @@ static int src_json(struct src *s, struct rdmae_err *err)
 	rdmae_json_num(&j, "throughput_mb_s", st->throughput / 1e6);
 	rdmae_json_num(&j, "downtime_actual_ms", (double)st->actual_downtime_ns / 1e6);
 	rdmae_json_num(&j, "downtime_expected_ms", (double)st->expected_downtime_ns / 1e6);
-	rdmae_json_u64(&j, "downtime_limit_ms", cf->downtime_ms);
+	rdmae_json_u64(&j, "downtime_limit_ms", cf->m.downtime_ms);
 	rdmae_json_num(&j, "verify_ms", (double)st->verify_ns / 1e6);
 	rdmae_json_num(&j, "hash_ms", (double)st->hash_ns / 1e6);
 	rdmae_json_num(&j, "commit_ms", (double)st->commit_ns / 1e6);
@@ -526,8 +511,8 @@ static int run_source(const struct cfg *cf)
 	if (ret)
 		goto out;
 	rdmae_perf_conn_opts(&cf->net, &co);
-	if (cf->lanes)
-		co.lanes = (uint16_t)cf->lanes;
+	if (cf->m.lanes)
+		co.lanes = (uint16_t)cf->m.lanes;
 	ret = rdmae_connect(&s->conn, cf->net.addr, cf->net.port, &co, &s->err);
 	if (ret)
 		goto out;
@@ -544,7 +529,7 @@ static int run_source(const struct cfg *cf)
 	printf("rdmae-perf migrate: %" PRIu64 " MiB guest to %s, %s dirtying at %.1f MB/s "
 	       "(%u thread(s)), downtime limit %" PRIu64 " ms\n", cf->size >> 20,
 	       rdmae_conn_peer(s->conn), rdmae_dirty_pattern_name(cf->dirt.pattern),
-	       cf->dirt.rate / 1e6, cf->dirt.threads ? cf->dirt.threads : 1, cf->downtime_ms);
+	       cf->dirt.rate / 1e6, cf->dirt.threads ? cf->dirt.threads : 1, cf->m.downtime_ms);
 	printf("memory: source on %s pages (NUMA node %d), destination on %s pages (node %d)\n",
 	       s->g.b[0].huge ? "huge" : "4 KiB", s->g.o.numa_node,
 	       s->dst_huge[0] ? "huge" : "4 KiB", s->dst_numa);
@@ -783,112 +768,102 @@ out:
 /* Exits: 0 when asked for (--help), 2 for a wrong command line. */
 static __attribute__((noreturn)) void usage(int code)
 {
-	fprintf(stderr,
+	fprintf(code ? stderr : stdout,
 		"usage: rdmae-perf migrate server --addr A [--port P] --key FILE | --auth-none\n"
 		"       rdmae-perf migrate client --addr A [--port P] --key FILE | --auth-none\n"
 		"             [--size N] [--rate MB/s] [--pattern uniform|hotset|sequential]\n"
 		"             [--json FILE] [--plot FILE.png] ...\n"
+		"The server is the destination; the client tells it the size.\n"
 		RDMAE_PERF_NET_USAGE
-		"  --size N              guest RAM (K/M/G; default 256M; the server may check it)\n"
-		"  --rate MB/s           dirtying rate, all dirtier threads (default 8; 0: idle)\n"
+		RDMAE_MIGOPT_USAGE("8", "auto")
 		"  --pattern P           uniform (default), hotset, sequential\n"
 		"  --hot N               hotset: bytes of the hot set (default 1/8 of pc.ram)\n"
-		"  --dirtiers N          dirtier threads (default 1)\n"
-		"  --downtime MS         downtime limit (default 300); --max-rounds N (default 30)\n"
-		"  --bw-cap MB/s         bandwidth cap (default none); --lanes N (default 4)\n"
-		"  --hugepages auto|on|off   guest RAM on huge pages: where reserved (default),\n"
-		"                        required (of both sides), never\n"
+		"  --dirtiers N          dirtier threads, 1 to 16, sharing --rate (default 1)\n"
 		"  --numa N|none         NUMA node of guest RAM and dirtiers (default: the node\n"
 		"                        rdmae-perf starts on)\n"
-		"  --no-verify           skip the engine's checksums (the tool's own check stays)\n"
-		"  --timeout MS          engine message timeout\n"
 		"  --plot FILE.png       per-round bytes, bandwidth and dirty rate, by gnuplot\n");
 	exit(code);
+}
+
+/* A wrong command line: what is wrong, then exit 2. */
+static __attribute__((noreturn)) void bad_usage(const char *msg)
+{
+	fprintf(stderr, "rdmae-perf migrate: %s (--help lists the options)\n", msg);
+	exit(2);
 }
 
 int rdmae_perf_migrate(int argc, char **argv)
 {
 	static const struct option lo[] = {
 		RDMAE_PERF_NET_OPTIONS,
-		{ "size", required_argument, NULL, 's' },
-		{ "rate", required_argument, NULL, 'r' },
+		RDMAE_MIGOPT_OPTIONS,
 		{ "pattern", required_argument, NULL, 'P' },
 		{ "hot", required_argument, NULL, 'H' },
 		{ "dirtiers", required_argument, NULL, 'D' },
-		{ "downtime", required_argument, NULL, 'd' },
-		{ "max-rounds", required_argument, NULL, 'm' },
-		{ "bw-cap", required_argument, NULL, 'b' },
-		{ "lanes", required_argument, NULL, 'l' },
-		{ "hugepages", required_argument, NULL, 'g' },
 		{ "numa", required_argument, NULL, 'N' },
-		{ "no-verify", no_argument, NULL, 'V' },
-		{ "timeout", required_argument, NULL, 'T' },
 		{ "plot", required_argument, NULL, 'O' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
-	struct cfg cf = { .size = 256u << 20, .dirt = { .rate = 8e6, .threads = 1 },
-			  .downtime_ms = 300, .max_rounds = 30, .numa = -2 };
-	bool size_given = false;
-	char *end;
-	int opt;
+	static const char *const patterns[] = {
+		[RDMAE_DIRTY_UNIFORM] = "uniform", [RDMAE_DIRTY_HOTSET] = "hotset",
+		[RDMAE_DIRTY_SEQUENTIAL] = "sequential",
+	};
+	struct cfg cf = { .dirt = { .threads = 1 }, .numa = -2 };
+	struct rdmae_err err = { 0 };
+	unsigned int node = 0;
+	int opt, ret, i = 0;
 
 	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
 		usage(0);
 	if (rdmae_perf_net_init(&cf.net, argc, argv, "7640"))
-		usage(2);
+		bad_usage(argc >= 2 ? "the first argument must be server or client" :
+			  "server or client?");
+	rdmae_migopt_init(&cf.m, 8e6, RDMAE_GUEST_HUGE_IF_RESERVED);
 	optind = 2;
 	while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		if (rdmae_perf_net_opt(&cf.net, opt, optarg))
 			continue;
+		ret = rdmae_migopt_parse(&cf.m, opt, optarg, &err);
+		if (ret < 0)
+			bad_usage(err.msg);
+		if (ret > 0)
+			continue;
 		switch (opt) {
-		case 's': cf.size = rdmae_size_opt("rdmae-perf migrate", optarg); size_given = true; break;
-		case 'r': cf.dirt.rate = strtod(optarg, NULL) * 1e6; break;
 		case 'P':
-			if (rdmae_dirty_pattern_parse(optarg, &cf.dirt.pattern))
-				usage(2);
+			ret = rdmae_opt_choice("--pattern", optarg, patterns, 3, &i, &err);
+			if (!ret)
+				cf.dirt.pattern = (enum rdmae_dirty_pattern)i;
 			break;
-		case 'H': cf.dirt.hot_bytes = rdmae_size_opt("rdmae-perf migrate", optarg); break;
-		case 'D': cf.dirt.threads = (unsigned int)strtoul(optarg, NULL, 0); break;
-		case 'd': cf.downtime_ms = strtoull(optarg, NULL, 0); break;
-		case 'm': cf.max_rounds = (unsigned int)strtoul(optarg, NULL, 0); break;
-		case 'b': cf.bw_cap = strtod(optarg, NULL) * 1e6; break;
-		case 'l': cf.lanes = (unsigned int)strtoul(optarg, NULL, 0); break;
-		case 'g':
-			if (!strcmp(optarg, "auto"))
-				cf.huge = HUGE_AUTO;
-			else if (!strcmp(optarg, "on"))
-				cf.huge = HUGE_ON;
-			else if (!strcmp(optarg, "off"))
-				cf.huge = HUGE_OFF;
-			else
-				usage(2);
+		case 'H': ret = rdmae_opt_size("--hot", optarg, 1, &cf.dirt.hot_bytes, &err); break;
+		case 'D':
+			ret = rdmae_opt_uint("--dirtiers", optarg, 1, RDMAE_GUEST_MAX_DIRTIERS,
+					     &cf.dirt.threads, &err);
 			break;
 		case 'N':
-			if (!strcmp(optarg, "none")) {
+			if (!strcmp(optarg, "none"))
 				cf.numa = -1;
-				break;
-			}
-			cf.numa = (int)strtol(optarg, &end, 0);
-			if (*end || cf.numa < 0)
-				usage(2);
+			else if (!rdmae_opt_uint("--numa", optarg, 0, INT_MAX, &node, &err))
+				cf.numa = (int)node;
+			else
+				ret = rdmae_err_set(&err, -EINVAL, "--numa '%s': not a node number "
+						    "or none", optarg);
 			break;
-		case 'V': cf.no_verify = true; break;
-		case 'T': cf.timeout_ms = atoi(optarg); break;
 		case 'O': cf.plot = optarg; break;
 		case 'h': usage(0);
-		default: usage(2);
+		default: usage(2);	/* getopt has said what */
 		}
+		if (ret)
+			bad_usage(err.msg);
 	}
-	if (!cf.net.addr || optind != argc || cf.size < (1u << 20) || cf.dirt.rate < 0 ||
-	    !cf.dirt.threads || cf.dirt.threads > RDMAE_GUEST_MAX_DIRTIERS ||
-	    cf.lanes > RDMAE_MAX_LANES || !cf.max_rounds)
-		usage(2);
-	if (cf.net.server) {
-		/* The source tells the size; a server given one insists on it. */
-		if (!size_given)
-			cf.size = 0;
-		return run_dest(&cf);
+	if (optind != argc) {
+		snprintf(err.msg, sizeof(err.msg), "unexpected argument '%s'", argv[optind]);
+		bad_usage(err.msg);
 	}
-	return run_source(&cf);
+	if (!cf.net.addr)
+		bad_usage("--addr is required");
+	cf.dirt.rate = cf.m.rate;
+	/* The source tells the size; a server given one insists on it. */
+	cf.size = cf.net.server && !cf.m.size_given ? 0 : cf.m.size;
+	return cf.net.server ? run_dest(&cf) : run_source(&cf);
 }

@@ -14,10 +14,11 @@
  * checks its own memory the same way against its own version table: the
  * engine must not have written it.
  *
- *   rdmae_mig src|dst --addr A --port P [options]
- *     --size N         RAM per session, split into "pc.ram" and "vga.vram" (1/16)
- *     --rate MB/s      dirtying rate of the vCPU thread (0: idle guest)
- *     --downtime MS    downtime limit; --max-rounds N; --bw-cap MB/s
+ *   rdmae_mig src|dst --addr A [--port P] --key FILE | --auth-none [options]
+ * The options rdmae-perf migrate takes too (--size, --rate, --downtime,
+ * --max-rounds, --bw-cap, --lanes, --hugepages, --no-verify, --timeout) are
+ * perf/rdmae_migopt.h's: the same names, arguments and meaning in both;
+ * rdmae_mig --help lists every option. The ones of this driver alone:
  *     --sessions N     N migrations at once in this process
  *     --repeat N       N migrations one after the other in this process, each
  *                      with a fresh guest, connection and session; the fds,
@@ -37,10 +38,9 @@
  *     --marks          (src) print "round N starting" before each round
  *     --dst-size N / --dst-name NAME     (dst) make pre-flight fail
  *     --drop-ipc-lock  give up CAP_IPC_LOCK, so that RLIMIT_MEMLOCK applies
- *     --on-demand      source registers on demand; --hugepages: guest RAM on
- *                      2 MiB pages, required of the destination; --lanes N; --quiet
- *     --no-verify      (src) skip the checksums; --require-verify (dst) refuse that
- *     --timeout MS     session message timeout; --stall MS (dst) pause before commit
+ *     --on-demand      (src) register on demand; --require-verify (dst) refuse
+ *                      a source that skips the checksums; --stall MS (dst) pause
+ *                      before commit; --quiet
  *     --keepalive MS, --keepalive-timeout MS, --send-timeout MS, --credits N,
  *     --recv-queue N   connection options (rdmae_conn_opts)
  * A failed migration also prints "end time: T ms since boot" (CLOCK_BOOTTIME,
@@ -63,7 +63,7 @@
 #include <unistd.h>
 
 #include "rdmae_guest.h"
-#include "rdmae_size.h"
+#include "rdmae_migopt.h"
 #include "usage.h"
 
 #include "rdmae_engine.h"
@@ -86,11 +86,7 @@ struct cfg {
 	bool src;
 	const char *addr;
 	const char *port;
-	uint64_t size;
-	double rate;			/* bytes/s */
-	uint64_t downtime_ms;
-	unsigned int max_rounds;
-	double bw_cap;			/* bytes/s */
+	struct rdmae_migopt m;		/* what rdmae-perf migrate takes too */
 	unsigned int sessions;
 	unsigned int repeat;		/* migrations in sequence */
 	unsigned int warmup;		/* of them, before the baseline is taken */
@@ -103,12 +99,8 @@ struct cfg {
 	uint64_t dst_size;
 	const char *dst_name;
 	bool on_demand;
-	bool no_verify;			/* src: skip the checksums (NO_VERIFY) */
-	bool require_verify;		/* dst: refuse a source that skips them */
-	bool hugepages;			/* guest RAM on 2 MiB pages, announced as required */
-	int timeout_ms;			/* session message timeout (0: the engine's default) */
+	bool require_verify;		/* dst: refuse a source that skips the checksums */
 	int stall_ms;			/* dst: pause before committing (an unresponsive destination) */
-	unsigned int lanes;
 	int keepalive_ms;		/* connection options; 0: the transport's default */
 	int keepalive_timeout_ms;
 	int send_timeout_ms;
@@ -175,19 +167,19 @@ static void opts_of(const struct cfg *cf, struct rdmae_session_opts *o)
 {
 	rdmae_session_opts_default(o);
 	o->reg_mode = cf->on_demand ? RDMAE_REG_ON_DEMAND : RDMAE_REG_PIN_ALL;
-	o->max_bandwidth = (uint64_t)cf->bw_cap;
-	o->downtime_limit_ns = cf->downtime_ms * 1000000ull;
-	o->max_rounds = cf->max_rounds;
-	o->timeout_ms = cf->timeout_ms;
-	o->no_verify = cf->no_verify;
+	o->max_bandwidth = (uint64_t)cf->m.bw_cap;
+	o->downtime_limit_ns = cf->m.downtime_ms * 1000000ull;
+	o->max_rounds = cf->m.max_rounds;
+	o->timeout_ms = cf->m.timeout_ms;
+	o->no_verify = cf->m.no_verify;
 	o->require_verify = cf->require_verify;
 }
 
 static void conn_opts_of(const struct cfg *cf, struct rdmae_conn_opts *o)
 {
 	rdmae_conn_opts_default(o);
-	if (cf->lanes)
-		o->lanes = (uint16_t)cf->lanes;
+	if (cf->m.lanes)
+		o->lanes = (uint16_t)cf->m.lanes;
 	if (cf->keepalive_ms)
 		o->keepalive_ms = cf->keepalive_ms;
 	if (cf->keepalive_timeout_ms)
@@ -381,7 +373,7 @@ static int run_src(struct sess *s)
 	opts_of(cf, &so);
 	/* The device state is known in advance here; it is part of the expected downtime. */
 	so.expected_state_bytes = rdmae_guest_state_len(&s->g);
-	ret = guest_start(&s->g, cf->rate);
+	ret = guest_start(&s->g, cf->m.rate);
 	if (ret)
 		return ret;
 	/* A connection refused (a wrong key, nobody there) ends the migration like any fault. */
@@ -396,7 +388,7 @@ static int run_src(struct sess *s)
 	ret = rdmae_session_preflight(ss, &err);
 	if (ret)
 		goto out;
-	say(s, "pre-flight passed: %u blocks, %" PRIu64 " MiB", NBLOCKS, cf->size >> 20);
+	say(s, "pre-flight passed: %u blocks, %" PRIu64 " MiB", NBLOCKS, cf->m.size >> 20);
 	usage_during(s);
 	if (cf->cancel_at == PH_PREFLIGHT && cf->cancel_src) {
 		rdmae_session_cancel(ss, "cancelled by the operator after pre-flight");
@@ -468,7 +460,7 @@ out:
 		    (double)st.actual_downtime_ns / 1e6, (double)st.expected_downtime_ns / 1e6,
 		    (double)st.verify_ns / 1e6, (double)st.commit_ns / 1e6,
 		    (double)st.hash_ns / 1e6, (double)st.total_ns / 1e6, st.lanes,
-		    cf->no_verify ? ", not verified" : "");
+		    cf->m.no_verify ? ", not verified" : "");
 	if (ss && !cf->quiet) {
 		for (i = 0; i < rdmae_conn_negotiated(s->conn)->lanes; i++) {
 			struct rdmae_lane_stats ls;
@@ -497,7 +489,7 @@ out:
 		struct rdmae_guest_check chk = { 0 };
 		struct rdmae_err merr = { 0 };
 
-		if (!rdmae_guest_running(&s->g) && cf->rate > 0 &&
+		if (!rdmae_guest_running(&s->g) && cf->m.rate > 0 &&
 		    rdmae_guest_sum(&s->g) != sum_before && sum_before)
 			snprintf(s->msg, sizeof(s->msg), "source memory changed by the engine");
 		/* Paused for the check, so that no page changes while it is compared. */
@@ -507,8 +499,8 @@ out:
 		else
 			say(s, "source memory intact: %" PRIu64 " pages match their versions",
 			    chk.pages);
-		guest_start(&s->g, cf->rate);
-		if (cf->rate > 0) {
+		guest_start(&s->g, cf->m.rate);
+		if (cf->m.rate > 0) {
 			sleep_ms(200);
 			if (atomic_load(&s->g.writes) == writes_before)
 				snprintf(s->msg, sizeof(s->msg), "the source guest is not running");
@@ -523,7 +515,7 @@ out:
 		s->result = ret || s->msg[0];
 		if (!ret)
 			say(s, "migration committed: %s",
-			    cf->no_verify ? "not verified (--no-verify)" : "destination verified");
+			    cf->m.no_verify ? "not verified (--no-verify)" : "destination verified");
 		break;
 	case EX_NOCONVERGE:
 		s->result = !(ret == -ETIME && strstr(err.msg, "converge")) || s->msg[0];
@@ -722,10 +714,10 @@ static int migrate_once(const struct cfg *cf, unsigned int run, struct rdmae_lis
 	for (i = 0; i < cf->sessions; i++) {
 		struct rdmae_guest_opts go = {
 			.id = i,
-			.size = !cf->src && cf->dst_size ? cf->dst_size : cf->size,
+			.size = !cf->src && cf->dst_size ? cf->dst_size : cf->m.size,
 			.name0 = cf->src ? NULL : cf->dst_name,
 			.fill = cf->src,
-			.mem = cf->hugepages ? RDMAE_GUEST_HUGE : RDMAE_GUEST_SMALL,
+			.mem = cf->m.mem,
 			.numa_node = -1,
 		};
 
@@ -828,77 +820,133 @@ static int usage_grew(const char *role, const struct usage *base, const struct u
 	return bad;
 }
 
-static enum expect parse_expect(const char *v)
-{
-	if (!strcmp(v, "noconverge"))
-		return EX_NOCONVERGE;
-	if (!strcmp(v, "cancel"))
-		return EX_CANCEL;
-	if (!strcmp(v, "mismatch"))
-		return EX_MISMATCH;
-	if (!strcmp(v, "unknown"))
-		return EX_UNKNOWN;
-	if (!strcmp(v, "fail"))
-		return EX_FAIL;
-	return EX_CONVERGE;
-}
-
-static enum phase parse_phase(const char *v)
-{
-	if (!strcmp(v, "preflight"))
-		return PH_PREFLIGHT;
-	if (!strcmp(v, "round"))
-		return PH_ROUND;
-	if (!strcmp(v, "state"))
-		return PH_STATE;
-	return PH_NONE;
-}
-
-/* POINT[:MS]; PT_NONE for a point this role has not. */
-static enum point parse_point(const char *v, bool src, int *ms)
+/* POINT[:MS]: -EINVAL (err says why) for a point this role has not, or a bad MS. */
+static int parse_point(const char *v, bool src, enum point *at, int *ms, struct rdmae_err *err)
 {
 	const char *colon = strchr(v, ':');
 	size_t n = colon ? (size_t)(colon - v) : strlen(v);
 	unsigned int p;
 
-	*ms = colon ? atoi(colon + 1) : HOLD_DEFAULT_MS;
+	*ms = HOLD_DEFAULT_MS;
+	if (colon && (rdmae_opt_ms("--hold-at POINT:MS", colon + 1, ms, err) || *ms == 0))
+		return rdmae_err_set(err, -EINVAL, "--hold-at '%s': MS is not a number of "
+				     "milliseconds above 0", v);
 	for (p = PT_PREFLIGHT; p <= PT_COMMIT; p++)
 		if (strlen(point_names[p]) == n && !strncmp(v, point_names[p], n)) {
 			bool src_point = p == PT_STATE || p == PT_STATE_MID;
 
-			return src_point == src ? (enum point)p : PT_NONE;
+			if (src_point != src)
+				break;
+			*at = (enum point)p;
+			return 0;
 		}
-	return PT_NONE;
+	return rdmae_err_set(err, -EINVAL, "--hold-at '%s': not a point of the %s (%s)", v,
+			     src ? "source" : "destination",
+			     src ? "state, state-mid" : "preflight, round, commit");
 }
 
-static void usage(void)
+/* Exits: 0 when asked for (--help), 2 for a wrong command line. */
+static __attribute__((noreturn)) void usage(int code)
 {
-	fprintf(stderr, "usage: rdmae_mig src|dst --addr A [--port P] [--size N] [--rate MB/s]\n"
-		"  [--downtime MS] [--max-rounds N] [--bw-cap MB/s] [--sessions N]\n"
-		"  [--repeat N [--warmup N]]\n"
-		"  [--expect converge|noconverge|cancel|mismatch|unknown|fail]\n"
-		"  [--timeout MS] [--stall MS (dst: pause before the commit)]\n"
-		"  [--cancel-at preflight|round|state] [--cancel-side src|dst]\n"
-		"  [--hold-at POINT[:MS] (src: state|state-mid; dst: preflight|round|commit)]\n"
-		"  [--marks (src)] [--drop-ipc-lock]\n"
-		"  [--dst-size N] [--dst-name NAME] [--on-demand] [--hugepages] [--lanes N]\n"
-		"  [--keepalive MS] [--keepalive-timeout MS] [--send-timeout MS]\n"
-		"  [--credits N] [--recv-queue N]\n"
-		"  [--no-verify (src)] [--require-verify (dst)]\n"
-		"  [--quiet] --key FILE | --auth-none\n");
+	fprintf(code ? stderr : stdout,
+		"usage: rdmae_mig dst --addr A [--port P] --key FILE | --auth-none [--size N] ...\n"
+		"       rdmae_mig src --addr A [--port P] --key FILE | --auth-none [--size N]\n"
+		"             [--rate MB/s] [--expect converge|noconverge|...] ...\n"
+		"Both sides are told the size (the destination's may differ: --dst-size).\n"
+		"  --addr A [--port P]   dst: address to listen on; src: the destination's\n"
+		"                        (default port 7800)\n"
+		"  --key FILE | --auth-none   pre-shared key (doc/security.md), or none\n"
+		"  [--quiet]             no per-round and per-lane lines\n"
+		RDMAE_MIGOPT_USAGE("0", "off")
+		"  --sessions N          N migrations at once in this process, 1 to 8\n"
+		"  --repeat N            N migrations one after the other; the fds, heap, pinned\n"
+		"                        memory and RDMA objects must not grow after the first\n"
+		"                        --warmup N (default 1)\n"
+		"  --expect E            converge (default), noconverge, cancel, mismatch,\n"
+		"                        unknown (after COMPLETE: the guest stays paused), fail\n"
+		"                        (an error, the source's guest running and intact)\n"
+		"  --cancel-at P         preflight, round or state; --cancel-side src|dst\n"
+		"  --hold-at POINT[:MS]  say \"holding at POINT\" and stop there for MS (default\n"
+		"                        60000): src state|state-mid, dst preflight|round|commit\n"
+		"  --marks               src: print \"round N starting\" before each round\n"
+		"  --dst-size N          dst: guest RAM other than the source's\n"
+		"  --dst-name NAME       dst: pc.ram named otherwise\n"
+		"  --drop-ipc-lock       give up CAP_IPC_LOCK: RLIMIT_MEMLOCK applies\n"
+		"  --on-demand           src: register on demand instead of pinning all\n"
+		"  --require-verify      dst: refuse a source that skips the checksums\n"
+		"  --stall MS            dst: pause before the commit\n"
+		"  --keepalive MS, --keepalive-timeout MS, --send-timeout MS\n"
+		"                        connection timeouts (0 or unset: the transport's)\n"
+		"  --credits N           receive credits, 1 to 65535; --recv-queue N (K/M/G)\n");
+	exit(code);
+}
+
+/* A wrong command line: what is wrong, then exit 2. */
+static __attribute__((noreturn)) void bad_usage(const char *msg)
+{
+	fprintf(stderr, "rdmae_mig: %s (--help lists the options)\n", msg);
 	exit(2);
+}
+
+/* This driver's own options, by getopt_long code; 0, or -EINVAL with err saying why. */
+static int parse_own(struct cfg *cf, int opt, const char *arg, const char **hold_arg,
+		     struct rdmae_err *err)
+{
+	static const char *const expects[] = {
+		[EX_CONVERGE] = "converge", [EX_NOCONVERGE] = "noconverge",
+		[EX_CANCEL] = "cancel", [EX_MISMATCH] = "mismatch", [EX_UNKNOWN] = "unknown",
+		[EX_FAIL] = "fail",
+	};
+	/* Indexed by enum phase - 1. */
+	static const char *const phases[] = { "preflight", "round", "state" };
+	static const char *const sides[] = { "src", "dst" };
+	int i = 0, ret = 0;
+
+	switch (opt) {
+	case 'a': cf->addr = arg; break;
+	case 'p': cf->port = arg; break;
+	case 'n': ret = rdmae_opt_uint("--sessions", arg, 1, MAX_SESSIONS, &cf->sessions, err); break;
+	case 'x': ret = rdmae_opt_uint("--repeat", arg, 1, UINT_MAX, &cf->repeat, err); break;
+	case 'w': ret = rdmae_opt_uint("--warmup", arg, 0, UINT_MAX, &cf->warmup, err); break;
+	case 'e':
+		ret = rdmae_opt_choice("--expect", arg, expects, 6, &i, err);
+		cf->expect = (enum expect)i;
+		break;
+	case 'c':
+		ret = rdmae_opt_choice("--cancel-at", arg, phases, 3, &i, err);
+		cf->cancel_at = ret ? PH_NONE : (enum phase)(i + 1);
+		break;
+	case 'C':
+		ret = rdmae_opt_choice("--cancel-side", arg, sides, 2, &i, err);
+		cf->cancel_src = i == 0;
+		break;
+	case 'h': *hold_arg = arg; break;
+	case 'M': cf->marks = true; break;
+	case 'S': ret = rdmae_opt_size("--dst-size", arg, 1u << 20, &cf->dst_size, err); break;
+	case 'N': cf->dst_name = arg; break;
+	case 'L': cf->drop_ipc_lock = true; break;
+	case 'o': cf->on_demand = true; break;
+	case 'R': cf->require_verify = true; break;
+	case 'W': ret = rdmae_opt_ms("--stall", arg, &cf->stall_ms, err); break;
+	case 'k': ret = rdmae_opt_ms("--keepalive", arg, &cf->keepalive_ms, err); break;
+	case 't': ret = rdmae_opt_ms("--keepalive-timeout", arg, &cf->keepalive_timeout_ms, err); break;
+	case 'D': ret = rdmae_opt_ms("--send-timeout", arg, &cf->send_timeout_ms, err); break;
+	case 'E': ret = rdmae_opt_uint("--credits", arg, 1, UINT16_MAX, &cf->credits, err); break;
+	case 'Q': ret = rdmae_opt_size("--recv-queue", arg, 1, &cf->recv_queue, err); break;
+	case 'q': cf->quiet = true; break;
+	case 'K': cf->key_file = arg; break;
+	case 'A': cf->auth_none = true; break;
+	default: usage(2);	/* getopt has said what */
+	}
+	return ret;
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
+		RDMAE_MIGOPT_OPTIONS,
 		{ "addr", required_argument, NULL, 'a' },
 		{ "port", required_argument, NULL, 'p' },
-		{ "size", required_argument, NULL, 's' },
-		{ "rate", required_argument, NULL, 'r' },
-		{ "downtime", required_argument, NULL, 'd' },
-		{ "max-rounds", required_argument, NULL, 'm' },
-		{ "bw-cap", required_argument, NULL, 'b' },
 		{ "sessions", required_argument, NULL, 'n' },
 		{ "repeat", required_argument, NULL, 'x' },
 		{ "warmup", required_argument, NULL, 'w' },
@@ -911,12 +959,8 @@ int main(int argc, char **argv)
 		{ "dst-name", required_argument, NULL, 'N' },
 		{ "drop-ipc-lock", no_argument, NULL, 'L' },
 		{ "on-demand", no_argument, NULL, 'o' },
-		{ "no-verify", no_argument, NULL, 'V' },
 		{ "require-verify", no_argument, NULL, 'R' },
-		{ "hugepages", no_argument, NULL, 'H' },
-		{ "timeout", required_argument, NULL, 'T' },
 		{ "stall", required_argument, NULL, 'W' },
-		{ "lanes", required_argument, NULL, 'l' },
 		{ "keepalive", required_argument, NULL, 'k' },
 		{ "keepalive-timeout", required_argument, NULL, 't' },
 		{ "send-timeout", required_argument, NULL, 'D' },
@@ -925,10 +969,10 @@ int main(int argc, char **argv)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "key", required_argument, NULL, 'K' },
 		{ "auth-none", no_argument, NULL, 'A' },
+		{ "help", no_argument, NULL, 'H' },
 		{ NULL, 0, NULL, 0 }
 	};
-	struct cfg cf = { .port = "7800", .size = 256u << 20, .downtime_ms = 300,
-			  .max_rounds = 30, .sessions = 1, .repeat = 1, .warmup = 1 };
+	struct cfg cf = { .port = "7800", .sessions = 1, .repeat = 1, .warmup = 1 };
 	struct rdmae_listener *l = NULL;
 	struct rdmae_conn_opts co;
 	struct rdmae_err err = { 0 };
@@ -936,67 +980,40 @@ int main(int argc, char **argv)
 	const char *role = argv[1];
 	const char *hold_arg = NULL;
 	unsigned int i, run, failed = 0;
-	int opt;
+	int opt, ret;
 
+	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
+		usage(0);
 	if (argc < 2)
-		usage();
+		bad_usage("src or dst?");
 	if (!strcmp(argv[1], "src"))
 		cf.src = true;
 	else if (strcmp(argv[1], "dst") != 0)
-		usage();
+		bad_usage("the first argument must be src or dst");
+	rdmae_migopt_init(&cf.m, 0, RDMAE_GUEST_SMALL);
 	optind = 2;
 	while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-		switch (opt) {
-		case 'a': cf.addr = optarg; break;
-		case 'p': cf.port = optarg; break;
-		case 's': cf.size = rdmae_size_opt("rdmae_mig", optarg); break;
-		case 'r': cf.rate = strtod(optarg, NULL) * 1e6; break;
-		case 'd': cf.downtime_ms = strtoull(optarg, NULL, 0); break;
-		case 'm': cf.max_rounds = (unsigned int)atoi(optarg); break;
-		case 'b': cf.bw_cap = strtod(optarg, NULL) * 1e6; break;
-		case 'n': cf.sessions = (unsigned int)atoi(optarg); break;
-		case 'x': cf.repeat = (unsigned int)atoi(optarg); break;
-		case 'w': cf.warmup = (unsigned int)atoi(optarg); break;
-		case 'e': cf.expect = parse_expect(optarg); break;
-		case 'c': cf.cancel_at = parse_phase(optarg); break;
-		case 'C': cf.cancel_src = !strcmp(optarg, "src"); break;
-		case 'h': hold_arg = optarg; break;
-		case 'M': cf.marks = true; break;
-		case 'S': cf.dst_size = rdmae_size_opt("rdmae_mig", optarg); break;
-		case 'N': cf.dst_name = optarg; break;
-		case 'L': cf.drop_ipc_lock = true; break;
-		case 'o': cf.on_demand = true; break;
-		case 'V': cf.no_verify = true; break;
-		case 'R': cf.require_verify = true; break;
-		case 'H': cf.hugepages = true; break;
-		case 'T': cf.timeout_ms = atoi(optarg); break;
-		case 'W': cf.stall_ms = atoi(optarg); break;
-		case 'l': cf.lanes = (unsigned int)atoi(optarg); break;
-		case 'k': cf.keepalive_ms = atoi(optarg); break;
-		case 't': cf.keepalive_timeout_ms = atoi(optarg); break;
-		case 'D': cf.send_timeout_ms = atoi(optarg); break;
-		case 'E': cf.credits = (unsigned int)atoi(optarg); break;
-		case 'Q': cf.recv_queue = rdmae_size_opt("rdmae_mig", optarg); break;
-		case 'q': cf.quiet = true; break;
-		case 'K': cf.key_file = optarg; break;
-		case 'A': cf.auth_none = true; break;
-		default: usage();
-		}
+		if (opt == 'H')
+			usage(0);
+		ret = rdmae_migopt_parse(&cf.m, opt, optarg, &err);
+		if (!ret)
+			ret = parse_own(&cf, opt, optarg, &hold_arg, &err);
+		if (ret < 0)
+			bad_usage(err.msg);
 	}
-	if (hold_arg) {
-		cf.hold_at = parse_point(hold_arg, cf.src, &cf.hold_ms);
-		if (cf.hold_at == PT_NONE || cf.hold_ms <= 0) {
-			fprintf(stderr, "%s: --hold-at %s: not a point of this side\n", role, hold_arg);
-			usage();
-		}
+	if (optind != argc) {
+		snprintf(err.msg, sizeof(err.msg), "unexpected argument '%s'", argv[optind]);
+		bad_usage(err.msg);
 	}
-	if (!cf.addr || !cf.sessions || cf.sessions > MAX_SESSIONS || cf.size < (1u << 20) ||
-	    !cf.repeat || cf.credits > UINT16_MAX || (cf.repeat > 1 && cf.warmup >= cf.repeat))
-		usage();
+	if (hold_arg && parse_point(hold_arg, cf.src, &cf.hold_at, &cf.hold_ms, &err))
+		bad_usage(err.msg);
+	if (!cf.addr)
+		bad_usage("--addr is required");
+	if (cf.repeat > 1 && cf.warmup >= cf.repeat)
+		bad_usage("--warmup must be below --repeat");
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (cf.drop_ipc_lock) {
-		int ret = drop_cap_ipc_lock();
-
+		ret = drop_cap_ipc_lock();
 		if (ret) {
 			fprintf(stderr, "%s: dropping CAP_IPC_LOCK: %s\n", role, strerror(-ret));
 			return 1;

@@ -27,10 +27,10 @@ check "name" "--dst-name pc.ram.other" 7841 "pc.ram"
 # migration goes through; required but absent, pre-flight refuses it.
 echo 160 >/proc/sys/vm/nr_hugepages
 echo "--- huge pages required and present"
-rdmae_mig dst --key "$KEY" --addr "$SELF" --port 7842 --size 64M --hugepages >d.txt 2>&1 &
+rdmae_mig dst --key "$KEY" --addr "$SELF" --port 7842 --size 64M --hugepages on >d.txt 2>&1 &
 dpid=$!
 wait_for listening d.txt 30
-rdmae_mig src --key "$KEY" --addr "$SELF" --port 7842 --size 64M --rate 1 --hugepages --quiet >s.txt 2>&1 && rc=0 || rc=$?
+rdmae_mig src --key "$KEY" --addr "$SELF" --port 7842 --size 64M --rate 1 --hugepages on --quiet >s.txt 2>&1 && rc=0 || rc=$?
 wait $dpid && drc=0 || drc=$?
 grep -hE "verified|PASS|FAIL|ended" s.txt d.txt
 [ $rc = 0 ] && [ $drc = 0 ] || { cat s.txt d.txt; exit 1; }
@@ -38,7 +38,7 @@ echo "--- huge pages required, destination on small pages"
 rdmae_mig dst --key "$KEY" --addr "$SELF" --port 7843 --size 64M --expect mismatch >d.txt 2>&1 &
 dpid=$!
 wait_for listening d.txt 30
-rdmae_mig src --key "$KEY" --addr "$SELF" --port 7843 --size 64M --rate 1 --hugepages --expect mismatch >s.txt 2>&1 && rc=0 || rc=$?
+rdmae_mig src --key "$KEY" --addr "$SELF" --port 7843 --size 64M --rate 1 --hugepages on --expect mismatch >s.txt 2>&1 && rc=0 || rc=$?
 wait $dpid && drc=0 || drc=$?
 cat s.txt d.txt
 [ $rc = 0 ] && [ $drc = 0 ] || exit 1
