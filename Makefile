@@ -105,8 +105,10 @@ deps-check:
 	@qemu-plugin/deps.sh check || qemu-plugin/deps.sh install
 
 # ---- tests ----
-unit: deps-check $(UNIT_BINS)
+# Then the migration drivers' command lines, on the host (no device needed).
+unit: deps-check $(UNIT_BINS) $(BUILD)/san/verbs/rdmae_mig $(PERF_BIN)
 	@tests/unit/run.sh $(UNIT_BINS)
+	@tests/verbs/options.sh $(BUILD)/san/verbs/rdmae_mig $(PERF_BIN)
 
 lint: deps-check
 	@tests/lint.sh
