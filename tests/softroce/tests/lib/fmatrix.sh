@@ -1,4 +1,4 @@
-# shellcheck shell=sh
+# shellcheck shell=sh disable=SC2034  # the settings are for the scripts that source it
 # fmatrix.sh: what the engine's fault-matrix tests (f_matrix, f_matrix_two)
 # share. Sourced, never run as a test; the bench puts it in /tests/lib.
 # Runs under busybox sh in the bench VMs.
