@@ -315,18 +315,25 @@ initramfs_lguest() { # sets LGUEST_CPIO
 
 # The Linux guest's files in the per-run part, and /etc/rdmae-linux.env.
 initramfs_linux() { # stage
-  local stage=$1
+  local stage=$1 kernel
   initramfs_lguest
-  _copy_file "$stage" "$KDIR/vmlinuz" /usr/share/rdmae/linux/vmlinuz
+  kernel_pvh
+  if [[ -n $LINUX_PVH ]]; then
+    _copy_file "$stage" "$LINUX_PVH" /usr/share/rdmae/linux/vmlinux
+    kernel=/usr/share/rdmae/linux/vmlinux
+  else
+    _copy_file "$stage" "$KDIR/vmlinuz" /usr/share/rdmae/linux/vmlinuz
+    kernel=/usr/share/rdmae/linux/vmlinuz
+  fi
   _copy_file "$stage" "$LGUEST_CPIO" /usr/share/rdmae/linux/initrd.img
   _copy_file "$stage" "$BUILD_DIR/guest/rdmae-lguest" /usr/local/bin/rdmae-lguest
   _copy_file "$stage" "$REPO/tests/guest/lguest.sh" /usr/libexec/rdmae/lguest.sh
   {
-    echo ": \"\${LINUX_KERNEL:=/usr/share/rdmae/linux/vmlinuz}\""
+    echo ": \"\${LINUX_KERNEL:=$kernel}\""
     echo ": \"\${LINUX_INITRD:=/usr/share/rdmae/linux/initrd.img}\""
     printf 'LINUX_KVER=%q\n' "$KVER"
   } >"$stage/etc/rdmae-linux.env"
-  RUN_QEMU="$RUN_QEMU, Linux guest $KVER"
+  RUN_QEMU="$RUN_QEMU, Linux guest $KVER (${kernel##*/})"
 }
 
 # Per-run part: project binaries (build/san/verbs/*, build/rel/rdmae-perf) in
