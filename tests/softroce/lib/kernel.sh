@@ -148,7 +148,10 @@ kernel_pvh() {
       note "kernel: no XZ payload in $KDIR/vmlinuz; the Linux guest boots the bzImage"
       return 0
     fi
-    if ! tail -c +$((off + 1)) "$KDIR/vmlinuz" | xz -dc --single-stream >"$tmp" 2>/dev/null ||
+    # xz stops reading at the end of the stream and tail gets SIGPIPE: the
+    # pipeline's status is xz's alone, so pipefail is off in this subshell.
+    if ! (set +o pipefail; tail -c +$((off + 1)) "$KDIR/vmlinuz" |
+      xz -dc --single-stream >"$tmp" 2>/dev/null) ||
       [[ $(head -c 4 "$tmp" | od -An -tx1 | tr -d ' ') != 7f454c46 ]]; then
       rm -f "$tmp"
       note "kernel: could not unpack $KDIR/vmlinuz; the Linux guest boots the bzImage"
