@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Bulk transfer: RDMA WRITE straight from the source's registered memory
- * into the peer's advertised region, and its mirror, RDMA READ from the
- * peer's advertised region into local memory. The CPU's part per byte is
- * only building one WR per run (up to max_rw_size bytes); pieces go
- * round-robin over the lanes, are chained per lane behind one doorbell,
- * and only one in RDMAE_SIGNAL_EVERY asks for a completion.
+ * L3, bulk transfer: RDMA WRITE straight from the source's registered
+ * memory into the peer's advertised region, and its mirror, RDMA READ from
+ * the peer's advertised region into local memory. The CPU's part per byte
+ * is only building one WR per run (up to max_rw_size bytes); pieces go
+ * round-robin over the lanes (or all on the lane the caller named), are
+ * chained per lane behind one doorbell, and only one in RDMAE_SIGNAL_EVERY
+ * asks for a completion.
  *
  * What is in flight is bounded twice: per lane by opts.writes_in_flight WRs,
  * which keeps the rest of the send queue for SENDs (a credit grant or a
@@ -62,11 +63,33 @@ static int check_runs(struct rdmae_conn *c, struct rdmae_region *local,
 	return 0;
 }
 
-static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *local,
+/*
+ * The one place bulk takes an lkey, pinning an on-demand chunk (mr.c:
+ * rdmae_mr_lkey, which returns -EAGAIN instead of waiting for pin room).
+ */
+static int piece_lkey_locked(struct rdmae_conn *c, struct rdmae_region *local, uint64_t off,
+			     uint32_t *lkey, struct rdmae_chunk **chunk) RDMAE_REQUIRES(c->lock)
+{
+	(void)c;
+	return rdmae_region_lkey_locked(local, off, lkey, chunk);
+}
+
+/* Give back a chunk a piece pinned but never posted. */
+static void piece_unpin_locked(struct rdmae_conn *c, struct rdmae_chunk *chunk)
+	RDMAE_REQUIRES(c->lock)
+{
+	if (chunk)
+		rdmae_chunk_put_locked(c, chunk);
+}
+
+/* lane: the caller's, or -1 for the next one round-robin. */
+static int post_piece_locked(struct rdmae_conn *c, int lane, struct rdmae_region *local,
 			     const struct rdmae_remote *remote, const struct rdmae_run *p,
 			     enum rdmae_wr_kind kind) RDMAE_REQUIRES(c->lock)
 {
-	struct rdmae_lane *l = &c->lanes[c->next_lane++ % c->nlanes];
+	struct rdmae_lane *ln = &c->lanes[lane >= 0 ? (unsigned int)lane :
+					  c->next_lane++ % c->nlanes];
+	struct rdmae_qp *l = &ln->qp;
 	struct rdmae_chunk *chunk;
 	struct rdmae_wrslot *slot;
 	struct ibv_send_wr *wr;
@@ -84,11 +107,12 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *local,
 	 * and whoever runs meanwhile may take send-queue positions. The room
 	 * check must be the last thing before taking one.
 	 */
-	ret = rdmae_region_lkey_locked(local, p->local, &lkey, &chunk);
+	ret = piece_lkey_locked(c, local, p->local, &lkey, &chunk);
 	if (ret)
 		return ret;
+	rdmae_conn_qp_held(c, l);
 	for (;;) {
-		bool room = l->writes_out < c->opts.writes_in_flight && rdmae_lane_sq_free_locked(l) > 0;
+		bool room = l->writes_out < c->opts.writes_in_flight && rdmae_qp_sq_free_locked(l) > 0;
 		bool budget = rdmae_pace_may_post(&c->pace, p->len);
 
 		if (room && budget)
@@ -104,12 +128,11 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *local,
 		if (!ret)
 			ret = rdmae_conn_wait_locked(c, 0);
 		if (ret) {
-			if (chunk)
-				rdmae_chunk_put_locked(c, chunk);
+			piece_unpin_locked(c, chunk);
 			return ret;
 		}
 	}
-	slot = rdmae_lane_sq_take_locked(l, kind, &wr, &sge);
+	slot = rdmae_qp_sq_take_locked(l, kind, &wr, &sge);
 	slot->chunk = chunk;
 	slot->mark.len = p->len;
 	rdmae_pace_on_post(&c->pace, p->len, c->pace.inflight ? 0 : rdmae_now_ns());
@@ -140,19 +163,23 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *local,
 		l->st.write_bytes += p->len;
 	}
 	if (l->nchain == RDMAE_CHAIN_MAX)
-		return rdmae_lane_post_chain_locked(l);
+		return rdmae_qp_post_chain_locked(l);
 	return 0;
 }
 
-/* WRITE (local -> remote) or READ (remote -> local) of runs; see rdmae_write.h. */
-static int bulk(struct rdmae_conn *c, struct rdmae_region *local, const struct rdmae_remote *remote,
-		struct rdmae_run *runs, size_t n, enum rdmae_wr_kind kind, struct rdmae_err *err)
+/* WRITE (local -> remote) or READ (remote -> local) of runs on lane (-1: all); see rdmae_write.h. */
+static int bulk(struct rdmae_conn *c, int lane, struct rdmae_region *local,
+		const struct rdmae_remote *remote, struct rdmae_run *runs, size_t n,
+		enum rdmae_wr_kind kind, struct rdmae_err *err)
 {
 	uint64_t max = c->neg.max_rw_size;
 	uint64_t boundary = rdmae_region_boundary(local);
 	size_t i;
 	int ret, pret;
 
+	if (lane >= 0 && (unsigned int)lane >= rdmae_conn_lanes(c))
+		return rdmae_err_set(err, -EINVAL, "%s %s: no lane %d (%u lanes)", op_name(kind),
+				     c->peer, lane, rdmae_conn_lanes(c));
 	ret = check_runs(c, local, remote, runs, n, kind, err);
 	if (ret)
 		return ret;
@@ -165,10 +192,10 @@ static int bulk(struct rdmae_conn *c, struct rdmae_region *local, const struct r
 		while (r.len && !ret) {
 			struct rdmae_run p = rdmae_run_take(&r, max, boundary, RDMAE_DESC_SPAN);
 
-			ret = post_piece_locked(c, local, remote, &p, kind);
+			ret = post_piece_locked(c, lane, local, remote, &p, kind);
 		}
 	}
-	pret = rdmae_lane_post_all_locked(c);
+	pret = rdmae_conn_post_all_locked(c);
 	if (!ret)
 		ret = pret;
 	if (ret) {
@@ -190,11 +217,21 @@ static int bulk(struct rdmae_conn *c, struct rdmae_region *local, const struct r
 int rdmae_write(struct rdmae_conn *c, struct rdmae_region *src, const struct rdmae_remote *dst,
 		struct rdmae_run *runs, size_t n, struct rdmae_err *err)
 {
-	return bulk(c, src, dst, runs, n, RDMAE_WR_WRITE, err);
+	return bulk(c, -1, src, dst, runs, n, RDMAE_WR_WRITE, err);
 }
 
-int rdmae_read(struct rdmae_conn *c, struct rdmae_region *dst, const struct rdmae_remote *src,
-	       struct rdmae_run *runs, size_t n, struct rdmae_err *err)
+int rdmae_write_lane(struct rdmae_conn *c, unsigned int lane, struct rdmae_region *src,
+		     const struct rdmae_remote *dst, struct rdmae_run *runs, size_t n,
+		     struct rdmae_err *err)
+{
+	if (lane > RDMAE_MAX_LANES)
+		lane = RDMAE_MAX_LANES;
+	return bulk(c, (int)lane, src, dst, runs, n, RDMAE_WR_WRITE, err);
+}
+
+static int read_runs(struct rdmae_conn *c, int lane, struct rdmae_region *dst,
+		     const struct rdmae_remote *src, struct rdmae_run *runs, size_t n,
+		     struct rdmae_err *err)
 {
 	/*
 	 * Checked here rather than left to the NIC: a READ into memory it may
@@ -205,7 +242,22 @@ int rdmae_read(struct rdmae_conn *c, struct rdmae_region *dst, const struct rdma
 		return rdmae_err_set(err, -EACCES, "read from %s: the local region %p is not "
 				     "registered for the NIC to write into (local_write)",
 				     c->peer, rdmae_region_addr(dst));
-	return bulk(c, dst, src, runs, n, RDMAE_WR_READ, err);
+	return bulk(c, lane, dst, src, runs, n, RDMAE_WR_READ, err);
+}
+
+int rdmae_read(struct rdmae_conn *c, struct rdmae_region *dst, const struct rdmae_remote *src,
+	       struct rdmae_run *runs, size_t n, struct rdmae_err *err)
+{
+	return read_runs(c, -1, dst, src, runs, n, err);
+}
+
+int rdmae_read_lane(struct rdmae_conn *c, unsigned int lane, struct rdmae_region *dst,
+		    const struct rdmae_remote *src, struct rdmae_run *runs, size_t n,
+		    struct rdmae_err *err)
+{
+	if (lane > RDMAE_MAX_LANES)
+		lane = RDMAE_MAX_LANES;
+	return read_runs(c, (int)lane, dst, src, runs, n, err);
 }
 
 int rdmae_write_flush(struct rdmae_conn *c, struct rdmae_err *err)
@@ -213,7 +265,7 @@ int rdmae_write_flush(struct rdmae_conn *c, struct rdmae_err *err)
 	int ret;
 
 	rdmae_conn_lock(c);
-	while (!(ret = rdmae_conn_check_locked(c, err)) && rdmae_lane_any_busy_locked(c))
+	while (!(ret = rdmae_conn_check_locked(c, err)) && rdmae_conn_any_busy_locked(c))
 		rdmae_conn_wait_locked(c, 0);
 	rdmae_conn_unlock(c);
 	return ret;
@@ -232,16 +284,16 @@ int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err)
 		goto out;
 	*seq = ++c->fence_seq;
 	for (i = 0; i < c->nlanes && !ret; i++) {
-		ret = rdmae_lane_send_locked(&c->lanes[i], NULL, 0, 0, RDMAE_FLAG_FENCE, *seq, false,
-					     deadline);
+		ret = rdmae_msg_lane_send_locked(&c->lanes[i], NULL, 0, 0, RDMAE_FLAG_FENCE, *seq,
+						 false, deadline);
 		if (!ret)
-			c->lanes[i].st.fences++;
+			c->lanes[i].qp.st.fences++;
 	}
 	/* Some lanes carry the fence and others do not: the connection cannot go on. */
 	if (ret == -ETIMEDOUT)
 		rdmae_conn_fail_locked(c, -ETIMEDOUT, "fence %u to %s: no send credit on lane %u "
 				       "within %d ms", *seq, c->peer, i - 1, tmo);
-	pret = rdmae_lane_post_all_locked(c);
+	pret = rdmae_conn_post_all_locked(c);
 	if (!ret)
 		ret = pret;
 	if (ret)
@@ -274,17 +326,4 @@ int rdmae_fence_wait(struct rdmae_conn *c, uint32_t seq, int timeout_ms, struct 
 	}
 	rdmae_conn_unlock(c);
 	return ret;
-}
-
-void rdmae_write_pace_start_locked(struct rdmae_conn *c)
-{
-	uint64_t rw = c->neg.max_rw_size;
-
-	/*
-	 * Four full-size WRITEs per lane at least: with half the budget as the
-	 * refill mark, each lane keeps one on the wire and one ready. Never more
-	 * than the WR bound allows.
-	 */
-	rdmae_pace_init(&c->pace, 4ull * c->nlanes * rw,
-			(uint64_t)c->nlanes * c->opts.writes_in_flight * rw);
 }

@@ -92,6 +92,28 @@ void rdmae_conn_wake(struct rdmae_conn *c)
 	rdmae_conn_eventfd_kick(c->wake_fd);
 }
 
+void rdmae_conn_heard_locked(struct rdmae_conn *c, uint64_t now, const char *what)
+{
+	if (c->probe_ns && what)
+		rdmae_trace(c, "keepalive: answered by %s after %.1f ms", what,
+			    (double)(now - c->probe_ns) / 1e6);
+	c->last_heard_ns = now;
+	c->probe_ns = 0;
+}
+
+void rdmae_conn_pace_start_locked(struct rdmae_conn *c)
+{
+	uint64_t rw = c->neg.max_rw_size;
+
+	/*
+	 * Four full-size WRITEs per lane at least: with half the budget as the
+	 * refill mark, each lane keeps one on the wire and one ready. Never more
+	 * than the WR bound allows.
+	 */
+	rdmae_pace_init(&c->pace, 4ull * c->nlanes * rw,
+			(uint64_t)c->nlanes * c->opts.writes_in_flight * rw);
+}
+
 void rdmae_conn_fail_locked(struct rdmae_conn *c, int code, const char *fmt, ...)
 {
 	va_list ap;
@@ -124,9 +146,12 @@ void rdmae_conn_fail_locked(struct rdmae_conn *c, int code, const char *fmt, ...
 
 void rdmae_conn_disconnect_locked(struct rdmae_conn *c)
 {
-	for (unsigned int i = 0; i < c->nlanes; i++)
-		if (c->lanes[i].qp && c->lanes[i].established)
-			rdma_disconnect(c->lanes[i].id);
+	for (unsigned int i = 0; i < c->nlanes; i++) {
+		struct rdmae_lane *l = &c->lanes[i];
+
+		if (l->live && l->qp.ibqp && l->established)
+			rdma_disconnect(l->qp.id);
+	}
 	c->linger = false;
 }
 
@@ -143,7 +168,7 @@ int rdmae_conn_wait_locked(struct rdmae_conn *c, uint64_t deadline_ns)
 {
 	struct timespec ts;
 
-	rdmae_lane_post_all_locked(c);
+	rdmae_conn_post_all_locked(c);
 	if (!deadline_ns) {
 		pthread_cond_wait(&c->cond, &c->lock);
 		return 0;
@@ -220,7 +245,7 @@ void rdmae_conn_abort(struct rdmae_conn *c, int code, const char *why)
 		return;
 	rdmae_conn_lock(c);
 	/* Whatever was already posted (a CANCEL with its reason) still reaches the peer. */
-	rdmae_lane_post_all_locked(c);
+	rdmae_conn_post_all_locked(c);
 	c->linger = rdmae_conn_sends_pending_locked(c);
 	rdmae_conn_fail_locked(c, code, "%s", why ? why : "aborted");
 	rdmae_conn_unlock(c);
@@ -242,6 +267,12 @@ const struct rdmae_negotiated *rdmae_conn_negotiated(const struct rdmae_conn *c)
 	return &c->neg;
 }
 
+unsigned int rdmae_conn_lanes(const struct rdmae_conn *c)
+{
+	/* Written only while the connection is set up, before its caller has it. */
+	return c->nlanes;
+}
+
 const char *rdmae_conn_peer(const struct rdmae_conn *c)
 {
 	return c->peer;
@@ -252,7 +283,7 @@ int rdmae_conn_lane_stats(struct rdmae_conn *c, unsigned int lane, struct rdmae_
 	if (lane >= c->nlanes)
 		return -EINVAL;
 	rdmae_conn_lock(c);
-	*out = c->lanes[lane].st;
+	*out = c->lanes[lane].qp.st;
 	rdmae_conn_unlock(c);
 	return 0;
 }
@@ -303,7 +334,7 @@ int rdmae_conn_revoke_remote_write(struct rdmae_conn *c, struct rdmae_err *err)
 	for (i = 0; i < c->nlanes && !ret; i++) {
 		struct ibv_qp_init_attr init;
 		struct ibv_qp_attr attr;
-		struct ibv_qp *qp = c->lanes[i].qp;
+		struct ibv_qp *qp = c->lanes[i].live ? c->lanes[i].qp.ibqp : NULL;
 		int r;
 
 		if (!qp)
@@ -329,27 +360,60 @@ int rdmae_conn_revoke_remote_write(struct rdmae_conn *c, struct rdmae_err *err)
 
 bool rdmae_conn_sends_pending_locked(const struct rdmae_conn *c)
 {
-	unsigned int i;
+	for (unsigned int i = 0; i < c->nlanes; i++) {
+		const struct rdmae_lane *l = &c->lanes[i];
 
-	for (i = 0; i < c->nlanes; i++)
-		if (c->lanes[i].qp && c->lanes[i].tx_tail != c->lanes[i].tx_head)
+		rdmae_conn_qp_held(c, &l->qp);
+		if (l->live && rdmae_qp_sends_pending_locked(&l->qp))
 			return true;
+	}
 	return false;
+}
+
+bool rdmae_conn_any_busy_locked(const struct rdmae_conn *c)
+{
+	for (unsigned int i = 0; i < c->nlanes; i++) {
+		const struct rdmae_lane *l = &c->lanes[i];
+
+		rdmae_conn_qp_held(c, &l->qp);
+		if (l->live && rdmae_qp_busy_locked(&l->qp))
+			return true;
+	}
+	return false;
+}
+
+int rdmae_conn_post_all_locked(struct rdmae_conn *c)
+{
+	int ret = 0;
+
+	/* Every lane's chain goes, even after one failed: the failure is the connection's now. */
+	for (unsigned int i = 0; i < c->nlanes; i++) {
+		struct rdmae_lane *l = &c->lanes[i];
+		int r;
+
+		if (!l->live)
+			continue;
+		rdmae_conn_qp_held(c, &l->qp);
+		r = rdmae_qp_post_chain_locked(&l->qp);
+		if (r && !ret)
+			ret = r;
+	}
+	return ret;
 }
 
 void rdmae_conn_destroy(struct rdmae_conn *c)
 {
-	struct rdmae_rxmsg *m;
 	unsigned int i;
 	uint64_t deadline;
 
 	if (!c)
 		return;
 	/*
-	 * Teardown order: pending sends, disconnect, thread, QPs, MRs of regions,
-	 * rings, CQ, PD, ids. The QPs go before the regions: a QP's destruction
-	 * releases the chunk pins of the WRs it will never complete, and a chunk
-	 * may only be deregistered once nothing can still read it.
+	 * Teardown order: pending sends, disconnect, thread, QPs, MRs of
+	 * regions, each lane's rings and cm_id, CQ, PD. The QPs go before the
+	 * regions: a QP's destruction releases the chunk pins of the WRs it
+	 * will never complete, and a chunk may only be deregistered once
+	 * nothing can still read it.
 	 */
 	rdmae_conn_lock(c);
 	deadline = rdmae_deadline_after(SEND_DRAIN_MS);
@@ -367,11 +431,14 @@ void rdmae_conn_destroy(struct rdmae_conn *c)
 	rdmae_conn_unlock(c);
 
 	rdmae_progress_stop(c);
+	/* Nobody reaps any more: no drain, and no lock needed from here on. */
 	for (i = 0; i < c->nlanes; i++)
-		rdmae_lane_destroy_qp(&c->lanes[i]);
+		rdmae_qp_destroy_qp(&c->lanes[i].qp);
 	rdmae_regions_destroy_all(c);
-	for (i = 0; i < c->nlanes; i++)
-		rdmae_lane_destroy(&c->lanes[i]);
+	for (i = 0; i < c->nlanes; i++) {
+		rdmae_qp_destroy(&c->lanes[i].qp);
+		rdmae_msg_lane_clear(&c->lanes[i]);
+	}
 	if (c->cq) {
 		ibv_ack_cq_events(c->cq, c->cq_events);
 		ibv_destroy_cq(c->cq);
@@ -380,16 +447,7 @@ void rdmae_conn_destroy(struct rdmae_conn *c)
 		ibv_destroy_comp_channel(c->comp_ch);
 	if (c->pd)
 		ibv_dealloc_pd(c->pd);
-	for (i = 0; i < c->nlanes; i++)
-		if (c->lanes[i].id)
-			rdma_destroy_id(c->lanes[i].id);
 	rdma_destroy_event_channel(c->cm_ch);
-	while ((m = c->q_head)) {
-		c->q_head = m->next;
-		free(m->data);
-		free(m);
-	}
-	rdmae_reasm_reset(&c->reasm);
 	close(c->wake_fd);
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);

@@ -169,13 +169,14 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 				    ibv_get_device_name(c->verbs->device));
 		goto err_id;
 	}
-	rdmae_conn_lock(c);
-	ret = rdmae_lane_create_locked(c, id, idx, err);
-	if (!ret && idx > 0)
-		rdmae_negotiate_lane_credits_locked(c, id->context);
-	rdmae_conn_unlock(c);
+	ret = rdmae_lane_create(c, id, idx, err);
 	if (ret)
 		goto err_id;
+	if (idx > 0) {
+		rdmae_conn_lock(c);
+		rdmae_negotiate_lane_credits_locked(c, rdmae_lane_of(id));
+		rdmae_conn_unlock(c);
+	}
 
 	rdmae_lane_pd_encode(pdbuf, &pd);
 	rdmae_connect_param_init(&param, pdbuf, RDMAE_LANE_PD_SIZE);
@@ -221,10 +222,11 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 	return 0;
 
 err_lane:
+	/* The lane owns id now and destroys it with its QP. */
 	rdmae_conn_lock(c);
-	rdmae_lane_destroy(&c->lanes[idx]);
-	c->lanes[idx].id = NULL;
+	rdmae_lane_destroy_locked(&c->lanes[idx]);
 	rdmae_conn_unlock(c);
+	return ret;
 err_id:
 	rdma_destroy_id(id);
 	return ret;
@@ -290,7 +292,7 @@ int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 	ret = rdmae_conn_check_locked(c, err);
 	c->cm_to_thread = true;
 	c->last_heard_ns = rdmae_now_ns();
-	rdmae_write_pace_start_locked(c);
+	rdmae_conn_pace_start_locked(c);
 	rdmae_conn_unlock(c);
 	rdmae_conn_wake(c);
 	if (ret)

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Transport internals shared by the files of rdma/. Not installed.
+ * L2 internals: the connection and its lanes, shared by the files of rdma/
+ * from L2 up. Not installed.
  *
- * The files of rdma/, one job each (doc/architecture.md keeps the same list):
+ * The files of rdma/, one job each, by layer (doc/architecture.md keeps the
+ * same list). No file includes a header of a layer above its own, nor calls
+ * a function of a file above it; `tests/lint.sh graph` checks both.
  *
- *   pure: no verbs call, no lock:
+ *   L0, pure: no verbs call, no lock (each its own public or opts.h header):
  *   wire.c       the wire encoding, and the negotiation rules over it
  *   credits.c    credit accounting of one lane
  *   frag.c       fragmentation and reassembly of messages
@@ -15,48 +18,68 @@
  *   time.c       the clock and deadlines
  *   opts.c       option defaults and checks, and the wire limits they stand for
  *
- *   over verbs, sharing struct rdmae_conn and its lock:
+ *   L1, verbs objects that know no connection (qp.h, mem.h):
+ *   qp.c         one RC QP: its rings, send-queue slots, chain and doorbell,
+ *                retire, drain; reports upward only through its ops table
  *   mem.c        ring memory on the device's NUMA node, on huge pages if any
- *   lane.c       one lane: its QP, rings, send-queue accounting and completions
- *   region.c     registration: MRs and the on-demand chunk cache
+ *
+ *   L2, the connection (this header):
  *   conn.c       the connection core: allocation, device resources, the
- *                sticky error and waits on it, accessors, teardown
+ *                state and sticky error and waits on them, accessors,
+ *                teardown
+ *   lane.c       a lane: its qp made and published, and the qp ops it
+ *                implements (keepalive stamps, pacing, unpinning, routing a
+ *                receive to negotiation or to messages)
+ *   msg.c        messages on a lane: the credit header, grants, the
+ *                receive path and queue, rdmae_send/_recv and their _lane forms
  *   negotiate.c  the negotiate exchange (server and client) and the auth policy
  *   connect.c    client setup: resolution, lanes, rdma_cm connection parameters
  *   listen.c     the listener: pending connections, lanes by token, accept
- *   msg.c        the message channel on lane 0 (rdmae_send, rdmae_recv)
- *   write.c      bulk WRITE and READ, fences, flush, the pacing budget's start
- *   progress.c   the progress thread: completions, CM events, keepalive timer
+ *   progress.c   the progress thread: completions (cqe->done), CM events and
+ *                the keepalive timer handed to conn.c and msg.c
+ *   region.c     registration: MRs and the on-demand chunk cache. Meant for
+ *                L1 (as mr.c, which knows no connection); today it still
+ *                walks the lanes and waits on the connection, so it is L2
  *
- * Internal functions carry the prefix of the file they live in (rdmae_lane_*
- * in lane.c, rdmae_opts_* in opts.c); public names keep theirs, even where
+ *   L3, over the connection:
+ *   bulk.c       WRITE and READ (rdmae_write.h), fences, flush, pacing
+ *
+ * msg.c sits in L2 and not above it: the qp ops of lane.c route a receive
+ * into it, and the keepalive timer sends its probe through it, so placing it
+ * higher would make those calls point upward.
+ *
+ * Internal functions carry the prefix of the file they live in (rdmae_qp_*
+ * in qp.c, rdmae_opts_* in opts.c); public names keep theirs, even where
  * they read like another file's (wire.c's rdmae_negotiate_server/_client).
  *
  * Locking: one mutex per connection (c->lock) guards all of its state,
- * including every lane; c->cond is broadcast on any change a caller may
- * wait for (credits, send-queue room, messages, fences, errors, state).
- * The progress thread runs completion callbacks with the lock held.
+ * including every lane and its qp; c->cond is broadcast on any change a
+ * caller may wait for (credits, send-queue room, messages, fences, errors,
+ * state). The progress thread runs completion callbacks with the lock held.
  *
  *   c->lock guards   every field of struct rdmae_conn but lock and cond, and
- *                    of every struct rdmae_lane in c->lanes[] (a lane's lock
- *                    is l->conn->lock); every region and chunk of c (the
- *                    chunk cache, c->pinned, c->regions)
+ *                    of every struct rdmae_lane in c->lanes[] and its qp (a
+ *                    qp's *qp->lock is &c->lock); every region and chunk of c
+ *                    (the chunk cache, c->pinned, c->regions)
  *   not guarded      what is set before the progress thread starts and read
  *                    only after (opts, limits, verbs, pd, cq, comp_ch,
- *                    wake_fd); teardown once the thread is joined
+ *                    wake_fd); a lane's qp while it is made, before it is
+ *                    published (rdmae_lane_create); teardown once the
+ *                    thread is joined
  *
- * A function whose name ends in _locked needs c->lock (for a lane or region,
- * its connection's), and its prototype says so with RDMAE_REQUIRES; the lock
- * is taken and released only through rdmae_conn_lock/rdmae_conn_unlock.
+ * A function whose name ends in _locked needs c->lock (for a lane, region
+ * or qp, its connection's), and its prototype says so with RDMAE_REQUIRES;
+ * the lock is taken and released only through rdmae_conn_lock/_unlock.
  * `make lint` runs clang's -Wthread-safety over rdma/, which then proves
  * each caller holds it (rdmae_tsa.h). Limits of that proof: the analysis
  * cannot tell that l->conn is the c whose lock is held, so it accepts any
- * connection's lock there (-Wno-thread-safety-precise); completion callbacks
- * assert the lock the progress thread took (rdmae_conn_assert_held); and two
- * functions are not analysed, each with its reason beside it, known items of
- * issue 17: chunk_pin_locked (region.c) drops the lock while it registers,
- * and rdmae_lane_destroy_qp runs both with and without it. The rings are
- * still registered with the lock held (rdmae_lane_create_locked).
+ * connection's lock there (-Wno-thread-safety-precise); a qp's lock is a
+ * pointer the analysis cannot equate with &c->lock, so L2 states it with
+ * rdmae_conn_qp_held; completion callbacks assert the lock the progress
+ * thread took (rdmae_conn_assert_held, rdmae_qp_assert_held); and the
+ * functions not analysed have their reason beside them: chunk_pin_locked
+ * (region.c) drops the lock while it registers (mr.c does not), and a qp's
+ * destruction runs both with and without it.
  */
 #ifndef RDMAE_INTERNAL_H
 #define RDMAE_INTERNAL_H
@@ -68,6 +91,9 @@
 #include <infiniband/verbs.h>
 #include <rdma/rdma_cma.h>
 
+#include "mem.h"
+#include "opts.h"
+#include "qp.h"
 #include "rdmae_auth.h"
 #include "rdmae_conn.h"
 #include "rdmae_credits.h"
@@ -78,105 +104,38 @@
 #include "rdmae_tsa.h"
 #include "rdmae_wire.h"
 
-struct rdmae_lane;
 struct rdmae_chunk;
 
-/* The connection mutex, as a lock clang's thread-safety analysis tracks. */
-typedef pthread_mutex_t rdmae_mutex_t RDMAE_CAPABILITY("mutex");
-
-/*
- * Every signalled work request points at one of these through wr_id, and
- * the progress thread calls done() (the kernel's ib_cqe pattern): no
- * casting of wr_id to guess what completed.
- */
-struct rdmae_cqe {
-	void (*done)(struct rdmae_cqe *cqe, const struct ibv_wc *wc);
-};
-
-/* One posted receive buffer. */
-struct rdmae_rxbuf {
-	struct rdmae_cqe cqe;
-	struct rdmae_lane *lane;
-	uint8_t *data;
-	struct rdmae_rxbuf *next_parked;
+/* A received message waiting for rdmae_recv_lane. */
+struct rdmae_rxmsg {
+	struct rdmae_rxmsg *next;
+	size_t len;
+	void *data;
 };
 
 /*
- * What a send-queue position holds, so a signalled completion can retire
- * everything before it. WRITE and READ are the one-sided kinds: both are
- * paced and bounded by opts.writes_in_flight, and both may pin a chunk.
+ * One lane of a connection: its qp (L1), whose owner it is, and what the
+ * connection keeps per lane on top of it: credits, fences, and its own
+ * message stream (reassembly, receive queue, one sender at a time).
  */
-enum rdmae_wr_kind { RDMAE_WR_SEND = 1, RDMAE_WR_WRITE, RDMAE_WR_READ, RDMAE_WR_PROBE };
-
-static inline bool rdmae_wr_one_sided(enum rdmae_wr_kind k)
-{
-	return k == RDMAE_WR_WRITE || k == RDMAE_WR_READ;
-}
-
-struct rdmae_wrslot {
-	struct rdmae_cqe cqe;
-	struct rdmae_lane *lane;
-	uint64_t pos;			/* send-queue position of this WR */
-	enum rdmae_wr_kind kind;
-	struct rdmae_chunk *chunk;	/* on-demand chunk pinned for a WRITE or READ, or NULL */
-	struct rdmae_pace_mark mark;	/* WRITE/READ: length, doorbell time, delivered then */
-};
-
-/* WRs gathered for one doorbell. */
-#define RDMAE_CHAIN_MAX 32
-/* A WRITE is signalled at least this often, so completions stay rare but SQ room comes back. */
-#define RDMAE_SIGNAL_EVERY 16
-
 struct rdmae_lane {
-	struct rdmae_conn *conn;
+	struct rdmae_qp qp;
+	struct rdmae_conn *conn;	/* set from the lane's claim to its destruction */
 	unsigned int idx;
-	struct rdma_cm_id *id;
-	struct ibv_qp *qp;
+	bool live;			/* qp made and published: others may touch it */
 	bool established;
 	struct rdmae_credits cr;
-
-	/* receive ring: nrx buffers of rx_size bytes */
-	uint32_t nrx;
-	uint32_t rx_size;
-	void *rx_mem;
-	bool rx_huge;
-	struct ibv_mr *rx_mr;
-	struct rdmae_rxbuf *rx;
 	struct rdmae_rxbuf *parked;	/* consumed, held back while the reader lags */
-
-	/* send ring: ntx slots of tx_size bytes, used and freed in order */
-	uint32_t ntx;
-	uint32_t tx_size;
-	void *tx_mem;
-	bool tx_huge;
-	struct ibv_mr *tx_mr;
-	uint64_t tx_head;		/* slots taken */
-	uint64_t tx_tail;		/* slots whose SEND completed */
-
-	/* send queue accounting by position */
-	uint32_t sq_depth;
-	struct rdmae_wrslot *wr;	/* sq_depth entries, indexed by pos % sq_depth */
-	uint64_t sq_posted;		/* WRs handed to the chain (posted or pending) */
-	uint64_t sq_done;		/* WRs known complete */
-	uint64_t last_signal;		/* position after the last signalled WR */
-	uint32_t writes_out;		/* WRITE and READ WRs in flight (at most
-					 * opts.writes_in_flight) */
-	uint64_t unsig_bytes;		/* WRITE/READ bytes posted since the last signalled WR */
-
-	/* the chain waiting for its doorbell */
-	struct ibv_send_wr chain[RDMAE_CHAIN_MAX];
-	struct ibv_sge sge[RDMAE_CHAIN_MAX];
-	unsigned int nchain;
 
 	uint32_t fence_seen;		/* highest fence received on this lane */
 	bool grant_pending;		/* an empty credit grant could not be sent yet */
 	bool reply_owed;		/* the peer asked for a response on this lane */
 
-	/* drain before the rings are freed: markers behind every posted WR */
-	struct rdmae_cqe drain_cqe;
-	unsigned int drain_left;	/* markers not yet flushed back */
-	bool draining;			/* flush errors are expected, not failures */
-	struct rdmae_lane_stats st;
+	/* messages of this lane */
+	struct rdmae_reasm reasm;
+	struct rdmae_rxmsg *q_head, *q_tail;
+	size_t q_bytes;
+	bool sending;			/* one message at a time keeps fragments in order */
 };
 
 enum rdmae_conn_state {
@@ -185,13 +144,6 @@ enum rdmae_conn_state {
 	RDMAE_ST_LANES,			/* negotiated, extra lanes connecting */
 	RDMAE_ST_CONNECTED,
 	RDMAE_ST_ERROR,
-};
-
-/* A received message waiting for rdmae_recv. */
-struct rdmae_rxmsg {
-	struct rdmae_rxmsg *next;
-	size_t len;
-	void *data;
 };
 
 struct rdmae_conn {
@@ -232,12 +184,6 @@ struct rdmae_conn {
 
 	/* negotiation */
 	struct rdmae_neg_req neg_sent;
-
-	/* message channel (lane 0) */
-	struct rdmae_reasm reasm;
-	struct rdmae_rxmsg *q_head, *q_tail;
-	size_t q_bytes;
-	bool sending;			/* one rdmae_send at a time keeps fragments in order */
 
 	/* bulk */
 	unsigned int next_lane;
@@ -292,6 +238,18 @@ static inline void rdmae_conn_assert_held(const struct rdmae_conn *c) RDMAE_ASSE
 	(void)c;
 }
 
+/*
+ * A lane's qp is guarded by its connection's lock under another name
+ * (*qp->lock == &c->lock): this tells the analysis, for a caller holding
+ * c->lock, before it calls the qp's _locked functions.
+ */
+static inline void rdmae_conn_qp_held(const struct rdmae_conn *c, const struct rdmae_qp *qp)
+	RDMAE_REQUIRES(c->lock) RDMAE_ASSERT_HELD(*qp->lock)
+{
+	(void)c;
+	(void)qp;
+}
+
 /* conn.c: the connection core */
 /* Trace a connection event to stderr when RDMAE_DEBUG is set; off, it costs one branch. */
 #define rdmae_trace(c, ...) do { if ((c)->debug) rdmae_trace_print((c), __VA_ARGS__); } while (0)
@@ -307,6 +265,8 @@ void rdmae_conn_eventfd_kick(int fd);
 /* Disconnect every lane (QPs to error, posted work flushed). */
 void rdmae_conn_disconnect_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
 bool rdmae_conn_sends_pending_locked(const struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
+/* Is any WR still in flight on any lane? */
+bool rdmae_conn_any_busy_locked(const struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
 void rdmae_conn_fail_locked(struct rdmae_conn *c, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)))
 	RDMAE_REQUIRES(c->lock);
@@ -315,16 +275,37 @@ int rdmae_conn_check_locked(struct rdmae_conn *c, struct rdmae_err *err)
 /* Wait on c->cond until deadline (0 = for ever); posts pending chains first. -ETIMEDOUT on timeout. */
 int rdmae_conn_wait_locked(struct rdmae_conn *c, uint64_t deadline_ns) RDMAE_REQUIRES(c->lock);
 void rdmae_conn_wake(struct rdmae_conn *c);
+/* Ring every lane's doorbell; the first post error (the connection has failed with it). */
+int rdmae_conn_post_all_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
+/* Keepalive: the peer was heard from at now (what: for the trace). */
+void rdmae_conn_heard_locked(struct rdmae_conn *c, uint64_t now, const char *what)
+	RDMAE_REQUIRES(c->lock);
+/* The pacing budget starts once the lanes and max_rw_size are known. */
+void rdmae_conn_pace_start_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
 
-/* opts.c */
-void rdmae_opts_fill(struct rdmae_conn_opts *dst, const struct rdmae_conn_opts *src);
-int rdmae_opts_check(const struct rdmae_conn_opts *o, struct rdmae_err *err);
-void rdmae_opts_limits(struct rdmae_wire_limits *l, const struct rdmae_conn_opts *o);
+/* lane.c: a lane of a connection, owner of its qp */
+/*
+ * Lane idx of c on id: its qp (QP, rings, receives posted), published to
+ * the progress thread once whole. Takes c->lock to claim the lane and to
+ * publish it, and registers the rings between the two without it, so
+ * completions and keepalive go on meanwhile. On success id is the lane's
+ * (destroyed with it); on failure it is still the caller's.
+ */
+int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int idx,
+			   struct rdmae_err *err) RDMAE_EXCLUDES(c->lock);
+/*
+ * Destroy a lane with its qp and cm_id. With the progress thread running
+ * the QP is drained first (rdmae_qp_drain_locked).
+ */
+void rdmae_lane_destroy_locked(struct rdmae_lane *l) RDMAE_REQUIRES(l->conn->lock);
+/* The lane whose qp an rdma_cm event's id belongs to, or NULL. */
+struct rdmae_lane *rdmae_lane_of(struct rdma_cm_id *id);
 
 /* negotiate.c */
 int rdmae_negotiate_auth_setup(const struct rdmae_conn_opts *o, struct rdmae_key *k,
 			       const char *what, struct rdmae_err *err);
 uint16_t rdmae_negotiate_auth_mode(const struct rdmae_conn *c);
+/* A lane after lane 0: its credits and its reassembly, from what was negotiated. */
 void rdmae_negotiate_lane_credits_locked(struct rdmae_conn *c, struct rdmae_lane *l)
 	RDMAE_REQUIRES(c->lock);
 /* The first message on lane 0 is the peer's negotiate message; handled in the progress thread. */
@@ -337,55 +318,36 @@ int rdmae_negotiate_request(struct rdmae_conn *c, uint64_t deadline, struct rdma
 /* connect.c: the rdma_cm parameters of a lane, on connect and on accept alike */
 void rdmae_connect_param_init(struct rdma_conn_param *p, const uint8_t *pd, uint8_t pd_len);
 
-/* write.c: the pacing budget starts once the lanes and max_rw_size are known. */
-void rdmae_write_pace_start_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
-
-/* lane.c */
-/*
- * Lane idx of c on id: QP, rings, receives posted. It registers the rings
- * with c->lock held, which stalls completions for as long as the kernel
- * pins them; the rings are small and made once per lane, so this stays for
- * now, a known item of issue 17 (chunk_pin_locked shows the unlocked way).
- */
-int rdmae_lane_create_locked(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int idx,
-			     struct rdmae_err *err) RDMAE_REQUIRES(c->lock);
-/* Destroy the QP and release the pins of WRs it will never complete. */
-void rdmae_lane_destroy_qp(struct rdmae_lane *l);
-void rdmae_lane_destroy(struct rdmae_lane *l);
-int rdmae_lane_post_chain_locked(struct rdmae_lane *l) RDMAE_REQUIRES(l->conn->lock);
-/* Ring every lane's doorbell; the first post error (the connection has failed with it). */
-int rdmae_lane_post_all_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
-/* Reserve one send-queue position for a WR and return its slot; caller fills the chain entry. */
-struct rdmae_wrslot *rdmae_lane_sq_take_locked(struct rdmae_lane *l, enum rdmae_wr_kind kind,
-					struct ibv_send_wr **wr, struct ibv_sge **sge)
-	RDMAE_REQUIRES(l->conn->lock);
-uint32_t rdmae_lane_sq_free_locked(const struct rdmae_lane *l) RDMAE_REQUIRES(l->conn->lock);
-/* Is any WR still in flight on any lane? */
-bool rdmae_lane_any_busy_locked(const struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
+/* msg.c: messages on a lane */
 /*
  * Queue one data-transfer message on a lane (added to the chain). Waits for
  * a credit, a send slot and send-queue room unless nowait, in which case it
  * returns -EAGAIN instead; -ETIMEDOUT at deadline_ns (0: none). A failed
  * connection ends the wait.
  */
-int rdmae_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32_t len,
-			   uint32_t remaining, uint16_t flags, uint32_t fence_seq, bool nowait,
-			   uint64_t deadline_ns) RDMAE_REQUIRES(l->conn->lock);
-/*
- * Keepalive without a credit: a signalled zero-length RDMA WRITE, posted at
- * once. -EAGAIN when the send queue has no room (then WRITE completions
- * already tell that the peer is there).
- */
-int rdmae_lane_probe_write_locked(struct rdmae_lane *l) RDMAE_REQUIRES(l->conn->lock);
-/* Negotiate messages: no header, no credits, posted at once. */
-int rdmae_lane_send_raw_locked(struct rdmae_lane *l, const void *buf, uint32_t len)
+int rdmae_msg_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32_t len,
+			       uint32_t remaining, uint16_t flags, uint32_t fence_seq, bool nowait,
+			       uint64_t deadline_ns) RDMAE_REQUIRES(l->conn->lock);
+/* A receive on a lane past negotiation: its header, credits, fence, payload. */
+void rdmae_msg_on_recv_locked(struct rdmae_lane *l, struct rdmae_rxbuf *rb, uint32_t len)
 	RDMAE_REQUIRES(l->conn->lock);
-void rdmae_lane_repost_parked_locked(struct rdmae_lane *l) RDMAE_REQUIRES(l->conn->lock);
+void rdmae_msg_repost_parked_locked(struct rdmae_lane *l) RDMAE_REQUIRES(l->conn->lock);
 /* Send an empty message if credits or a reply are owed and due; never blocks. */
-void rdmae_lane_grant_locked(struct rdmae_lane *l) RDMAE_REQUIRES(l->conn->lock);
+void rdmae_msg_grant_locked(struct rdmae_lane *l) RDMAE_REQUIRES(l->conn->lock);
+/* Free the lane's queued messages and reassembly. */
+void rdmae_msg_lane_clear(struct rdmae_lane *l);
 
 /* progress.c */
 int rdmae_progress_start(struct rdmae_conn *c, struct rdmae_err *err);
+/* One turn of the thread's loop, step by step (the mock tests drive them one at a time). */
+/* Reap the CQ: every completion's cqe->done. */
+void rdmae_progress_reap_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
+/* CM events once the thread owns them: a disconnect or a device removal fails c. */
+void rdmae_progress_cm_events_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
+/* After completions: answers, grants and reposts that could not go earlier. */
+void rdmae_progress_housekeeping_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
+/* The keepalive timer: probes, or fails c; the poll timeout in ms until it is due (-1: none). */
+int rdmae_progress_keepalive_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
 /* Takes c->lock to tell the thread to stop, then joins it. */
 void rdmae_progress_stop(struct rdmae_conn *c) RDMAE_EXCLUDES(c->lock);
 
@@ -406,10 +368,5 @@ int rdmae_region_lkey_locked(struct rdmae_region *r, uint64_t off, uint32_t *lke
 uint64_t rdmae_region_boundary(const struct rdmae_region *r);
 /* May the NIC write into r (the landing side of an RDMA READ)? */
 bool rdmae_region_local_writable(const struct rdmae_region *r);
-
-/* mem.c: ring memory on the device's NUMA node, on huge pages when there are any */
-void *rdmae_mem_alloc(size_t len, int numa_node, bool *huge);
-void rdmae_mem_free(void *p, size_t len, bool huge);
-int rdmae_device_numa_node(struct ibv_context *verbs);
 
 #endif

@@ -222,7 +222,13 @@ static void addr_str(const struct sockaddr *sa, char *buf, size_t len)
 	}
 }
 
-static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, struct rdmae_err *err)
+/*
+ * Lane 0 of a new pending connection on id. On failure *taken says whether
+ * id went with the lane (rejected and destroyed with it); otherwise it is
+ * still the caller's to reject and destroy.
+ */
+static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, bool *taken,
+			struct rdmae_err *err)
 {
 	struct rdma_conn_param param;
 	struct rdmae_accept_pd pd = { .version = RDMAE_VERSION };
@@ -261,15 +267,15 @@ static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, struct 
 	ret = rdmae_conn_setup_device(c, id->verbs, err);
 	if (ret)
 		goto err_conn;
+	ret = rdmae_lane_create(c, id, 0, err);
+	if (ret)
+		goto err_conn;
 	rdmae_conn_lock(c);
-	ret = rdmae_lane_create_locked(c, id, 0, err);
 	c->state = RDMAE_ST_NEGOTIATING;
 	c->notify_fd = l->wake_fd;
 	/* A client that connects and then goes quiet must not hold a slot for ever. */
 	c->setup_deadline_ns = rdmae_deadline_after(c->opts.timeout_ms);
 	rdmae_conn_unlock(c);
-	if (ret)
-		goto err_conn;
 	rdmae_accept_pd_encode(pdbuf, &pd);
 	rdmae_connect_param_init(&param, pdbuf, RDMAE_ACCEPT_PD_SIZE);
 	if (rdma_accept(id, &param)) {
@@ -280,17 +286,17 @@ static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, struct 
 	return 0;
 
 err_conn:
-	/* The cm_id is the caller's to reject and destroy. */
-	rdmae_conn_lock(c);
-	rdmae_lane_destroy(&c->lanes[0]);
-	c->nlanes = 0;
-	rdmae_conn_unlock(c);
+	/* Once lane 0 holds id, it is rejected here and destroyed with the lane. */
+	*taken = c->lanes[0].live;
+	if (*taken)
+		rdma_reject(id, NULL, 0);
 	rdmae_conn_destroy(c);
 	return ret;
 }
 
+/* A further lane of a pending connection; *taken as for accept_lane0. */
 static int accept_lane(struct rdmae_listener *l, struct rdma_cm_id *id,
-		       const struct rdmae_lane_pd *pd, struct rdmae_err *err)
+		       const struct rdmae_lane_pd *pd, bool *taken, struct rdmae_err *err)
 {
 	struct rdmae_conn *c = pending_by_token(l, pd->lane, pd->conn_token);
 	struct rdma_conn_param param;
@@ -311,20 +317,23 @@ static int accept_lane(struct rdmae_listener *l, struct rdma_cm_id *id,
 		return rdmae_err_set(err, -EXDEV, "lane %u from %s arrived on another device",
 				     pd->lane, c->peer);
 	}
-	ret = rdmae_lane_create_locked(c, id, pd->lane, err);
-	if (!ret)
-		rdmae_negotiate_lane_credits_locked(c, &c->lanes[pd->lane]);
 	rdmae_conn_unlock(c);
+	/* A duplicate that raced in meanwhile finds the lane claimed (-EEXIST). */
+	ret = rdmae_lane_create(c, id, pd->lane, err);
 	if (ret)
 		return ret;
+	rdmae_conn_lock(c);
+	rdmae_negotiate_lane_credits_locked(c, &c->lanes[pd->lane]);
+	rdmae_conn_unlock(c);
 	rdmae_lane_pd_encode(pdbuf, pd);
 	rdmae_connect_param_init(&param, pdbuf, RDMAE_LANE_PD_SIZE);
 	if (rdma_accept(id, &param)) {
 		ret = rdmae_err_set(err, -errno, "rdma_accept lane %u from %s: %s", pd->lane, c->peer,
 				    strerror(errno));
+		rdma_reject(id, NULL, 0);
+		*taken = true;
 		rdmae_conn_lock(c);
-		rdmae_lane_destroy(&c->lanes[pd->lane]);
-		c->lanes[pd->lane].id = NULL;
+		rdmae_lane_destroy_locked(&c->lanes[pd->lane]);
 		rdmae_conn_unlock(c);
 		return ret;
 	}
@@ -347,22 +356,25 @@ static void listener_event(struct rdmae_listener *l, struct rdma_cm_event *ev)
 	rdma_ack_cm_event(ev);
 
 	if (type == RDMA_CM_EVENT_CONNECT_REQUEST) {
-		int ret = bad ? -EPROTO : pd.lane == 0 ? accept_lane0(l, id, &lerr)
-						       : accept_lane(l, id, &pd, &lerr);
+		bool taken = false;
+		int ret = bad ? -EPROTO : pd.lane == 0 ? accept_lane0(l, id, &taken, &lerr)
+						       : accept_lane(l, id, &pd, &taken, &lerr);
 
 		if (ret) {
 			/* Refused before it was pending: logged, never the caller's failure. */
 			fprintf(stderr, "rdmae: listener %s: refused a connection: %s\n", l->addr,
 				bad ? "its private data is not an rdmae lane request" : lerr.msg);
-			rdma_reject(id, NULL, 0);
-			rdma_destroy_id(id);
+			if (!taken) {
+				rdma_reject(id, NULL, 0);
+				rdma_destroy_id(id);
+			}
 		}
 		return;
 	}
 	if (id == l->id || !id->context)
 		return;
 	{
-		struct rdmae_lane *lane = id->context;
+		struct rdmae_lane *lane = rdmae_lane_of(id);
 		struct rdmae_conn *c = lane->conn;
 
 		rdmae_conn_lock(c);
@@ -411,7 +423,7 @@ static int finish_accept(struct rdmae_listener *l, struct rdmae_conn *c, struct 
 	pending_remove(l, c);
 	/* From now on the connection's own progress thread hears its CM events. */
 	for (i = 0; i < c->nlanes && !ret; i++)
-		if (rdma_migrate_id(c->lanes[i].id, c->cm_ch))
+		if (rdma_migrate_id(c->lanes[i].qp.id, c->cm_ch))
 			ret = rdmae_err_set(err, -errno, "rdma_migrate_id lane %u of %s: %s", i,
 					    c->peer, strerror(errno));
 	rdmae_conn_lock(c);
@@ -423,7 +435,7 @@ static int finish_accept(struct rdmae_listener *l, struct rdmae_conn *c, struct 
 		rdmae_trace(c, "accepted with %u lanes", c->nlanes);
 		c->cm_to_thread = true;
 		c->last_heard_ns = rdmae_now_ns();
-		rdmae_write_pace_start_locked(c);
+		rdmae_conn_pace_start_locked(c);
 	}
 	rdmae_conn_unlock(c);
 	rdmae_conn_wake(c);

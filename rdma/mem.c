@@ -15,7 +15,7 @@
 #include <hugetlbfs.h>
 #include <numa.h>
 
-#include "internal.h"
+#include "mem.h"
 
 void *rdmae_mem_alloc(size_t len, int numa_node, bool *huge)
 {

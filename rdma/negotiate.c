@@ -53,11 +53,12 @@ static void derive_lane_tokens(struct rdmae_conn *c)
 		c->lane_token[i] = rdmae_auth_lane_token(&c->key, c->nonce_c, c->nonce_s, i);
 }
 
-/* Data lanes: both sides post their own credit count and start with the peer's. */
+/* Lanes after lane 0: both sides post their own credit count and start with the peer's. */
 void rdmae_negotiate_lane_credits_locked(struct rdmae_conn *c, struct rdmae_lane *l)
 {
-	rdmae_credits_init(&l->cr, c->neg.peer_credits_target, l->nrx, l->nrx,
+	rdmae_credits_init(&l->cr, c->neg.peer_credits_target, l->qp.nrx, l->qp.nrx,
 			   c->neg.peer_credits_target);
+	rdmae_reasm_init(&l->reasm, c->neg.max_fragmented_size);
 }
 
 /* Server: answer the client's request; a refusal lingers so that its status reaches the client. */
@@ -100,7 +101,7 @@ static void on_request_locked(struct rdmae_conn *c, const void *buf, size_t len)
 		resp.min_version = c->limits.min_version;
 		resp.max_version = c->limits.max_version;
 	} else {
-		ret = rdmae_negotiate_server(&c->limits, &req, l0->nrx, &resp, &c->neg, &f);
+		ret = rdmae_negotiate_server(&c->limits, &req, l0->qp.nrx, &resp, &c->neg, &f);
 	}
 	resp.auth = rdmae_negotiate_auth_mode(c);
 	if (!ret && resp.auth != RDMAE_WIRE_AUTH_NONE &&
@@ -116,13 +117,14 @@ static void on_request_locked(struct rdmae_conn *c, const void *buf, size_t len)
 	if (!ret) {
 		memcpy(c->nonce_c, req.nonce, sizeof(c->nonce_c));
 		derive_lane_tokens(c);
-		rdmae_credits_init(&l0->cr, c->neg.send_credits, l0->nrx, l0->nrx,
+		rdmae_credits_init(&l0->cr, c->neg.send_credits, l0->qp.nrx, l0->qp.nrx,
 				   c->neg.peer_credits_target);
-		rdmae_reasm_init(&c->reasm, c->neg.max_fragmented_size);
+		rdmae_reasm_init(&l0->reasm, c->neg.max_fragmented_size);
 		c->state = RDMAE_ST_LANES;
 	}
 	rdmae_neg_resp_encode(out, &resp);
-	if (rdmae_lane_send_raw_locked(l0, out, sizeof(out)) && !ret)
+	rdmae_conn_qp_held(c, &l0->qp);
+	if (rdmae_qp_send_raw_locked(&l0->qp, out, sizeof(out)) && !ret)
 		ret = -EIO;
 	if (ret) {
 		/* Let the response with its status reach the client before disconnecting. */
@@ -178,10 +180,10 @@ static void on_response_locked(struct rdmae_conn *c, const void *buf, size_t len
 	} else {
 		derive_lane_tokens(c);
 		/* One receive was kept back for this response and is reposted now. */
-		rdmae_credits_init(&l0->cr, c->neg.send_credits, l0->nrx - 1, l0->nrx,
+		rdmae_credits_init(&l0->cr, c->neg.send_credits, l0->qp.nrx - 1, l0->qp.nrx,
 				   c->neg.peer_credits_target);
 		rdmae_credits_on_repost(&l0->cr, 1);
-		rdmae_reasm_init(&c->reasm, c->neg.max_fragmented_size);
+		rdmae_reasm_init(&l0->reasm, c->neg.max_fragmented_size);
 		c->state = RDMAE_ST_LANES;
 	}
 }
@@ -227,7 +229,8 @@ int rdmae_negotiate_request(struct rdmae_conn *c, uint64_t deadline, struct rdma
 	if (ret)
 		rdmae_conn_fail_locked(c, -EIO, "negotiate with %s: HMAC-SHA256 failed in "
 				       "libcrypto", c->peer);
-	else if (rdmae_lane_send_raw_locked(&c->lanes[0], buf, sizeof(buf)))
+	else if (rdmae_conn_qp_held(c, &c->lanes[0].qp),
+		 rdmae_qp_send_raw_locked(&c->lanes[0].qp, buf, sizeof(buf)))
 		rdmae_conn_fail_locked(c, -EIO, "negotiate with %s: cannot post the request",
 				       c->peer);
 	ret = 0;

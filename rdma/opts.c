@@ -7,7 +7,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "internal.h"
+#include "opts.h"
 
 void rdmae_conn_opts_default(struct rdmae_conn_opts *o)
 {

@@ -19,7 +19,7 @@
 #define WC_BATCH 32
 #define CQ_ACK_BATCH 64
 
-static void reap_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock)
+void rdmae_progress_reap_locked(struct rdmae_conn *c)
 {
 	struct ibv_wc wc[WC_BATCH];
 	struct ibv_cq *cq;
@@ -47,13 +47,13 @@ static void reap_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock)
 				       c->peer);
 }
 
-static void cm_events_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock)
+void rdmae_progress_cm_events_locked(struct rdmae_conn *c)
 {
 	struct rdma_cm_event *ev;
 
 	while (!rdma_get_cm_event(c->cm_ch, &ev)) {
 		enum rdma_cm_event_type type = ev->event;
-		struct rdmae_lane *l = ev->id->context;
+		struct rdmae_lane *l = rdmae_lane_of(ev->id);
 		int status = ev->status;
 
 		rdma_ack_cm_event(ev);
@@ -76,7 +76,7 @@ static void cm_events_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock)
 }
 
 /* After completions: answers, grants and reposts that could not go earlier. */
-static void housekeeping_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock)
+void rdmae_progress_housekeeping_locked(struct rdmae_conn *c)
 {
 	unsigned int i;
 
@@ -85,17 +85,18 @@ static void housekeeping_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock)
 	for (i = 0; i < c->nlanes; i++) {
 		struct rdmae_lane *l = &c->lanes[i];
 
-		if (!l->qp || !l->established)
+		if (!l->live || !l->qp.ibqp || !l->established)
 			continue;
-		rdmae_lane_repost_parked_locked(l);
-		rdmae_lane_grant_locked(l);
+		rdmae_msg_repost_parked_locked(l);
+		rdmae_msg_grant_locked(l);
 	}
-	rdmae_lane_post_all_locked(c);
+	rdmae_conn_post_all_locked(c);
 }
 
 /* Returns the poll timeout in ms until the next keepalive deadline (-1: none). */
-static int keepalive_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock)
+int rdmae_progress_keepalive_locked(struct rdmae_conn *c)
 {
+	struct rdmae_lane *l0 = &c->lanes[0];
 	uint64_t now, idle_ns, tmo_ns, due;
 
 	if (c->state != RDMAE_ST_CONNECTED || c->opts.keepalive_ms <= 0)
@@ -120,14 +121,15 @@ static int keepalive_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock)
 		 * no credit, and a dead host or path fails it by retry
 		 * exhaustion.
 		 */
-		if (!rdmae_lane_send_locked(&c->lanes[0], NULL, 0, 0, RDMAE_FLAG_RESPONSE_REQUESTED,
-					    0, true, 0)) {
-			rdmae_lane_post_chain_locked(&c->lanes[0]);
+		rdmae_conn_qp_held(c, &l0->qp);
+		if (!rdmae_msg_lane_send_locked(l0, NULL, 0, 0, RDMAE_FLAG_RESPONSE_REQUESTED, 0,
+						true, 0)) {
+			rdmae_qp_post_chain_locked(&l0->qp);
 			c->probe_ns = now;
 			rdmae_trace(c, "keepalive: probe sent after %.0f ms idle",
 				    (double)(now - c->last_heard_ns) / 1e6);
 			due = now + tmo_ns;
-		} else if (!rdmae_lane_probe_write_locked(&c->lanes[0])) {
+		} else if (l0->established && !rdmae_qp_probe_write_locked(&l0->qp)) {
 			c->probe_ns = now;
 			rdmae_trace(c, "keepalive: no credit, zero-length WRITE sent after %.0f ms "
 				    "idle", (double)(now - c->last_heard_ns) / 1e6);
@@ -152,7 +154,7 @@ static void *progress_main(void *arg)
 	while (!c->stop) {
 		struct pollfd p[3];
 		nfds_t n = 0;
-		int tmo = keepalive_locked(c);
+		int tmo = rdmae_progress_keepalive_locked(c);
 		int ready, poll_err;
 		uint64_t v;
 
@@ -193,10 +195,10 @@ static void *progress_main(void *arg)
 			rdmae_conn_fail_locked(c, -poll_err, "poll in the progress thread of the "
 					       "connection to %s: %s", c->peer, strerror(poll_err));
 		}
-		reap_locked(c);
+		rdmae_progress_reap_locked(c);
 		if (c->cm_to_thread)
-			cm_events_locked(c);
-		housekeeping_locked(c);
+			rdmae_progress_cm_events_locked(c);
+		rdmae_progress_housekeeping_locked(c);
 		pthread_cond_broadcast(&c->cond);
 	}
 	rdmae_conn_unlock(c);

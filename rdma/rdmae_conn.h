@@ -122,6 +122,27 @@ int rdmae_send_timeout(struct rdmae_conn *c, const void *buf, size_t len, int ti
 int rdmae_recv(struct rdmae_conn *c, void **buf, size_t *len, int timeout_ms,
 	       struct rdmae_err *err);
 
+/* Lanes the connection has (each an RC QP), numbered 0..n-1; fixed once connected. */
+unsigned int rdmae_conn_lanes(const struct rdmae_conn *c);
+
+/*
+ * Messages on a named lane: rdmae_send_timeout and rdmae_recv on lane
+ * 0..rdmae_conn_lanes()-1 (-EINVAL beyond). Each lane is its own stream,
+ * with its own credits, fragmentation, reassembly and receive queue (and
+ * back-pressure: a reader that lags on one lane stalls that lane's senders
+ * only); messages are in order within a lane, in no order across lanes.
+ * rdmae_send and rdmae_recv are lane 0's. A peer of an earlier release takes
+ * a message on a lane other than 0 for a protocol error (doc/protocol.md).
+ *
+ * Ordering (RC, within one QP): on one lane, a WRITE posted before a SEND
+ * (rdmae_write_lane then rdmae_send_lane) is placed in the peer's memory
+ * before the peer receives the SEND. Nothing is ordered across lanes.
+ */
+int rdmae_send_lane(struct rdmae_conn *c, unsigned int lane, const void *buf, size_t len,
+		    int timeout_ms, struct rdmae_err *err);
+int rdmae_recv_lane(struct rdmae_conn *c, unsigned int lane, void **buf, size_t *len,
+		    int timeout_ms, struct rdmae_err *err);
+
 struct rdmae_lane_stats {
 	uint64_t sends;			/* SEND WRs posted */
 	uint64_t send_bytes;

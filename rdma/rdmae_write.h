@@ -49,6 +49,21 @@ int rdmae_write(struct rdmae_conn *c, struct rdmae_region *src, const struct rdm
 int rdmae_read(struct rdmae_conn *c, struct rdmae_region *dst, const struct rdmae_remote *src,
 	       struct rdmae_run *runs, size_t n, struct rdmae_err *err);
 
+/*
+ * rdmae_write and rdmae_read with every WR on one lane's QP (0..
+ * rdmae_conn_lanes()-1, -EINVAL beyond). Ordering: on one lane, a WRITE
+ * posted before a SEND (rdmae_send_lane on the same lane) is placed in the
+ * peer's memory before the peer receives that SEND (RC ordering within one
+ * QP); across lanes nothing is ordered. Several threads may drive different
+ * lanes at once.
+ */
+int rdmae_write_lane(struct rdmae_conn *c, unsigned int lane, struct rdmae_region *src,
+		     const struct rdmae_remote *dst, struct rdmae_run *runs, size_t n,
+		     struct rdmae_err *err);
+int rdmae_read_lane(struct rdmae_conn *c, unsigned int lane, struct rdmae_region *dst,
+		    const struct rdmae_remote *src, struct rdmae_run *runs, size_t n,
+		    struct rdmae_err *err);
+
 /* Wait until every WRITE and READ posted so far has completed locally. */
 int rdmae_write_flush(struct rdmae_conn *c, struct rdmae_err *err);
 

@@ -378,7 +378,7 @@ static void region_forget_inflight_locked(struct rdmae_conn *c, const struct rdm
 	RDMAE_REQUIRES(c->lock)
 {
 	for (unsigned int i = 0; i < c->nlanes; i++) {
-		struct rdmae_lane *l = &c->lanes[i];
+		struct rdmae_qp *l = &c->lanes[i].qp;
 
 		for (uint64_t p = l->sq_done; l->wr && p < l->sq_posted; p++) {
 			struct rdmae_wrslot *s = &l->wr[p % l->sq_depth];
@@ -404,7 +404,7 @@ void rdmae_region_destroy(struct rdmae_region *r)
 	rdmae_conn_lock(c);
 	/* A WRITE in flight may read this memory: let the send queues empty first. */
 	deadline = rdmae_now_ns() + DESTROY_WAIT_MS * 1000000ull;
-	while (rdmae_lane_any_busy_locked(c) && c->thread_started && !c->stop)
+	while (rdmae_conn_any_busy_locked(c) && c->thread_started && !c->stop)
 		if (rdmae_conn_wait_locked(c, deadline))
 			break;
 	for (pp = &c->regions; *pp; pp = &(*pp)->next)

@@ -8,9 +8,24 @@ cd "$(dirname "$0")/.."
 
 # rdma/'s include graph: each file and the project headers it includes, so a
 # reader sees the layering at a glance; headers that include each other in a
-# cycle fail (tsort names the loop). `tests/lint.sh graph` runs this step only.
+# cycle fail (tsort names the loop). Then the layers (rdma/internal.h's file
+# map): no file includes a header of a layer above its own, and no file calls
+# a function defined in a file of a layer above its own. Public headers
+# (rdmae_*.h) declare types every layer shares and sit in L0, but for
+# rdmae_write.h, bulk.c's API; calls through any of them are caught by the
+# call check. `tests/lint.sh graph` runs this step only.
+LAYERS='
+  wire.c 0 credits.c 0 frag.c 0 pace.c 0 runs.c 0 auth.c 0 err.c 0 time.c 0
+  opts.c 0 opts.h 0
+  rdmae_auth.h 0 rdmae_conn.h 0 rdmae_credits.h 0 rdmae_err.h 0 rdmae_frag.h 0
+  rdmae_pace.h 0 rdmae_runs.h 0 rdmae_time.h 0 rdmae_tsa.h 0 rdmae_wire.h 0
+  qp.c 1 qp.h 1 mem.c 1 mem.h 1 rdmae_region.h 1
+  conn.c 2 lane.c 2 msg.c 2 negotiate.c 2 connect.c 2 listen.c 2 progress.c 2 region.c 2
+  internal.h 2
+  bulk.c 3 rdmae_write.h 3
+'
 include_graph() {
-  local edges
+  local edges defs calls bad=0
   edges=$(awk 'FNR == 1 { f = FILENAME; sub(/.*\//, "", f) }
                /^[ \t]*#[ \t]*include[ \t]*"/ {
                  h = $0; sub(/^[^"]*"/, "", h); sub(/".*$/, "", h); print f, h }' \
@@ -22,6 +37,36 @@ include_graph() {
     echo "lint: rdma/ headers include each other in a cycle (the loop is above)"
     return 1
   fi
+  # Every file of rdma/ has a layer.
+  for f in rdma/*.c rdma/*.h; do
+    f=${f#rdma/}
+    awk -v f="$f" -v t="$LAYERS" 'BEGIN { n = split(t, a, /[ \n]+/)
+      for (i = 1; i < n; i++) if (a[i] == f) exit 0; exit 1 }' ||
+      { echo "lint: rdma/$f has no layer in tests/lint.sh (LAYERS) and rdma/internal.h"; bad=1; }
+  done
+  echo "lint: rdma/ layers (L0 pure, L1 qp/mem, L2 connection, L3 bulk): includes point down"
+  awk -v t="$LAYERS" 'BEGIN { n = split(t, a, /[ \n]+/); for (i = 1; i < n; i++) if (a[i] != "") { L[a[i]] = a[i + 1]; i++ } }
+       ($1 in L) && ($2 in L) && L[$2] > L[$1] {
+         printf "lint: %s (L%d) includes %s (L%d), a layer above it\n", $1, L[$1], $2, L[$2]; bad = 1 }
+       END { exit bad }' <<<"$edges" || bad=1
+  # Calls: a function is the file's that defines it (a definition starts a
+  # line, a prototype ends with ";"); a call names it followed by "(".
+  defs=$(awk 'FNR == 1 { f = FILENAME; sub(/.*\//, "", f) }
+              /^[a-z]/ && !/;[ \t]*$/ && match($0, /rdmae_[a-z0-9_]+\(/) {
+                print substr($0, RSTART, RLENGTH - 1), f }' rdma/*.c)
+  calls=$(awk 'FNR == 1 { f = FILENAME; sub(/.*\//, "", f) }
+               !/^[a-z]/ { s = $0
+                 while (match(s, /rdmae_[a-z0-9_]+[ \t]*\(/)) {
+                   n = substr(s, RSTART, RLENGTH); sub(/[ \t]*\($/, "", n); print f, n
+                   s = substr(s, RSTART + RLENGTH) } }' rdma/*.c | sort -u)
+  echo "lint: rdma/ layers: calls point down"
+  awk -v t="$LAYERS" 'BEGIN { n = split(t, a, /[ \n]+/); for (i = 1; i < n; i++) if (a[i] != "") { L[a[i]] = a[i + 1]; i++ } }
+       FNR == NR { def[$1] = $2; next }
+       ($2 in def) && (def[$2] in L) && ($1 in L) && L[def[$2]] > L[$1] {
+         printf "lint: %s (L%d) calls %s of %s (L%d), a layer above it\n", $1, L[$1], $2, def[$2], L[def[$2]]
+         bad = 1 }
+       END { exit bad }' <(echo "$defs") <(echo "$calls") || bad=1
+  [ $bad = 0 ] || { echo "lint: rdma/'s layers are broken (rdma/internal.h, file map)"; return 1; }
 }
 include_graph
 [ "${1:-}" != graph ] || exit 0

@@ -7,7 +7,7 @@
  * It includes the engine's rounds.c, so that the source's own walk
  * (walk_block: rdmae_dirty_walk, on_data, flush_data, rdmae_write, the lane's
  * send queue and doorbell) runs exactly as in a migration, on a connection
- * built by the real rdmae_lane_create_locked over stub objects (stub_verbs.c):
+ * built by the real rdmae_lane_create over stub objects (stub_verbs.c):
  *   - ibv_post_send/ibv_post_recv are inline calls through the QP's context
  *     ops: the stub post_send counts the WRs and completes every signalled
  *     one at once through its rdmae_cqe, as the progress thread would;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Stub verbs for the page-cost benchmark (pagecost.c): a connection whose
- * lanes are made by the real rdmae_lane_create_locked over stub objects. Apart from
+ * lanes are made by the real rdmae_lane_create over stub objects. Apart from
  * pagecost.c because the transport's internals and the engine's protocol
  * both name a struct rdmae_msg.
  */
@@ -167,11 +167,11 @@ struct rdmae_conn *stub_conn_create(unsigned int lanes, struct rdmae_err *err)
 	for (i = 0; i < lanes; i++) {
 		stub_qp[i].context = &stub_ctx;
 		stub_qp[i].qp_num = i + 1;
-		if (rdmae_lane_create_locked(c, &ids[i], i, err))
+		if (rdmae_lane_create(c, &ids[i], i, err))
 			return NULL;
 		c->lanes[i].established = true;
 	}
-	rdmae_write_pace_start_locked(c);
+	rdmae_conn_pace_start_locked(c);
 	stub_c = c;
 	if (sem_init(&stub_sem, 0, 0) || pthread_create(&reaper, NULL, stub_reaper, NULL)) {
 		rdmae_err_set(err, -errno, "stub reaper thread: %s", strerror(errno));

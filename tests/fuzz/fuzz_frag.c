@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Fragment reassembly (rdma/frag.c) driven the way rdma/lane.c drives it on
+ * Fragment reassembly (rdma/frag.c) driven the way rdma/msg.c drives it on
  * lane 0: each received buffer goes through rdmae_data_hdr_decode, the
  * credit rules (rdma/credits.c) and, with a payload, rdmae_reasm_push.
  *
@@ -79,7 +79,7 @@ static void push(struct conn *c, const uint8_t *payload, const struct rdmae_data
 	c->have = 0;
 }
 
-/* One received buffer: rdma/lane.c handle_data_locked, then the repost. */
+/* One received buffer: rdma/msg.c handle_data_locked, then the repost. */
 static void receive(struct conn *c, const uint8_t *buf, uint32_t len)
 {
 	struct rdmae_data_hdr h;

@@ -84,8 +84,8 @@ static void complete_all(struct rdmae_conn *c)
 	}
 	mock_progress(c);
 	for (unsigned int i = 0; i < c->nlanes; i++) {
-		assert_true(c->lanes[i].sq_done == c->lanes[i].sq_posted);
-		assert_int_equal(c->lanes[i].writes_out, 0);
+		assert_true(c->lanes[i].qp.sq_done == c->lanes[i].qp.sq_posted);
+		assert_int_equal(c->lanes[i].qp.writes_out, 0);
 	}
 	assert_int_equal(c->pace.inflight, 0);
 }
@@ -116,10 +116,10 @@ static void test_split_and_deal(void **state)
 		assert_int_equal(mock_send_at(i)->lkey, lkey);
 		assert_int_equal(mock_send_at(i)->doorbell, i < 2 ? 1 : 2);
 	}
-	assert_int_equal(c->lanes[0].st.doorbells, 1);
-	assert_int_equal(c->lanes[1].st.doorbells, 1);
-	assert_int_equal(c->lanes[0].st.write_bytes, 128 * KiB);
-	assert_int_equal(c->lanes[1].st.write_bytes, 72 * KiB);
+	assert_int_equal(c->lanes[0].qp.st.doorbells, 1);
+	assert_int_equal(c->lanes[1].qp.st.doorbells, 1);
+	assert_int_equal(c->lanes[0].qp.st.write_bytes, 128 * KiB);
+	assert_int_equal(c->lanes[1].qp.st.write_bytes, 72 * KiB);
 	assert_int_equal(c->pace.inflight, 200 * KiB);
 	complete_all(c);
 	rdmae_region_destroy(r);
@@ -250,14 +250,14 @@ static void test_signal_every_16(void **state)
 		assert_int_equal(s->doorbell, i < 32 ? 1 : 2);
 		nsig += sig;
 	}
-	assert_int_equal(c->lanes[0].st.doorbells, 2);
+	assert_int_equal(c->lanes[0].qp.st.doorbells, 2);
 	/* Three completions retire all 40. */
 	assert_int_equal(mock_complete_sends(mock_lane_qp(c, 0), 40), 0);
 	assert_int_equal(mock_cq_pending(), nsig);
 	mock_progress(c);
-	assert_int_equal(c->lanes[0].st.completions, nsig);
-	assert_true(c->lanes[0].sq_done == 40);
-	assert_int_equal(c->lanes[0].writes_out, 0);
+	assert_int_equal(c->lanes[0].qp.st.completions, nsig);
+	assert_true(c->lanes[0].qp.sq_done == 40);
+	assert_int_equal(c->lanes[0].qp.writes_out, 0);
 	assert_int_equal(c->pace.inflight, 0);
 	rdmae_region_destroy(r);
 	rdmae_conn_destroy(c);
@@ -334,7 +334,7 @@ static void test_writes_in_flight_bound(void **state)
 	assert_int_equal(w.ret, 0);
 	assert_int_equal(mock_sends(), 6);
 	assert_int_equal(mock_send_at(4)->doorbell, 2);
-	assert_int_equal(w.c->lanes[0].st.sq_stalls, 1);
+	assert_int_equal(w.c->lanes[0].qp.st.sq_stalls, 1);
 	complete_all(w.c);
 	rdmae_region_destroy(w.r);
 	rdmae_conn_destroy(w.c);
@@ -361,8 +361,8 @@ static void test_read(void **state)
 	assert_int_equal(s->addr, (uintptr_t)fixture_mem + 4 * KiB);
 	assert_int_equal(s->lkey, mock_region_mr(dst, 0)->lkey);
 	assert_int_equal(s->remote_addr, FIXTURE_PEER_ADDR + 8 * KiB);
-	assert_int_equal(c->lanes[0].st.reads, 1);
-	assert_int_equal(c->lanes[0].writes_out, 1);
+	assert_int_equal(c->lanes[0].qp.st.reads, 1);
+	assert_int_equal(c->lanes[0].qp.writes_out, 1);
 
 	assert_int_equal(rdmae_read(c, ro, &fixture_peer, &run, 1, &err), -EACCES);
 	assert_int_equal(mock_sends(), 1);

@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * L2: a lane of a connection. It owns its qp (L1) and implements the qp's
+ * ops, which is where a completion gets its meaning for the connection:
+ * the keepalive stamp, pacing, unpinning a chunk, and routing a receive to
+ * negotiation or to messages (msg.c). A lane is made without the lock held
+ * (its rings are registered meanwhile) and published under it once whole.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+/*
+ * The qp ops of a lane: what a completion means to the connection. Each
+ * runs with c->lock held (the progress thread's, or a poster's).
+ */
+
+/* The one place a retired WR gives its chunk back (mr.c: rdmae_mr_chunk_put). */
+static void lane_chunk_put_locked(struct rdmae_conn *c, struct rdmae_wrslot *s)
+	RDMAE_REQUIRES(c->lock)
+{
+	if (s->chunk)
+		rdmae_chunk_put_locked(c, s->chunk);
+	s->chunk = NULL;
+}
+
+static void lane_on_recv(void *owner, struct rdmae_qp *qp, struct rdmae_rxbuf *rb, uint32_t len)
+{
+	struct rdmae_lane *l = owner;
+	struct rdmae_conn *c = l->conn;
+
+	rdmae_conn_assert_held(c);
+	rdmae_conn_heard_locked(c, rdmae_now_ns(), "a message");
+	if (l->idx == 0 && c->state == RDMAE_ST_NEGOTIATING) {
+		/*
+		 * Negotiate messages sit outside the credit scheme. The buffer goes
+		 * back before the answer, which grants credits for every posted
+		 * receive, this one included.
+		 */
+		uint8_t neg[RDMAE_NEG_MAX_SIZE];
+		uint32_t n = len < sizeof(neg) ? len : sizeof(neg);
+
+		memcpy(neg, rb->data, n);
+		if (rdmae_qp_post_recv(qp, rb))
+			rdmae_conn_fail_locked(c, -EIO, "ibv_post_recv on lane 0 after negotiate");
+		else
+			rdmae_negotiate_on_msg_locked(c, neg, n);
+		return;
+	}
+	rdmae_msg_on_recv_locked(l, rb, len);
+}
+
+static void lane_on_retired(void *owner, struct rdmae_qp *qp, struct rdmae_wrslot *s,
+			    uint64_t now_ns)
+{
+	struct rdmae_lane *l = owner;
+	struct rdmae_conn *c = l->conn;
+
+	(void)qp;
+	rdmae_conn_assert_held(c);
+	if (rdmae_wr_one_sided(s->kind))
+		rdmae_pace_on_done(&c->pace, s->mark.len, now_ns);
+	lane_chunk_put_locked(c, s);
+}
+
+static void lane_on_sent(void *owner, struct rdmae_qp *qp, const struct rdmae_wrslot *s,
+			 enum rdmae_wr_kind kind, uint64_t now_ns)
+{
+	struct rdmae_lane *l = owner;
+	struct rdmae_conn *c = l->conn;
+
+	(void)qp;
+	rdmae_conn_assert_held(c);
+	if (kind == RDMAE_WR_PROBE) {
+		/*
+		 * The peer's NIC acknowledged: the host and the path are there.
+		 * Its process may still be stalled, but then it withholds
+		 * credits, and every credit wait has its own deadline.
+		 */
+		if (c->probe_ns) {
+			rdmae_trace(c, "keepalive: zero-length WRITE acknowledged after %.1f ms",
+				    (double)(now_ns - c->probe_ns) / 1e6);
+			rdmae_conn_heard_locked(c, now_ns, NULL);
+		}
+		return;
+	}
+	if (!rdmae_wr_one_sided(kind))
+		return;
+	rdmae_pace_sample(&c->pace, &s->mark, now_ns);
+	/*
+	 * The peer's QP acknowledged data we wrote (or answered a READ with
+	 * its data): the connection is making progress even if no message
+	 * comes back (ours may be queued behind this very transfer). A SEND's
+	 * completion does not count: a probe is acknowledged by a peer whose
+	 * process has stopped.
+	 */
+	rdmae_conn_heard_locked(c, now_ns, "WRITE/READ completions");
+}
+
+static void lane_on_forget(void *owner, struct rdmae_qp *qp, struct rdmae_wrslot *s)
+{
+	struct rdmae_lane *l = owner;
+	struct rdmae_conn *c = l->conn;
+
+	(void)qp;
+	rdmae_conn_assert_held(c);
+	if (rdmae_wr_one_sided(s->kind))
+		rdmae_pace_forget(&c->pace, s->mark.len);
+	lane_chunk_put_locked(c, s);
+}
+
+static void lane_on_error(void *owner, struct rdmae_qp *qp, int code, bool flushed,
+			  const char *what)
+{
+	struct rdmae_lane *l = owner;
+	struct rdmae_conn *c = l->conn;
+
+	(void)qp;
+	rdmae_conn_assert_held(c);
+	/* A failed connection's QPs flush whatever they held: expected, not a new cause. */
+	if (flushed && c->state == RDMAE_ST_ERROR)
+		return;
+	rdmae_conn_fail_locked(c, code, "%s (peer %s)", what, c->peer);
+}
+
+static int lane_wait(void *owner, struct rdmae_qp *qp, uint64_t deadline_ns)
+{
+	struct rdmae_lane *l = owner;
+	struct rdmae_conn *c = l->conn;
+
+	rdmae_conn_assert_held(c);
+	if (!c->thread_started || c->stop)
+		return -ESHUTDOWN;
+	if (rdmae_conn_wait_locked(c, deadline_ns)) {
+		rdmae_trace(c, "lane %u: %u drain marker(s) not back in time", l->idx,
+			    qp->drain_left);
+		return -ETIMEDOUT;
+	}
+	return 0;
+}
+
+static const struct rdmae_qp_ops lane_qp_ops = {
+	.on_recv = lane_on_recv,
+	.on_retired = lane_on_retired,
+	.on_sent = lane_on_sent,
+	.on_forget = lane_on_forget,
+	.on_error = lane_on_error,
+	.wait = lane_wait,
+};
+
+int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int idx,
+			   struct rdmae_err *err)
+{
+	struct rdmae_lane *l = &c->lanes[idx];
+	struct rdmae_qp_attr a = {
+		.pd = c->pd,
+		.cq = c->cq,
+		.dev = &c->dev_attr,
+		.dev_name = c->verbs->device ? ibv_get_device_name(c->verbs->device) : "?",
+		.numa_node = c->numa_node,
+		.nrx = c->opts.credits,
+		.rx_size = c->opts.recv_size,
+		.ntx = c->opts.credits,
+		.tx_size = c->opts.send_size,
+		.writes_in_flight = c->opts.writes_in_flight,
+		.idx = idx,
+		.lock = &c->lock,
+		.ops = &lane_qp_ops,
+		.owner = l,
+		.delivered = &c->pace.delivered,
+	};
+	int ret;
+
+	if (idx >= RDMAE_MAX_LANES)
+		return rdmae_err_set(err, -EINVAL, "lane %u: at most %d lanes", idx,
+				     RDMAE_MAX_LANES);
+	/* Claimed under the lock, so that nobody else makes it meanwhile; published once whole. */
+	rdmae_conn_lock(c);
+	if (l->conn) {
+		rdmae_conn_unlock(c);
+		return rdmae_err_set(err, -EEXIST, "lane %u of %s: already there", idx, c->peer);
+	}
+	memset(l, 0, sizeof(*l));
+	l->conn = c;
+	l->idx = idx;
+	rdmae_conn_unlock(c);
+
+	ret = rdmae_qp_create(&l->qp, id, &a, err);
+
+	rdmae_conn_lock(c);
+	if (ret) {
+		l->conn = NULL;
+	} else {
+		/* Credits proper start at negotiation; until then the ring is simply posted. */
+		l->cr.recv_posted = l->qp.nrx;
+		l->cr.recv_target = l->qp.nrx;
+		l->live = true;
+		if (idx >= c->nlanes)
+			c->nlanes = idx + 1;
+	}
+	rdmae_conn_unlock(c);
+	return ret;
+}
+
+void rdmae_lane_destroy_locked(struct rdmae_lane *l)
+{
+	struct rdmae_conn *c = l->conn;
+
+	if (!c)
+		return;
+	rdmae_conn_qp_held(c, &l->qp);
+	if (c->thread_started && !c->stop)
+		rdmae_qp_drain_locked(&l->qp);
+	rdmae_qp_destroy(&l->qp);
+	rdmae_msg_lane_clear(l);
+	memset(l, 0, sizeof(*l));
+}
+
+struct rdmae_lane *rdmae_lane_of(struct rdma_cm_id *id)
+{
+	struct rdmae_qp *qp = id ? id->context : NULL;
+
+	return qp ? qp->owner : NULL;
+}
