@@ -8,6 +8,10 @@
  * TEST is one of:
  *   write      client WRITEs --size bytes of a pattern into the server's
  *              registered buffer, in runs; the server verifies every byte
+ *   lanes      client: one thread per lane, --count rounds each of
+ *              rdmae_write_lane of its slice then rdmae_send_lane "placed";
+ *              server: one thread per lane on rdmae_recv_lane checks the
+ *              slice as each message arrives, then the whole buffer
  *   msgs       client sends --count small messages; the server reads them
  *              late (credit window exhausted) and checks order and content
  *   frag       one --size message each way, fragmented and reassembled
@@ -23,6 +27,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -436,6 +441,269 @@ out_unmap:
 	return ret;
 }
 
+/* ---- lanes: one thread per lane, WRITEs then a "placed" message on that lane ---- */
+
+/* What a lane's writer says once its WRITEs of one round are posted, on the same lane. */
+struct lane_placed {
+	uint32_t lane;
+	uint32_t round;
+	uint64_t off;
+	uint64_t len;
+};
+
+struct lane_job {
+	const struct args *a;
+	struct rdmae_conn *c;
+	struct rdmae_region *r;
+	const struct rdmae_remote *dst;
+	uint8_t *buf;
+	unsigned int lane, nlanes;
+	int ret;
+	uint64_t checked;
+	struct rdmae_err err;
+};
+
+/* Round r of lane k owns slice r * nlanes + k of the buffer: nothing shared between lanes. */
+static void lane_slice(const struct lane_job *j, unsigned int round, uint64_t *off, uint64_t *len)
+{
+	uint64_t n = (uint64_t)j->nlanes * j->a->count;
+	uint64_t slice = (j->a->size / n) & ~4095ull;
+
+	*off = ((uint64_t)round * j->nlanes + j->lane) * slice;
+	*len = slice;
+}
+
+/* Bytes [off, off+len) of the buffer hold the pattern of the whole: -1, or the first bad offset. */
+static int64_t check_slice(const uint8_t *buf, uint64_t off, uint64_t len, uint64_t seed)
+{
+	uint64_t o;
+
+	for (o = off; o + 8 <= off + len; o += 8) {
+		uint64_t w = pattern_word(o, seed);
+
+		if (memcmp(buf + o, &w, 8) != 0)
+			return (int64_t)o;
+	}
+	return -1;
+}
+
+static void *lanes_writer(void *arg)
+{
+	struct lane_job *j = arg;
+	struct rdmae_run *runs;
+	unsigned int round;
+
+	for (round = 0; round < j->a->count && !j->ret; round++) {
+		struct lane_placed p = { .lane = j->lane, .round = round };
+		uint64_t pages, i;
+		size_t n = 0;
+
+		lane_slice(j, round, &p.off, &p.len);
+		pages = p.len / 4096;
+		runs = calloc(pages, sizeof(*runs));
+		if (!runs) {
+			j->ret = rdmae_err_set(&j->err, -ENOMEM, "runs of lane %u", j->lane);
+			break;
+		}
+		/* Even pages, then odd ones: one WR each, nothing coalesced. */
+		for (i = 0; i < pages; i += 2)
+			runs[n++] = (struct rdmae_run){ p.off + i * 4096, p.off + i * 4096, 4096 };
+		for (i = 1; i < pages; i += 2)
+			runs[n++] = (struct rdmae_run){ p.off + i * 4096, p.off + i * 4096, 4096 };
+		j->ret = rdmae_write_lane(j->c, j->lane, j->r, j->dst, runs, n, &j->err);
+		free(runs);
+		if (!j->ret)
+			j->ret = rdmae_send_lane(j->c, j->lane, &p, sizeof(p), 30000, &j->err);
+	}
+	return NULL;
+}
+
+static void *lanes_checker(void *arg)
+{
+	struct lane_job *j = arg;
+	unsigned int round;
+
+	for (round = 0; round < j->a->count && !j->ret; round++) {
+		struct lane_placed *p;
+		uint64_t off, len;
+		int64_t bad;
+		size_t n;
+
+		j->ret = rdmae_recv_lane(j->c, j->lane, (void **)&p, &n, 60000, &j->err);
+		if (j->ret)
+			break;
+		lane_slice(j, round, &off, &len);
+		if (n != sizeof(*p) || p->lane != j->lane || p->round != round || p->off != off ||
+		    p->len != len) {
+			j->ret = rdmae_err_set(&j->err, -EPROTO, "lane %u round %u: unexpected "
+					       "message of %zu bytes", j->lane, round, n);
+			free(p);
+			break;
+		}
+		free(p);
+		/* RC order on this lane's QP: the WRITEs before the message are placed now. */
+		bad = check_slice(j->buf, off, len, j->a->size);
+		if (bad >= 0) {
+			j->ret = rdmae_err_set(&j->err, -EILSEQ, "lane %u round %u: byte %" PRId64
+					       " not placed when its message arrived", j->lane,
+					       round, bad);
+			break;
+		}
+		j->checked += len;
+	}
+	return NULL;
+}
+
+/* Start one thread per lane running fn, join them all; the first error wins. */
+static int lanes_run(struct lane_job *jobs, unsigned int n, void *(*fn)(void *),
+		     struct rdmae_err *err)
+{
+	pthread_t th[RDMAE_MAX_LANES];
+	unsigned int k, started = 0;
+	int ret = 0;
+
+	for (k = 0; k < n; k++) {
+		if (pthread_create(&th[k], NULL, fn, &jobs[k])) {
+			ret = rdmae_err_set(err, -EAGAIN, "thread for lane %u", k);
+			break;
+		}
+		started++;
+	}
+	for (k = 0; k < started; k++)
+		pthread_join(th[k], NULL);
+	for (k = 0; k < started && !ret; k++)
+		if (jobs[k].ret) {
+			ret = jobs[k].ret;
+			*err = jobs[k].err;
+		}
+	return ret;
+}
+
+static int test_lanes_server(const struct args *a, struct rdmae_conn *c, struct rdmae_err *err)
+{
+	struct rdmae_region_opts ro = { .mode = RDMAE_REG_PIN_ALL, .remote_write = 1 };
+	struct lane_job jobs[RDMAE_MAX_LANES];
+	unsigned int k, nl = rdmae_conn_lanes(c);
+	struct write_hello hello;
+	struct write_result res;
+	struct rdmae_region *r;
+	uint64_t checked = 0;
+	size_t n;
+	uint8_t *buf;
+	int ret;
+
+	if (!nl || !a->count || a->size / ((uint64_t)nl * a->count) < 8192)
+		return rdmae_err_set(err, -EINVAL, "--size %" PRIu64 " over %u lanes x --count %"
+				     PRIu64 " rounds leaves slices under 8 KiB", a->size, nl,
+				     a->count);
+	buf = map_buf(a->size, a->hugepages);
+	if (!buf)
+		return -ENOMEM;
+	ret = rdmae_region_create(&r, c, buf, a->size, &ro, err);
+	if (ret)
+		goto out_unmap;
+	memset(&hello, 0, sizeof(hello));
+	hello.size = a->size;
+	ret = rdmae_region_bufdescs(r, hello.descs, MAX_DESCS, &n, err);
+	if (ret)
+		goto out_region;
+	hello.ndescs = (uint32_t)n;
+	ret = rdmae_send(c, &hello, sizeof(hello), err);
+	if (ret)
+		goto out_region;
+	for (k = 0; k < nl; k++)
+		jobs[k] = (struct lane_job){ .a = a, .c = c, .buf = buf, .lane = k, .nlanes = nl };
+	ret = lanes_run(jobs, nl, lanes_checker, err);
+	for (k = 0; k < nl; k++)
+		checked += jobs[k].checked;
+	if (!ret) {
+		/* Every slice checked as its message came; now the whole buffer, slack included. */
+		uint64_t slices = (a->size / ((uint64_t)nl * a->count)) & ~4095ull;
+		uint64_t used = slices * nl * a->count;
+
+		res.first_bad = check_slice(buf, 0, used, a->size);
+		res.xxh = XXH3_64bits(buf, used);
+		printf("server: %u lanes, %" PRIu64 " rounds each: %" PRIu64 " bytes checked as "
+		       "their messages came, %" PRIu64 " at the end: %s\n", nl, a->count, checked,
+		       used, res.first_bad < 0 ? "every byte matches" : "MISMATCH");
+		ret = rdmae_send(c, &res, sizeof(res), err);
+		if (!ret && res.first_bad >= 0)
+			ret = rdmae_err_set(err, -EILSEQ, "destination memory differs at %" PRId64,
+					    res.first_bad);
+	}
+out_region:
+	rdmae_region_destroy(r);
+out_unmap:
+	munmap(buf, a->size);
+	return ret;
+}
+
+static int test_lanes_client(const struct args *a, struct rdmae_conn *c, struct rdmae_err *err)
+{
+	struct rdmae_region_opts ro = { .mode = RDMAE_REG_PIN_ALL };
+	struct lane_job jobs[RDMAE_MAX_LANES];
+	unsigned int k, nl = rdmae_conn_lanes(c);
+	struct write_hello hello;
+	struct write_result *res;
+	struct rdmae_remote dst;
+	struct rdmae_region *r;
+	uint64_t t0, t1;
+	size_t len;
+	uint8_t *buf;
+	int ret;
+
+	if (!nl || !a->count || a->size / ((uint64_t)nl * a->count) < 8192)
+		return rdmae_err_set(err, -EINVAL, "--size %" PRIu64 " over %u lanes x --count %"
+				     PRIu64 " rounds leaves slices under 8 KiB", a->size, nl,
+				     a->count);
+	memset(&hello, 0, sizeof(hello));
+	ret = get_hello(c, &hello, err);
+	if (ret)
+		return ret;
+	if (hello.size != a->size)
+		return rdmae_err_set(err, -EINVAL, "server buffer is %" PRIu64 " bytes, ours %"
+				     PRIu64, hello.size, a->size);
+	buf = map_buf(a->size, a->hugepages);
+	if (!buf)
+		return -ENOMEM;
+	fill_pattern(buf, a->size, a->size);
+	ret = rdmae_region_create(&r, c, buf, a->size, &ro, err);
+	if (ret)
+		goto out_unmap;
+	dst.descs = hello.descs;
+	dst.ndescs = hello.ndescs;
+	dst.len = hello.size;
+	for (k = 0; k < nl; k++)
+		jobs[k] = (struct lane_job){ .a = a, .c = c, .r = r, .dst = &dst, .buf = buf,
+					     .lane = k, .nlanes = nl };
+	t0 = now_ns();
+	ret = lanes_run(jobs, nl, lanes_writer, err);
+	if (!ret)
+		ret = rdmae_write_flush(c, err);
+	t1 = now_ns();
+	if (ret)
+		goto out_region;
+	printf("client: %u threads, one per lane, %" PRIu64 " rounds each, in %.3f s\n", nl,
+	       a->count, (double)(t1 - t0) / 1e9);
+	ret = rdmae_recv(c, (void **)&res, &len, 120000, err);
+	if (ret)
+		goto out_region;
+	if (len != sizeof(*res))
+		ret = rdmae_err_set(err, -EPROTO, "bad result message");
+	else if (res->first_bad >= 0)
+		ret = rdmae_err_set(err, -EILSEQ, "server found a mismatch at offset %" PRId64,
+				    res->first_bad);
+	else
+		printf("client: server verified every byte\n");
+	free(res);
+	print_lanes(c);
+out_region:
+	rdmae_region_destroy(r);
+out_unmap:
+	munmap(buf, a->size);
+	return ret;
+}
+
 /* ---- msgs ---- */
 
 struct small_msg {
@@ -690,7 +958,7 @@ static int test_stream_server(const struct args *a, struct rdmae_conn *c)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: rdmae_tt write|msgs|frag|negotiate|hold|stream server|client\n"
+		"usage: rdmae_tt write|lanes|msgs|frag|negotiate|hold|stream server|client\n"
 		"  --addr A --port P [--bind A] [--size N[KMG]] [--run N] [--scatter]\n"
 		"  [--count N] [--lanes N] [--min-version V] [--max-version V]\n"
 		"  [--frag-size N] [--rw-size N] [--send-size N] [--recv-size N]\n"
@@ -844,6 +1112,8 @@ int main(int argc, char **argv)
 	print_negotiated(c);
 	if (!strcmp(a.test, "write"))
 		ret = a.server ? test_write_server(&a, c, &err) : test_write_client(&a, c, &err);
+	else if (!strcmp(a.test, "lanes"))
+		ret = a.server ? test_lanes_server(&a, c, &err) : test_lanes_client(&a, c, &err);
 	else if (!strcmp(a.test, "msgs"))
 		ret = test_msgs(&a, c, &err);
 	else if (!strcmp(a.test, "frag"))

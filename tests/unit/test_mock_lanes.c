@@ -1,0 +1,372 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Lane-addressed messages and transfers over the mock verbs layer
+ * (mock_verbs.h): rdmae_send_lane/_recv_lane on a lane other than 0,
+ * rdmae_write_lane landing every WR on its lane's QP with a following SEND
+ * behind them, two threads each driving its own lane, and a failure waking
+ * a caller blocked on a lane.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "internal.h"
+#include "rdmae_write.h"
+#include "mock_fixture.h"
+#include "mock_verbs.h"
+
+#define KiB ((uint64_t)1024)
+
+static struct rdmae_data_hdr send_hdr(const struct mock_send *s)
+{
+	struct rdmae_data_hdr h;
+	enum rdmae_wire_field f;
+
+	assert_int_equal(s->opcode, IBV_WR_SEND);
+	assert_int_equal(rdmae_data_hdr_decode(s->data, s->ncopy, 0, &h, &f), 0);
+	return h;
+}
+
+/* Complete every send WR the mock still holds, then reap: credits and slots come back. */
+static void complete_all(struct rdmae_conn *c)
+{
+	for (unsigned int i = 0; i < rdmae_conn_lanes(c); i++) {
+		struct ibv_qp *qp = mock_lane_qp(c, i);
+
+		assert_int_equal(mock_complete_sends(qp, mock_qp_sends_out(qp)), 0);
+	}
+	mock_progress(c);
+}
+
+/* A message on lane 2 goes out on lane 2's QP; one arriving there is lane 2's, not lane 0's. */
+static void test_send_recv_lane(void **state)
+{
+	struct rdmae_err err = { 0 };
+	struct rdmae_conn *c;
+	struct rdmae_data_hdr h;
+	void *buf;
+	size_t len;
+
+	(void)state;
+	c = mock_conn(3, NULL);
+	assert_non_null(c);
+	assert_int_equal(rdmae_conn_lanes(c), 3);
+
+	assert_int_equal(rdmae_send_lane(c, 2, "on two", 6, 1000, &err), 0);
+	assert_int_equal(mock_sends(), 1);
+	assert_int_equal(mock_send_at(0)->lane, 2);
+	h = send_hdr(mock_send_at(0));
+	assert_int_equal(h.data_length, 6);
+	assert_memory_equal(mock_send_at(0)->data + h.data_offset, "on two", 6);
+
+	assert_int_equal(mock_deliver_msg(c, 2, "back", 4, 0, 0, 0), 0);
+	mock_progress(c);
+	assert_int_equal(rdmae_recv(c, &buf, &len, 0, &err), -ETIMEDOUT);
+	assert_int_equal(rdmae_recv_lane(c, 1, &buf, &len, 0, &err), -ETIMEDOUT);
+	assert_int_equal(rdmae_recv_lane(c, 2, &buf, &len, 0, &err), 0);
+	assert_int_equal(len, 4);
+	assert_memory_equal(buf, "back", 4);
+	free(buf);
+
+	/* A lane the connection does not have is the caller's mistake, not the connection's. */
+	assert_int_equal(rdmae_send_lane(c, 3, "x", 1, 0, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "no lane 3"));
+	assert_int_equal(rdmae_recv_lane(c, 7, &buf, &len, 0, &err), -EINVAL);
+	assert_int_equal(rdmae_conn_error(c, NULL), 0);
+	complete_all(c);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
+/* A message fragmented on lane 1 is reassembled on lane 1 alone, while lane 0 carries its own. */
+static void test_lane_streams_apart(void **state)
+{
+	struct rdmae_err err = { 0 };
+	struct rdmae_conn *c;
+	void *buf;
+	size_t len;
+
+	(void)state;
+	c = mock_conn(2, NULL);
+	assert_non_null(c);
+	/* Lane 1: the first fragment of "abcdef"; lane 0: a whole message in between. */
+	{
+		const uint8_t abc[3] = { 'a', 'b', 'c' };
+		uint8_t m[RDMAE_DATA_HDR_SIZE + 3];
+		struct rdmae_data_hdr h = { .credits_requested = 16, .data_offset = RDMAE_DATA_HDR_SIZE,
+					    .data_length = 3, .remaining_data_length = 3 };
+
+		rdmae_data_hdr_encode(m, &h);
+		memcpy(m + RDMAE_DATA_HDR_SIZE, abc, sizeof(abc));
+		assert_int_equal(mock_deliver(mock_lane_qp(c, 1), m, sizeof(m)), 0);
+	}
+	assert_int_equal(mock_deliver_msg(c, 0, "zero", 4, 0, 0, 0), 0);
+	assert_int_equal(mock_deliver_msg(c, 1, "def", 3, 0, 0, 0), 0);
+	mock_progress(c);
+	assert_int_equal(rdmae_conn_error(c, &err), 0);
+	assert_int_equal(rdmae_recv_lane(c, 0, &buf, &len, 0, &err), 0);
+	assert_int_equal(len, 4);
+	assert_memory_equal(buf, "zero", 4);
+	free(buf);
+	assert_int_equal(rdmae_recv_lane(c, 1, &buf, &len, 0, &err), 0);
+	assert_int_equal(len, 6);
+	assert_memory_equal(buf, "abcdef", 6);
+	free(buf);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
+/*
+ * rdmae_write_lane puts every WR on the named lane's QP, and a SEND on the
+ * same lane after it is posted behind them: what RC ordering needs for the
+ * peer to find the data placed once the message arrives.
+ */
+static void test_write_lane_then_send(void **state)
+{
+	struct rdmae_region_opts o = { .mode = RDMAE_REG_PIN_ALL, .page_size = 4096,
+				       .local_write = 1 };
+	struct rdmae_run runs[3] = {
+		{ 0, 0, 4 * KiB }, { 16 * KiB, 16 * KiB, 200 * KiB }, { 240 * KiB, 240 * KiB, 8 * KiB },
+	};
+	struct rdmae_err err = { 0 };
+	struct rdmae_region *r;
+	struct rdmae_conn *c;
+	size_t i, n;
+
+	(void)state;
+	c = mock_conn(3, NULL);
+	assert_non_null(c);
+	r = fixture_region(c, fixture_mem, sizeof(fixture_mem), &o);
+	assert_non_null(r);
+	assert_int_equal(rdmae_write_lane(c, 1, r, &fixture_peer, runs, 3, &err), 0);
+	n = mock_sends();
+	/* 4 + 200 (four pieces of at most 64 KiB) + 8: six WRITEs, all on lane 1. */
+	assert_int_equal(n, 6);
+	for (i = 0; i < n; i++) {
+		assert_int_equal(mock_send_at(i)->opcode, IBV_WR_RDMA_WRITE);
+		assert_int_equal(mock_send_at(i)->lane, 1);
+	}
+	assert_int_equal(c->lanes[1].qp.st.writes, 6);
+	assert_int_equal(c->lanes[0].qp.st.writes + c->lanes[2].qp.st.writes, 0);
+	assert_int_equal(rdmae_send_lane(c, 1, "placed", 6, 1000, &err), 0);
+	assert_int_equal(mock_sends(), n + 1);
+	assert_int_equal(mock_send_at(n)->lane, 1);
+	assert_true(mock_send_at(n)->doorbell > mock_send_at(n - 1)->doorbell);
+	assert_int_equal(send_hdr(mock_send_at(n)).data_length, 6);
+	/* The same lane's READ goes there too; a lane it does not have is refused. */
+	assert_int_equal(rdmae_read_lane(c, 2, r, &fixture_peer, runs, 1, &err), 0);
+	assert_int_equal(mock_send_at(n + 1)->lane, 2);
+	assert_int_equal(mock_send_at(n + 1)->opcode, IBV_WR_RDMA_READ);
+	assert_int_equal(rdmae_write_lane(c, 3, r, &fixture_peer, runs, 1, &err), -EINVAL);
+	assert_int_equal(rdmae_conn_error(c, NULL), 0);
+	complete_all(c);
+	assert_int_equal(rdmae_write_flush(c, &err), 0);
+	rdmae_region_destroy(r);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
+/* ---- two threads, two lanes ---- */
+
+#define ROUNDS 6
+#define PER_ROUND 4
+
+/* A stand-in progress thread: completes whatever was posted, reaps, wakes waiters. */
+struct reaper {
+	struct rdmae_conn *c;
+	atomic_bool stop;
+};
+
+static void *reap_main(void *arg)
+{
+	struct reaper *t = arg;
+
+	while (!atomic_load(&t->stop)) {
+		for (unsigned int i = 0; i < rdmae_conn_lanes(t->c); i++) {
+			struct ibv_qp *qp = mock_lane_qp(t->c, i);
+
+			mock_complete_sends(qp, mock_qp_sends_out(qp));
+		}
+		mock_progress(t->c);
+		sched_yield();
+	}
+	return NULL;
+}
+
+struct driver {
+	struct rdmae_conn *c;
+	struct rdmae_region *r;
+	unsigned int lane;
+	int ret;
+	struct rdmae_err err;
+};
+
+/* Lane k writes its own quarter of the region, then says so on lane k, ROUNDS times. */
+static void *drive_main(void *arg)
+{
+	struct driver *d = arg;
+
+	for (unsigned int round = 0; round < ROUNDS && !d->ret; round++) {
+		struct rdmae_run runs[PER_ROUND];
+		char msg[16];
+
+		for (unsigned int i = 0; i < PER_ROUND; i++) {
+			uint64_t off = (uint64_t)d->lane * 64 * KiB +
+				       (uint64_t)(round * PER_ROUND + i) * 2 * KiB;
+
+			runs[i] = (struct rdmae_run){ off, off, 1 * KiB };
+		}
+		d->ret = rdmae_write_lane(d->c, d->lane, d->r, &fixture_peer, runs, PER_ROUND,
+					  &d->err);
+		snprintf(msg, sizeof(msg), "lane %u round %u", d->lane, round);
+		if (!d->ret)
+			d->ret = rdmae_send_lane(d->c, d->lane, msg, strlen(msg), 5000, &d->err);
+	}
+	if (!d->ret)
+		d->ret = rdmae_write_flush(d->c, &d->err);
+	return NULL;
+}
+
+static void test_two_threads_two_lanes(void **state)
+{
+	struct reaper t = { 0 };
+	struct driver d[2];
+	struct rdmae_region *r;
+	struct rdmae_conn *c;
+	pthread_t rt, th[2];
+	unsigned int seen[2] = { 0, 0 }, writes[2] = { 0, 0 };
+
+	(void)state;
+	c = mock_conn(2, NULL);
+	assert_non_null(c);
+	r = fixture_pinned(c);
+	assert_non_null(r);
+	t.c = c;
+	assert_int_equal(pthread_create(&rt, NULL, reap_main, &t), 0);
+	for (unsigned int k = 0; k < 2; k++)
+		d[k] = (struct driver){ .c = c, .r = r, .lane = k };
+	for (unsigned int k = 0; k < 2; k++)
+		assert_int_equal(pthread_create(&th[k], NULL, drive_main, &d[k]), 0);
+	for (unsigned int k = 0; k < 2; k++) {
+		assert_int_equal(pthread_join(th[k], NULL), 0);
+		if (d[k].ret)
+			fail_msg("lane %u: %d %s", k, d[k].ret, d[k].err.msg);
+	}
+	atomic_store(&t.stop, true);
+	assert_int_equal(pthread_join(rt, NULL), 0);
+
+	/*
+	 * In the order the QPs took them: each lane's WRITEs are its own
+	 * quarter, and each round's SEND follows that round's WRITEs on the
+	 * same lane, carrying its text.
+	 */
+	for (size_t i = 0; i < mock_sends(); i++) {
+		const struct mock_send *s = mock_send_at(i);
+		unsigned int k = s->lane;
+
+		assert_true(k < 2);
+		if (s->opcode == IBV_WR_RDMA_WRITE) {
+			uint64_t off = s->remote_addr - FIXTURE_PEER_ADDR;
+
+			assert_int_equal(off / (64 * KiB), k);
+			assert_int_equal(off, (uint64_t)k * 64 * KiB + (uint64_t)writes[k] * 2 * KiB);
+			assert_int_equal(s->addr, (uintptr_t)fixture_mem + off);
+			writes[k]++;
+		} else {
+			struct rdmae_data_hdr h = send_hdr(s);
+			char want[16];
+
+			if (!h.data_length)
+				continue;	/* a credit grant */
+			snprintf(want, sizeof(want), "lane %u round %u", k, seen[k]);
+			assert_int_equal(h.data_length, strlen(want));
+			assert_memory_equal(s->data + h.data_offset, want, strlen(want));
+			seen[k]++;
+			assert_int_equal(writes[k], seen[k] * PER_ROUND);
+		}
+	}
+	for (unsigned int k = 0; k < 2; k++) {
+		assert_int_equal(seen[k], ROUNDS);
+		assert_int_equal(writes[k], ROUNDS * PER_ROUND);
+	}
+	assert_int_equal(rdmae_conn_error(c, NULL), 0);
+	rdmae_region_destroy(r);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
+/* ---- a failure wakes a caller blocked on a lane ---- */
+
+struct blocked {
+	struct rdmae_conn *c;
+	bool send;
+	int ret;
+	struct rdmae_err err;
+};
+
+static void *block_main(void *arg)
+{
+	struct blocked *b = arg;
+	void *buf = NULL;
+	size_t len;
+
+	if (b->send)
+		b->ret = rdmae_send_lane(b->c, 1, "stuck", 5, -1, &b->err);
+	else
+		b->ret = rdmae_recv_lane(b->c, 1, &buf, &len, -1, &b->err);
+	free(buf);
+	return NULL;
+}
+
+/*
+ * A receiver waiting for ever on lane 1, and a sender on lane 1 with no
+ * credit: an abort from another thread ends both waits with its code,
+ * whenever it comes (before or during the wait: no timing is assumed).
+ */
+static void test_failure_wakes_lane_waiters(void **state)
+{
+	struct blocked b[2];
+	struct rdmae_conn *c;
+	pthread_t th[2];
+
+	(void)state;
+	c = mock_conn(2, NULL);
+	assert_non_null(c);
+	pthread_mutex_lock(&c->lock);
+	c->lanes[1].cr.send = 0;	/* the peer has granted nothing on lane 1 */
+	pthread_mutex_unlock(&c->lock);
+	for (unsigned int k = 0; k < 2; k++) {
+		b[k] = (struct blocked){ .c = c, .send = k == 1 };
+		assert_int_equal(pthread_create(&th[k], NULL, block_main, &b[k]), 0);
+	}
+	rdmae_conn_abort(c, -ECANCELED, "test: cancelled while lane 1 waits");
+	for (unsigned int k = 0; k < 2; k++) {
+		assert_int_equal(pthread_join(th[k], NULL), 0);
+		assert_int_equal(b[k].ret, -ECANCELED);
+		assert_non_null(strstr(b[k].err.msg, "cancelled while lane 1 waits"));
+	}
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(test_send_recv_lane, fixture_setup),
+		cmocka_unit_test_setup(test_lane_streams_apart, fixture_setup),
+		cmocka_unit_test_setup(test_write_lane_then_send, fixture_setup),
+		cmocka_unit_test_setup(test_two_threads_two_lanes, fixture_setup),
+		cmocka_unit_test_setup(test_failure_wakes_lane_waiters, fixture_setup),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
