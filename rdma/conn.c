@@ -114,27 +114,24 @@ void rdmae_conn_pace_start_locked(struct rdmae_conn *c)
 			(uint64_t)c->nlanes * c->opts.writes_in_flight * rw);
 }
 
-void rdmae_conn_fail_locked(struct rdmae_conn *c, int code, const char *fmt, ...)
+/* The first failure: its code and message stay, later ones are dropped. */
+static void fail_va_locked(struct rdmae_conn *c, bool after_sends, int code, const char *fmt,
+			   va_list ap) RDMAE_REQUIRES(c->lock)
 {
-	va_list ap;
-
-	if (c->state == RDMAE_ST_ERROR)
+	if (rdmae_conn_failed(c))
 		return;
-	c->state = RDMAE_ST_ERROR;
+	c->state = after_sends ? RDMAE_ST_DISCONNECTING : RDMAE_ST_ERROR;
 	c->err.code = code < 0 ? code : -EIO;
-	va_start(ap, fmt);
 	vsnprintf(c->err.msg, sizeof(c->err.msg), fmt, ap);
-	va_end(ap);
-	rdmae_trace(c, "error %d: %s%s", c->err.code, c->err.msg, c->linger ? " (lingering)" : "");
+	rdmae_trace(c, "error %d: %s%s", c->err.code, c->err.msg,
+		    after_sends ? " (queued sends leave first)" : "");
 	/*
-	 * Disconnecting moves the QPs to error, which flushes whatever is posted.
-	 * A lingering connection first lets its queued sends go (a CANCEL, a
-	 * negotiate refusal): the progress thread disconnects once they are out
-	 * or linger_until_ns has passed.
+	 * Disconnecting moves the QPs to error, which flushes whatever is
+	 * posted. DISCONNECTING first lets the queued sends go: the progress
+	 * thread disconnects once they are out or linger_until_ns has passed.
 	 */
-	if (c->linger) {
-		if (!c->linger_until_ns)
-			c->linger_until_ns = rdmae_now_ns() + SEND_DRAIN_MS * 1000000ull;
+	if (after_sends) {
+		c->linger_until_ns = rdmae_now_ns() + SEND_DRAIN_MS * 1000000ull;
 		rdmae_conn_wake(c);
 	} else {
 		rdmae_conn_disconnect_locked(c);
@@ -142,6 +139,24 @@ void rdmae_conn_fail_locked(struct rdmae_conn *c, int code, const char *fmt, ...
 	pthread_cond_broadcast(&c->cond);
 	if (c->notify_fd >= 0)
 		rdmae_conn_eventfd_kick(c->notify_fd);
+}
+
+void rdmae_conn_fail_locked(struct rdmae_conn *c, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fail_va_locked(c, false, code, fmt, ap);
+	va_end(ap);
+}
+
+void rdmae_conn_fail_after_sends_locked(struct rdmae_conn *c, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fail_va_locked(c, true, code, fmt, ap);
+	va_end(ap);
 }
 
 void rdmae_conn_disconnect_locked(struct rdmae_conn *c)
@@ -152,12 +167,21 @@ void rdmae_conn_disconnect_locked(struct rdmae_conn *c)
 		if (l->live && l->qp.ibqp && l->established)
 			rdma_disconnect(l->qp.id);
 	}
-	c->linger = false;
+	if (c->state == RDMAE_ST_DISCONNECTING)
+		c->state = RDMAE_ST_ERROR;
+}
+
+void rdmae_conn_connected_locked(struct rdmae_conn *c)
+{
+	c->state = RDMAE_ST_CONNECTED;
+	c->cm_to_thread = true;
+	c->last_heard_ns = rdmae_now_ns();
+	rdmae_conn_pace_start_locked(c);
 }
 
 int rdmae_conn_check_locked(struct rdmae_conn *c, struct rdmae_err *err)
 {
-	if (c->state != RDMAE_ST_ERROR)
+	if (!rdmae_conn_failed(c))
 		return 0;
 	if (err)
 		*err = c->err;
@@ -246,8 +270,10 @@ void rdmae_conn_abort(struct rdmae_conn *c, int code, const char *why)
 	rdmae_conn_lock(c);
 	/* Whatever was already posted (a CANCEL with its reason) still reaches the peer. */
 	rdmae_conn_post_all_locked(c);
-	c->linger = rdmae_conn_sends_pending_locked(c);
-	rdmae_conn_fail_locked(c, code, "%s", why ? why : "aborted");
+	if (rdmae_conn_sends_pending_locked(c))
+		rdmae_conn_fail_after_sends_locked(c, code, "%s", why ? why : "aborted");
+	else
+		rdmae_conn_fail_locked(c, code, "%s", why ? why : "aborted");
 	rdmae_conn_unlock(c);
 	rdmae_conn_wake(c);
 }
@@ -418,15 +444,15 @@ void rdmae_conn_destroy(struct rdmae_conn *c)
 	rdmae_conn_lock(c);
 	deadline = rdmae_deadline_after(SEND_DRAIN_MS);
 	while (c->thread_started && rdmae_conn_sends_pending_locked(c) &&
-	       (c->state != RDMAE_ST_ERROR || c->linger))
+	       (!rdmae_conn_failed(c) || c->state == RDMAE_ST_DISCONNECTING))
 		if (rdmae_conn_wait_locked(c, deadline))
 			break;
 	rdmae_conn_disconnect_locked(c);
-	if (c->state != RDMAE_ST_ERROR) {
-		c->state = RDMAE_ST_ERROR;
+	if (!rdmae_conn_failed(c)) {
 		c->err.code = -ESHUTDOWN;
 		snprintf(c->err.msg, sizeof(c->err.msg), "connection to %s closed", c->peer);
 	}
+	c->state = RDMAE_ST_CLOSED;
 	pthread_cond_broadcast(&c->cond);
 	rdmae_conn_unlock(c);
 

@@ -287,12 +287,9 @@ int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 			goto err_ai;
 	}
 	rdmae_conn_lock(c);
-	if (c->state == RDMAE_ST_LANES)
-		c->state = RDMAE_ST_CONNECTED;
 	ret = rdmae_conn_check_locked(c, err);
-	c->cm_to_thread = true;
-	c->last_heard_ns = rdmae_now_ns();
-	rdmae_conn_pace_start_locked(c);
+	if (!ret)
+		rdmae_conn_connected_locked(c);
 	rdmae_conn_unlock(c);
 	rdmae_conn_wake(c);
 	if (ret)

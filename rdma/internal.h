@@ -138,12 +138,24 @@ struct rdmae_lane {
 	bool sending;			/* one message at a time keeps fragments in order */
 };
 
+/*
+ * A connection's life, forward only:
+ *   SETUP -> NEGOTIATING -> LANES -> CONNECTED           setup (client or server)
+ *   any -> DISCONNECTING -> ERROR                        a failure whose queued sends
+ *                                                        leave first (a CANCEL, a refusal)
+ *   any -> ERROR                                         a failure: disconnected at once
+ *   any -> CLOSED                                        rdmae_conn_destroy
+ * From DISCONNECTING on the connection has failed: err is set and sticky,
+ * and every call returns it (CLOSED without a failure: -ESHUTDOWN).
+ */
 enum rdmae_conn_state {
 	RDMAE_ST_SETUP = 0,		/* lane 0 connecting */
 	RDMAE_ST_NEGOTIATING,		/* lane 0 up, negotiate message in flight */
 	RDMAE_ST_LANES,			/* negotiated, extra lanes connecting */
 	RDMAE_ST_CONNECTED,
-	RDMAE_ST_ERROR,
+	RDMAE_ST_DISCONNECTING,		/* failed; queued sends leave, then ERROR */
+	RDMAE_ST_ERROR,			/* failed and disconnected */
+	RDMAE_ST_CLOSED,		/* being destroyed */
 };
 
 struct rdmae_conn {
@@ -151,9 +163,8 @@ struct rdmae_conn {
 	pthread_cond_t cond;
 	bool server;
 	enum rdmae_conn_state state;
-	struct rdmae_err err;		/* sticky once state is ERROR */
-	bool linger;			/* failed, but let queued sends finish before disconnecting */
-	uint64_t linger_until_ns;	/* disconnect by then even if sends are still queued */
+	struct rdmae_err err;		/* sticky from DISCONNECTING on */
+	uint64_t linger_until_ns;	/* DISCONNECTING: disconnect by then even if sends remain */
 	uint64_t setup_deadline_ns;	/* server: a pending connection gives up then */
 	bool debug;			/* RDMAE_DEBUG=1 in the environment: trace to stderr */
 	char peer[80];
@@ -169,7 +180,15 @@ struct rdmae_conn {
 	uint64_t lane_token[RDMAE_MAX_LANES];	/* set once authenticated; [0] stays 0 */
 
 	struct rdma_event_channel *cm_ch;
-	bool cm_to_thread;		/* the progress thread owns CM events now */
+	/*
+	 * Who reads cm_ch: setup (connect.c, the listener) until the one
+	 * transition to CONNECTED (rdmae_conn_connected_locked), the progress
+	 * thread from then on, whatever state follows. Not a state: ERROR
+	 * follows a failed setup, whose events setup still reads, as well as a
+	 * failed connection, whose events the thread must go on reading (and
+	 * acking, or destroying the ids would wait for ever).
+	 */
+	bool cm_to_thread;
 	struct ibv_context *verbs;
 	struct ibv_device_attr dev_attr;
 	struct ibv_pd *pd;
@@ -199,7 +218,13 @@ struct rdmae_conn {
 	uint64_t last_heard_ns;
 	uint64_t probe_ns;		/* 0 = no probe outstanding */
 
-	/* progress thread */
+	/*
+	 * progress thread. Whether it runs and whether it is told to exit are
+	 * the thread's, not the connection's: both change while the state
+	 * stands still (the unit tests stop it on a CONNECTED connection and
+	 * reap by hand; teardown stops it after CLOSED), so they are fields of
+	 * their own, not states.
+	 */
 	pthread_t thread;
 	bool thread_started;
 	bool stop;
@@ -267,9 +292,26 @@ void rdmae_conn_disconnect_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
 bool rdmae_conn_sends_pending_locked(const struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
 /* Is any WR still in flight on any lane? */
 bool rdmae_conn_any_busy_locked(const struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
+/* Has c failed (or been closed)? Its error is then sticky. */
+static inline bool rdmae_conn_failed(const struct rdmae_conn *c) RDMAE_REQUIRES(c->lock)
+{
+	return c->state >= RDMAE_ST_DISCONNECTING;
+}
+
+/* Fail c with code and a message: ERROR, and every lane disconnected; the first failure stays. */
 void rdmae_conn_fail_locked(struct rdmae_conn *c, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)))
 	RDMAE_REQUIRES(c->lock);
+/*
+ * The same, but DISCONNECTING: what is already queued still leaves (a
+ * CANCEL with its reason, a negotiate refusal with its status), and the
+ * progress thread disconnects once it has, or after a bound.
+ */
+void rdmae_conn_fail_after_sends_locked(struct rdmae_conn *c, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)))
+	RDMAE_REQUIRES(c->lock);
+/* Setup is done: CONNECTED, CM events to the thread, keepalive and pacing start. */
+void rdmae_conn_connected_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
 int rdmae_conn_check_locked(struct rdmae_conn *c, struct rdmae_err *err)
 	RDMAE_REQUIRES(c->lock);
 /* Wait on c->cond until deadline (0 = for ever); posts pending chains first. -ETIMEDOUT on timeout. */
@@ -346,6 +388,11 @@ void rdmae_progress_reap_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
 void rdmae_progress_cm_events_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
 /* After completions: answers, grants and reposts that could not go earlier. */
 void rdmae_progress_housekeeping_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
+/*
+ * DISCONNECTING: disconnect (on to ERROR) once the queued sends are out or
+ * at linger_until_ns; the poll timeout in ms until then (-1: nothing to wait for).
+ */
+int rdmae_progress_disconnecting_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
 /* The keepalive timer: probes, or fails c; the poll timeout in ms until it is due (-1: none). */
 int rdmae_progress_keepalive_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
 /* Takes c->lock to tell the thread to stop, then joins it. */

@@ -119,7 +119,7 @@ static void lane_on_error(void *owner, struct rdmae_qp *qp, int code, bool flush
 	(void)qp;
 	rdmae_conn_assert_held(c);
 	/* A failed connection's QPs flush whatever they held: expected, not a new cause. */
-	if (flushed && c->state == RDMAE_ST_ERROR)
+	if (flushed && rdmae_conn_failed(c))
 		return;
 	rdmae_conn_fail_locked(c, code, "%s (peer %s)", what, c->peer);
 }

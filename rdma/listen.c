@@ -406,10 +406,10 @@ static int pending_ready(struct rdmae_conn *c)
 	if (c->state == RDMAE_ST_LANES && lanes_established(c) == c->neg.lanes &&
 	    c->nlanes == c->neg.lanes)
 		r = 1;
-	else if (c->state != RDMAE_ST_ERROR && rdmae_now_ns() >= c->setup_deadline_ns)
+	else if (!rdmae_conn_failed(c) && rdmae_now_ns() >= c->setup_deadline_ns)
 		rdmae_conn_fail_locked(c, -ETIMEDOUT, "setup of %s: not negotiated with all its "
 				       "lanes within %d ms", c->peer, c->opts.timeout_ms);
-	if (c->state == RDMAE_ST_ERROR)
+	if (rdmae_conn_failed(c))
 		r = -1;
 	rdmae_conn_unlock(c);
 	return r;
@@ -431,11 +431,8 @@ static int finish_accept(struct rdmae_listener *l, struct rdmae_conn *c, struct 
 	if (!ret)
 		ret = rdmae_conn_check_locked(c, err);
 	if (!ret) {
-		c->state = RDMAE_ST_CONNECTED;
 		rdmae_trace(c, "accepted with %u lanes", c->nlanes);
-		c->cm_to_thread = true;
-		c->last_heard_ns = rdmae_now_ns();
-		rdmae_conn_pace_start_locked(c);
+		rdmae_conn_connected_locked(c);
 	}
 	rdmae_conn_unlock(c);
 	rdmae_conn_wake(c);

@@ -68,7 +68,7 @@ static int handle_data_locked(struct rdmae_lane *l, const uint8_t *buf, uint32_t
 		return ret;
 	}
 	/* After a failure credits no longer matter; the message itself still does. */
-	ret = c->state == RDMAE_ST_ERROR ? 0 :
+	ret = rdmae_conn_failed(c) ? 0 :
 	      rdmae_credits_on_recv(&l->cr, h.credits_granted, h.credits_requested);
 	if (ret) {
 		rdmae_conn_fail_locked(c, ret,
@@ -94,7 +94,7 @@ static int handle_data_locked(struct rdmae_lane *l, const uint8_t *buf, uint32_t
 	}
 	if (msg)
 		enqueue_msg_locked(l, msg, mlen);
-	return c->state == RDMAE_ST_ERROR;
+	return rdmae_conn_failed(c);
 }
 
 void rdmae_msg_on_recv_locked(struct rdmae_lane *l, struct rdmae_rxbuf *rb, uint32_t len)
@@ -105,7 +105,7 @@ void rdmae_msg_on_recv_locked(struct rdmae_lane *l, struct rdmae_rxbuf *rb, uint
 	 * A message that made it in before a failure is still delivered (it may
 	 * be the peer's reason for hanging up); its buffer is not reposted.
 	 */
-	if (handle_data_locked(l, rb->data, len) || c->state == RDMAE_ST_ERROR)
+	if (handle_data_locked(l, rb->data, len) || rdmae_conn_failed(c))
 		return;
 	/*
 	 * Hold the buffer back while the reader lags: the peer then runs out of
@@ -123,7 +123,7 @@ void rdmae_msg_repost_parked_locked(struct rdmae_lane *l)
 {
 	struct rdmae_conn *c = l->conn;
 
-	while (l->parked && l->q_bytes <= c->opts.recv_queue_bytes && c->state != RDMAE_ST_ERROR) {
+	while (l->parked && l->q_bytes <= c->opts.recv_queue_bytes && !rdmae_conn_failed(c)) {
 		struct rdmae_rxbuf *rb = l->parked;
 
 		l->parked = rb->next_parked;
@@ -334,7 +334,7 @@ int rdmae_recv_lane(struct rdmae_conn *c, unsigned int lane, void **buf, size_t 
 	if (!l->q_head)
 		l->q_tail = NULL;
 	l->q_bytes -= m->len;
-	if (c->state != RDMAE_ST_ERROR) {
+	if (!rdmae_conn_failed(c)) {
 		rdmae_msg_repost_parked_locked(l);
 		rdmae_msg_grant_locked(l);
 	}

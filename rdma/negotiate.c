@@ -128,13 +128,13 @@ static void on_request_locked(struct rdmae_conn *c, const void *buf, size_t len)
 		ret = -EIO;
 	if (ret) {
 		/* Let the response with its status reach the client before disconnecting. */
-		c->linger = true;
 		if (why)
-			rdmae_conn_fail_locked(c, ret, "authentication failed with %s: %s",
-					       c->peer, why);
+			rdmae_conn_fail_after_sends_locked(c, ret, "authentication failed with "
+							   "%s: %s", c->peer, why);
 		else
-			rdmae_conn_fail_locked(c, ret, "negotiate with %s: request rejected: "
-					       "bad %s", c->peer, rdmae_wire_field_name(f));
+			rdmae_conn_fail_after_sends_locked(c, ret, "negotiate with %s: request "
+							   "rejected: bad %s", c->peer,
+							   rdmae_wire_field_name(f));
 	}
 }
 

@@ -143,6 +143,20 @@ int rdmae_progress_keepalive_locked(struct rdmae_conn *c)
 	return due <= now ? 0 : (int)((due - now) / 1000000ull) + 1;
 }
 
+int rdmae_progress_disconnecting_locked(struct rdmae_conn *c)
+{
+	uint64_t now;
+
+	if (c->state != RDMAE_ST_DISCONNECTING)
+		return -1;
+	now = rdmae_now_ns();
+	if (!rdmae_conn_sends_pending_locked(c) || now >= c->linger_until_ns) {
+		rdmae_conn_disconnect_locked(c);
+		return -1;
+	}
+	return (int)((c->linger_until_ns - now) / 1000000ull) + 1;
+}
+
 static void *progress_main(void *arg)
 {
 	struct rdmae_conn *c = arg;
@@ -155,18 +169,12 @@ static void *progress_main(void *arg)
 		struct pollfd p[3];
 		nfds_t n = 0;
 		int tmo = rdmae_progress_keepalive_locked(c);
+		int ltmo = rdmae_progress_disconnecting_locked(c);
 		int ready, poll_err;
 		uint64_t v;
 
-		/* A lingering failure disconnects once its sends are out, or at its deadline. */
-		if (c->linger) {
-			uint64_t now = rdmae_now_ns();
-
-			if (!rdmae_conn_sends_pending_locked(c) || now >= c->linger_until_ns)
-				rdmae_conn_disconnect_locked(c);
-			else
-				tmo = (int)((c->linger_until_ns - now) / 1000000ull) + 1;
-		}
+		if (ltmo >= 0)
+			tmo = ltmo;
 
 		p[n++] = (struct pollfd){ .fd = c->comp_ch->fd, .events = POLLIN };
 		p[n++] = (struct pollfd){ .fd = c->wake_fd, .events = POLLIN };

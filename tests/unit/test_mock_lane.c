@@ -532,6 +532,45 @@ static void test_flush_after_region_destroyed(void **state)
 	fixture_assert_clean();
 }
 
+/*
+ * An abort with a message still queued: DISCONNECTING, the error already
+ * sticky but the QP still up, until the message has left; then the
+ * progress thread's step disconnects (ERROR, the QP flushed).
+ */
+static void test_abort_lets_sends_leave(void **state)
+{
+	struct rdmae_err err = { 0 };
+	struct rdmae_conn *c;
+	void *buf;
+	size_t len;
+
+	(void)state;
+	c = mock_conn(1, NULL);
+	assert_non_null(c);
+	assert_int_equal(rdmae_send(c, "cancel", 6, &err), 0);
+	rdmae_conn_abort(c, -ECANCELED, "test abort after a CANCEL");
+	pthread_mutex_lock(&c->lock);
+	assert_int_equal(c->state, RDMAE_ST_DISCONNECTING);
+	assert_true(rdmae_progress_disconnecting_locked(c) > 0);
+	assert_int_equal(c->state, RDMAE_ST_DISCONNECTING);
+	pthread_mutex_unlock(&c->lock);
+	assert_int_equal(mock_qp_state(mock_lane_qp(c, 0)), IBV_QPS_RTS);
+	assert_int_equal(rdmae_recv(c, &buf, &len, 0, &err), -ECANCELED);
+	assert_non_null(strstr(err.msg, "after a CANCEL"));
+
+	assert_int_equal(mock_complete_sends(mock_lane_qp(c, 0), 1), 0);
+	mock_progress(c);
+	pthread_mutex_lock(&c->lock);
+	assert_int_equal(rdmae_progress_disconnecting_locked(c), -1);
+	assert_int_equal(c->state, RDMAE_ST_ERROR);
+	pthread_mutex_unlock(&c->lock);
+	assert_int_equal(mock_qp_state(mock_lane_qp(c, 0)), IBV_QPS_ERR);
+	mock_progress(c);
+	assert_int_equal(rdmae_conn_error(c, &err), -ECANCELED);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
 static void test_cm_events_fail(void **state)
 {
 	static const struct {
@@ -1028,6 +1067,7 @@ int main(void)
 		cmocka_unit_test_setup(test_flush_before_disconnect_event, fixture_setup),
 		cmocka_unit_test_setup(test_flush_with_parked_receives, fixture_setup),
 		cmocka_unit_test_setup(test_flush_after_region_destroyed, fixture_setup),
+		cmocka_unit_test_setup(test_abort_lets_sends_leave, fixture_setup),
 		cmocka_unit_test_setup(test_cm_events_fail, fixture_setup),
 		cmocka_unit_test_setup(test_poll_failure, fixture_setup),
 		cmocka_unit_test_setup(test_send_post_refused, fixture_setup),
