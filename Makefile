@@ -79,11 +79,20 @@ $(PERF_BIN): $(call rel_obj,$(PERF_SRC)) $(REL_LIBS)
 $(BUILD)/san/unit/%: $(BUILD)/san/tests/unit/%.o $(SAN_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) $(SANFLAGS) -o $@ $^ $(LIBS) -lcmocka
-# Tests over the mock verbs layer: mock_verbs.o holds the transport compiled
-# over it, so the library's copies of those objects are never linked;
+# Tests over the mock verbs layer: mock_verbs.o defines the verbs (and
+# rdma/mem.c's functions) the library's objects call, which take precedence
+# over the shared libraries' and the library's own mem.o; mock_conn.o builds
+# connections over them (with region.c compiled in, for its internals);
 # mock_fixture.o is the setup and checks those tests share.
-MOCK_OBJS := $(BUILD)/san/tests/unit/mock_verbs.o $(BUILD)/san/tests/unit/mock_fixture.o
+MOCK_OBJS := $(BUILD)/san/tests/unit/mock_verbs.o $(BUILD)/san/tests/unit/mock_conn.o \
+             $(BUILD)/san/tests/unit/mock_fixture.o
 $(BUILD)/san/unit/test_mock_%: $(BUILD)/san/tests/unit/test_mock_%.o $(MOCK_OBJS) $(SAN_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLFLAGS) $(SANFLAGS) -o $@ $^ $(LIBS) -lcmocka
+# qp.c alone (L1), its neighbours stubbed: the mock verbs, the clock, the
+# error helper and nothing else of the transport; the test is qp.c's owner.
+QP_UNIT_OBJS := $(call san_obj,rdma/qp.c rdma/time.c rdma/err.c) $(BUILD)/san/tests/unit/mock_verbs.o
+$(BUILD)/san/unit/test_qp: $(BUILD)/san/tests/unit/test_qp.o $(QP_UNIT_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) $(SANFLAGS) -o $@ $^ $(LIBS) -lcmocka
 

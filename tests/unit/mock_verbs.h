@@ -2,9 +2,9 @@
 /*
  * A verbs and rdma_cm stand-in for unit tests of the transport's concurrent
  * code without RDMA hardware, the way SPDK tests its RDMA transport:
- * mock_verbs.c compiles the rdma/ sources under test into itself and
- * defines the libibverbs and librdmacm functions they call, so the code
- * that runs is the transport's own, with every verb scripted.
+ * mock_verbs.c defines the libibverbs and librdmacm functions the rdma/
+ * objects call, and the tests link those objects as the library has them,
+ * so the code that runs is the transport's own, with every verb scripted.
  *
  * What the mock models, because the transport's correctness depends on it:
  *   - a QP takes WRs into a send and a receive queue, bounded by the depths
@@ -17,7 +17,7 @@
  *   - one CQ per channel, which raises one event per arming;
  *   - every object created and destroyed is logged, so a test can check
  *     that a failure released what came before it, in reverse order.
- * The conn helpers below build connections as rdmae_connect leaves them,
+ * The conn helpers below (mock_conn.c) build connections as rdmae_connect leaves them,
  * but with no progress thread: mock_progress() is one turn of its loop, so
  * every completion is reaped exactly when the test decides.
  */
@@ -144,6 +144,10 @@ int mock_deliver(struct ibv_qp *qp, const void *data, uint32_t len);
 /* The QP goes to error (the peer is gone): all it holds is flushed. */
 void mock_qp_error(struct ibv_qp *qp);
 enum ibv_qp_state mock_qp_state(const struct ibv_qp *qp);
+/* Move qp to state as the connection's setup would (e.g. RTS once the peer is there). */
+void mock_qp_set_state(struct ibv_qp *qp, enum ibv_qp_state state);
+/* The mock device's context, for tests that make their own PD, CQ and QPs. */
+struct ibv_context *mock_context(void);
 unsigned int mock_qp_sends_out(const struct ibv_qp *qp);
 unsigned int mock_qp_recvs_out(const struct ibv_qp *qp);
 /* Completions in CQs not yet polled. */
@@ -164,7 +168,7 @@ const struct mock_modify *mock_modify_at(size_t i);
 /* Access flags an MR was registered with. */
 int mock_mr_access(const struct ibv_mr *mr);
 
-/* ---- connections over the mock (the transport's own code, no progress thread) ---- */
+/* ---- connections over the mock (mock_conn.c: the transport's own code, no progress thread) ---- */
 
 /* Small defaults: 16 credits, 1 KiB sends and receives, 64 KiB WRITEs, no keepalive. */
 void mock_conn_opts(struct rdmae_conn_opts *o);
