@@ -92,13 +92,15 @@ void rdmae_conn_wake(struct rdmae_conn *c)
 	rdmae_conn_eventfd_kick(c->wake_fd);
 }
 
-void rdmae_conn_heard_locked(struct rdmae_conn *c, uint64_t now, const char *what)
+void rdmae_conn_heard(struct rdmae_conn *c, uint64_t now, const char *what)
 {
-	if (c->probe_ns && what)
+	uint64_t probe = rdmae_conn_probe_ns(c);
+
+	if (probe && what)
 		rdmae_trace(c, "keepalive: answered by %s after %.1f ms", what,
-			    (double)(now - c->probe_ns) / 1e6);
-	c->last_heard_ns = now;
-	c->probe_ns = 0;
+			    (double)(now - probe) / 1e6);
+	atomic_store_explicit(&c->last_heard_ns, now, memory_order_relaxed);
+	atomic_store_explicit(&c->probe_ns, 0, memory_order_relaxed);
 }
 
 void rdmae_conn_pace_start_locked(struct rdmae_conn *c)
@@ -175,7 +177,7 @@ void rdmae_conn_connected_locked(struct rdmae_conn *c)
 {
 	c->state = RDMAE_ST_CONNECTED;
 	c->cm_to_thread = true;
-	c->last_heard_ns = rdmae_now_ns();
+	atomic_store_explicit(&c->last_heard_ns, rdmae_now_ns(), memory_order_relaxed);
 	rdmae_conn_pace_start_locked(c);
 }
 

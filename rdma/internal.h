@@ -80,11 +80,22 @@
  * functions not analysed have their reason beside them: chunk_pin_locked
  * (region.c) drops the lock while it registers (mr.c does not), and a qp's
  * destruction runs both with and without it.
+ *
+ * Not yet per lane. A lock per lane (l->lock guarding its qp, credits,
+ * messages and pacing; c->lock the state, error and negotiation; order lane
+ * then conn, never two lanes) waits for mr.c: region.c walks every lane's
+ * send queue and waits on c->cond holding c->lock, which is the conn-then-
+ * lane order, and it pins a chunk waiting with c->lock held, which a
+ * completion needing a lane lock to put a chunk would deadlock against.
+ * What is ready for it: a qp's lock is whatever its owner passes
+ * (qp->lock), keepalive stamps are atomics taken without c->lock, and rings
+ * are registered without any lock.
  */
 #ifndef RDMAE_INTERNAL_H
 #define RDMAE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -213,10 +224,13 @@ struct rdmae_conn {
 	 * keepalive, in CLOCK_MONOTONIC ns. The peer is heard from when a
 	 * message arrives or one of our WRITEs completes: the WRITE target
 	 * sees no traffic during a transfer, but the writer's completions
-	 * prove the peer's QP is placing data.
+	 * prove the peer's QP is placing data. Atomics, read and stamped
+	 * without c->lock (relaxed: a stamp publishes nothing else, and the
+	 * timer only compares times), so completions need no connection lock
+	 * to stamp them.
 	 */
-	uint64_t last_heard_ns;
-	uint64_t probe_ns;		/* 0 = no probe outstanding */
+	_Atomic uint64_t last_heard_ns;
+	_Atomic uint64_t probe_ns;	/* 0 = no probe outstanding */
 
 	/*
 	 * progress thread. Whether it runs and whether it is told to exit are
@@ -319,9 +333,18 @@ int rdmae_conn_wait_locked(struct rdmae_conn *c, uint64_t deadline_ns) RDMAE_REQ
 void rdmae_conn_wake(struct rdmae_conn *c);
 /* Ring every lane's doorbell; the first post error (the connection has failed with it). */
 int rdmae_conn_post_all_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
-/* Keepalive: the peer was heard from at now (what: for the trace). */
-void rdmae_conn_heard_locked(struct rdmae_conn *c, uint64_t now, const char *what)
-	RDMAE_REQUIRES(c->lock);
+/* Keepalive: the peer was heard from at now (what: for the trace, or NULL). No lock. */
+void rdmae_conn_heard(struct rdmae_conn *c, uint64_t now, const char *what);
+/* The keepalive stamps, relaxed (see struct rdmae_conn). */
+static inline uint64_t rdmae_conn_probe_ns(const struct rdmae_conn *c)
+{
+	return atomic_load_explicit(&c->probe_ns, memory_order_relaxed);
+}
+
+static inline uint64_t rdmae_conn_last_heard_ns(const struct rdmae_conn *c)
+{
+	return atomic_load_explicit(&c->last_heard_ns, memory_order_relaxed);
+}
 /* The pacing budget starts once the lanes and max_rw_size are known. */
 void rdmae_conn_pace_start_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
 

@@ -31,7 +31,7 @@ static void lane_on_recv(void *owner, struct rdmae_qp *qp, struct rdmae_rxbuf *r
 	struct rdmae_conn *c = l->conn;
 
 	rdmae_conn_assert_held(c);
-	rdmae_conn_heard_locked(c, rdmae_now_ns(), "a message");
+	rdmae_conn_heard(c, rdmae_now_ns(), "a message");
 	if (l->idx == 0 && c->state == RDMAE_ST_NEGOTIATING) {
 		/*
 		 * Negotiate messages sit outside the credit scheme. The buffer goes
@@ -78,10 +78,12 @@ static void lane_on_sent(void *owner, struct rdmae_qp *qp, const struct rdmae_wr
 		 * Its process may still be stalled, but then it withholds
 		 * credits, and every credit wait has its own deadline.
 		 */
-		if (c->probe_ns) {
+		uint64_t probe = rdmae_conn_probe_ns(c);
+
+		if (probe) {
 			rdmae_trace(c, "keepalive: zero-length WRITE acknowledged after %.1f ms",
-				    (double)(now_ns - c->probe_ns) / 1e6);
-			rdmae_conn_heard_locked(c, now_ns, NULL);
+				    (double)(now_ns - probe) / 1e6);
+			rdmae_conn_heard(c, now_ns, NULL);
 		}
 		return;
 	}
@@ -95,7 +97,7 @@ static void lane_on_sent(void *owner, struct rdmae_qp *qp, const struct rdmae_wr
 	 * completion does not count: a probe is acknowledged by a peer whose
 	 * process has stopped.
 	 */
-	rdmae_conn_heard_locked(c, now_ns, "WRITE/READ completions");
+	rdmae_conn_heard(c, now_ns, "WRITE/READ completions");
 }
 
 static void lane_on_forget(void *owner, struct rdmae_qp *qp, struct rdmae_wrslot *s)

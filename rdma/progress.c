@@ -97,22 +97,26 @@ void rdmae_progress_housekeeping_locked(struct rdmae_conn *c)
 int rdmae_progress_keepalive_locked(struct rdmae_conn *c)
 {
 	struct rdmae_lane *l0 = &c->lanes[0];
-	uint64_t now, idle_ns, tmo_ns, due;
+	uint64_t now, idle_ns, tmo_ns, due, probe, heard, idle;
 
 	if (c->state != RDMAE_ST_CONNECTED || c->opts.keepalive_ms <= 0)
 		return -1;
 	now = rdmae_now_ns();
 	idle_ns = (uint64_t)c->opts.keepalive_ms * 1000000ull;
 	tmo_ns = (uint64_t)c->opts.keepalive_timeout_ms * 1000000ull;
-	if (c->probe_ns) {
-		if (now - c->probe_ns >= tmo_ns) {
+	probe = rdmae_conn_probe_ns(c);
+	heard = rdmae_conn_last_heard_ns(c);
+	/* A completion may stamp after now was read: then the peer was heard just now. */
+	idle = heard < now ? now - heard : 0;
+	if (probe) {
+		if (probe <= now && now - probe >= tmo_ns) {
 			rdmae_conn_fail_locked(c, -ETIMEDOUT,
 					       "keepalive: no answer from %s within %d ms",
 					       c->peer, c->opts.keepalive_timeout_ms);
 			return -1;
 		}
-		due = c->probe_ns + tmo_ns;
-	} else if (now - c->last_heard_ns >= idle_ns) {
+		due = probe + tmo_ns;
+	} else if (idle >= idle_ns) {
 		/*
 		 * Probe: an empty message asking for a reply, which proves the
 		 * peer's process runs. Without a usable credit (a reader that is
@@ -125,20 +129,19 @@ int rdmae_progress_keepalive_locked(struct rdmae_conn *c)
 		if (!rdmae_msg_lane_send_locked(l0, NULL, 0, 0, RDMAE_FLAG_RESPONSE_REQUESTED, 0,
 						true, 0)) {
 			rdmae_qp_post_chain_locked(&l0->qp);
-			c->probe_ns = now;
-			rdmae_trace(c, "keepalive: probe sent after %.0f ms idle",
-				    (double)(now - c->last_heard_ns) / 1e6);
+			atomic_store_explicit(&c->probe_ns, now, memory_order_relaxed);
+			rdmae_trace(c, "keepalive: probe sent after %.0f ms idle", (double)idle / 1e6);
 			due = now + tmo_ns;
 		} else if (l0->established && !rdmae_qp_probe_write_locked(&l0->qp)) {
-			c->probe_ns = now;
+			atomic_store_explicit(&c->probe_ns, now, memory_order_relaxed);
 			rdmae_trace(c, "keepalive: no credit, zero-length WRITE sent after %.0f ms "
-				    "idle", (double)(now - c->last_heard_ns) / 1e6);
+				    "idle", (double)idle / 1e6);
 			due = now + tmo_ns;
 		} else {
 			due = now + idle_ns;
 		}
 	} else {
-		due = c->last_heard_ns + idle_ns;
+		due = heard + idle_ns;
 	}
 	return due <= now ? 0 : (int)((due - now) / 1000000ull) + 1;
 }
