@@ -51,7 +51,7 @@ static void lane_on_recv(void *owner, struct rdmae_qp *qp, struct rdmae_rxbuf *r
 	rdmae_msg_on_recv_locked(l, rb, len);
 }
 
-static void lane_on_retired(void *owner, struct rdmae_qp *qp, struct rdmae_wrslot *s,
+static void lane_on_retired(void *owner, struct rdmae_qp *qp, uint64_t one_sided_bytes,
 			    uint64_t now_ns)
 {
 	struct rdmae_lane *l = owner;
@@ -59,9 +59,8 @@ static void lane_on_retired(void *owner, struct rdmae_qp *qp, struct rdmae_wrslo
 
 	(void)qp;
 	rdmae_conn_assert_held(c);
-	if (rdmae_wr_one_sided(s->kind))
-		rdmae_pace_on_done(&c->pace, s->mark.len, now_ns);
-	lane_chunk_put_locked(c, s);
+	if (one_sided_bytes)
+		rdmae_pace_on_done(&c->pace, one_sided_bytes, now_ns);
 }
 
 static void lane_on_sent(void *owner, struct rdmae_qp *qp, const struct rdmae_wrslot *s,
@@ -100,16 +99,24 @@ static void lane_on_sent(void *owner, struct rdmae_qp *qp, const struct rdmae_wr
 	rdmae_conn_heard(c, now_ns, "WRITE/READ completions");
 }
 
-static void lane_on_forget(void *owner, struct rdmae_qp *qp, struct rdmae_wrslot *s)
+static void lane_on_forget(void *owner, struct rdmae_qp *qp, uint64_t one_sided_bytes)
 {
 	struct rdmae_lane *l = owner;
 	struct rdmae_conn *c = l->conn;
 
 	(void)qp;
 	rdmae_conn_assert_held(c);
-	if (rdmae_wr_one_sided(s->kind))
-		rdmae_pace_forget(&c->pace, s->mark.len);
-	lane_chunk_put_locked(c, s);
+	if (one_sided_bytes)
+		rdmae_pace_forget(&c->pace, one_sided_bytes);
+}
+
+static void lane_on_release(void *owner, struct rdmae_qp *qp, struct rdmae_wrslot *s)
+{
+	struct rdmae_lane *l = owner;
+
+	(void)qp;
+	rdmae_conn_assert_held(l->conn);
+	lane_chunk_put_locked(l->conn, s);
 }
 
 static void lane_on_error(void *owner, struct rdmae_qp *qp, int code, bool flushed,
@@ -147,6 +154,7 @@ static const struct rdmae_qp_ops lane_qp_ops = {
 	.on_retired = lane_on_retired,
 	.on_sent = lane_on_sent,
 	.on_forget = lane_on_forget,
+	.on_release = lane_on_release,
 	.on_error = lane_on_error,
 	.wait = lane_wait,
 };

@@ -73,18 +73,25 @@ static void rx_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
 static void sq_retire_locked(struct rdmae_qp *qp, uint64_t pos, uint64_t now_ns)
 	RDMAE_REQUIRES(*qp->lock)
 {
+	uint64_t bytes = 0;
+
 	while (qp->sq_done <= pos && qp->sq_done < qp->sq_posted) {
 		struct rdmae_wrslot *s = &qp->wr[qp->sq_done % qp->sq_depth];
 
 		if (s->kind == RDMAE_WR_SEND)
 			qp->tx_tail++;
-		if (rdmae_wr_one_sided(s->kind))
+		if (rdmae_wr_one_sided(s->kind)) {
 			qp->writes_out--;
-		qp->ops->on_retired(qp->owner, qp, s, now_ns);
-		s->chunk = NULL;
+			bytes += s->mark.len;
+		}
+		if (s->chunk) {
+			qp->ops->on_release(qp->owner, qp, s);
+			s->chunk = NULL;
+		}
 		s->kind = 0;
 		qp->sq_done++;
 	}
+	qp->ops->on_retired(qp->owner, qp, bytes, now_ns);
 }
 
 static const char *kind_name(enum rdmae_wr_kind kind)
@@ -188,17 +195,23 @@ int rdmae_qp_post_chain_locked(struct rdmae_qp *qp)
 		 */
 		unsigned int k = bad ? (unsigned int)(bad - qp->chain) : 0;
 
+		uint64_t bytes = 0;
+
 		for (i = n; i-- > k;) {
 			struct rdmae_wrslot *s = &qp->wr[(first + i) % qp->sq_depth];
 
 			if (s->kind == RDMAE_WR_SEND)
 				qp->tx_head--;
-			if (rdmae_wr_one_sided(s->kind))
+			if (rdmae_wr_one_sided(s->kind)) {
 				qp->writes_out--;
-			qp->ops->on_forget(qp->owner, qp, s);
+				bytes += s->mark.len;
+			}
+			if (s->chunk)
+				qp->ops->on_release(qp->owner, qp, s);
 			s->chunk = NULL;
 			s->kind = 0;
 		}
+		qp->ops->on_forget(qp->owner, qp, bytes);
 		qp->sq_posted = first + k;
 		report_error(qp, -ret, false, "ibv_post_send on lane %u: %s", qp->idx, strerror(ret));
 		return -ret;
@@ -343,6 +356,8 @@ int rdmae_qp_create(struct rdmae_qp *qp, struct rdma_cm_id *id, const struct rdm
 	qa.cap.max_recv_wr = qp->nrx + 1;
 	qa.cap.max_send_sge = 1;
 	qa.cap.max_recv_sge = 1;
+	/* Set before the QP is made, so that whatever looks the id up meanwhile finds its qp. */
+	id->context = qp;
 	if (rdma_create_qp(id, a->pd, &qa)) {
 		ret = -errno;
 		rdmae_err_set(err, ret, "rdma_create_qp for lane %u (sq %u, rq %u): %s", idx,
@@ -362,7 +377,6 @@ int rdmae_qp_create(struct rdmae_qp *qp, struct rdma_cm_id *id, const struct rdm
 		}
 	}
 	qp->id = id;
-	id->context = qp;
 	return 0;
 
 err_qp:
@@ -380,6 +394,7 @@ err_rx:
 	rdmae_mem_free(qp->rx_mem, (size_t)qp->nrx * qp->rx_size, qp->rx_huge);
 	free(qp->rx);
 	memset(qp, 0, sizeof(*qp));
+	id->context = NULL;
 	return ret;
 }
 
@@ -432,7 +447,7 @@ void rdmae_qp_drain_locked(struct rdmae_qp *qp)
 
 void rdmae_qp_destroy_qp(struct rdmae_qp *qp)
 {
-	uint64_t p;
+	uint64_t p, bytes = 0;
 
 	if (!qp->ibqp)
 		return;
@@ -442,9 +457,13 @@ void rdmae_qp_destroy_qp(struct rdmae_qp *qp)
 	for (p = qp->sq_done; p < qp->sq_posted; p++) {
 		struct rdmae_wrslot *s = &qp->wr[p % qp->sq_depth];
 
-		qp->ops->on_forget(qp->owner, qp, s);
+		if (rdmae_wr_one_sided(s->kind))
+			bytes += s->mark.len;
+		if (s->chunk)
+			qp->ops->on_release(qp->owner, qp, s);
 		s->chunk = NULL;
 	}
+	qp->ops->on_forget(qp->owner, qp, bytes);
 	qp->sq_done = qp->sq_posted;
 	qp->writes_out = 0;
 }

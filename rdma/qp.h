@@ -83,12 +83,17 @@ struct rdmae_wrslot {
  * What a qp tells its owner, with *qp->lock held. Every op is required.
  *   on_recv     a receive completed: len bytes in rb->data. The buffer is
  *               the owner's until it reposts it (rdmae_qp_post_recv).
- *   on_retired  send-queue position s is known complete at now_ns (its own
- *               completion or a later signalled one); s->chunk is still set.
+ *   on_retired  send-queue positions are known complete at now_ns (a
+ *               signalled completion retires every position before it):
+ *               once per completion, with the bytes of the one-sided WRs
+ *               among them (mark.len), so a page-sized WRITE costs no call.
  *   on_sent     the signalled WR s of kind completed successfully, after
  *               everything up to it was retired.
- *   on_forget   position s will never complete (its post failed, or the
- *               QP was destroyed with it in flight).
+ *   on_forget   positions that will never complete (their post failed, or
+ *               the QP was destroyed with them in flight): once per batch,
+ *               with the bytes of the one-sided WRs among them.
+ *   on_release  a retired or forgotten position held s->chunk (the owner's):
+ *               called for that position only, before it is cleared.
  *   on_error    a completion or a post failed. flushed: a flush completion,
  *               which follows any failure of the QP, expected once the owner
  *               has failed. what names the operation and the lane.
@@ -97,11 +102,12 @@ struct rdmae_wrslot {
  */
 struct rdmae_qp_ops {
 	void (*on_recv)(void *owner, struct rdmae_qp *qp, struct rdmae_rxbuf *rb, uint32_t len);
-	void (*on_retired)(void *owner, struct rdmae_qp *qp, struct rdmae_wrslot *s,
+	void (*on_retired)(void *owner, struct rdmae_qp *qp, uint64_t one_sided_bytes,
 			   uint64_t now_ns);
 	void (*on_sent)(void *owner, struct rdmae_qp *qp, const struct rdmae_wrslot *s,
 			enum rdmae_wr_kind kind, uint64_t now_ns);
-	void (*on_forget)(void *owner, struct rdmae_qp *qp, struct rdmae_wrslot *s);
+	void (*on_forget)(void *owner, struct rdmae_qp *qp, uint64_t one_sided_bytes);
+	void (*on_release)(void *owner, struct rdmae_qp *qp, struct rdmae_wrslot *s);
 	void (*on_error)(void *owner, struct rdmae_qp *qp, int code, bool flushed,
 			 const char *what);
 	int (*wait)(void *owner, struct rdmae_qp *qp, uint64_t deadline_ns);
@@ -194,7 +200,7 @@ int rdmae_qp_create(struct rdmae_qp *qp, struct rdma_cm_id *id, const struct rdm
  */
 void rdmae_qp_drain_locked(struct rdmae_qp *qp) RDMAE_REQUIRES(*qp->lock);
 /*
- * Destroy the QP, forgetting (ops->on_forget) what it will never complete.
+ * Destroy the QP, forgetting (ops->on_forget, on_release) what it will never complete.
  * Under *qp->lock, or once nobody else can touch the qp (the reaper stopped);
  * the analysis cannot state either-or, so it is not analysed.
  */

@@ -125,11 +125,11 @@ int __wrap_ibv_dereg_mr(struct ibv_mr *mr)
 int __wrap_rdma_create_qp(struct rdma_cm_id *id, struct ibv_pd *pd,
 			  struct ibv_qp_init_attr *attr)
 {
-	struct rdmae_lane *l = id->context;
+	const struct rdmae_qp *q = id->context;
 
 	(void)pd;
 	(void)attr;
-	id->qp = &stub_qp[l->idx];
+	id->qp = &stub_qp[q->idx];
 	return 0;
 }
 

@@ -28,7 +28,8 @@ struct owner {
 	struct ibv_cq *cq;
 	struct ibv_device_attr dev;
 	struct rdmae_qp qp;
-	unsigned int recvs, retired, sent, forgot, errors, flushed_errors, waits;
+	unsigned int recvs, retired, sent, forgot, released, errors, flushed_errors, waits;
+	uint64_t retired_bytes, forgot_bytes;
 	uint32_t last_len;
 	uint8_t last_data[64];
 	enum rdmae_wr_kind last_sent;
@@ -46,14 +47,14 @@ static void on_recv(void *owner, struct rdmae_qp *qp, struct rdmae_rxbuf *rb, ui
 	rdmae_qp_post_recv(qp, rb);
 }
 
-static void on_retired(void *owner, struct rdmae_qp *qp, struct rdmae_wrslot *s, uint64_t now_ns)
+static void on_retired(void *owner, struct rdmae_qp *qp, uint64_t bytes, uint64_t now_ns)
 {
 	struct owner *o = owner;
 
 	(void)qp;
-	(void)s;
 	(void)now_ns;
 	o->retired++;
+	o->retired_bytes += bytes;
 }
 
 static void on_sent(void *owner, struct rdmae_qp *qp, const struct rdmae_wrslot *s,
@@ -68,13 +69,22 @@ static void on_sent(void *owner, struct rdmae_qp *qp, const struct rdmae_wrslot 
 	o->last_sent = kind;
 }
 
-static void on_forget(void *owner, struct rdmae_qp *qp, struct rdmae_wrslot *s)
+static void on_forget(void *owner, struct rdmae_qp *qp, uint64_t bytes)
 {
 	struct owner *o = owner;
 
 	(void)qp;
-	(void)s;
 	o->forgot++;
+	o->forgot_bytes += bytes;
+}
+
+static void on_release(void *owner, struct rdmae_qp *qp, struct rdmae_wrslot *s)
+{
+	struct owner *o = owner;
+
+	(void)qp;
+	assert_non_null(s->chunk);
+	o->released++;
 }
 
 static void on_error(void *owner, struct rdmae_qp *qp, int code, bool flushed, const char *what)
@@ -123,6 +133,7 @@ static const struct rdmae_qp_ops ops = {
 	.on_retired = on_retired,
 	.on_sent = on_sent,
 	.on_forget = on_forget,
+	.on_release = on_release,
 	.on_error = on_error,
 	.wait = wait_reaping,
 };
@@ -219,6 +230,7 @@ static void test_send_retires(void **state)
 	assert_false(rdmae_qp_sends_pending_locked(&o->qp));
 	pthread_mutex_unlock(&o->lock);
 	assert_int_equal(o->retired, 1);
+	assert_int_equal(o->retired_bytes, 0);
 	assert_int_equal(o->sent, 1);
 	assert_int_equal(o->last_sent, RDMAE_WR_SEND);
 	assert_int_equal(o->errors, 0);
@@ -226,7 +238,11 @@ static void test_send_retires(void **state)
 	assert_clean();
 }
 
-/* A refused doorbell: every WR of it forgotten, positions and slots back, the owner told why. */
+/*
+ * A refused doorbell: every WR of it forgotten at once (their bytes
+ * summed), a WR holding a chunk released, positions and slots back, and
+ * the owner told why.
+ */
 static void test_post_failure_forgets(void **state)
 {
 	struct ibv_send_wr *wr;
@@ -238,14 +254,20 @@ static void test_post_failure_forgets(void **state)
 	mock_fail_post_send(1, ENOMEM, MOCK_BAD_NONE);
 	pthread_mutex_lock(&o->lock);
 	for (int i = 0; i < 3; i++) {
-		rdmae_qp_sq_take_locked(&o->qp, RDMAE_WR_WRITE, &wr, &sge);
+		struct rdmae_wrslot *s = rdmae_qp_sq_take_locked(&o->qp, RDMAE_WR_WRITE, &wr, &sge);
+
 		wr->opcode = IBV_WR_RDMA_WRITE;
+		s->mark.len = 100;
+		/* Any non-NULL pointer: the qp only hands it back. */
+		s->chunk = i == 1 ? (struct rdmae_chunk *)(void *)o : NULL;
 		o->qp.writes_out++;
 	}
 	assert_int_equal(rdmae_qp_post_chain_locked(&o->qp), -ENOMEM);
 	assert_false(rdmae_qp_busy_locked(&o->qp));
 	pthread_mutex_unlock(&o->lock);
-	assert_int_equal(o->forgot, 3);
+	assert_int_equal(o->forgot, 1);
+	assert_int_equal(o->forgot_bytes, 300);
+	assert_int_equal(o->released, 1);
 	assert_int_equal(o->qp.writes_out, 0);
 	assert_int_equal(o->errors, 1);
 	assert_non_null(strstr(o->last_error, "ibv_post_send on lane 0"));
