@@ -357,7 +357,7 @@ void rdmae_conn_pace_start_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
  * (destroyed with it); on failure it is still the caller's.
  */
 int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int idx,
-			   struct rdmae_err *err) RDMAE_EXCLUDES(c->lock);
+		      struct rdmae_err *err) RDMAE_EXCLUDES(c->lock);
 /*
  * Destroy a lane with its qp and cm_id. With the progress thread running
  * the QP is drained first (rdmae_qp_drain_locked).

@@ -160,7 +160,7 @@ static const struct rdmae_qp_ops lane_qp_ops = {
 };
 
 int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int idx,
-			   struct rdmae_err *err)
+		      struct rdmae_err *err)
 {
 	struct rdmae_lane *l = &c->lanes[idx];
 	struct rdmae_qp_attr a = {
