@@ -18,7 +18,7 @@
  *   over verbs, sharing struct rdmae_conn and its lock:
  *   mem.c        ring memory on the device's NUMA node, on huge pages if any
  *   lane.c       one lane: its QP, rings, send-queue accounting and completions
- *   region.c     registration: MRs and the on-demand chunk cache
+ *   mr.c         registration: MRs and the on-demand chunk cache
  *   conn.c       the connection core: allocation, device resources, the
  *                sticky error and waits on it, accessors, teardown
  *   negotiate.c  the negotiate exchange (server and client) and the auth policy
@@ -54,7 +54,7 @@
  * connection's lock there (-Wno-thread-safety-precise); completion callbacks
  * assert the lock the progress thread took (rdmae_conn_assert_held); and two
  * functions are not analysed, each with its reason beside it, known items of
- * issue 17: chunk_pin_locked (region.c) drops the lock while it registers,
+ * issue 17: chunk_pin_locked (mr.c) drops the lock while it registers,
  * and rdmae_lane_destroy_qp runs both with and without it. The rings are
  * still registered with the lock held (rdmae_lane_create_locked).
  */
@@ -389,7 +389,7 @@ int rdmae_progress_start(struct rdmae_conn *c, struct rdmae_err *err);
 /* Takes c->lock to tell the thread to stop, then joins it. */
 void rdmae_progress_stop(struct rdmae_conn *c) RDMAE_EXCLUDES(c->lock);
 
-/* region.c */
+/* mr.c */
 void rdmae_chunk_put_locked(struct rdmae_conn *c, struct rdmae_chunk *ch)
 	RDMAE_REQUIRES(c->lock);
 void rdmae_regions_destroy_all(struct rdmae_conn *c);
@@ -398,8 +398,8 @@ void rdmae_regions_destroy_all(struct rdmae_conn *c);
  * RDMAE_DESC_SPAN (PIN_ALL) boundary. ON_DEMAND pins the chunk and returns
  * it in *chunk (release with rdmae_chunk_put_locked once the WR completes).
  * Called with r's connection lock held, and drops it while it registers (see
- * region.c). No contract here: struct rdmae_region is opaque outside
- * region.c, so a contract could not name its connection's lock.
+ * mr.c). No contract here: struct rdmae_region is opaque outside
+ * mr.c, so a contract could not name its connection's lock.
  */
 int rdmae_region_lkey_locked(struct rdmae_region *r, uint64_t off, uint32_t *lkey,
 			     struct rdmae_chunk **chunk);

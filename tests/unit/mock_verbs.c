@@ -24,7 +24,7 @@
 #include "../../rdma/msg.c"
 #include "../../rdma/negotiate.c"
 #include "../../rdma/progress.c"
-#include "../../rdma/region.c"
+#include "../../rdma/mr.c"
 /* One unit holds both: write.c's static bulk() would be shadowed by a local of lane.c's. */
 #define bulk write_bulk
 #include "../../rdma/write.c"
