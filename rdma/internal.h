@@ -15,10 +15,16 @@
  *   time.c       the clock and deadlines
  *   opts.c       option defaults and checks, and the wire limits they stand for
  *
+ *   L1, over verbs, knowing no connection (own headers, dev.h and mr.h):
+ *   dev.c        a device and its PD, by local address or for a connection
+ *   mr.c         MRs, the on-demand chunk cache and its refcounts; never
+ *                waits (-EAGAIN), its cache lock is a leaf
+ *
  *   over verbs, sharing struct rdmae_conn and its lock:
  *   mem.c        ring memory on the device's NUMA node, on huge pages if any
  *   lane.c       one lane: its QP, rings, send-queue accounting and completions
- *   mr.c         registration: MRs and the on-demand chunk cache
+ *   attach.c     regions on a connection: create, attach, detach (waiting for
+ *                WRs in flight), what a chunk put wakes
  *   conn.c       the connection core: allocation, device resources, the
  *                sticky error and waits on it, accessors, teardown
  *   negotiate.c  the negotiate exchange (server and client) and the auth policy
@@ -39,8 +45,10 @@
  *
  *   c->lock guards   every field of struct rdmae_conn but lock and cond, and
  *                    of every struct rdmae_lane in c->lanes[] (a lane's lock
- *                    is l->conn->lock); every region and chunk of c (the
- *                    chunk cache, c->pinned, c->regions)
+ *                    is l->conn->lock); c->regions and the attachment
+ *                    fields of its regions
+ *   cache->lock      a pin cache's state (mr.h); a leaf: taken under c->lock
+ *                    or with no lock, and takes nothing
  *   not guarded      what is set before the progress thread starts and read
  *                    only after (opts, limits, verbs, pd, cq, comp_ch,
  *                    wake_fd); teardown once the thread is joined
@@ -53,9 +61,8 @@
  * cannot tell that l->conn is the c whose lock is held, so it accepts any
  * connection's lock there (-Wno-thread-safety-precise); completion callbacks
  * assert the lock the progress thread took (rdmae_conn_assert_held); and two
- * functions are not analysed, each with its reason beside it, known items of
- * issue 17: chunk_pin_locked (mr.c) drops the lock while it registers,
- * and rdmae_lane_destroy_qp runs both with and without it. The rings are
+ * function is not analysed, with its reason beside it, a known item of
+ * issue 17: rdmae_lane_destroy_qp runs both with and without it. The rings are
  * still registered with the lock held (rdmae_lane_create_locked).
  */
 #ifndef RDMAE_INTERNAL_H
@@ -71,6 +78,7 @@
 #include "rdmae_auth.h"
 #include "rdmae_conn.h"
 #include "rdmae_credits.h"
+#include "mr.h"
 #include "rdmae_frag.h"
 #include "rdmae_pace.h"
 #include "rdmae_region.h"
@@ -80,9 +88,6 @@
 
 struct rdmae_lane;
 struct rdmae_chunk;
-
-/* The connection mutex, as a lock clang's thread-safety analysis tracks. */
-typedef pthread_mutex_t rdmae_mutex_t RDMAE_CAPABILITY("mutex");
 
 /*
  * Every signalled work request points at one of these through wr_id, and
@@ -219,13 +224,13 @@ struct rdmae_conn {
 	struct rdma_event_channel *cm_ch;
 	bool cm_to_thread;		/* the progress thread owns CM events now */
 	struct ibv_context *verbs;
+	struct rdmae_dev *dev;		/* opts.dev, or the connection's own (a reference) */
 	struct ibv_device_attr dev_attr;
-	struct ibv_pd *pd;
+	struct ibv_pd *pd;		/* dev's */
 	struct ibv_comp_channel *comp_ch;
 	struct ibv_cq *cq;
 	unsigned int cq_events;		/* to ack before destroying the CQ */
 	int numa_node;
-	bool odp_write;			/* device can do RC WRITE on ODP memory */
 
 	unsigned int nlanes;		/* lanes created */
 	struct rdmae_lane lanes[RDMAE_MAX_LANES];
@@ -260,11 +265,9 @@ struct rdmae_conn {
 	int wake_fd;			/* eventfd: wakes the progress thread */
 	int notify_fd;			/* listener's eventfd while pending, else -1 */
 
-	/* on-demand registration cache */
-	size_t pin_limit;
-	size_t pinned;
-	struct rdmae_chunk *lru_head, *lru_tail;	/* idle chunks, most recent first */
-	struct rdmae_region *regions;			/* live regions of this connection */
+	/* regions (attach.c) */
+	struct rdmae_mr_cache *mrc;	/* pin cache of the regions made on it (create) */
+	struct rdmae_region *regions;	/* regions attached to it */
 };
 
 /*
@@ -345,7 +348,7 @@ void rdmae_write_pace_start_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock)
  * Lane idx of c on id: QP, rings, receives posted. It registers the rings
  * with c->lock held, which stalls completions for as long as the kernel
  * pins them; the rings are small and made once per lane, so this stays for
- * now, a known item of issue 17 (chunk_pin_locked shows the unlocked way).
+ * now, a known item of issue 17 (rdmae_mr_lkey shows the unlocked way).
  */
 int rdmae_lane_create_locked(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int idx,
 			     struct rdmae_err *err) RDMAE_REQUIRES(c->lock);
@@ -389,27 +392,21 @@ int rdmae_progress_start(struct rdmae_conn *c, struct rdmae_err *err);
 /* Takes c->lock to tell the thread to stop, then joins it. */
 void rdmae_progress_stop(struct rdmae_conn *c) RDMAE_EXCLUDES(c->lock);
 
-/* mr.c */
-void rdmae_chunk_put_locked(struct rdmae_conn *c, struct rdmae_chunk *ch)
+/* attach.c: regions on a connection (mr.c does the registering) */
+/* The qp's chunk_put: drop a WR's pin; wakes writers waiting for pin room when it frees some. */
+void rdmae_conn_chunk_put_locked(struct rdmae_conn *c, struct rdmae_chunk *ch)
 	RDMAE_REQUIRES(c->lock);
-void rdmae_regions_destroy_all(struct rdmae_conn *c);
 /*
- * lkey for [off, off+len) of r, which must not cross a chunk (ON_DEMAND) or
- * RDMAE_DESC_SPAN (PIN_ALL) boundary. ON_DEMAND pins the chunk and returns
- * it in *chunk (release with rdmae_chunk_put_locked once the WR completes).
- * Called with r's connection lock held, and drops it while it registers (see
- * mr.c). No contract here: struct rdmae_region is opaque outside
- * mr.c, so a contract could not name its connection's lock.
+ * Wait (bounded) until no WR is in flight on c, then drop the pins of any
+ * still counted against r: nothing on c reads r afterwards. Waits on c->cond.
  */
-int rdmae_region_lkey_locked(struct rdmae_region *r, uint64_t off, uint32_t *lkey,
-			     struct rdmae_chunk **chunk);
-uint64_t rdmae_region_boundary(const struct rdmae_region *r);
-/* May the NIC write into r (the landing side of an RDMA READ)? */
-bool rdmae_region_local_writable(const struct rdmae_region *r);
+void rdmae_conn_region_quiesce_locked(struct rdmae_conn *c, struct rdmae_region *r)
+	RDMAE_REQUIRES(c->lock);
+/* Teardown, thread joined: free the regions made on c, detach the prepared ones. */
+void rdmae_regions_detach_all(struct rdmae_conn *c);
 
 /* mem.c: ring memory on the device's NUMA node, on huge pages when there are any */
 void *rdmae_mem_alloc(size_t len, int numa_node, bool *huge);
 void rdmae_mem_free(void *p, size_t len, bool huge);
-int rdmae_device_numa_node(struct ibv_context *verbs);
 
 #endif

@@ -200,7 +200,7 @@ static void sq_retire_locked(struct rdmae_lane *l, uint64_t pos, uint64_t now_ns
 			rdmae_pace_on_done(&c->pace, s->mark.len, now_ns);
 		}
 		if (s->chunk) {
-			rdmae_chunk_put_locked(c, s->chunk);
+			rdmae_conn_chunk_put_locked(c, s->chunk);
 			s->chunk = NULL;
 		}
 		s->kind = 0;
@@ -338,7 +338,7 @@ int rdmae_lane_post_chain_locked(struct rdmae_lane *l)
 				rdmae_pace_forget(&c->pace, s->mark.len);
 			}
 			if (s->chunk)
-				rdmae_chunk_put_locked(c, s->chunk);
+				rdmae_conn_chunk_put_locked(c, s->chunk);
 			s->chunk = NULL;
 			s->kind = 0;
 		}
@@ -674,7 +674,7 @@ void rdmae_lane_destroy_qp(struct rdmae_lane *l) RDMAE_NO_TSA
 		if (rdmae_wr_one_sided(s->kind))
 			rdmae_pace_forget(&l->conn->pace, s->mark.len);
 		if (s->chunk)
-			rdmae_chunk_put_locked(l->conn, s->chunk);
+			rdmae_conn_chunk_put_locked(l->conn, s->chunk);
 		s->chunk = NULL;
 	}
 	l->sq_done = l->sq_posted;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Registration of existing mappings, with no bounce buffer.
+ * L1: memory regions, the on-demand chunk cache and its refcounts
+ * (mr.h). Registration of existing mappings, with no bounce buffer.
  *
  * PIN_ALL pins the whole mapping up front: the cost is paid once, at
  * setup, and the NIC can then read or write any page. ON_DEMAND pins
@@ -16,11 +17,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include <sys/mman.h>
+
+#include "mr.h"
 
 #define DEFAULT_CHUNK (16u << 20)
-#define DESTROY_WAIT_MS 5000
+#define DEFAULT_PIN_LIMIT (256u << 20)
 
+/* Its fields but r and idx are guarded by r->cache->lock. */
 struct rdmae_chunk {
 	struct rdmae_region *r;
 	size_t idx;
@@ -30,20 +34,12 @@ struct rdmae_chunk {
 	struct rdmae_chunk *prev, *next;	/* idle list, while pinned with refs == 0 */
 };
 
-struct rdmae_region {
-	struct rdmae_conn *c;
-	struct rdmae_region *next;	/* in c->regions */
-	uint8_t *addr;
-	size_t len;
-	size_t page_size;
-	struct rdmae_region_opts o;
-	int access;
-	struct ibv_mr **mrs;		/* PIN_ALL: one per RDMAE_DESC_SPAN */
-	size_t nmrs;
-	struct ibv_mr *odp_mr;		/* ON_DEMAND on an ODP-capable device */
-	struct rdmae_chunk *chunks;	/* ON_DEMAND otherwise */
-	size_t nchunks;
-	size_t chunk_size;
+struct rdmae_mr_cache {
+	rdmae_mutex_t lock;		/* a leaf: see mr.h */
+	size_t limit;
+	size_t pinned;			/* registered, being registered or being deregistered */
+	struct rdmae_chunk *lru_head, *lru_tail;	/* idle chunks, most recent first */
+	uint64_t events;		/* rdmae_mr_events */
 };
 
 size_t rdmae_mapping_page_size(const void *addr, uintptr_t *end)
@@ -77,29 +73,78 @@ size_t rdmae_mapping_page_size(const void *addr, uintptr_t *end)
 	return ps;
 }
 
-static void lru_unlink(struct rdmae_conn *c, struct rdmae_chunk *ch)
+static void cache_lock(struct rdmae_mr_cache *m) RDMAE_ACQUIRE(m->lock) RDMAE_NO_TSA
+{
+	pthread_mutex_lock(&m->lock);
+}
+
+static void cache_unlock(struct rdmae_mr_cache *m) RDMAE_RELEASE(m->lock) RDMAE_NO_TSA
+{
+	pthread_mutex_unlock(&m->lock);
+}
+
+struct rdmae_mr_cache *rdmae_mr_cache_create(size_t pin_limit)
+{
+	struct rdmae_mr_cache *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return NULL;
+	pthread_mutex_init(&m->lock, NULL);
+	m->limit = pin_limit ? pin_limit : DEFAULT_PIN_LIMIT;
+	return m;
+}
+
+void rdmae_mr_cache_destroy(struct rdmae_mr_cache *m)
+{
+	if (!m)
+		return;
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+}
+
+void rdmae_mr_cache_set_limit(struct rdmae_mr_cache *m, size_t bytes)
+{
+	cache_lock(m);
+	m->limit = bytes;
+	m->events++;
+	cache_unlock(m);
+}
+
+size_t rdmae_mr_cache_pinned(struct rdmae_mr_cache *m)
+{
+	size_t n;
+
+	cache_lock(m);
+	n = m->pinned;
+	cache_unlock(m);
+	return n;
+}
+
+static void lru_unlink_locked(struct rdmae_mr_cache *m, struct rdmae_chunk *ch)
+	RDMAE_REQUIRES(m->lock)
 {
 	if (ch->prev)
 		ch->prev->next = ch->next;
-	else if (c->lru_head == ch)
-		c->lru_head = ch->next;
+	else if (m->lru_head == ch)
+		m->lru_head = ch->next;
 	if (ch->next)
 		ch->next->prev = ch->prev;
-	else if (c->lru_tail == ch)
-		c->lru_tail = ch->prev;
+	else if (m->lru_tail == ch)
+		m->lru_tail = ch->prev;
 	ch->prev = NULL;
 	ch->next = NULL;
 }
 
-static void lru_push(struct rdmae_conn *c, struct rdmae_chunk *ch)
+static void lru_push_locked(struct rdmae_mr_cache *m, struct rdmae_chunk *ch)
+	RDMAE_REQUIRES(m->lock)
 {
 	ch->prev = NULL;
-	ch->next = c->lru_head;
-	if (c->lru_head)
-		c->lru_head->prev = ch;
-	c->lru_head = ch;
-	if (!c->lru_tail)
-		c->lru_tail = ch;
+	ch->next = m->lru_head;
+	if (m->lru_head)
+		m->lru_head->prev = ch;
+	m->lru_head = ch;
+	if (!m->lru_tail)
+		m->lru_tail = ch;
 }
 
 static size_t chunk_len(const struct rdmae_region *r, size_t idx)
@@ -114,97 +159,84 @@ static size_t chunk_len(const struct rdmae_region *r, size_t idx)
  * returned after dropping the lock, and only then takes its length off the
  * pinned total: the memlock limit counts it until the kernel has let go.
  */
-static struct ibv_mr *chunk_detach_locked(struct rdmae_conn *c, struct rdmae_chunk *ch)
-	RDMAE_REQUIRES(c->lock)
+static struct ibv_mr *chunk_detach_locked(struct rdmae_mr_cache *m, struct rdmae_chunk *ch)
+	RDMAE_REQUIRES(m->lock)
 {
 	struct ibv_mr *mr = ch->mr;
 
-	lru_unlink(c, ch);
+	lru_unlink_locked(m, ch);
 	ch->mr = NULL;
 	return mr;
 }
 
-void rdmae_chunk_put_locked(struct rdmae_conn *c, struct rdmae_chunk *ch)
+bool rdmae_mr_chunk_put(struct rdmae_chunk *ch)
 {
-	if (--ch->refs == 0) {
-		lru_push(c, ch);
-		pthread_cond_broadcast(&c->cond);
+	struct rdmae_mr_cache *m = ch->r->cache;
+	bool idle;
+
+	cache_lock(m);
+	idle = --ch->refs == 0;
+	if (idle) {
+		lru_push_locked(m, ch);
+		m->events++;
 	}
+	cache_unlock(m);
+	return idle;
 }
 
-uint64_t rdmae_region_boundary(const struct rdmae_region *r)
+struct rdmae_region *rdmae_mr_chunk_region(const struct rdmae_chunk *ch)
+{
+	return ch->r;
+}
+
+uint64_t rdmae_mr_boundary(const struct rdmae_region *r)
 {
 	return r->chunks ? r->chunk_size : RDMAE_DESC_SPAN;
 }
 
-/*
- * Pin ch, evicting idle chunks (least recently used first) to stay under
- * the limit. Registering and deregistering take time in proportion to the
- * chunk (the kernel walks and pins every page), so both run without the
- * connection lock: completions, credits and keepalive go on meanwhile.
- * Callers take the lkey before any send-queue position for this reason.
- * The pinned total is reserved before the lock is dropped, so concurrent
- * pinners cannot overshoot the limit together; ch->pinning keeps a second
- * thread from registering the same chunk.
- *
- * Not analysed (RDMAE_NO_TSA): it drops and retakes c->lock around the
- * registration above, and the analysis does not follow c = r->c; its
- * contract still holds its callers to the lock. A lock dropped inside a
- * _locked function is a known item of issue 17, left as it is for now.
- */
-static int chunk_pin_locked(struct rdmae_region *r, struct rdmae_chunk *ch)
-	RDMAE_REQUIRES(r->c->lock) RDMAE_NO_TSA
+uint64_t rdmae_mr_events(struct rdmae_region *r)
 {
-	struct rdmae_conn *c = r->c;
-	size_t len = chunk_len(r, ch->idx);
-	struct ibv_mr *mr;
-	int ret, saved;
+	uint64_t n;
 
-	if (len > c->pin_limit)
-		return -ENOBUFS;
-	for (;;) {
-		if (ch->mr)
-			return 0;
-		if (!ch->pinning && c->pinned + len <= c->pin_limit)
-			break;
-		if (!ch->pinning && c->lru_tail) {
-			size_t freed = chunk_len(c->lru_tail->r, c->lru_tail->idx);
-			struct ibv_mr *old = chunk_detach_locked(c, c->lru_tail);
-
-			rdmae_conn_unlock(c);
-			ibv_dereg_mr(old);
-			rdmae_conn_lock(c);
-			c->pinned -= freed;
-			pthread_cond_broadcast(&c->cond);
-			continue;
-		}
-		/* Being pinned by another thread, or everything pinned is in flight. */
-		ret = rdmae_conn_check_locked(c, NULL);
-		if (!ret)
-			ret = rdmae_conn_wait_locked(c, 0);
-		if (ret)
-			return ret;
-	}
-	c->pinned += len;
-	ch->pinning = true;
-	rdmae_conn_unlock(c);
-	mr = ibv_reg_mr(c->pd, r->addr + ch->idx * r->chunk_size, len, r->access);
-	saved = errno;
-	rdmae_conn_lock(c);
-	ch->pinning = false;
-	pthread_cond_broadcast(&c->cond);
-	if (!mr) {
-		c->pinned -= len;
-		return -saved;
-	}
-	ch->mr = mr;
-	return 0;
+	if (!r->chunks)
+		return 0;
+	cache_lock(r->cache);
+	n = r->cache->events;
+	cache_unlock(r->cache);
+	return n;
 }
 
-int rdmae_region_lkey_locked(struct rdmae_region *r, uint64_t off, uint32_t *lkey,
-			     struct rdmae_chunk **chunk) RDMAE_REQUIRES(r->c->lock)
+bool rdmae_mr_may_register(const struct rdmae_region *r)
 {
+	return r->chunks != NULL;
+}
+
+/* The chunk is pinned: take a reference for one WR. */
+static void chunk_ref_locked(struct rdmae_mr_cache *m, struct rdmae_chunk *ch, uint32_t *lkey,
+			     struct rdmae_chunk **chunk) RDMAE_REQUIRES(m->lock)
+{
+	if (ch->refs++ == 0)
+		lru_unlink_locked(m, ch);
+	*lkey = ch->mr->lkey;
+	*chunk = ch;
+}
+
+/*
+ * Pin a chunk, evicting idle chunks (least recently used first) to stay
+ * under the limit. Registering and deregistering take time in proportion
+ * to the chunk (the kernel walks and pins every page), so both run with no
+ * lock: the pinned total is reserved first, so concurrent pinners cannot
+ * overshoot the limit together, and ch->pinning keeps a second thread from
+ * registering the same chunk (it gets -EAGAIN).
+ */
+int rdmae_mr_lkey(struct rdmae_region *r, uint64_t off, uint32_t *lkey,
+		  struct rdmae_chunk **chunk)
+{
+	struct rdmae_mr_cache *m = r->cache;
 	struct rdmae_chunk *ch;
+	struct ibv_mr *mr;
+	size_t len;
+	int saved;
 
 	*chunk = NULL;
 	if (r->mrs) {
@@ -216,20 +248,57 @@ int rdmae_region_lkey_locked(struct rdmae_region *r, uint64_t off, uint32_t *lke
 		return 0;
 	}
 	ch = &r->chunks[off / r->chunk_size];
-	if (ch->mr) {
-		if (ch->refs == 0)
-			lru_unlink(r->c, ch);
-	} else {
-		int ret = chunk_pin_locked(r, ch);
+	len = chunk_len(r, ch->idx);
+	cache_lock(m);
+	for (;;) {
+		struct rdmae_chunk *old;
+		size_t freed;
 
-		if (ret)
-			return ret;
-		if (ch->refs == 0)
-			lru_unlink(r->c, ch);
+		if (ch->mr) {
+			chunk_ref_locked(m, ch, lkey, chunk);
+			cache_unlock(m);
+			return 0;
+		}
+		if (len > m->limit) {
+			cache_unlock(m);
+			return -ENOBUFS;
+		}
+		if (ch->pinning) {
+			cache_unlock(m);
+			return -EAGAIN;
+		}
+		if (m->pinned + len <= m->limit)
+			break;
+		if (!m->lru_tail) {
+			/* Everything pinned is in flight, or being pinned by others. */
+			cache_unlock(m);
+			return -EAGAIN;
+		}
+		old = m->lru_tail;
+		freed = chunk_len(old->r, old->idx);
+		mr = chunk_detach_locked(m, old);
+		cache_unlock(m);
+		ibv_dereg_mr(mr);
+		cache_lock(m);
+		m->pinned -= freed;
+		m->events++;
 	}
-	ch->refs++;
-	*lkey = ch->mr->lkey;
-	*chunk = ch;
+	m->pinned += len;
+	ch->pinning = true;
+	cache_unlock(m);
+	mr = ibv_reg_mr(r->dev->pd, r->addr + ch->idx * r->chunk_size, len, r->access);
+	saved = errno;
+	cache_lock(m);
+	ch->pinning = false;
+	m->events++;
+	if (!mr) {
+		m->pinned -= len;
+		cache_unlock(m);
+		return -saved;
+	}
+	ch->mr = mr;
+	chunk_ref_locked(m, ch, lkey, chunk);
+	cache_unlock(m);
 	return 0;
 }
 
@@ -250,10 +319,15 @@ static void region_release(struct rdmae_region *r)
 		ibv_dereg_mr(r->odp_mr);
 	free(r->mrs);
 	free(r->chunks);
+	if (r->own_cache)
+		rdmae_mr_cache_destroy(r->cache);
+	if (r->dev)
+		rdmae_dev_put(r->dev);
 }
 
-int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *addr, size_t len,
-			const struct rdmae_region_opts *o, struct rdmae_err *err)
+int rdmae_mr_create(struct rdmae_region **out, struct rdmae_dev *dev, void *addr, size_t len,
+		    const struct rdmae_region_opts *o, struct rdmae_mr_cache *cache,
+		    struct rdmae_err *err)
 {
 	struct rdmae_region *r;
 	size_t i;
@@ -265,14 +339,14 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return rdmae_err_set(err, -ENOMEM, "register region: out of memory");
-	r->c = c;
+	r->dev = rdmae_dev_get(dev);
 	r->addr = addr;
 	r->len = len;
 	r->o = *o;
 	r->page_size = o->page_size ? o->page_size : rdmae_mapping_page_size(addr, NULL);
 	if (!r->page_size) {
 		ret = rdmae_err_set(err, -EFAULT, "register region %p+%zu: not mapped", addr, len);
-		goto err_free;
+		goto err_release;
 	}
 	/*
 	 * Remote access is granted only as asked: a source's guest RAM is
@@ -290,13 +364,13 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 		ret = rdmae_err_set(err, -EINVAL, "register region %p+%zu: an on-demand region "
 				    "cannot be advertised for remote %s", addr, len,
 				    o->remote_write ? "writes" : "reads");
-		goto err_free;
+		goto err_release;
 	}
 	/*
 	 * Pinning guest RAM takes time in proportion to its size (seconds for
-	 * large VMs). The region is not visible to anyone yet, so it is done
-	 * without the connection lock: the progress thread must keep answering
-	 * keepalives and reaping completions meanwhile.
+	 * large VMs). The region is not visible to anyone yet, so no lock is
+	 * held: the progress thread keeps answering keepalives and reaping
+	 * completions meanwhile.
 	 */
 	if (o->mode == RDMAE_REG_PIN_ALL) {
 		r->nmrs = (len + RDMAE_DESC_SPAN - 1) / RDMAE_DESC_SPAN;
@@ -311,28 +385,28 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 			size_t off = i * RDMAE_DESC_SPAN;
 			size_t n = len - off < RDMAE_DESC_SPAN ? len - off : RDMAE_DESC_SPAN;
 
-			r->mrs[i] = ibv_reg_mr(c->pd, r->addr + off, n, r->access);
+			r->mrs[i] = ibv_reg_mr(dev->pd, r->addr + off, n, r->access);
 			if (!r->mrs[i]) {
 				ret = rdmae_err_set(err, -errno,
 						    "ibv_reg_mr of %zu bytes at %p (region of %zu "
-						    "MiB): %s%s", n, (void *)(r->addr + off),
-						    len >> 20, strerror(errno),
+						    "MiB) on %s: %s%s", n, (void *)(r->addr + off),
+						    len >> 20, dev->name, strerror(errno),
 						    errno == ENOMEM || errno == EPERM ?
 						    " (is the memlock limit, ulimit -l, too low?)" :
 						    "");
 				goto err_release;
 			}
 		}
-	} else if (c->odp_write && !o->local_write) {
+	} else if (dev->odp_write && !o->local_write) {
 		/*
 		 * odp_write says the device serves RC WRITEs from ODP memory; READs
 		 * landing in it need other capabilities, so such a region is pinned
 		 * in chunks instead.
 		 */
-		r->odp_mr = ibv_reg_mr(c->pd, addr, len, r->access | IBV_ACCESS_ON_DEMAND);
+		r->odp_mr = ibv_reg_mr(dev->pd, addr, len, r->access | IBV_ACCESS_ON_DEMAND);
 		if (!r->odp_mr) {
-			ret = rdmae_err_set(err, -errno, "ibv_reg_mr (ODP) of %zu bytes at %p: %s",
-					    len, addr, strerror(errno));
+			ret = rdmae_err_set(err, -errno, "ibv_reg_mr (ODP) of %zu bytes at %p on %s: "
+					    "%s", len, addr, dev->name, strerror(errno));
 			goto err_release;
 		}
 	} else {
@@ -354,101 +428,102 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 			r->chunks[i].r = r;
 			r->chunks[i].idx = i;
 		}
+		r->cache = cache;
+		if (!cache) {
+			r->cache = rdmae_mr_cache_create(o->pin_limit);
+			if (!r->cache) {
+				ret = rdmae_err_set(err, -ENOMEM, "register region of %zu bytes: out "
+						    "of memory", len);
+				goto err_release;
+			}
+			r->own_cache = true;
+		}
 	}
-	rdmae_conn_lock(c);
-	r->next = c->regions;
-	c->regions = r;
-	rdmae_conn_unlock(c);
 	*out = r;
 	return 0;
 
 err_release:
 	/* Nothing of a region that failed here is pinned by the chunk cache: no lock needed. */
 	region_release(r);
-err_free:
 	free(r);
 	return ret;
 }
 
-/*
- * WRs still counted in flight that read this region's chunks (the wait
- * below timed out, or a post failed) must not hold pointers into it.
- */
-static void region_forget_inflight_locked(struct rdmae_conn *c, const struct rdmae_region *r)
-	RDMAE_REQUIRES(c->lock)
+void rdmae_mr_destroy(struct rdmae_region *r)
 {
-	for (unsigned int i = 0; i < c->nlanes; i++) {
-		struct rdmae_lane *l = &c->lanes[i];
+	struct rdmae_mr_cache *m = r->cache;
+	size_t freed = 0;
 
-		for (uint64_t p = l->sq_done; l->wr && p < l->sq_posted; p++) {
-			struct rdmae_wrslot *s = &l->wr[p % l->sq_depth];
+	if (r->chunks) {
+		/* Chunks live in the cache's LRU: take them out, unpin without the lock. */
+		cache_lock(m);
+		for (size_t i = 0; i < r->nchunks; i++) {
+			struct rdmae_chunk *ch = &r->chunks[i];
 
-			if (s->chunk && s->chunk->r == r) {
-				rdmae_chunk_put_locked(c, s->chunk);
-				s->chunk = NULL;
+			if (ch->mr) {
+				lru_unlink_locked(m, ch);
+				freed += chunk_len(r, ch->idx);
 			}
 		}
+		cache_unlock(m);
 	}
-}
-
-void rdmae_region_destroy(struct rdmae_region *r)
-{
-	struct rdmae_conn *c;
-	struct rdmae_region **pp;
-	uint64_t deadline;
-	size_t i, freed = 0;
-
-	if (!r)
-		return;
-	c = r->c;
-	rdmae_conn_lock(c);
-	/* A WRITE in flight may read this memory: let the send queues empty first. */
-	deadline = rdmae_now_ns() + DESTROY_WAIT_MS * 1000000ull;
-	while (rdmae_lane_any_busy_locked(c) && c->thread_started && !c->stop)
-		if (rdmae_conn_wait_locked(c, deadline))
-			break;
-	for (pp = &c->regions; *pp; pp = &(*pp)->next)
-		if (*pp == r) {
-			*pp = r->next;
-			break;
-		}
-	region_forget_inflight_locked(c, r);
-	/*
-	 * Chunks live in the connection's LRU, which the lock guards: take them
-	 * out here, and unpin (as long as pinning took) without the lock.
-	 */
-	for (i = 0; r->chunks && i < r->nchunks; i++) {
-		struct rdmae_chunk *ch = &r->chunks[i];
-
-		if (ch->mr) {
-			lru_unlink(c, ch);
-			freed += chunk_len(r, ch->idx);
-		}
-	}
-	rdmae_conn_unlock(c);
 	region_release(r);
-	if (freed) {
-		rdmae_conn_lock(c);
-		c->pinned -= freed;
-		pthread_cond_broadcast(&c->cond);
-		rdmae_conn_unlock(c);
+	if (freed && !r->own_cache) {
+		cache_lock(m);
+		m->pinned -= freed;
+		m->events++;
+		cache_unlock(m);
 	}
 	free(r);
 }
 
-void rdmae_regions_destroy_all(struct rdmae_conn *c)
+/* Write-populate: the kernel allocates every page now and leaves its contents as they are. */
+static int populate(uint8_t *addr, size_t len, size_t page_size)
 {
-	while (c->regions) {
-		struct rdmae_region *r = c->regions;
+#ifdef MADV_POPULATE_WRITE
+	uintptr_t a = (uintptr_t)addr & ~(uintptr_t)(page_size - 1);
 
-		c->regions = r->next;
-		region_release(r);
-		free(r);
-	}
+	if (!madvise((void *)a, len + ((uintptr_t)addr - a), MADV_POPULATE_WRITE))
+		return 0;
+	/* EINVAL: a kernel before 5.14; anything else is a real failure (ENOMEM, EFAULT). */
+	if (errno != EINVAL)
+		return -errno;
+#endif
+	/*
+	 * Write-fault one byte per page without changing it: an atomic add of
+	 * zero is a write the compiler cannot drop, and stays right if someone
+	 * else writes the page meanwhile.
+	 */
+	for (size_t off = 0; off < len; off += page_size)
+		__atomic_fetch_add(addr + off, (uint8_t)0, __ATOMIC_RELAXED);
+	return 0;
 }
 
-int rdmae_region_bufdescs(const struct rdmae_region *r, struct rdmae_bufdesc *out, size_t cap,
-			  size_t *n, struct rdmae_err *err)
+int rdmae_region_prepare(struct rdmae_region **out, struct rdmae_dev *d, void *addr, size_t len,
+			 const struct rdmae_region_opts *o, struct rdmae_err *err)
+{
+	size_t ps;
+	int ret;
+
+	*out = NULL;
+	if (!d || !addr || !len)
+		return rdmae_err_set(err, -EINVAL, "prepare region %p+%zu: %s", addr, len,
+				     d ? "empty" : "no device");
+	ps = o->page_size ? o->page_size : rdmae_mapping_page_size(addr, NULL);
+	if (!ps)
+		return rdmae_err_set(err, -EFAULT, "prepare region %p+%zu on %s: not mapped", addr,
+				     len, d->name);
+	ret = populate(addr, len, ps);
+	if (ret)
+		return rdmae_err_set(err, ret, "prepare region %p+%zu on %s: populating: %s%s",
+				     addr, len, d->name, strerror(-ret),
+				     ret == -ENOMEM ? " (hugetlbfs pool short, or out of memory?)"
+						    : "");
+	return rdmae_mr_create(out, d, addr, len, o, NULL, err);
+}
+
+int rdmae_mr_bufdescs(const struct rdmae_region *r, struct rdmae_bufdesc *out, size_t cap,
+		      size_t *n, struct rdmae_err *err)
 {
 	size_t i;
 

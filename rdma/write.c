@@ -80,11 +80,35 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *local,
 	if (ret)
 		return ret;
 	/*
-	 * The lkey first: pinning an on-demand chunk may wait and drop the lock,
-	 * and whoever runs meanwhile may take send-queue positions. The room
-	 * check must be the last thing before taking one.
+	 * The lkey first: pinning an on-demand chunk registers it, which runs
+	 * without the lock, and whoever runs meanwhile may take send-queue
+	 * positions. The room check must be the last thing before taking one.
+	 * -EAGAIN: no pin room until a WR in flight completes (or another
+	 * thread's pin ends); the lanes are rung by the wait, then retry.
 	 */
-	ret = rdmae_region_lkey_locked(local, p->local, &lkey, &chunk);
+	for (;;) {
+		uint64_t seen = rdmae_mr_events(local);
+
+		if (rdmae_mr_may_register(local)) {
+			rdmae_conn_unlock(c);
+			ret = rdmae_mr_lkey(local, p->local, &lkey, &chunk);
+			rdmae_conn_lock(c);
+			/* A pin that ended (or failed) may be what another writer waits for. */
+			pthread_cond_broadcast(&c->cond);
+		} else {
+			ret = rdmae_mr_lkey(local, p->local, &lkey, &chunk);
+		}
+		if (ret != -EAGAIN)
+			break;
+		/* Room came back while the lock was dropped: its wakeup is gone, retry now. */
+		if (rdmae_mr_events(local) != seen)
+			continue;
+		ret = rdmae_conn_check_locked(c, NULL);
+		if (!ret)
+			ret = rdmae_conn_wait_locked(c, 0);
+		if (ret)
+			return ret;
+	}
 	if (ret)
 		return ret;
 	for (;;) {
@@ -105,7 +129,7 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *local,
 			ret = rdmae_conn_wait_locked(c, 0);
 		if (ret) {
 			if (chunk)
-				rdmae_chunk_put_locked(c, chunk);
+				rdmae_conn_chunk_put_locked(c, chunk);
 			return ret;
 		}
 	}
@@ -149,10 +173,14 @@ static int bulk(struct rdmae_conn *c, struct rdmae_region *local, const struct r
 		struct rdmae_run *runs, size_t n, enum rdmae_wr_kind kind, struct rdmae_err *err)
 {
 	uint64_t max = c->neg.max_rw_size;
-	uint64_t boundary = rdmae_region_boundary(local);
+	uint64_t boundary = rdmae_mr_boundary(local);
 	size_t i;
 	int ret, pret;
 
+	if (local->conn != c)
+		return rdmae_err_set(err, -EINVAL, "%s %s: region %p+%zu is not attached to this "
+				     "connection (rdmae_region_attach)", op_name(kind), c->peer,
+				     (void *)local->addr, local->len);
 	ret = check_runs(c, local, remote, runs, n, kind, err);
 	if (ret)
 		return ret;

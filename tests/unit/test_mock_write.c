@@ -477,7 +477,7 @@ static void test_odp(void **state)
 	struct rdmae_region *r;
 
 	(void)state;
-	c->odp_write = true;
+	c->dev->odp_write = true;
 	mock_fail(MOCK_REG_MR, 1, EOPNOTSUPP);
 	assert_int_equal(rdmae_region_create(&r, c, fixture_mem, sizeof(fixture_mem), &o, &err),
 			 -EOPNOTSUPP);
@@ -636,8 +636,7 @@ static void test_on_demand_lru(void **state)
 	complete_all(c);
 	rdmae_region_destroy(r);
 	assert_int_equal(rdmae_conn_pinned(c), 0);
-	assert_null(c->lru_head);
-	assert_null(c->lru_tail);
+	assert_true(mock_lru_empty(c));
 	rdmae_conn_destroy(c);
 	fixture_assert_clean();
 }
