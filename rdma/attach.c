@@ -47,9 +47,15 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 	int ret;
 
 	*out = NULL;
-	if (!c->dev)
+	if (!c->dev && !c->pd)
 		return rdmae_err_set(err, -ENOTCONN, "register region %p+%zu for %s: the "
 				     "connection has no device yet", addr, len, c->peer);
+	if (!c->dev) {
+		/* A connection assembled by hand around a PD (see rdmae_dev_wrap_pd). */
+		ret = rdmae_dev_wrap_pd(&c->dev, c->pd, err);
+		if (ret)
+			return ret;
+	}
 	ret = rdmae_mr_create(&r, c->dev, addr, len, o, c->mrc, err);
 	if (ret)
 		return ret;
@@ -141,7 +147,7 @@ static void detach(struct rdmae_region *r)
 	rdmae_conn_lock(c);
 	rdmae_conn_region_quiesce_locked(c, r);
 	unlink_locked(c, r);
-	/* Its chunks' room is free now (rdmae_mr_destroy): writers may retry. */
+	/* Pins of WRs forgotten above may have freed room: writers waiting for it retry. */
 	pthread_cond_broadcast(&c->cond);
 	rdmae_conn_unlock(c);
 }

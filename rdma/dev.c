@@ -99,6 +99,26 @@ err_ai:
 	return ret;
 }
 
+int rdmae_dev_wrap_pd(struct rdmae_dev **out, struct ibv_pd *pd, struct rdmae_err *err)
+{
+	struct rdmae_dev *d = calloc(1, sizeof(*d));
+
+	*out = NULL;
+	if (!d) {
+		rdmae_err_set(err, -ENOMEM, "device: out of memory");
+		return -ENOMEM;
+	}
+	atomic_init(&d->refs, 1);
+	d->verbs = pd->context;
+	d->pd = pd;
+	d->pd_borrowed = true;
+	d->numa_node = -1;
+	snprintf(d->name, sizeof(d->name), "%s", d->verbs && d->verbs->device ?
+		 ibv_get_device_name(d->verbs->device) : "?");
+	*out = d;
+	return 0;
+}
+
 struct rdmae_dev *rdmae_dev_get(struct rdmae_dev *d)
 {
 	atomic_fetch_add(&d->refs, 1);
@@ -109,7 +129,8 @@ void rdmae_dev_put(struct rdmae_dev *d)
 {
 	if (!d || atomic_fetch_sub(&d->refs, 1) != 1)
 		return;
-	ibv_dealloc_pd(d->pd);
+	if (!d->pd_borrowed)
+		ibv_dealloc_pd(d->pd);
 	if (d->id)
 		rdma_destroy_id(d->id);
 	free(d);

@@ -28,6 +28,7 @@ struct rdmae_dev {
 	bool odp_write;			/* device can do RC WRITE on ODP memory */
 	int numa_node;			/* -1: unknown (soft devices) */
 	struct rdma_cm_id *id;		/* rdmae_dev_open's bound id: holds the device open */
+	bool pd_borrowed;		/* rdmae_dev_wrap_pd: the PD is not the device's to free */
 	char name[64];
 };
 
@@ -37,6 +38,12 @@ struct rdmae_dev {
  */
 int rdmae_dev_from_verbs(struct rdmae_dev **out, struct ibv_context *verbs,
 			 struct rdmae_err *err);
+/*
+ * A device record over a PD someone else owns and frees (a connection
+ * assembled by hand, without rdmae_conn_setup_device: the callgrind bench's
+ * stub), so regions can be made on it like on any other.
+ */
+int rdmae_dev_wrap_pd(struct rdmae_dev **out, struct ibv_pd *pd, struct rdmae_err *err);
 struct rdmae_dev *rdmae_dev_get(struct rdmae_dev *d);
 /* Drop a reference; the last one deallocates the PD and frees the device. */
 void rdmae_dev_put(struct rdmae_dev *d);

@@ -60,9 +60,10 @@
  * each caller holds it (rdmae_tsa.h). Limits of that proof: the analysis
  * cannot tell that l->conn is the c whose lock is held, so it accepts any
  * connection's lock there (-Wno-thread-safety-precise); completion callbacks
- * assert the lock the progress thread took (rdmae_conn_assert_held); and two
+ * assert the lock the progress thread took (rdmae_conn_assert_held); and one
  * function is not analysed, with its reason beside it, a known item of
- * issue 17: rdmae_lane_destroy_qp runs both with and without it. The rings are
+ * issue 17: rdmae_lane_destroy_qp runs both with and without it. mr.c's
+ * functions are held to their cache lock the same way (mr.h). The rings are
  * still registered with the lock held (rdmae_lane_create_locked).
  */
 #ifndef RDMAE_INTERNAL_H

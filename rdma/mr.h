@@ -99,6 +99,14 @@ int rdmae_mr_lkey(struct rdmae_region *r, uint64_t off, uint32_t *lkey,
  * sees this changed retries rather than waits (the wakeup may be gone).
  */
 uint64_t rdmae_mr_events(struct rdmae_region *r);
+/* PIN_ALL's lkey, inline for the write path; false for any other region. */
+static inline bool rdmae_mr_lkey_fixed(const struct rdmae_region *r, uint64_t off, uint32_t *lkey)
+{
+	if (!r->mrs)
+		return false;
+	*lkey = r->mrs[off / RDMAE_DESC_SPAN]->lkey;
+	return true;
+}
 /* May rdmae_mr_lkey register (an ON_DEMAND region pinned in chunks)? */
 bool rdmae_mr_may_register(const struct rdmae_region *r);
 /*

@@ -62,6 +62,41 @@ static int check_runs(struct rdmae_conn *c, struct rdmae_region *local,
 	return 0;
 }
 
+/*
+ * lkey of an on-demand region's chunk, pinning it. Registering runs without
+ * the lock (rdmae_mr_lkey may register); -EAGAIN means no pin room until a
+ * WR in flight completes or another thread's pin ends: the wait rings the
+ * lanes' doorbells, a put that frees room broadcasts c->cond, and the
+ * events count catches a wakeup missed while the lock was dropped.
+ */
+static int lkey_locked(struct rdmae_conn *c, struct rdmae_region *local, uint64_t off,
+		       uint32_t *lkey, struct rdmae_chunk **chunk) RDMAE_REQUIRES(c->lock)
+{
+	for (;;) {
+		uint64_t seen = rdmae_mr_events(local);
+		int ret;
+
+		if (rdmae_mr_may_register(local)) {
+			rdmae_conn_unlock(c);
+			ret = rdmae_mr_lkey(local, off, lkey, chunk);
+			rdmae_conn_lock(c);
+			/* A pin that ended (or failed) may be what another writer waits for. */
+			pthread_cond_broadcast(&c->cond);
+		} else {
+			ret = rdmae_mr_lkey(local, off, lkey, chunk);
+		}
+		if (ret != -EAGAIN)
+			return ret;
+		if (rdmae_mr_events(local) != seen)
+			continue;
+		ret = rdmae_conn_check_locked(c, NULL);
+		if (!ret)
+			ret = rdmae_conn_wait_locked(c, 0);
+		if (ret)
+			return ret;
+	}
+}
+
 static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *local,
 			     const struct rdmae_remote *remote, const struct rdmae_run *p,
 			     enum rdmae_wr_kind kind) RDMAE_REQUIRES(c->lock)
@@ -80,37 +115,16 @@ static int post_piece_locked(struct rdmae_conn *c, struct rdmae_region *local,
 	if (ret)
 		return ret;
 	/*
-	 * The lkey first: pinning an on-demand chunk registers it, which runs
-	 * without the lock, and whoever runs meanwhile may take send-queue
-	 * positions. The room check must be the last thing before taking one.
-	 * -EAGAIN: no pin room until a WR in flight completes (or another
-	 * thread's pin ends); the lanes are rung by the wait, then retry.
+	 * The lkey first: pinning an on-demand chunk may wait and drop the lock,
+	 * and whoever runs meanwhile may take send-queue positions. The room
+	 * check must be the last thing before taking one.
 	 */
-	for (;;) {
-		uint64_t seen = rdmae_mr_events(local);
-
-		if (rdmae_mr_may_register(local)) {
-			rdmae_conn_unlock(c);
-			ret = rdmae_mr_lkey(local, p->local, &lkey, &chunk);
-			rdmae_conn_lock(c);
-			/* A pin that ended (or failed) may be what another writer waits for. */
-			pthread_cond_broadcast(&c->cond);
-		} else {
-			ret = rdmae_mr_lkey(local, p->local, &lkey, &chunk);
-		}
-		if (ret != -EAGAIN)
-			break;
-		/* Room came back while the lock was dropped: its wakeup is gone, retry now. */
-		if (rdmae_mr_events(local) != seen)
-			continue;
-		ret = rdmae_conn_check_locked(c, NULL);
-		if (!ret)
-			ret = rdmae_conn_wait_locked(c, 0);
+	chunk = NULL;
+	if (!rdmae_mr_lkey_fixed(local, p->local, &lkey)) {
+		ret = lkey_locked(c, local, p->local, &lkey, &chunk);
 		if (ret)
 			return ret;
 	}
-	if (ret)
-		return ret;
 	for (;;) {
 		bool room = l->writes_out < c->opts.writes_in_flight && rdmae_lane_sq_free_locked(l) > 0;
 		bool budget = rdmae_pace_may_post(&c->pace, p->len);
