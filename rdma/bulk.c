@@ -64,14 +64,38 @@ static int check_runs(struct rdmae_conn *c, struct rdmae_region *local,
 }
 
 /*
- * The one place bulk takes an lkey, pinning an on-demand chunk (mr.c:
- * rdmae_mr_lkey, which returns -EAGAIN instead of waiting for pin room).
+ * lkey of an on-demand region's chunk, pinning it. Registering runs without
+ * the lock (rdmae_mr_lkey may register); -EAGAIN means no pin room until a
+ * WR in flight completes or another thread's pin ends: the wait rings the
+ * lanes' doorbells, a put that frees room broadcasts c->cond, and the
+ * events count catches a wakeup missed while the lock was dropped.
  */
-static int piece_lkey_locked(struct rdmae_conn *c, struct rdmae_region *local, uint64_t off,
-			     uint32_t *lkey, struct rdmae_chunk **chunk) RDMAE_REQUIRES(c->lock)
+static int lkey_locked(struct rdmae_conn *c, struct rdmae_region *local, uint64_t off,
+		       uint32_t *lkey, struct rdmae_chunk **chunk) RDMAE_REQUIRES(c->lock)
 {
-	(void)c;
-	return rdmae_region_lkey_locked(local, off, lkey, chunk);
+	for (;;) {
+		uint64_t seen = rdmae_mr_events(local);
+		int ret;
+
+		if (rdmae_mr_may_register(local)) {
+			rdmae_conn_unlock(c);
+			ret = rdmae_mr_lkey(local, off, lkey, chunk);
+			rdmae_conn_lock(c);
+			/* A pin that ended (or failed) may be what another writer waits for. */
+			pthread_cond_broadcast(&c->cond);
+		} else {
+			ret = rdmae_mr_lkey(local, off, lkey, chunk);
+		}
+		if (ret != -EAGAIN)
+			return ret;
+		if (rdmae_mr_events(local) != seen)
+			continue;
+		ret = rdmae_conn_check_locked(c, NULL);
+		if (!ret)
+			ret = rdmae_conn_wait_locked(c, 0);
+		if (ret)
+			return ret;
+	}
 }
 
 /* Give back a chunk a piece pinned but never posted. */
@@ -79,7 +103,7 @@ static void piece_unpin_locked(struct rdmae_conn *c, struct rdmae_chunk *chunk)
 	RDMAE_REQUIRES(c->lock)
 {
 	if (chunk)
-		rdmae_chunk_put_locked(c, chunk);
+		rdmae_conn_chunk_put_locked(c, chunk);
 }
 
 /* lane: the caller's, or -1 for the next one round-robin. */
@@ -107,9 +131,12 @@ static int post_piece_locked(struct rdmae_conn *c, int lane, struct rdmae_region
 	 * and whoever runs meanwhile may take send-queue positions. The room
 	 * check must be the last thing before taking one.
 	 */
-	ret = piece_lkey_locked(c, local, p->local, &lkey, &chunk);
-	if (ret)
-		return ret;
+	chunk = NULL;
+	if (!rdmae_mr_lkey_fixed(local, p->local, &lkey)) {
+		ret = lkey_locked(c, local, p->local, &lkey, &chunk);
+		if (ret)
+			return ret;
+	}
 	rdmae_conn_qp_held(c, l);
 	for (;;) {
 		bool room = l->writes_out < c->opts.writes_in_flight && rdmae_qp_sq_free_locked(l) > 0;
@@ -173,13 +200,17 @@ static int bulk(struct rdmae_conn *c, int lane, struct rdmae_region *local,
 		enum rdmae_wr_kind kind, struct rdmae_err *err)
 {
 	uint64_t max = c->neg.max_rw_size;
-	uint64_t boundary = rdmae_region_boundary(local);
+	uint64_t boundary = rdmae_mr_boundary(local);
 	size_t i;
 	int ret, pret;
 
 	if (lane >= 0 && (unsigned int)lane >= rdmae_conn_lanes(c))
 		return rdmae_err_set(err, -EINVAL, "%s %s: no lane %d (%u lanes)", op_name(kind),
 				     c->peer, lane, rdmae_conn_lanes(c));
+	if (local->conn != c)
+		return rdmae_err_set(err, -EINVAL, "%s %s: region %p+%zu is not attached to this "
+				     "connection (rdmae_region_attach)", op_name(kind), c->peer,
+				     (void *)local->addr, local->len);
 	ret = check_runs(c, local, remote, runs, n, kind, err);
 	if (ret)
 		return ret;

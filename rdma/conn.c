@@ -50,12 +50,16 @@ struct rdmae_conn *rdmae_conn_alloc(const struct rdmae_conn_opts *o, bool server
 	c->debug = dbg && *dbg && *dbg != '0';
 	c->numa_node = -1;
 	c->notify_fd = -1;
-	c->pin_limit = 256u << 20;
 	snprintf(c->peer, sizeof(c->peer), "?");
+	c->mrc = rdmae_mr_cache_create(0);
+	if (!c->mrc) {
+		rdmae_err_set(err, -ENOMEM, "connection: out of memory");
+		goto err_free;
+	}
 	c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (c->wake_fd < 0) {
 		rdmae_err_set(err, -errno, "eventfd for a connection: %s", strerror(errno));
-		goto err_free;
+		goto err_mrc;
 	}
 	c->cm_ch = rdma_create_event_channel();
 	if (!c->cm_ch) {
@@ -73,6 +77,8 @@ struct rdmae_conn *rdmae_conn_alloc(const struct rdmae_conn_opts *o, bool server
 
 err_fd:
 	close(c->wake_fd);
+err_mrc:
+	rdmae_mr_cache_destroy(c->mrc);
 err_free:
 	free(c);
 	return NULL;
@@ -206,31 +212,39 @@ int rdmae_conn_wait_locked(struct rdmae_conn *c, uint64_t deadline_ns)
 	return 0;
 }
 
-/* Device-wide resources, made when lane 0 knows which device it is on. */
+/*
+ * Device-wide resources, made when lane 0 knows which device it is on: the
+ * device given in the options (its PD), or one of the connection's own.
+ */
 int rdmae_conn_setup_device(struct rdmae_conn *c, struct ibv_context *verbs,
 			    struct rdmae_err *err)
 {
-	struct ibv_device_attr_ex ax;
 	const char *dev = ibv_get_device_name(verbs->device);
 	uint32_t per_lane = c->opts.credits * 2u + c->opts.writes_in_flight + 1;
 	uint32_t cqe = per_lane * c->opts.lanes;
 	int ret;
 
 	c->verbs = verbs;
-	memset(&ax, 0, sizeof(ax));
-	if (ibv_query_device_ex(verbs, NULL, &ax))
-		return rdmae_err_set(err, -errno, "ibv_query_device on %s: %s", dev, strerror(errno));
-	c->dev_attr = ax.orig_attr;
-	c->odp_write = (ax.odp_caps.general_caps & IBV_ODP_SUPPORT) &&
-		       (ax.odp_caps.per_transport_caps.rc_odp_caps & IBV_ODP_SUPPORT_WRITE);
-	if (cqe > (uint32_t)c->dev_attr.max_cqe)
-		return rdmae_err_set(err, -EINVAL,
-				     "%u lanes x %u completions = %u exceeds max_cqe %d on %s",
-				     c->opts.lanes, per_lane, cqe, c->dev_attr.max_cqe, dev);
-	c->numa_node = rdmae_device_numa_node(verbs);
-	c->pd = ibv_alloc_pd(verbs);
-	if (!c->pd)
-		return rdmae_err_set(err, -errno, "ibv_alloc_pd on %s: %s", dev, strerror(errno));
+	if (c->opts.dev) {
+		if (c->opts.dev->verbs != verbs)
+			return rdmae_err_set(err, -EXDEV, "connection to %s: rdma_cm placed it on "
+					     "device %s, but its options give device %s",
+					     c->peer, dev, c->opts.dev->name);
+		c->dev = rdmae_dev_get(c->opts.dev);
+	} else {
+		ret = rdmae_dev_from_verbs(&c->dev, verbs, err);
+		if (ret)
+			return ret;
+	}
+	c->dev_attr = c->dev->attr;
+	c->numa_node = c->dev->numa_node;
+	c->pd = c->dev->pd;
+	if (cqe > (uint32_t)c->dev_attr.max_cqe) {
+		ret = rdmae_err_set(err, -EINVAL,
+				    "%u lanes x %u completions = %u exceeds max_cqe %d on %s",
+				    c->opts.lanes, per_lane, cqe, c->dev_attr.max_cqe, dev);
+		goto err_pd;
+	}
 	c->comp_ch = ibv_create_comp_channel(verbs);
 	if (!c->comp_ch) {
 		ret = rdmae_err_set(err, -errno, "ibv_create_comp_channel on %s: %s", dev,
@@ -260,7 +274,8 @@ err_ch:
 	ibv_destroy_comp_channel(c->comp_ch);
 	c->comp_ch = NULL;
 err_pd:
-	ibv_dealloc_pd(c->pd);
+	rdmae_dev_put(c->dev);
+	c->dev = NULL;
 	c->pd = NULL;
 	return ret;
 }
@@ -326,23 +341,6 @@ int rdmae_conn_pace_stats(struct rdmae_conn *c, struct rdmae_pace_stats *out)
 	out->stalls = c->pace.stalls;
 	rdmae_conn_unlock(c);
 	return 0;
-}
-
-void rdmae_conn_set_pin_limit(struct rdmae_conn *c, size_t bytes)
-{
-	rdmae_conn_lock(c);
-	c->pin_limit = bytes;
-	rdmae_conn_unlock(c);
-}
-
-size_t rdmae_conn_pinned(struct rdmae_conn *c)
-{
-	size_t n;
-
-	rdmae_conn_lock(c);
-	n = c->pinned;
-	rdmae_conn_unlock(c);
-	return n;
 }
 
 /*
@@ -438,10 +436,11 @@ void rdmae_conn_destroy(struct rdmae_conn *c)
 		return;
 	/*
 	 * Teardown order: pending sends, disconnect, thread, QPs, MRs of
-	 * regions, each lane's rings and cm_id, CQ, PD. The QPs go before the
-	 * regions: a QP's destruction releases the chunk pins of the WRs it
-	 * will never complete, and a chunk may only be deregistered once
-	 * nothing can still read it.
+	 * regions made on it (prepared ones are only detached), each lane's
+	 * rings and cm_id, CQ, the device reference (its PD). The QPs go
+	 * before the regions: a QP's destruction releases the chunk pins of
+	 * the WRs it will never complete, and a chunk may only be
+	 * deregistered once nothing can still read it.
 	 */
 	rdmae_conn_lock(c);
 	deadline = rdmae_deadline_after(SEND_DRAIN_MS);
@@ -462,7 +461,7 @@ void rdmae_conn_destroy(struct rdmae_conn *c)
 	/* Nobody reaps any more: no drain, and no lock needed from here on. */
 	for (i = 0; i < c->nlanes; i++)
 		rdmae_qp_destroy_qp(&c->lanes[i].qp);
-	rdmae_regions_destroy_all(c);
+	rdmae_regions_detach_all(c);
 	for (i = 0; i < c->nlanes; i++) {
 		rdmae_qp_destroy(&c->lanes[i].qp);
 		rdmae_msg_lane_clear(&c->lanes[i]);
@@ -473,8 +472,9 @@ void rdmae_conn_destroy(struct rdmae_conn *c)
 	}
 	if (c->comp_ch)
 		ibv_destroy_comp_channel(c->comp_ch);
-	if (c->pd)
-		ibv_dealloc_pd(c->pd);
+	/* The PD is the device's: it goes with the last reference (prepared regions hold one). */
+	rdmae_dev_put(c->dev);
+	rdmae_mr_cache_destroy(c->mrc);
 	rdma_destroy_event_channel(c->cm_ch);
 	close(c->wake_fd);
 	pthread_cond_destroy(&c->cond);

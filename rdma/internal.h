@@ -18,12 +18,18 @@
  *   time.c       the clock and deadlines
  *   opts.c       option defaults and checks, and the wire limits they stand for
  *
- *   L1, verbs objects that know no connection (qp.h, mem.h):
+ *   L1, verbs objects that know no connection (own headers: qp.h, mem.h,
+ *   dev.h, mr.h):
  *   qp.c         one RC QP: its rings, send-queue slots, chain and doorbell,
  *                retire, drain; reports upward only through its ops table
  *   mem.c        ring memory on the device's NUMA node, on huge pages if any
+ *   dev.c        a device and its PD, by local address or for a connection
+ *   mr.c         MRs, the on-demand chunk cache and its refcounts; never
+ *                waits (-EAGAIN), its cache lock is a leaf
  *
  *   L2, the connection (this header):
+ *   attach.c     regions on a connection: create, attach, detach (waiting for
+ *                WRs in flight), what a chunk put wakes
  *   conn.c       the connection core: allocation, device resources, the
  *                state and sticky error and waits on them, accessors,
  *                teardown
@@ -59,8 +65,10 @@
  *
  *   c->lock guards   every field of struct rdmae_conn but lock and cond, and
  *                    of every struct rdmae_lane in c->lanes[] and its qp (a
- *                    qp's *qp->lock is &c->lock); every region and chunk of c
- *                    (the chunk cache, c->pinned, c->regions)
+ *                    qp's *qp->lock is &c->lock); c->regions and the
+ *                    attachment fields of its regions
+ *   cache->lock      a pin cache's state (mr.h); a leaf: taken under c->lock
+ *                    or with no lock, and takes nothing
  *   not guarded      what is set before the progress thread starts and read
  *                    only after (opts, limits, verbs, pd, cq, comp_ch,
  *                    wake_fd); a lane's qp while it is made, before it is
@@ -77,19 +85,18 @@
  * pointer the analysis cannot equate with &c->lock, so L2 states it with
  * rdmae_conn_qp_held; completion callbacks assert the lock the progress
  * thread took (rdmae_conn_assert_held, rdmae_qp_assert_held); and the
- * functions not analysed have their reason beside them: chunk_pin_locked
- * (region.c) drops the lock while it registers (mr.c does not), and a qp's
- * destruction runs both with and without it.
+ * functions not analysed have their reason beside them: a qp's destruction
+ * runs both with and without it. mr.c's functions are held to their cache
+ * lock the same way (mr.h).
  *
  * Not yet per lane. A lock per lane (l->lock guarding its qp, credits,
  * messages and pacing; c->lock the state, error and negotiation; order lane
- * then conn, never two lanes) waits for mr.c: region.c walks every lane's
- * send queue and waits on c->cond holding c->lock, which is the conn-then-
- * lane order, and it pins a chunk waiting with c->lock held, which a
- * completion needing a lane lock to put a chunk would deadlock against.
- * What is ready for it: a qp's lock is whatever its owner passes
- * (qp->lock), keepalive stamps are atomics taken without c->lock, and rings
- * are registered without any lock.
+ * then conn, never two lanes) is not done yet: attach.c's quiesce walks
+ * every lane's send queue and waits on c->cond holding c->lock, which is
+ * the conn-then-lane order, and bulk.c waits for pin room on c->cond.
+ * What is ready for it: mr.c never waits and its lock is a leaf, a qp's
+ * lock is whatever its owner passes (qp->lock), keepalive stamps are
+ * atomics taken without c->lock, and rings are registered without any lock.
  */
 #ifndef RDMAE_INTERNAL_H
 #define RDMAE_INTERNAL_H
@@ -108,6 +115,7 @@
 #include "rdmae_auth.h"
 #include "rdmae_conn.h"
 #include "rdmae_credits.h"
+#include "mr.h"
 #include "rdmae_frag.h"
 #include "rdmae_pace.h"
 #include "rdmae_region.h"
@@ -201,13 +209,13 @@ struct rdmae_conn {
 	 */
 	bool cm_to_thread;
 	struct ibv_context *verbs;
+	struct rdmae_dev *dev;		/* opts.dev, or the connection's own (a reference) */
 	struct ibv_device_attr dev_attr;
-	struct ibv_pd *pd;
+	struct ibv_pd *pd;		/* dev's */
 	struct ibv_comp_channel *comp_ch;
 	struct ibv_cq *cq;
 	unsigned int cq_events;		/* to ack before destroying the CQ */
 	int numa_node;
-	bool odp_write;			/* device can do RC WRITE on ODP memory */
 
 	unsigned int nlanes;		/* lanes created */
 	struct rdmae_lane lanes[RDMAE_MAX_LANES];
@@ -245,11 +253,9 @@ struct rdmae_conn {
 	int wake_fd;			/* eventfd: wakes the progress thread */
 	int notify_fd;			/* listener's eventfd while pending, else -1 */
 
-	/* on-demand registration cache */
-	size_t pin_limit;
-	size_t pinned;
-	struct rdmae_chunk *lru_head, *lru_tail;	/* idle chunks, most recent first */
-	struct rdmae_region *regions;			/* live regions of this connection */
+	/* regions (attach.c) */
+	struct rdmae_mr_cache *mrc;	/* pin cache of the regions made on it (create) */
+	struct rdmae_region *regions;	/* regions attached to it */
 };
 
 /*
@@ -421,22 +427,17 @@ int rdmae_progress_keepalive_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock
 /* Takes c->lock to tell the thread to stop, then joins it. */
 void rdmae_progress_stop(struct rdmae_conn *c) RDMAE_EXCLUDES(c->lock);
 
-/* region.c */
-void rdmae_chunk_put_locked(struct rdmae_conn *c, struct rdmae_chunk *ch)
+/* attach.c: regions on a connection (mr.c does the registering) */
+/* The qp's chunk_put: drop a WR's pin; wakes writers waiting for pin room when it frees some. */
+void rdmae_conn_chunk_put_locked(struct rdmae_conn *c, struct rdmae_chunk *ch)
 	RDMAE_REQUIRES(c->lock);
-void rdmae_regions_destroy_all(struct rdmae_conn *c);
 /*
- * lkey for [off, off+len) of r, which must not cross a chunk (ON_DEMAND) or
- * RDMAE_DESC_SPAN (PIN_ALL) boundary. ON_DEMAND pins the chunk and returns
- * it in *chunk (release with rdmae_chunk_put_locked once the WR completes).
- * Called with r's connection lock held, and drops it while it registers (see
- * region.c). No contract here: struct rdmae_region is opaque outside
- * region.c, so a contract could not name its connection's lock.
+ * Wait (bounded) until no WR is in flight on c, then drop the pins of any
+ * still counted against r: nothing on c reads r afterwards. Waits on c->cond.
  */
-int rdmae_region_lkey_locked(struct rdmae_region *r, uint64_t off, uint32_t *lkey,
-			     struct rdmae_chunk **chunk);
-uint64_t rdmae_region_boundary(const struct rdmae_region *r);
-/* May the NIC write into r (the landing side of an RDMA READ)? */
-bool rdmae_region_local_writable(const struct rdmae_region *r);
+void rdmae_conn_region_quiesce_locked(struct rdmae_conn *c, struct rdmae_region *r)
+	RDMAE_REQUIRES(c->lock);
+/* Teardown, thread joined: free the regions made on c, detach the prepared ones. */
+void rdmae_regions_detach_all(struct rdmae_conn *c);
 
 #endif

@@ -21,7 +21,7 @@ static void lane_chunk_put_locked(struct rdmae_conn *c, struct rdmae_wrslot *s)
 	RDMAE_REQUIRES(c->lock)
 {
 	if (s->chunk)
-		rdmae_chunk_put_locked(c, s->chunk);
+		rdmae_conn_chunk_put_locked(c, s->chunk);
 	s->chunk = NULL;
 }
 

@@ -30,9 +30,6 @@
 #include "rdmae_pace.h"
 #include "rdmae_tsa.h"
 
-/* A mutex, as a lock clang's thread-safety analysis tracks. */
-typedef pthread_mutex_t rdmae_mutex_t RDMAE_CAPABILITY("mutex");
-
 /*
  * Every work request points at one of these through wr_id, and the
  * progress thread calls done() (the kernel's ib_cqe pattern): no casting of

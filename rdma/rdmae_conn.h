@@ -21,6 +21,7 @@
 #include "rdmae_wire.h"
 
 struct rdmae_conn;
+struct rdmae_dev;
 struct rdmae_listener;
 
 struct rdmae_conn_opts {
@@ -51,6 +52,13 @@ struct rdmae_conn_opts {
 	 */
 	const char *key_file;
 	bool auth_none;
+	/*
+	 * The device to use (rdmae_dev.h), and its PD, so regions prepared on
+	 * it can be attached; NULL: a PD of the connection's own. A connection
+	 * that rdma_cm places on another device is refused. The connection
+	 * holds a reference: closing the device while it lives is safe.
+	 */
+	struct rdmae_dev *dev;
 };
 
 /* The options' defaults; a zero field in opts passed to connect/listen means its default. */

@@ -9,6 +9,19 @@
  * bound. Chunks are aligned to the mapping's page size, so huge-page memory
  * is pinned as whole huge pages. ODP (implicit on-demand paging) is used for
  * ON_DEMAND when the device reports it.
+ *
+ * Two ways to make a region:
+ *   - rdmae_region_create(c): on connection c's PD, usable on c at once,
+ *     freed with c if not destroyed before (ON_DEMAND chunks count against
+ *     c's pin limit, rdmae_conn_set_pin_limit);
+ *   - rdmae_region_prepare(dev) with no connection: the memory is populated
+ *     and, for PIN_ALL, registered on the device's PD, but no rkey leaves
+ *     the host until rdmae_region_attach makes it usable on one connected,
+ *     authenticated connection on that device. A prepared region belongs to
+ *     its caller: it outlives the connections it is attached to (their
+ *     destroy detaches it), so a retried migration reuses what is pinned.
+ *     An ON_DEMAND prepared region has a pin cache of its own, bounded by
+ *     opts.pin_limit (it does not count in rdmae_conn_pinned).
  */
 #ifndef RDMAE_REGION_H
 #define RDMAE_REGION_H
@@ -20,6 +33,7 @@
 #include "rdmae_wire.h"
 
 struct rdmae_conn;
+struct rdmae_dev;
 struct rdmae_region;
 
 enum rdmae_reg_mode {
@@ -42,16 +56,41 @@ struct rdmae_region_opts {
 	 */
 	int remote_read;
 	int local_write;		/* RDMA READs land in it (rdmae_read's local side) */
+	size_t pin_limit;		/* prepared ON_DEMAND: its own pin bound; default 256 MiB */
 };
 
+/* Prepare on c's PD and attach to c: usable on c at once. */
 int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *addr, size_t len,
 			const struct rdmae_region_opts *o, struct rdmae_err *err);
+/*
+ * Without a connection: populate [addr, addr+len) (every page allocated
+ * now, contents kept) and, for PIN_ALL, register it on d's PD. Nothing is
+ * advertised yet: rdmae_region_bufdescs refuses (-EPERM) until attached.
+ * The region holds a reference on d.
+ */
+int rdmae_region_prepare(struct rdmae_region **out, struct rdmae_dev *d, void *addr, size_t len,
+			 const struct rdmae_region_opts *o, struct rdmae_err *err);
+/*
+ * Make a prepared region usable on c (rdmae_write, rdmae_read, bufdescs):
+ * c must be connected (negotiated and authenticated) and use r's device
+ * (rdmae_conn_opts.dev); -EBUSY if r is attached to another connection.
+ */
+int rdmae_region_attach(struct rdmae_region *r, struct rdmae_conn *c, struct rdmae_err *err);
+/*
+ * Undo attach: waits (bounded) for WRs in flight on the connection, then r
+ * is no longer usable there. The pinned memory stays. Not for a region made
+ * by rdmae_region_create.
+ */
+void rdmae_region_detach(struct rdmae_region *r);
+/* Detach (waiting for WRs in flight that read it), deregister, free. */
 void rdmae_region_destroy(struct rdmae_region *r);
 
 /*
  * The descriptors that let the peer write (or read) the whole region, one
  * per RDMAE_DESC_SPAN, in order. PIN_ALL with remote_write or remote_read
- * only. *n receives the count; -ENOSPC when cap is too small.
+ * only, and attached to a connection (-EPERM before: no rkey leaves the host
+ * before the peer has authenticated). *n receives the count; -ENOSPC when
+ * cap is too small.
  */
 int rdmae_region_bufdescs(const struct rdmae_region *r, struct rdmae_bufdesc *out, size_t cap,
 			  size_t *n, struct rdmae_err *err);

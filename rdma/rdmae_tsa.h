@@ -30,4 +30,9 @@
 /* The analysis is off for this function; the comment beside it says why. */
 #define RDMAE_NO_TSA RDMAE_TSA(no_thread_safety_analysis)
 
+#include <pthread.h>
+
+/* A mutex as a lock the analysis tracks (a connection's, a pin cache's). */
+typedef pthread_mutex_t rdmae_mutex_t RDMAE_CAPABILITY("mutex");
+
 #endif

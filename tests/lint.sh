@@ -19,8 +19,9 @@ LAYERS='
   opts.c 0 opts.h 0
   rdmae_auth.h 0 rdmae_conn.h 0 rdmae_credits.h 0 rdmae_err.h 0 rdmae_frag.h 0
   rdmae_pace.h 0 rdmae_runs.h 0 rdmae_time.h 0 rdmae_tsa.h 0 rdmae_wire.h 0
-  qp.c 1 qp.h 1 mem.c 1 mem.h 1 rdmae_region.h 1
-  conn.c 2 lane.c 2 msg.c 2 negotiate.c 2 connect.c 2 listen.c 2 progress.c 2 region.c 2
+  qp.c 1 qp.h 1 mem.c 1 mem.h 1 rdmae_region.h 1 dev.c 1 dev.h 1 rdmae_dev.h 1
+  mr.c 1 mr.h 1
+  conn.c 2 lane.c 2 msg.c 2 negotiate.c 2 connect.c 2 listen.c 2 progress.c 2 attach.c 2
   internal.h 2
   bulk.c 3 rdmae_write.h 3
 '
@@ -44,7 +45,7 @@ include_graph() {
       for (i = 1; i < n; i++) if (a[i] == f) exit 0; exit 1 }' ||
       { echo "lint: rdma/$f has no layer in tests/lint.sh (LAYERS) and rdma/internal.h"; bad=1; }
   done
-  echo "lint: rdma/ layers (L0 pure, L1 qp/mem, L2 connection, L3 bulk): includes point down"
+  echo "lint: rdma/ layers (L0 pure, L1 qp/mem/dev/mr, L2 connection, L3 bulk): includes point down"
   awk -v t="$LAYERS" 'BEGIN { n = split(t, a, /[ \n]+/); for (i = 1; i < n; i++) if (a[i] != "") { L[a[i]] = a[i + 1]; i++ } }
        ($1 in L) && ($2 in L) && L[$2] > L[$1] {
          printf "lint: %s (L%d) includes %s (L%d), a layer above it\n", $1, L[$1], $2, L[$2]; bad = 1 }

@@ -6,14 +6,15 @@
  * thread; the progress thread's steps are driven one at a time through
  * their internal names (internal.h).
  *
- * One source is still compiled in: region.c, whose struct rdmae_region is
- * opaque outside it and whose internals the region helpers at the end read
- * (mr.c, on branch i17-mr, brings accessors of its own).
+ * One source is still compiled in: mr.c, whose struct rdmae_chunk and pin
+ * cache are opaque outside it and whose internals the region helpers at the
+ * end read.
  */
 /* NOLINTBEGIN(bugprone-suspicious-include): the registration cache's internals, read by the helpers below */
-#include "../../rdma/region.c"
+#include "../../rdma/mr.c"
 /* NOLINTEND(bugprone-suspicious-include) */
 
+#include "internal.h"
 #include "mock_verbs.h"
 
 /* ---- connections over the mock ---- */
@@ -194,9 +195,19 @@ size_t mock_lru(struct rdmae_conn *c, size_t *out, size_t cap)
 	const struct rdmae_chunk *ch;
 	size_t n = 0;
 
-	pthread_mutex_lock(&c->lock);
-	for (ch = c->lru_head; ch && n < cap; ch = ch->next)
+	pthread_mutex_lock(&c->mrc->lock);
+	for (ch = c->mrc->lru_head; ch && n < cap; ch = ch->next)
 		out[n++] = ch->idx;
-	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_unlock(&c->mrc->lock);
 	return n;
+}
+
+bool mock_lru_empty(struct rdmae_conn *c)
+{
+	bool empty;
+
+	pthread_mutex_lock(&c->mrc->lock);
+	empty = !c->mrc->lru_head && !c->mrc->lru_tail;
+	pthread_mutex_unlock(&c->mrc->lock);
+	return empty;
 }

@@ -105,6 +105,7 @@ static struct {
 	int max_qp_wr, max_cqe;
 	uint32_t next_key, next_qpn;
 	unsigned int unacked;
+	int bind_dev;			/* mock_bind_device */
 	struct mock_cq *cqs[MOCK_MAX_CQS];
 	struct rdma_cm_event *cm[MOCK_MAX_CM_EVENTS];	/* [cm_head, ncm) are queued */
 	size_t cm_head, ncm;
@@ -389,6 +390,17 @@ static int mock_req_notify_cq(struct ibv_cq *cq, int solicited_only)
 static struct ibv_device mock_dev = { .name = "mock0" };
 static struct ibv_context mock_ctx = {
 	.device = &mock_dev,
+	.ops = {
+		.poll_cq = mock_poll_cq,
+		.req_notify_cq = mock_req_notify_cq,
+		.post_send = mock_post_send,
+		.post_recv = mock_post_recv,
+	},
+};
+/* A second device, for what must refuse to mix devices. */
+static struct ibv_device mock_dev1 = { .name = "mock1" };
+static struct ibv_context mock_ctx1 = {
+	.device = &mock_dev1,
 	.ops = {
 		.poll_cq = mock_poll_cq,
 		.req_notify_cq = mock_req_notify_cq,
@@ -693,6 +705,36 @@ struct rdma_cm_id *mock_cm_id(void)
 	return id;
 }
 
+int rdma_create_id(struct rdma_event_channel *channel, struct rdma_cm_id **id, void *context,
+		   enum rdma_port_space ps)
+{
+	*id = mock_cm_id();
+	(*id)->verbs = NULL;
+	(*id)->channel = channel;
+	(*id)->context = context;
+	(*id)->ps = ps;
+	return 0;
+}
+
+int rdma_bind_addr(struct rdma_cm_id *id, struct sockaddr *addr)
+{
+	int which;
+
+	(void)addr;
+	pthread_mutex_lock(&M.lock);
+	which = M.bind_dev;
+	pthread_mutex_unlock(&M.lock);
+	id->verbs = which == 0 ? &mock_ctx : which == 1 ? &mock_ctx1 : NULL;
+	return 0;
+}
+
+void mock_bind_device(int which)
+{
+	pthread_mutex_lock(&M.lock);
+	M.bind_dev = which;
+	pthread_mutex_unlock(&M.lock);
+}
+
 int rdma_destroy_id(struct rdma_cm_id *id)
 {
 	pthread_mutex_lock(&M.lock);
@@ -866,6 +908,7 @@ void mock_reset(void)
 	M.max_qp_wr = 16384;
 	M.max_cqe = 1 << 20;
 	M.unacked = 0;
+	M.bind_dev = 0;
 	M.cm_head = M.ncm = 0;
 	pthread_mutex_unlock(&M.lock);
 }

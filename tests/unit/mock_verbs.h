@@ -154,6 +154,12 @@ unsigned int mock_qp_recvs_out(const struct ibv_qp *qp);
 size_t mock_cq_pending(void);
 /* CQ events that were got and not acked when their CQ was destroyed (must stay 0). */
 unsigned int mock_cq_unacked_at_destroy(void);
+/*
+ * The device rdma_bind_addr finds for any address from now: 0 the mock
+ * device "mock0" (connections are made on it), 1 a second one "mock1", -1
+ * none (as for a wildcard address). mock_reset: 0.
+ */
+void mock_bind_device(int which);
 /* A CM event for id, returned by the next rdma_get_cm_event. */
 void mock_cm_event(struct rdma_cm_id *id, enum rdma_cm_event_type type, int status);
 
@@ -193,7 +199,7 @@ int mock_deliver_msg(struct rdmae_conn *c, unsigned int lane, const void *payloa
 /* Fail the connection as a completion error would; for send hooks, which run with its lock held. */
 void mock_conn_fail_locked(struct rdmae_conn *c, int code, const char *why);
 
-/* ---- region internals (rdma/region.c), for the on-demand cache ---- */
+/* ---- region internals (rdma/mr.c), for the on-demand cache ---- */
 
 /* PIN_ALL: the MR of span i. */
 const struct ibv_mr *mock_region_mr(const struct rdmae_region *r, size_t i);
@@ -203,5 +209,7 @@ const struct ibv_mr *mock_chunk_mr(const struct rdmae_region *r, size_t idx);
 unsigned int mock_chunk_refs(const struct rdmae_region *r, size_t idx);
 /* The idle pinned chunks of c, most recently used first: up to cap indices into out. */
 size_t mock_lru(struct rdmae_conn *c, size_t *out, size_t cap);
+/* c's cache holds no idle chunk: its LRU's head and tail are both empty. */
+bool mock_lru_empty(struct rdmae_conn *c);
 
 #endif

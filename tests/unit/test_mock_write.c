@@ -477,7 +477,7 @@ static void test_odp(void **state)
 	struct rdmae_region *r;
 
 	(void)state;
-	c->odp_write = true;
+	c->dev->odp_write = true;
 	mock_fail(MOCK_REG_MR, 1, EOPNOTSUPP);
 	assert_int_equal(rdmae_region_create(&r, c, fixture_mem, sizeof(fixture_mem), &o, &err),
 			 -EOPNOTSUPP);
@@ -636,9 +636,50 @@ static void test_on_demand_lru(void **state)
 	complete_all(c);
 	rdmae_region_destroy(r);
 	assert_int_equal(rdmae_conn_pinned(c), 0);
-	assert_null(c->lru_head);
-	assert_null(c->lru_tail);
+	assert_true(mock_lru_empty(c));
 	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
+/*
+ * The bound reached with every pinned chunk in flight: the writer does not
+ * register past it. It rings its lane and waits on the connection (the
+ * cache itself never waits, it says -EAGAIN); the completion that leaves a
+ * chunk idle wakes it, and it pins the next chunk by evicting that one.
+ * Six runs, each in another chunk than the one before, one chunk of room.
+ */
+static void test_on_demand_waits_for_room(void **state)
+{
+	struct writer w = { 0 };
+	pthread_t th;
+
+	(void)state;
+	w.c = conn_rw(1, 64 * KiB);
+	w.r = on_demand(w.c, 64 * KiB, 16 * KiB);
+	rdmae_conn_set_pin_limit(w.c, 16 * KiB);
+	for (size_t i = 0; i < 6; i++)
+		w.runs[i] = (struct rdmae_run){ (i % 4) * 16 * KiB, i * 8 * KiB, 4 * KiB };
+	assert_int_equal(pthread_create(&th, NULL, writer_main, &w), 0);
+	for (size_t i = 1; i <= 6; i++) {
+		struct ibv_qp *qp = mock_lane_qp(w.c, 0);
+
+		/* The i-th WRITE is rung (by the wait, or at the end) and nothing past it. */
+		while (mock_sends() < i)
+			sched_yield();
+		assert_int_equal(mock_sends(), i);
+		assert_true(rdmae_conn_pinned(w.c) <= 16 * KiB);
+		assert_int_equal(mock_complete_sends(qp, mock_qp_sends_out(qp)), 0);
+		mock_progress(w.c);
+	}
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(w.ret, 0);
+	assert_int_equal(mock_sends(), 6);
+	for (size_t i = 1; i < 6; i++)
+		assert_int_not_equal(mock_send_at(i)->lkey, mock_send_at(i - 1)->lkey);
+	assert_int_equal(rdmae_conn_pinned(w.c), 16 * KiB);
+	rdmae_region_destroy(w.r);
+	assert_int_equal(rdmae_conn_pinned(w.c), 0);
+	rdmae_conn_destroy(w.c);
 	fixture_assert_clean();
 }
 
@@ -677,6 +718,7 @@ int main(void)
 		cmocka_unit_test_setup(test_writes_in_flight_bound, fixture_setup),
 		cmocka_unit_test_setup(test_read, fixture_setup),
 		cmocka_unit_test_setup(test_pin_all_spans, fixture_setup),
+		cmocka_unit_test_setup(test_on_demand_waits_for_room, fixture_setup),
 		cmocka_unit_test_setup(test_pin_all_rollback, fixture_setup),
 		cmocka_unit_test_setup(test_pin_all_enomem_names_memlock, fixture_setup),
 		cmocka_unit_test_setup(test_odp, fixture_setup),

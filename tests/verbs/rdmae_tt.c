@@ -21,6 +21,10 @@
  *              peer killed, link cut); --expect-error TEXT, --within MS
  *   stream     client WRITEs --size bytes over and over until an error;
  *              --expect-error TEXT, --within MS (from the first failure)
+ *   prepare    as write, --count connections (default 2) one after the
+ *              other; the server opens the device of --addr and prepares
+ *              (populates, registers) its buffer before it listens, then
+ *              attaches that one region to each connection once it is up
  *
  * Every test needs --key FILE (the pre-shared key) or --auth-none.
  */
@@ -42,6 +46,7 @@
 #include "rdmae_size.h"
 
 #include "rdmae_conn.h"
+#include "rdmae_dev.h"
 #include "rdmae_region.h"
 #include "rdmae_write.h"
 
@@ -245,49 +250,37 @@ struct write_result {
 	uint64_t xxh;
 };
 
-static int test_write_server(const struct args *a, struct rdmae_conn *c, struct rdmae_err *err)
+/* Advertise r (buf) to the client, wait for its WRITEs, verify every byte and tell it. */
+static int serve_write(const struct args *a, struct rdmae_conn *c, struct rdmae_region *r,
+		       const uint8_t *buf, struct rdmae_err *err)
 {
-	struct rdmae_region_opts ro = { .mode = RDMAE_REG_PIN_ALL, .remote_write = 1 };
 	struct write_hello hello;
 	struct write_done *done;
 	struct write_result res;
-	struct rdmae_region *r;
 	size_t n, len;
-	uint8_t *buf;
-	uint64_t t0;
 	int ret;
 
-	buf = map_buf(a->size, a->hugepages);
-	if (!buf)
-		return -ENOMEM;
-	t0 = now_ns();
-	ret = rdmae_region_create(&r, c, buf, a->size, &ro, err);
-	if (ret)
-		goto out_unmap;
-	printf("server: registered %" PRIu64 " MiB (page size %zu) in %.1f ms\n", a->size >> 20,
-	       rdmae_region_page_size(r), (double)(now_ns() - t0) / 1e6);
 	memset(&hello, 0, sizeof(hello));
 	hello.size = a->size;
 	ret = rdmae_region_bufdescs(r, hello.descs, MAX_DESCS, &n, err);
 	if (ret)
-		goto out_region;
+		return ret;
 	hello.ndescs = (uint32_t)n;
 	ret = rdmae_send(c, &hello, sizeof(hello), err);
 	if (ret)
-		goto out_region;
+		return ret;
 	ret = rdmae_recv(c, (void **)&done, &len, -1, err);
 	if (ret)
-		goto out_region;
+		return ret;
 	if (len != sizeof(*done)) {
 		free(done);
-		ret = rdmae_err_set(err, -EPROTO, "done message of %zu bytes", len);
-		goto out_region;
+		return rdmae_err_set(err, -EPROTO, "done message of %zu bytes", len);
 	}
 	/* The message came after the fence on lane 0; every lane's fence proves its WRITEs placed. */
 	ret = rdmae_fence_wait(c, done->fence, 30000, err);
 	if (ret) {
 		free(done);
-		goto out_region;
+		return ret;
 	}
 	res.first_bad = check_pattern(buf, a->size, a->size);
 	res.xxh = XXH3_64bits(buf, a->size);
@@ -302,10 +295,101 @@ static int test_write_server(const struct args *a, struct rdmae_conn *c, struct 
 	ret = rdmae_send(c, &res, sizeof(res), err);
 	if (!ret && res.first_bad >= 0)
 		ret = rdmae_err_set(err, -EILSEQ, "destination memory differs from the pattern");
+	return ret;
+}
+
+static int test_write_server(const struct args *a, struct rdmae_conn *c, struct rdmae_err *err)
+{
+	struct rdmae_region_opts ro = { .mode = RDMAE_REG_PIN_ALL, .remote_write = 1 };
+	struct rdmae_region *r;
+	uint8_t *buf;
+	uint64_t t0;
+	int ret;
+
+	buf = map_buf(a->size, a->hugepages);
+	if (!buf)
+		return -ENOMEM;
+	t0 = now_ns();
+	ret = rdmae_region_create(&r, c, buf, a->size, &ro, err);
+	if (ret)
+		goto out_unmap;
+	printf("server: registered %" PRIu64 " MiB (page size %zu) in %.1f ms\n", a->size >> 20,
+	       rdmae_region_page_size(r), (double)(now_ns() - t0) / 1e6);
+	ret = serve_write(a, c, r, buf, err);
+	rdmae_region_destroy(r);
+out_unmap:
+	munmap(buf, a->size);
+	return ret;
+}
+
+/*
+ * The destination's registration off the connection's path: the device of
+ * the listening address is opened and the buffer prepared (populated and
+ * registered) before anyone can connect; each connection, once negotiated
+ * and authenticated, gets the same region attached and advertised. The
+ * region outlives each connection; the buffer is zeroed between them so
+ * the next verification proves the next connection's WRITEs.
+ */
+static int test_prepare_server(const struct args *a, struct rdmae_err *err)
+{
+	struct rdmae_region_opts ro = { .mode = RDMAE_REG_PIN_ALL, .remote_write = 1 };
+	uint64_t count = a->count ? a->count : 2, i, t0;
+	struct rdmae_conn_opts o;
+	struct rdmae_listener *l;
+	struct rdmae_region *r;
+	struct rdmae_dev *d;
+	uint8_t *buf;
+	int ret;
+
+	ret = rdmae_dev_open(&d, a->bind ? a->bind : a->addr, err);
+	if (ret)
+		return ret;
+	buf = map_buf(a->size, a->hugepages);
+	if (!buf) {
+		ret = rdmae_err_set(err, -ENOMEM, "map %" PRIu64 " bytes", a->size);
+		goto out_dev;
+	}
+	t0 = now_ns();
+	ret = rdmae_region_prepare(&r, d, buf, a->size, &ro, err);
+	if (ret)
+		goto out_unmap;
+	printf("server: prepared %" PRIu64 " MiB on %s (populated, registered) in %.1f ms, "
+	       "before listening\n", a->size >> 20, rdmae_dev_name(d),
+	       (double)(now_ns() - t0) / 1e6);
+	opts_from_args(&o, a);
+	o.dev = d;
+	ret = rdmae_listen(&l, a->addr, a->port, &o, err);
+	if (ret)
+		goto out_region;
+	printf("server: listening on %s:%d\n", a->addr, rdmae_listener_port(l));
+	fflush(stdout);
+	for (i = 0; i < count && !ret; i++) {
+		struct rdmae_conn *c;
+
+		if (i)
+			memset(buf, 0, a->size);
+		ret = rdmae_accept(l, &c, 60000, err);
+		if (ret)
+			break;
+		t0 = now_ns();
+		ret = rdmae_region_attach(r, c, err);
+		if (!ret) {
+			printf("server: connection %" PRIu64 " from %s: region attached in %.3f ms\n",
+			       i + 1, rdmae_conn_peer(c), (double)(now_ns() - t0) / 1e6);
+			ret = serve_write(a, c, r, buf, err);
+		}
+		rdmae_conn_destroy(c);
+		if (!ret)
+			printf("server: connection %" PRIu64 " closed, the region stays registered\n",
+			       i + 1);
+	}
+	rdmae_listener_destroy(l);
 out_region:
 	rdmae_region_destroy(r);
 out_unmap:
 	munmap(buf, a->size);
+out_dev:
+	rdmae_dev_close(d);
 	return ret;
 }
 
@@ -958,7 +1042,7 @@ static int test_stream_server(const struct args *a, struct rdmae_conn *c)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: rdmae_tt write|lanes|msgs|frag|negotiate|hold|stream server|client\n"
+		"usage: rdmae_tt write|lanes|msgs|frag|negotiate|hold|stream|prepare server|client\n"
 		"  --addr A --port P [--bind A] [--size N[KMG]] [--run N] [--scatter]\n"
 		"  [--count N] [--lanes N] [--min-version V] [--max-version V]\n"
 		"  [--frag-size N] [--rw-size N] [--send-size N] [--recv-size N]\n"
@@ -1053,6 +1137,31 @@ int main(int argc, char **argv)
 	/* A peer that vanishes must surface as an error return, not kill us. */
 	signal(SIGPIPE, SIG_IGN);
 	setvbuf(stdout, NULL, _IOLBF, 0);
+
+	if (!strcmp(a.test, "prepare")) {
+		uint64_t count = a.count ? a.count : 2;
+
+		if (a.server) {
+			if (!a.addr)
+				usage();
+			ret = test_prepare_server(&a, &err);
+		} else {
+			/* One connection after the other, each writing the whole buffer. */
+			ret = 0;
+			for (uint64_t i = 0; i < count && !ret; i++) {
+				ret = open_conn(&a, &c, &err);
+				if (ret)
+					break;
+				ret = test_write_client(&a, c, &err);
+				rdmae_conn_destroy(c);
+			}
+		}
+		if (ret)
+			fprintf(stderr, "FAIL: prepare %s: %s\n", argv[2], err.msg);
+		else
+			printf("PASS: prepare %s\n", argv[2]);
+		return ret ? 1 : 0;
+	}
 
 	ret = open_conn(&a, &c, &err);
 	if (!strcmp(a.test, "negotiate")) {

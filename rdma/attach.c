@@ -1,0 +1,214 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * L2: regions on a connection. A region is made (mr.c) on a device's PD
+ * and attached to one connection on that device, which makes it usable
+ * there: rdmae_write/rdmae_read take it, its descriptors may be advertised.
+ * Detaching waits for the WRs in flight that read it, so the memory is
+ * never deregistered under the NIC. The connection implements the qp's
+ * chunk_put: a put that frees pin room wakes writers waiting for it.
+ */
+#include <errno.h>
+#include <stdio.h>
+
+#include "internal.h"
+
+#define DETACH_WAIT_MS 5000
+
+void rdmae_conn_chunk_put_locked(struct rdmae_conn *c, struct rdmae_chunk *ch)
+{
+	if (rdmae_mr_chunk_put(ch))
+		pthread_cond_broadcast(&c->cond);
+}
+
+static void link_locked(struct rdmae_conn *c, struct rdmae_region *r) RDMAE_REQUIRES(c->lock)
+{
+	r->conn = c;
+	r->next = c->regions;
+	c->regions = r;
+}
+
+static void unlink_locked(struct rdmae_conn *c, struct rdmae_region *r) RDMAE_REQUIRES(c->lock)
+{
+	struct rdmae_region **pp;
+
+	for (pp = &c->regions; *pp; pp = &(*pp)->next)
+		if (*pp == r) {
+			*pp = r->next;
+			break;
+		}
+	r->conn = NULL;
+	r->next = NULL;
+}
+
+int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *addr, size_t len,
+			const struct rdmae_region_opts *o, struct rdmae_err *err)
+{
+	struct rdmae_region *r;
+	int ret;
+
+	*out = NULL;
+	if (!c->dev && !c->pd)
+		return rdmae_err_set(err, -ENOTCONN, "register region %p+%zu for %s: the "
+				     "connection has no device yet", addr, len, c->peer);
+	if (!c->dev) {
+		/* A connection assembled by hand around a PD (see rdmae_dev_wrap_pd). */
+		ret = rdmae_dev_wrap_pd(&c->dev, c->pd, err);
+		if (ret)
+			return ret;
+	}
+	ret = rdmae_mr_create(&r, c->dev, addr, len, o, c->mrc, err);
+	if (ret)
+		return ret;
+	r->conn_owned = true;
+	rdmae_conn_lock(c);
+	link_locked(c, r);
+	rdmae_conn_unlock(c);
+	*out = r;
+	return 0;
+}
+
+int rdmae_region_attach(struct rdmae_region *r, struct rdmae_conn *c, struct rdmae_err *err)
+{
+	int ret = 0;
+
+	rdmae_conn_lock(c);
+	if (r->conn == c)
+		goto out;
+	if (r->conn) {
+		ret = rdmae_err_set(err, -EBUSY, "attach region %p+%zu to %s: attached to the "
+				    "connection to %s; detach it first", (void *)r->addr, r->len,
+				    c->peer, r->conn->peer);
+		goto out;
+	}
+	ret = rdmae_conn_check_locked(c, NULL);
+	if (ret) {
+		rdmae_err_set(err, ret, "attach region %p+%zu to %s: the connection failed: %s",
+			      (void *)r->addr, r->len, c->peer, c->err.msg);
+		goto out;
+	}
+	/* Connected means negotiated and, with a key, authenticated: the peer may see rkeys. */
+	if (c->state != RDMAE_ST_CONNECTED) {
+		ret = rdmae_err_set(err, -ENOTCONN, "attach region %p+%zu to %s: the connection is "
+				    "not negotiated and authenticated yet", (void *)r->addr, r->len,
+				    c->peer);
+		goto out;
+	}
+	if (r->dev != c->dev) {
+		ret = rdmae_err_set(err, -EXDEV, "attach region %p+%zu to %s: the region is on "
+				    "%s's PD, the connection on %s%s; give the connection the "
+				    "region's device (rdmae_conn_opts.dev)", (void *)r->addr, r->len,
+				    c->peer, r->dev->name, c->dev ? c->dev->name : "no device",
+				    c->dev && r->dev->verbs == c->dev->verbs ? "'s own PD" : "");
+		goto out;
+	}
+	link_locked(c, r);
+	rdmae_trace(c, "region %p+%zu attached", (void *)r->addr, r->len);
+out:
+	rdmae_conn_unlock(c);
+	return ret;
+}
+
+/*
+ * WRs still counted in flight that read this region's chunks (the wait
+ * timed out, or a post failed) must not hold pointers into it.
+ */
+static void forget_inflight_locked(struct rdmae_conn *c, const struct rdmae_region *r)
+	RDMAE_REQUIRES(c->lock)
+{
+	for (unsigned int i = 0; i < c->nlanes; i++) {
+		struct rdmae_qp *l = &c->lanes[i].qp;
+
+		for (uint64_t p = l->sq_done; l->wr && p < l->sq_posted; p++) {
+			struct rdmae_wrslot *s = &l->wr[p % l->sq_depth];
+
+			if (s->chunk && rdmae_mr_chunk_region(s->chunk) == r) {
+				rdmae_conn_chunk_put_locked(c, s->chunk);
+				s->chunk = NULL;
+			}
+		}
+	}
+}
+
+void rdmae_conn_region_quiesce_locked(struct rdmae_conn *c, struct rdmae_region *r)
+{
+	/* A WRITE in flight may read this memory: let the send queues empty first. */
+	uint64_t deadline = rdmae_deadline_after(DETACH_WAIT_MS);
+
+	while (rdmae_conn_any_busy_locked(c) && c->thread_started && !c->stop)
+		if (rdmae_conn_wait_locked(c, deadline))
+			break;
+	forget_inflight_locked(c, r);
+}
+
+static void detach(struct rdmae_region *r)
+{
+	struct rdmae_conn *c = r->conn;
+
+	rdmae_conn_lock(c);
+	rdmae_conn_region_quiesce_locked(c, r);
+	unlink_locked(c, r);
+	/* Pins of WRs forgotten above may have freed room: writers waiting for it retry. */
+	pthread_cond_broadcast(&c->cond);
+	rdmae_conn_unlock(c);
+}
+
+void rdmae_region_detach(struct rdmae_region *r)
+{
+	if (r && r->conn && !r->conn_owned)
+		detach(r);
+}
+
+void rdmae_region_destroy(struct rdmae_region *r)
+{
+	struct rdmae_conn *c;
+
+	if (!r)
+		return;
+	c = r->conn;
+	if (c)
+		detach(r);
+	rdmae_mr_destroy(r);
+	if (c) {
+		rdmae_conn_lock(c);
+		pthread_cond_broadcast(&c->cond);
+		rdmae_conn_unlock(c);
+	}
+}
+
+/*
+ * The connection's teardown, its thread joined and its QPs gone: regions it
+ * made go with it, prepared ones are detached and stay their owner's.
+ */
+void rdmae_regions_detach_all(struct rdmae_conn *c)
+{
+	while (c->regions) {
+		struct rdmae_region *r = c->regions;
+
+		c->regions = r->next;
+		r->conn = NULL;
+		r->next = NULL;
+		if (r->conn_owned)
+			rdmae_mr_destroy(r);
+	}
+}
+
+int rdmae_region_bufdescs(const struct rdmae_region *r, struct rdmae_bufdesc *out, size_t cap,
+			  size_t *n, struct rdmae_err *err)
+{
+	if (!r->conn)
+		return rdmae_err_set(err, -EPERM, "descriptors of region %p+%zu on %s: not "
+				     "attached to a connection yet; no rkey leaves the host before "
+				     "the peer has authenticated (rdmae_region_attach)",
+				     (void *)r->addr, r->len, r->dev->name);
+	return rdmae_mr_bufdescs(r, out, cap, n, err);
+}
+
+void rdmae_conn_set_pin_limit(struct rdmae_conn *c, size_t bytes)
+{
+	rdmae_mr_cache_set_limit(c->mrc, bytes);
+}
+
+size_t rdmae_conn_pinned(struct rdmae_conn *c)
+{
+	return rdmae_mr_cache_pinned(c->mrc);
+}

@@ -1,0 +1,323 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Registration without a connection, over the mock verbs layer
+ * (mock_verbs.h): a device opened by address, memory prepared on its PD
+ * before any connection exists, attached to a connection once it is up,
+ * and kept across that connection's end for the next one. Refusals: no
+ * rkey before attach, another device or PD, a connection not negotiated.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "internal.h"
+#include "rdmae_dev.h"
+#include "rdmae_write.h"
+#include "mock_fixture.h"
+#include "mock_verbs.h"
+
+#define KiB 1024ull
+
+static struct rdmae_dev *dev_open(void)
+{
+	struct rdmae_err err = { 0 };
+	struct rdmae_dev *d;
+
+	if (rdmae_dev_open(&d, "127.0.0.1", &err))
+		fail_msg("dev_open: %s", err.msg);
+	return d;
+}
+
+static struct rdmae_region *prepare(struct rdmae_dev *d)
+{
+	struct rdmae_region_opts o = { .mode = RDMAE_REG_PIN_ALL, .page_size = 4096,
+				       .remote_write = 1 };
+	struct rdmae_err err = { 0 };
+	struct rdmae_region *r;
+
+	if (rdmae_region_prepare(&r, d, fixture_mem, sizeof(fixture_mem), &o, &err))
+		fail_msg("prepare: %s", err.msg);
+	return r;
+}
+
+/* A connected connection (mock_conn) on d's PD. */
+static struct rdmae_conn *conn_on(struct rdmae_dev *d)
+{
+	struct rdmae_conn_opts o;
+	struct rdmae_conn *c;
+
+	mock_conn_opts(&o);
+	o.dev = d;
+	c = mock_conn(2, &o);
+	assert_non_null(c);
+	assert_ptr_equal(c->pd, d->pd);
+	return c;
+}
+
+static void complete_all(struct rdmae_conn *c)
+{
+	for (unsigned int i = 0; i < c->nlanes; i++) {
+		struct ibv_qp *qp = mock_lane_qp(c, i);
+
+		assert_int_equal(mock_complete_sends(qp, mock_qp_sends_out(qp)), 0);
+	}
+	mock_progress(c);
+}
+
+/* The device's PD, and memory registered on it, with no connection at all. */
+static void test_prepare_without_connection(void **state)
+{
+	struct rdmae_err err = { 0 };
+	struct rdmae_bufdesc d[1];
+	struct rdmae_region *r;
+	struct rdmae_dev *dev;
+	size_t n = 0;
+
+	(void)state;
+	dev = dev_open();
+	fixture_assert_log(0, "+I +P");
+	assert_string_equal(rdmae_dev_name(dev), "mock0");
+	r = prepare(dev);
+	fixture_assert_log(0, "+I +P +M");
+	assert_ptr_equal(mock_region_mr(r, 0)->pd, dev->pd);
+	assert_true(mock_mr_access(mock_region_mr(r, 0)) & IBV_ACCESS_REMOTE_WRITE);
+
+	/* No rkey leaves the host before a connection has authenticated. */
+	assert_int_equal(rdmae_region_bufdescs(r, d, 1, &n, &err), -EPERM);
+	assert_non_null(strstr(err.msg, "not attached"));
+	assert_non_null(strstr(err.msg, "mock0"));
+
+	/* The region holds the device: closing it first is safe, the PD goes last. */
+	rdmae_dev_close(dev);
+	assert_int_equal(mock_live(MOCK_OBJ_PD), 1);
+	rdmae_region_destroy(r);
+	fixture_assert_unwound(0);
+	fixture_assert_clean();
+}
+
+/* A wildcard address names no device: refused, nothing left behind. */
+static void test_dev_open_no_device(void **state)
+{
+	struct rdmae_err err = { 0 };
+	struct rdmae_dev *d;
+
+	(void)state;
+	mock_bind_device(-1);
+	assert_int_equal(rdmae_dev_open(&d, "0.0.0.0", &err), -ENODEV);
+	assert_null(d);
+	assert_non_null(strstr(err.msg, "0.0.0.0"));
+	mock_fail(MOCK_ALLOC_PD, 1, ENOMEM);
+	mock_bind_device(0);
+	assert_int_equal(rdmae_dev_open(&d, "127.0.0.1", &err), -ENOMEM);
+	assert_non_null(strstr(err.msg, "ibv_alloc_pd on mock0"));
+	fixture_assert_unwound(0);
+	fixture_assert_clean();
+}
+
+/* rdma_cm placed the connection on another device than its options give: refused, naming both. */
+static void test_conn_on_other_device(void **state)
+{
+	struct rdmae_conn_opts o;
+	struct rdmae_err err = { 0 };
+	struct rdmae_conn *c;
+	struct rdmae_dev *d;
+
+	(void)state;
+	mock_bind_device(1);
+	d = dev_open();
+	mock_conn_opts(&o);
+	o.dev = d;
+	c = mock_conn_bare(&o);
+	assert_non_null(c);
+	assert_int_equal(mock_conn_setup_device(c, &err), -EXDEV);
+	assert_non_null(strstr(err.msg, "mock0"));
+	assert_non_null(strstr(err.msg, "mock1"));
+	assert_null(c->pd);
+	rdmae_conn_destroy(c);
+	rdmae_dev_close(d);
+	fixture_assert_clean();
+}
+
+/* A connection with its own PD cannot take memory registered on the device's. */
+static void test_attach_other_pd(void **state)
+{
+	struct rdmae_err err = { 0 };
+	struct rdmae_dev *d = dev_open();
+	struct rdmae_region *r = prepare(d);
+	struct rdmae_conn *c = mock_conn(1, NULL);
+
+	(void)state;
+	assert_non_null(c);
+	assert_ptr_not_equal(c->pd, d->pd);
+	assert_int_equal(rdmae_region_attach(r, c, &err), -EXDEV);
+	assert_non_null(strstr(err.msg, "PD"));
+	assert_non_null(strstr(err.msg, "mock"));
+	assert_null(r->conn);
+	rdmae_conn_destroy(c);
+	rdmae_region_destroy(r);
+	rdmae_dev_close(d);
+	fixture_assert_clean();
+}
+
+/* Before negotiation (and so authentication) ends, nothing is attached. */
+static void test_attach_before_negotiated(void **state)
+{
+	struct rdmae_conn_opts o;
+	struct rdmae_err err = { 0 };
+	struct rdmae_dev *d = dev_open();
+	struct rdmae_region *r = prepare(d);
+	struct rdmae_conn *c;
+
+	(void)state;
+	mock_conn_opts(&o);
+	o.dev = d;
+	c = mock_conn_bare(&o);
+	assert_non_null(c);
+	assert_int_equal(mock_conn_setup_device(c, &err), 0);
+	assert_ptr_equal(c->pd, d->pd);
+	assert_int_equal(rdmae_region_attach(r, c, &err), -ENOTCONN);
+	assert_non_null(strstr(err.msg, "not negotiated"));
+	assert_null(r->conn);
+	rdmae_conn_destroy(c);
+	rdmae_region_destroy(r);
+	rdmae_dev_close(d);
+	fixture_assert_clean();
+}
+
+/*
+ * Attached, the prepared region is one of the connection's: WRITEs read it
+ * with its MR's lkey and its descriptors are the MR's. Before, a WRITE
+ * from it is refused.
+ */
+static void test_attach_write_bufdescs(void **state)
+{
+	struct rdmae_run run = { 8 * KiB, 0, 4 * KiB };
+	struct rdmae_err err = { 0 };
+	struct rdmae_dev *d = dev_open();
+	struct rdmae_region *r = prepare(d);
+	struct rdmae_conn *c = conn_on(d);
+	const struct ibv_mr *mr = mock_region_mr(r, 0);
+	struct rdmae_bufdesc bd[1];
+	size_t n = 0;
+
+	(void)state;
+	assert_int_equal(rdmae_write(c, r, &fixture_peer, &run, 1, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "not attached"));
+	assert_int_equal(mock_sends(), 0);
+
+	assert_int_equal(rdmae_region_attach(r, c, &err), 0);
+	assert_int_equal(rdmae_region_attach(r, c, &err), 0);
+	assert_int_equal(rdmae_write(c, r, &fixture_peer, &run, 1, &err), 0);
+	assert_int_equal(mock_sends(), 1);
+	assert_int_equal(mock_send_at(0)->lkey, mr->lkey);
+	assert_int_equal(mock_send_at(0)->addr, (uintptr_t)fixture_mem + 8 * KiB);
+	assert_int_equal(rdmae_region_bufdescs(r, bd, 1, &n, &err), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(bd[0].offset, (uintptr_t)fixture_mem);
+	assert_int_equal(bd[0].token, mr->rkey);
+	assert_int_equal(bd[0].length, sizeof(fixture_mem));
+	complete_all(c);
+	rdmae_region_destroy(r);
+	rdmae_conn_destroy(c);
+	rdmae_dev_close(d);
+	fixture_assert_clean();
+}
+
+/*
+ * The connection ends (it failed, say): the prepared region stays
+ * registered, is detached, and attaches to the next connection, where it
+ * works as before. Nothing is registered a second time.
+ */
+static void test_region_survives_connection(void **state)
+{
+	struct rdmae_run run = { 0, 0, 4 * KiB };
+	struct rdmae_err err = { 0 };
+	struct rdmae_dev *d = dev_open();
+	struct rdmae_region *r = prepare(d);
+	struct rdmae_conn *c1 = conn_on(d), *c2;
+	const struct ibv_mr *mr = mock_region_mr(r, 0);
+	unsigned int regs;
+
+	(void)state;
+	assert_int_equal(rdmae_region_attach(r, c1, &err), 0);
+	assert_int_equal(rdmae_write(c1, r, &fixture_peer, &run, 1, &err), 0);
+	/* Attached elsewhere: refused, naming the connection it is attached to. */
+	c2 = conn_on(d);
+	assert_int_equal(rdmae_region_attach(r, c2, &err), -EBUSY);
+	assert_non_null(strstr(err.msg, "mock"));
+
+	rdmae_conn_abort(c1, -ECONNRESET, "test: the peer is gone");
+	mock_progress(c1);
+	rdmae_conn_destroy(c1);
+	assert_null(r->conn);
+	assert_ptr_equal(mock_region_mr(r, 0), mr);
+	assert_int_equal(mock_live(MOCK_OBJ_PD), 1);
+
+	regs = mock_calls(MOCK_REG_MR);
+	assert_int_equal(rdmae_region_attach(r, c2, &err), 0);
+	assert_int_equal(rdmae_write(c2, r, &fixture_peer, &run, 1, &err), 0);
+	assert_int_equal(mock_send_at(mock_sends() - 1)->lkey, mr->lkey);
+	assert_int_equal(mock_calls(MOCK_REG_MR), regs);
+	complete_all(c2);
+
+	/* Detached by hand: usable on no connection, still registered. */
+	rdmae_region_detach(r);
+	assert_null(r->conn);
+	assert_int_equal(rdmae_write(c2, r, &fixture_peer, &run, 1, &err), -EINVAL);
+	assert_int_equal(rdmae_region_attach(r, c2, &err), 0);
+
+	/* The connection goes first, the region after: both orders end clean. */
+	rdmae_conn_destroy(c2);
+	rdmae_region_destroy(r);
+	rdmae_dev_close(d);
+	fixture_assert_clean();
+}
+
+/*
+ * A prepared ON_DEMAND region pins under its own bound, not the
+ * connection's: rdmae_conn_pinned stays 0, and its chunks are released by
+ * the connection's completions like any other.
+ */
+static void test_prepared_on_demand(void **state)
+{
+	struct rdmae_region_opts o = { .mode = RDMAE_REG_ON_DEMAND, .page_size = 4096,
+				       .chunk_size = 16 * KiB, .pin_limit = 32 * KiB };
+	struct rdmae_run run = { 0, 0, 4 * KiB };
+	struct rdmae_err err = { 0 };
+	struct rdmae_dev *d = dev_open();
+	struct rdmae_conn *c = conn_on(d);
+	struct rdmae_region *r;
+
+	(void)state;
+	assert_int_equal(rdmae_region_prepare(&r, d, fixture_mem, 64 * KiB, &o, &err), 0);
+	assert_int_equal(rdmae_region_attach(r, c, &err), 0);
+	assert_int_equal(rdmae_write(c, r, &fixture_peer, &run, 1, &err), 0);
+	assert_int_equal(mock_chunk_refs(r, 0), 1);
+	assert_int_equal(rdmae_conn_pinned(c), 0);
+	complete_all(c);
+	assert_int_equal(mock_chunk_refs(r, 0), 0);
+	rdmae_region_destroy(r);
+	rdmae_conn_destroy(c);
+	rdmae_dev_close(d);
+	fixture_assert_clean();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(test_prepare_without_connection, fixture_setup),
+		cmocka_unit_test_setup(test_dev_open_no_device, fixture_setup),
+		cmocka_unit_test_setup(test_conn_on_other_device, fixture_setup),
+		cmocka_unit_test_setup(test_attach_other_pd, fixture_setup),
+		cmocka_unit_test_setup(test_attach_before_negotiated, fixture_setup),
+		cmocka_unit_test_setup(test_attach_write_bufdescs, fixture_setup),
+		cmocka_unit_test_setup(test_region_survives_connection, fixture_setup),
+		cmocka_unit_test_setup(test_prepared_on_demand, fixture_setup),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
