@@ -8,6 +8,7 @@
  * chunk_put: a put that frees pin room wakes writers waiting for it.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 
 #include "internal.h"
@@ -38,6 +39,7 @@ static void unlink_locked(struct rdmae_conn *c, struct rdmae_region *r) RDMAE_RE
 		}
 	r->conn = NULL;
 	r->next = NULL;
+	atomic_store(&r->claim, NULL);
 }
 
 int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *addr, size_t len,
@@ -60,6 +62,7 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 	if (ret)
 		return ret;
 	r->conn_owned = true;
+	atomic_store(&r->claim, c);
 	rdmae_conn_lock(c);
 	link_locked(c, r);
 	rdmae_conn_unlock(c);
@@ -69,17 +72,29 @@ int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *a
 
 int rdmae_region_attach(struct rdmae_region *r, struct rdmae_conn *c, struct rdmae_err *err)
 {
+	struct rdmae_conn *owner = NULL;
 	int ret = 0;
 
-	rdmae_conn_lock(c);
-	if (r->conn == c)
-		goto out;
-	if (r->conn) {
-		ret = rdmae_err_set(err, -EBUSY, "attach region %p+%zu to %s: attached to the "
-				    "connection to %s; detach it first", (void *)r->addr, r->len,
-				    c->peer, r->conn->peer);
-		goto out;
+	/*
+	 * Claim the region before any connection lock: r->conn is guarded by
+	 * the lock of the connection it is on, so two threads attaching it to
+	 * two connections would each see it free under their own lock.
+	 */
+	if (!atomic_compare_exchange_strong(&r->claim, &owner, c)) {
+		if (owner == c) {
+			rdmae_conn_lock(c);
+			ret = r->conn == c ? 0 : -EBUSY;
+			rdmae_conn_unlock(c);
+			if (!ret)
+				return 0;
+			return rdmae_err_set(err, ret, "attach region %p+%zu to %s: another thread "
+					     "is attaching it there", (void *)r->addr, r->len, c->peer);
+		}
+		return rdmae_err_set(err, -EBUSY, "attach region %p+%zu to %s: attached to (or "
+				     "being attached to) the connection to %s; detach it first",
+				     (void *)r->addr, r->len, c->peer, owner->peer);
 	}
+	rdmae_conn_lock(c);
 	ret = rdmae_conn_check_locked(c, NULL);
 	if (ret) {
 		rdmae_err_set(err, ret, "attach region %p+%zu to %s: the connection failed: %s",
@@ -104,6 +119,8 @@ int rdmae_region_attach(struct rdmae_region *r, struct rdmae_conn *c, struct rdm
 	link_locked(c, r);
 	rdmae_trace(c, "region %p+%zu attached", (void *)r->addr, r->len);
 out:
+	if (ret)
+		atomic_store(&r->claim, NULL);
 	rdmae_conn_unlock(c);
 	return ret;
 }
@@ -187,6 +204,7 @@ void rdmae_regions_detach_all(struct rdmae_conn *c)
 		c->regions = r->next;
 		r->conn = NULL;
 		r->next = NULL;
+		atomic_store(&r->claim, NULL);
 		if (r->conn_owned)
 			rdmae_mr_destroy(r);
 	}

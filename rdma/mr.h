@@ -16,11 +16,15 @@
  *                    set before the region is shared and fixed after
  *   attachment       r->conn, r->next and r->conn_owned are L2's
  *                    (attach.c), guarded by the attached connection's lock;
- *                    mr.c never reads them
+ *                    r->claim (atomic) is the connection the region is
+ *                    attached or being attached to, taken by compare-
+ *                    exchange before any connection lock, so two attaches
+ *                    cannot both link it; mr.c never reads them
  */
 #ifndef RDMAE_MR_H
 #define RDMAE_MR_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -53,6 +57,7 @@ struct rdmae_region {
 
 	/* attachment (L2, attach.c): the connection it is usable on */
 	struct rdmae_conn *conn;
+	_Atomic(struct rdmae_conn *) claim; /* set before conn, cleared after (NULL: free) */
 	struct rdmae_region *next;	/* in conn->regions */
 	bool conn_owned;		/* made by rdmae_region_create: freed with conn */
 };

@@ -7,6 +7,9 @@
  * rkey before attach, another device or PD, a connection not negotiated.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -277,6 +280,65 @@ static void test_region_survives_connection(void **state)
 	fixture_assert_clean();
 }
 
+struct attacher {
+	struct rdmae_region *r;
+	struct rdmae_conn *c;
+	int ret;
+};
+
+static void *attach_thread(void *arg)
+{
+	struct attacher *a = arg;
+	struct rdmae_err err = { 0 };
+
+	a->ret = rdmae_region_attach(a->r, a->c, &err);
+	return NULL;
+}
+
+/*
+ * Two attaches to two connections at once: the one that claims the region
+ * first wins, the other is refused even while the first still waits for
+ * its connection's lock (no timing: the test holds c1's lock and sees the
+ * claim before it tries c2). The region ends on c1's list alone.
+ */
+static void test_attach_concurrent(void **state)
+{
+	struct rdmae_err err = { 0 };
+	struct rdmae_dev *d = dev_open();
+	struct rdmae_region *r = prepare(d);
+	struct rdmae_conn *c1 = conn_on(d), *c2 = conn_on(d);
+	struct attacher a = { r, c1, -1 };
+	pthread_t t;
+
+	(void)state;
+	rdmae_conn_lock(c1);
+	assert_int_equal(pthread_create(&t, NULL, attach_thread, &a), 0);
+	while (atomic_load(&r->claim) != c1)
+		sched_yield();
+	/* The first attach has claimed r and waits for c1's lock. */
+	assert_int_equal(rdmae_region_attach(r, c2, &err), -EBUSY);
+	assert_null(c2->regions);
+	rdmae_conn_unlock(c1);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(a.ret, 0);
+	assert_ptr_equal(r->conn, c1);
+	assert_ptr_equal(c1->regions, r);
+	assert_null(r->next);
+	assert_null(c2->regions);
+
+	/* Refused attaches leave no claim behind: after a detach, c2 takes it. */
+	rdmae_region_detach(r);
+	assert_null(atomic_load(&r->claim));
+	assert_int_equal(rdmae_region_attach(r, c2, &err), 0);
+	assert_int_equal(rdmae_region_attach(r, c1, &err), -EBUSY);
+	assert_ptr_equal(atomic_load(&r->claim), c2);
+	rdmae_region_destroy(r);
+	rdmae_conn_destroy(c1);
+	rdmae_conn_destroy(c2);
+	rdmae_dev_close(d);
+	fixture_assert_clean();
+}
+
 /*
  * A prepared ON_DEMAND region pins under its own bound, not the
  * connection's: rdmae_conn_pinned stays 0, and its chunks are released by
@@ -316,6 +378,7 @@ int main(void)
 		cmocka_unit_test_setup(test_attach_before_negotiated, fixture_setup),
 		cmocka_unit_test_setup(test_attach_write_bufdescs, fixture_setup),
 		cmocka_unit_test_setup(test_region_survives_connection, fixture_setup),
+		cmocka_unit_test_setup(test_attach_concurrent, fixture_setup),
 		cmocka_unit_test_setup(test_prepared_on_demand, fixture_setup),
 	};
 
