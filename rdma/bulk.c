@@ -83,6 +83,13 @@ static int lkey_locked(struct rdmae_conn *c, struct rdmae_region *local, uint64_
 			rdmae_conn_lock(c);
 			/* A pin that ended (or failed) may be what another writer waits for. */
 			pthread_cond_broadcast(&c->cond);
+			if (local->conn != c) {
+				/* Detached meanwhile (see rdmae_region.h): bulk() names it. */
+				if (!ret && *chunk)
+					rdmae_conn_chunk_put_locked(c, *chunk);
+				*chunk = NULL;
+				return -ENOLINK;
+			}
 		} else {
 			ret = rdmae_mr_lkey(local, off, lkey, chunk);
 		}
@@ -95,6 +102,8 @@ static int lkey_locked(struct rdmae_conn *c, struct rdmae_region *local, uint64_
 			ret = rdmae_conn_wait_locked(c, 0);
 		if (ret)
 			return ret;
+		if (local->conn != c)
+			return -ENOLINK;
 	}
 }
 
@@ -154,6 +163,8 @@ static int post_piece_locked(struct rdmae_conn *c, int lane, struct rdmae_region
 		ret = rdmae_conn_check_locked(c, NULL);
 		if (!ret)
 			ret = rdmae_conn_wait_locked(c, 0);
+		if (!ret && local->conn != c)
+			ret = -ENOLINK; /* detached while the lock was dropped */
 		if (ret) {
 			piece_unpin_locked(c, chunk);
 			return ret;
@@ -207,15 +218,17 @@ static int bulk(struct rdmae_conn *c, int lane, struct rdmae_region *local,
 	if (lane >= 0 && (unsigned int)lane >= rdmae_conn_lanes(c))
 		return rdmae_err_set(err, -EINVAL, "%s %s: no lane %d (%u lanes)", op_name(kind),
 				     c->peer, lane, rdmae_conn_lanes(c));
-	if (local->conn != c)
-		return rdmae_err_set(err, -EINVAL, "%s %s: region %p+%zu is not attached to this "
-				     "connection (rdmae_region_attach)", op_name(kind), c->peer,
-				     (void *)local->addr, local->len);
 	ret = check_runs(c, local, remote, runs, n, kind, err);
 	if (ret)
 		return ret;
 	n = rdmae_runs_coalesce(runs, n, max);
 	rdmae_conn_lock(c);
+	if (local->conn != c) {
+		rdmae_conn_unlock(c);
+		return rdmae_err_set(err, -EINVAL, "%s %s: region %p+%zu is not attached to this "
+				     "connection (rdmae_region_attach)", op_name(kind), c->peer,
+				     (void *)local->addr, local->len);
+	}
 	ret = rdmae_conn_check_locked(c, err);
 	for (i = 0; i < n && !ret; i++) {
 		struct rdmae_run r = runs[i];
@@ -234,6 +247,10 @@ static int bulk(struct rdmae_conn *c, int lane, struct rdmae_region *local,
 
 		if (code)
 			ret = code;
+		else if (ret == -ENOLINK)
+			rdmae_err_set(err, ret, "%s %s: region %p+%zu was detached from this "
+				      "connection while its runs were being posted", op_name(kind),
+				      c->peer, (void *)local->addr, local->len);
 		else if (ret == -ERANGE)
 			rdmae_err_set(err, ret, "%s %s: a run crosses the end of a remote "
 				      "descriptor", op_name(kind), c->peer);

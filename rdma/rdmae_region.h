@@ -84,6 +84,13 @@ int rdmae_region_attach(struct rdmae_region *r, struct rdmae_conn *c, struct rdm
 void rdmae_region_detach(struct rdmae_region *r);
 /* Detach (waiting for WRs in flight that read it), deregister, free. */
 void rdmae_region_destroy(struct rdmae_region *r);
+/*
+ * Contract: a region must not be detached or destroyed while an rdmae_write
+ * or rdmae_read from (or into) it is in progress on another thread, like
+ * freeing a buffer in use. A detach that still races with one is caught
+ * where the call retakes the connection's lock: it fails with -ENOLINK,
+ * naming the region. A destroy cannot be caught: the region is gone.
+ */
 
 /*
  * The descriptors that let the peer write (or read) the whole region, one
