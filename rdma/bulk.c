@@ -78,6 +78,9 @@ static int lkey_locked(struct rdmae_conn *c, struct rdmae_region *local, uint64_
 		int ret;
 
 		if (rdmae_mr_may_register(local)) {
+			/* Already pinned (the common case): a reference, the lock kept. */
+			if (!rdmae_mr_lkey_pinned(local, off, lkey, chunk))
+				return 0;
 			rdmae_conn_unlock(c);
 			ret = rdmae_mr_lkey(local, off, lkey, chunk);
 			rdmae_conn_lock(c);

@@ -221,6 +221,32 @@ static void chunk_ref_locked(struct rdmae_mr_cache *m, struct rdmae_chunk *ch, u
 	*chunk = ch;
 }
 
+int rdmae_mr_lkey_pinned(struct rdmae_region *r, uint64_t off, uint32_t *lkey,
+			 struct rdmae_chunk **chunk)
+{
+	struct rdmae_mr_cache *m = r->cache;
+	struct rdmae_chunk *ch;
+
+	*chunk = NULL;
+	if (r->mrs) {
+		*lkey = r->mrs[off / RDMAE_DESC_SPAN]->lkey;
+		return 0;
+	}
+	if (r->odp_mr) {
+		*lkey = r->odp_mr->lkey;
+		return 0;
+	}
+	ch = &r->chunks[off / r->chunk_size];
+	cache_lock(m);
+	if (!ch->mr) {
+		cache_unlock(m);
+		return -EAGAIN;
+	}
+	chunk_ref_locked(m, ch, lkey, chunk);
+	cache_unlock(m);
+	return 0;
+}
+
 /*
  * Pin a chunk, evicting idle chunks (least recently used first) to stay
  * under the limit. Registering and deregistering take time in proportion

@@ -99,6 +99,14 @@ void rdmae_mr_destroy(struct rdmae_region *r);
 int rdmae_mr_lkey(struct rdmae_region *r, uint64_t off, uint32_t *lkey,
 		  struct rdmae_chunk **chunk);
 /*
+ * rdmae_mr_lkey without registering: 0 with a reference in *chunk when the
+ * chunk is pinned already (or r needs no pinning), -EAGAIN when it would
+ * have to be registered (call rdmae_mr_lkey then, with no lock held). Takes
+ * only the cache's leaf lock, so a caller may hold its own.
+ */
+int rdmae_mr_lkey_pinned(struct rdmae_region *r, uint64_t off, uint32_t *lkey,
+			 struct rdmae_chunk **chunk);
+/*
  * A count of what may end an -EAGAIN of r's cache: a chunk going idle, a
  * pin ending, pinned bytes given back. A caller that saw -EAGAIN and then
  * sees this changed retries rather than waits (the wakeup may be gone).

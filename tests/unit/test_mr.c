@@ -173,6 +173,38 @@ static void test_lkey_eagain_when_full(void **state)
 	teardown_check();
 }
 
+/*
+ * The fast path never registers: -EAGAIN for a chunk not pinned (nothing
+ * registered, no reference), a reference and the chunk's lkey once it is.
+ */
+static void test_lkey_pinned(void **state)
+{
+	struct rdmae_mr_cache *m = rdmae_mr_cache_create(32 * KiB);
+	struct rdmae_region *r = chunked(m, 64 * KiB);
+	struct rdmae_chunk *a, *b;
+	uint32_t lkey, lkey2;
+
+	(void)state;
+	assert_int_equal(rdmae_mr_lkey_pinned(r, 0, &lkey, &a), -EAGAIN);
+	assert_null(a);
+	assert_int_equal(S.regs, 0);
+	assert_int_equal(rdmae_mr_lkey(r, 0, &lkey, &a), 0);
+	assert_int_equal(rdmae_mr_lkey_pinned(r, 8 * KiB, &lkey2, &b), 0);
+	assert_ptr_equal(a, b);
+	assert_int_equal(lkey, lkey2);
+	assert_int_equal(S.regs, 1);
+	assert_false(rdmae_mr_chunk_put(a));
+	assert_true(rdmae_mr_chunk_put(b));
+	/* Idle but still pinned (in the LRU): the fast path takes it back. */
+	assert_int_equal(rdmae_mr_lkey_pinned(r, 0, &lkey2, &b), 0);
+	assert_int_equal(lkey, lkey2);
+	assert_true(rdmae_mr_chunk_put(b));
+	assert_int_equal(S.regs, 1);
+	rdmae_mr_destroy(r);
+	rdmae_mr_cache_destroy(m);
+	teardown_check();
+}
+
 /* A chunk over the limit never fits: -ENOBUFS, not -EAGAIN (it would wait for ever). */
 static void test_lkey_enobufs(void **state)
 {
@@ -369,6 +401,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup(test_lkey_eagain_when_full, setup),
 		cmocka_unit_test_setup(test_lkey_enobufs, setup),
+		cmocka_unit_test_setup(test_lkey_pinned, setup),
 		cmocka_unit_test_setup(test_lkey_reg_fails, setup),
 		cmocka_unit_test_setup(test_lkey_eagain_while_pinning, setup),
 		cmocka_unit_test_setup(test_pin_all, setup),
