@@ -539,7 +539,8 @@ int rdmae_region_prepare(struct rdmae_region **out, struct rdmae_dev *d, void *a
 	if (!ps)
 		return rdmae_err_set(err, -EFAULT, "prepare region %p+%zu on %s: not mapped", addr,
 				     len, d->name);
-	ret = populate(addr, len, ps);
+	/* ON_DEMAND is not populated: that would commit the whole range it exists not to. */
+	ret = o->mode == RDMAE_REG_PIN_ALL ? populate(addr, len, ps) : 0;
 	if (ret)
 		return rdmae_err_set(err, ret, "prepare region %p+%zu on %s: populating: %s%s",
 				     addr, len, d->name, strerror(-ret),

@@ -14,8 +14,10 @@
  *   - rdmae_region_create(c): on connection c's PD, usable on c at once,
  *     freed with c if not destroyed before (ON_DEMAND chunks count against
  *     c's pin limit, rdmae_conn_set_pin_limit);
- *   - rdmae_region_prepare(dev) with no connection: the memory is populated
- *     and, for PIN_ALL, registered on the device's PD, but no rkey leaves
+ *   - rdmae_region_prepare(dev) with no connection: PIN_ALL memory is
+ *     populated and registered on the device's PD (ON_DEMAND memory is
+ *     left as it is: populating it would commit the whole range, which
+ *     ON_DEMAND exists to avoid), but no rkey leaves
  *     the host until rdmae_region_attach makes it usable on one connected,
  *     authenticated connection on that device. A prepared region belongs to
  *     its caller: it outlives the connections it is attached to (their
@@ -63,8 +65,10 @@ struct rdmae_region_opts {
 int rdmae_region_create(struct rdmae_region **out, struct rdmae_conn *c, void *addr, size_t len,
 			const struct rdmae_region_opts *o, struct rdmae_err *err);
 /*
- * Without a connection: populate [addr, addr+len) (every page allocated
- * now, contents kept) and, for PIN_ALL, register it on d's PD. Nothing is
+ * Without a connection: for PIN_ALL, populate [addr, addr+len) (every page
+ * allocated now, contents kept) and register it on d's PD; ON_DEMAND is
+ * neither populated nor registered now (its chunks fault in and pin as
+ * they are used, so a source does not commit all of a guest's RAM). Nothing is
  * advertised yet: rdmae_region_bufdescs refuses (-EPERM) until attached.
  * The region holds a reference on d.
  */

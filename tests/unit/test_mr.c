@@ -358,6 +358,32 @@ static void test_prepare_populates(void **state)
 	teardown_check();
 }
 
+/*
+ * Prepared ON_DEMAND: nothing populated (a source must not commit all of a
+ * guest's RAM) and nothing pinned yet.
+ */
+static void test_prepare_on_demand_not_populated(void **state)
+{
+	struct rdmae_region_opts o = { .mode = RDMAE_REG_ON_DEMAND, .chunk_size = 16 * KiB };
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE), len = 64 * ps;
+	struct rdmae_err err = { 0 };
+	struct rdmae_region *r;
+	unsigned char vec[64];
+	uint8_t *p;
+
+	(void)state;
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(p != MAP_FAILED);
+	assert_int_equal(rdmae_region_prepare(&r, &dev, p, len, &o, &err), 0);
+	assert_int_equal(mincore(p, len, vec), 0);
+	for (size_t i = 0; i < len / ps; i++)
+		assert_int_equal(vec[i] & 1, 0);
+	assert_int_equal(S.regs, 0);
+	rdmae_mr_destroy(r);
+	munmap(p, len);
+	teardown_check();
+}
+
 /* Prepared ON_DEMAND: nothing pinned yet, and a pin cache of its own with the limit asked. */
 static void test_prepare_on_demand_own_cache(void **state)
 {
@@ -406,6 +432,7 @@ int main(void)
 		cmocka_unit_test_setup(test_lkey_eagain_while_pinning, setup),
 		cmocka_unit_test_setup(test_pin_all, setup),
 		cmocka_unit_test_setup(test_prepare_populates, setup),
+		cmocka_unit_test_setup(test_prepare_on_demand_not_populated, setup),
 		cmocka_unit_test_setup(test_prepare_on_demand_own_cache, setup),
 		cmocka_unit_test_setup(test_prepare_refuses, setup),
 	};
