@@ -82,7 +82,7 @@ $(BUILD)/san/unit/%: $(BUILD)/san/tests/unit/%.o $(SAN_LIBS)
 # Tests over the mock verbs layer: mock_verbs.o defines the verbs (and
 # rdma/mem.c's functions) the library's objects call, which take precedence
 # over the shared libraries' and the library's own mem.o; mock_conn.o builds
-# connections over them (with region.c compiled in, for its internals);
+# connections over them (reading mr.c's internals through mr.h);
 # mock_fixture.o is the setup and checks those tests share.
 MOCK_OBJS := $(BUILD)/san/tests/unit/mock_verbs.o $(BUILD)/san/tests/unit/mock_conn.o \
              $(BUILD)/san/tests/unit/mock_fixture.o

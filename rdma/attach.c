@@ -135,6 +135,8 @@ static void forget_inflight_locked(struct rdmae_conn *c, const struct rdmae_regi
 	for (unsigned int i = 0; i < c->nlanes; i++) {
 		struct rdmae_qp *l = &c->lanes[i].qp;
 
+		if (!c->lanes[i].live)
+			continue;
 		for (uint64_t p = l->sq_done; l->wr && p < l->sq_posted; p++) {
 			struct rdmae_wrslot *s = &l->wr[p % l->sq_depth];
 
@@ -146,7 +148,12 @@ static void forget_inflight_locked(struct rdmae_conn *c, const struct rdmae_regi
 	}
 }
 
-void rdmae_conn_region_quiesce_locked(struct rdmae_conn *c, struct rdmae_region *r)
+/*
+ * Wait (bounded) until no WR is in flight on c, then drop the pins of any
+ * still counted against r: nothing on c reads r afterwards. Waits on c->cond.
+ */
+static void region_quiesce_locked(struct rdmae_conn *c, struct rdmae_region *r)
+	RDMAE_REQUIRES(c->lock)
 {
 	/* A WRITE in flight may read this memory: let the send queues empty first. */
 	uint64_t deadline = rdmae_deadline_after(DETACH_WAIT_MS);
@@ -162,7 +169,7 @@ static void detach(struct rdmae_region *r)
 	struct rdmae_conn *c = r->conn;
 
 	rdmae_conn_lock(c);
-	rdmae_conn_region_quiesce_locked(c, r);
+	region_quiesce_locked(c, r);
 	unlink_locked(c, r);
 	/* Pins of WRs forgotten above may have freed room: writers waiting for it retry. */
 	pthread_cond_broadcast(&c->cond);

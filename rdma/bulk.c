@@ -275,8 +275,10 @@ int rdmae_write_lane(struct rdmae_conn *c, unsigned int lane, struct rdmae_regio
 		     const struct rdmae_remote *dst, struct rdmae_run *runs, size_t n,
 		     struct rdmae_err *err)
 {
-	if (lane > RDMAE_MAX_LANES)
-		lane = RDMAE_MAX_LANES;
+	/* Reported as given: a cast to int first could make it look like -1 (any lane). */
+	if (lane >= RDMAE_MAX_LANES)
+		return rdmae_err_set(err, -EINVAL, "write to %s: no lane %u (%u lanes)", c->peer,
+				     lane, rdmae_conn_lanes(c));
 	return bulk(c, (int)lane, src, dst, runs, n, RDMAE_WR_WRITE, err);
 }
 
@@ -289,7 +291,7 @@ static int read_runs(struct rdmae_conn *c, int lane, struct rdmae_region *dst,
 	 * not write fails as a local protection error on the completion, which
 	 * takes the whole connection down.
 	 */
-	if (!rdmae_region_local_writable(dst))
+	if (!rdmae_mr_local_writable(dst))
 		return rdmae_err_set(err, -EACCES, "read from %s: the local region %p is not "
 				     "registered for the NIC to write into (local_write)",
 				     c->peer, rdmae_region_addr(dst));
@@ -306,8 +308,10 @@ int rdmae_read_lane(struct rdmae_conn *c, unsigned int lane, struct rdmae_region
 		    const struct rdmae_remote *src, struct rdmae_run *runs, size_t n,
 		    struct rdmae_err *err)
 {
-	if (lane > RDMAE_MAX_LANES)
-		lane = RDMAE_MAX_LANES;
+	/* Reported as given: a cast to int first could make it look like -1 (any lane). */
+	if (lane >= RDMAE_MAX_LANES)
+		return rdmae_err_set(err, -EINVAL, "read from %s: no lane %u (%u lanes)", c->peer,
+				     lane, rdmae_conn_lanes(c));
 	return read_runs(c, (int)lane, dst, src, runs, n, err);
 }
 

@@ -181,6 +181,13 @@ void rdmae_conn_disconnect_locked(struct rdmae_conn *c)
 
 void rdmae_conn_connected_locked(struct rdmae_conn *c)
 {
+	/* CONNECTED means negotiated and authenticated (attach relies on it): only from LANES. */
+	if (c->state != RDMAE_ST_LANES) {
+		if (!rdmae_conn_failed(c))
+			rdmae_conn_fail_locked(c, -EPROTO, "connection to %s: setup ended in state %d, "
+					       "not negotiated", c->peer, (int)c->state);
+		return;
+	}
 	c->state = RDMAE_ST_CONNECTED;
 	c->cm_to_thread = true;
 	atomic_store_explicit(&c->last_heard_ns, rdmae_now_ns(), memory_order_relaxed);

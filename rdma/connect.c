@@ -288,8 +288,10 @@ int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 	}
 	rdmae_conn_lock(c);
 	ret = rdmae_conn_check_locked(c, err);
-	if (!ret)
+	if (!ret) {
 		rdmae_conn_connected_locked(c);
+		ret = rdmae_conn_check_locked(c, err);
+	}
 	rdmae_conn_unlock(c);
 	rdmae_conn_wake(c);
 	if (ret)

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "dev.h"
+#include "mem.h"
 
 int rdmae_dev_from_verbs(struct rdmae_dev **out, struct ibv_context *verbs,
 			 struct rdmae_err *err)
@@ -129,8 +130,14 @@ void rdmae_dev_put(struct rdmae_dev *d)
 {
 	if (!d || atomic_fetch_sub(&d->refs, 1) != 1)
 		return;
-	if (!d->pd_borrowed)
-		ibv_dealloc_pd(d->pd);
+	if (!d->pd_borrowed) {
+		int ret = ibv_dealloc_pd(d->pd);
+
+		/* Something still uses the PD (an MR or QP leaked): say which device. */
+		if (ret)
+			fprintf(stderr, "rdmae: ibv_dealloc_pd on %s: %s\n", d->name,
+				strerror(ret));
+	}
 	if (d->id)
 		rdma_destroy_id(d->id);
 	free(d);

@@ -47,7 +47,5 @@ int rdmae_dev_wrap_pd(struct rdmae_dev **out, struct ibv_pd *pd, struct rdmae_er
 struct rdmae_dev *rdmae_dev_get(struct rdmae_dev *d);
 /* Drop a reference; the last one deallocates the PD and frees the device. */
 void rdmae_dev_put(struct rdmae_dev *d);
-/* mem.c: the device's NUMA node from sysfs, -1 when it has none (soft devices). */
-int rdmae_device_numa_node(struct ibv_context *verbs);
 
 #endif

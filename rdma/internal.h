@@ -43,9 +43,6 @@
  *   listen.c     the listener: pending connections, lanes by token, accept
  *   progress.c   the progress thread: completions (cqe->done), CM events and
  *                the keepalive timer handed to conn.c and msg.c
- *   region.c     registration: MRs and the on-demand chunk cache. Meant for
- *                L1 (as mr.c, which knows no connection); today it still
- *                walks the lanes and waits on the connection, so it is L2
  *
  *   L3, over the connection:
  *   bulk.c       WRITE and READ (rdmae_write.h), fences, flush, pacing
@@ -330,7 +327,11 @@ void rdmae_conn_fail_locked(struct rdmae_conn *c, int code, const char *fmt, ...
 void rdmae_conn_fail_after_sends_locked(struct rdmae_conn *c, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)))
 	RDMAE_REQUIRES(c->lock);
-/* Setup is done: CONNECTED, CM events to the thread, keepalive and pacing start. */
+/*
+ * Setup is done: CONNECTED, CM events to the thread, keepalive and pacing
+ * start. Only from LANES (negotiated, and authenticated with a key); from
+ * any other state the connection fails instead: the caller checks after.
+ */
 void rdmae_conn_connected_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
 int rdmae_conn_check_locked(struct rdmae_conn *c, struct rdmae_err *err)
 	RDMAE_REQUIRES(c->lock);
@@ -430,12 +431,6 @@ void rdmae_progress_stop(struct rdmae_conn *c) RDMAE_EXCLUDES(c->lock);
 /* attach.c: regions on a connection (mr.c does the registering) */
 /* The qp's chunk_put: drop a WR's pin; wakes writers waiting for pin room when it frees some. */
 void rdmae_conn_chunk_put_locked(struct rdmae_conn *c, struct rdmae_chunk *ch)
-	RDMAE_REQUIRES(c->lock);
-/*
- * Wait (bounded) until no WR is in flight on c, then drop the pins of any
- * still counted against r: nothing on c reads r afterwards. Waits on c->cond.
- */
-void rdmae_conn_region_quiesce_locked(struct rdmae_conn *c, struct rdmae_region *r)
 	RDMAE_REQUIRES(c->lock);
 /* Teardown, thread joined: free the regions made on c, detach the prepared ones. */
 void rdmae_regions_detach_all(struct rdmae_conn *c);

@@ -433,6 +433,7 @@ static int finish_accept(struct rdmae_listener *l, struct rdmae_conn *c, struct 
 	if (!ret) {
 		rdmae_trace(c, "accepted with %u lanes", c->nlanes);
 		rdmae_conn_connected_locked(c);
+		ret = rdmae_conn_check_locked(c, err);
 	}
 	rdmae_conn_unlock(c);
 	rdmae_conn_wake(c);

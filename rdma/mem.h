@@ -13,6 +13,7 @@
 
 void *rdmae_mem_alloc(size_t len, int numa_node, bool *huge);
 void rdmae_mem_free(void *p, size_t len, bool huge);
+/* The device's NUMA node from sysfs, -1 when it has none (soft devices). */
 int rdmae_device_numa_node(struct ibv_context *verbs);
 
 #endif

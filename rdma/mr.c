@@ -570,7 +570,7 @@ int rdmae_mr_bufdescs(const struct rdmae_region *r, struct rdmae_bufdesc *out, s
 	return 0;
 }
 
-bool rdmae_region_local_writable(const struct rdmae_region *r)
+bool rdmae_mr_local_writable(const struct rdmae_region *r)
 {
 	return (r->access & IBV_ACCESS_LOCAL_WRITE) != 0;
 }

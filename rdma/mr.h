@@ -5,8 +5,8 @@
  * waits: where a chunk cannot be pinned now it says -EAGAIN, and the caller
  * (the connection, L2/L3) decides how to wait.
  *
- * Locking: a cache's lock (m->lock) is a leaf. It is taken with a lane lock
- * or a connection lock held, or with none, and nothing else is taken while
+ * Locking: a cache's lock (m->lock) is a leaf. It is taken with a
+ * connection lock held, or with none, and nothing else is taken while
  * it is held; nothing registers or deregisters while it is held.
  *
  *   m->lock guards   the cache's pin limit, pinned total and LRU, and of
@@ -133,7 +133,7 @@ struct rdmae_region *rdmae_mr_chunk_region(const struct rdmae_chunk *ch);
 /* Runs split at this: a chunk (ON_DEMAND) or RDMAE_DESC_SPAN. */
 uint64_t rdmae_mr_boundary(const struct rdmae_region *r);
 /* May the NIC write into r (the landing side of an RDMA READ)? */
-bool rdmae_region_local_writable(const struct rdmae_region *r);
+bool rdmae_mr_local_writable(const struct rdmae_region *r);
 /* Descriptors of a PIN_ALL region with remote access; see rdmae_region_bufdescs. */
 int rdmae_mr_bufdescs(const struct rdmae_region *r, struct rdmae_bufdesc *out, size_t cap,
 		      size_t *n, struct rdmae_err *err);

@@ -103,6 +103,7 @@ struct rdmae_conn *mock_conn(unsigned int lanes, const struct rdmae_conn_opts *o
 	rdmae_reasm_init(&c->lanes[0].reasm, c->neg.max_fragmented_size);
 	for (i = 1; i < lanes; i++)
 		rdmae_negotiate_lane_credits_locked(c, &c->lanes[i]);
+	c->state = RDMAE_ST_LANES; /* negotiated: what CONNECTED is reached from */
 	rdmae_conn_connected_locked(c);
 	pthread_mutex_unlock(&c->lock);
 	return c;

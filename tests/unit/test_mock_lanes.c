@@ -167,6 +167,11 @@ static void test_write_lane_then_send(void **state)
 	assert_int_equal(mock_send_at(n + 1)->lane, 2);
 	assert_int_equal(mock_send_at(n + 1)->opcode, IBV_WR_RDMA_READ);
 	assert_int_equal(rdmae_write_lane(c, 3, r, &fixture_peer, runs, 1, &err), -EINVAL);
+	/* Out of range is reported as the caller gave it, not clamped first. */
+	assert_int_equal(rdmae_write_lane(c, 1000, r, &fixture_peer, runs, 1, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "no lane 1000"));
+	assert_int_equal(rdmae_read_lane(c, 4000000000u, r, &fixture_peer, runs, 1, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "no lane 4000000000"));
 	assert_int_equal(rdmae_conn_error(c, NULL), 0);
 	complete_all(c);
 	assert_int_equal(rdmae_write_flush(c, &err), 0);
