@@ -33,11 +33,16 @@ struct rdmae_conn_opts {
 	uint16_t max_version;
 	uint32_t send_size;		/* preferred send size; default 8192 */
 	uint32_t recv_size;		/* max receive size; default 8192 */
-	uint32_t frag_size;		/* max fragmented message; default 32 MiB */
+	uint32_t frag_size;		/* max fragmented message, reassembled per lane; default 32 MiB */
 	uint32_t rw_size;		/* max bytes in one RDMA WRITE; default 1 MiB */
 	int keepalive_ms;		/* idle time before a probe; default 10000, 0 = off */
 	int keepalive_timeout_ms;	/* probe answer deadline; default 5000 */
-	size_t recv_queue_bytes;	/* unread bytes before receives are withheld; default 4 MiB */
+	/*
+	 * Unread bytes before receives are withheld, per lane; default 4 MiB.
+	 * With frag_size, what a peer can make us hold is bounded by
+	 * lanes x (frag_size + recv_queue_bytes) (doc/security.md).
+	 */
+	size_t recv_queue_bytes;
 	int send_timeout_ms;		/* rdmae_send and fences wait this long for a
 					 * credit; default 30000, negative = for ever */
 	uint32_t writes_in_flight;	/* RDMA WRITE WRs outstanding per lane; default 128
