@@ -368,6 +368,70 @@ static void test_prepared_on_demand(void **state)
 	fixture_assert_clean();
 }
 
+/*
+ * Destroying an attached prepared ON_DEMAND region with a chunk's WRITE
+ * still in flight: the forget path drops the WR's pin, and the completion
+ * that comes later must not touch the freed region (ASan watches).
+ */
+static void test_destroy_on_demand_inflight(void **state)
+{
+	struct rdmae_region_opts o = { .mode = RDMAE_REG_ON_DEMAND, .page_size = 4096,
+				       .chunk_size = 16 * KiB, .pin_limit = 32 * KiB };
+	struct rdmae_run run = { 0, 0, 4 * KiB };
+	struct rdmae_err err = { 0 };
+	struct rdmae_dev *d = dev_open();
+	struct rdmae_conn *c = conn_on(d);
+	struct rdmae_region *r;
+
+	(void)state;
+	assert_int_equal(rdmae_region_prepare(&r, d, fixture_mem, 64 * KiB, &o, &err), 0);
+	assert_int_equal(rdmae_region_attach(r, c, &err), 0);
+	assert_int_equal(rdmae_write(c, r, &fixture_peer, &run, 1, &err), 0);
+	assert_int_equal(mock_chunk_refs(r, 0), 1);
+	rdmae_region_destroy(r);
+	assert_null(c->regions);
+	complete_all(c);
+	assert_int_equal(rdmae_conn_error(c, NULL), 0);
+	rdmae_conn_destroy(c);
+	rdmae_dev_close(d);
+	fixture_assert_clean();
+}
+
+/*
+ * The connection goes while a prepared ON_DEMAND region it carries still
+ * holds a pin for a WR in flight: teardown gives the pin back and detaches
+ * the region, which stays its owner's, still usable on the next one.
+ */
+static void test_conn_teardown_on_demand_pinned(void **state)
+{
+	struct rdmae_region_opts o = { .mode = RDMAE_REG_ON_DEMAND, .page_size = 4096,
+				       .chunk_size = 16 * KiB, .pin_limit = 32 * KiB };
+	struct rdmae_run run = { 0, 0, 4 * KiB };
+	struct rdmae_err err = { 0 };
+	struct rdmae_dev *d = dev_open();
+	struct rdmae_conn *c = conn_on(d), *c2;
+	struct rdmae_region *r;
+
+	(void)state;
+	assert_int_equal(rdmae_region_prepare(&r, d, fixture_mem, 64 * KiB, &o, &err), 0);
+	assert_int_equal(rdmae_region_attach(r, c, &err), 0);
+	assert_int_equal(rdmae_write(c, r, &fixture_peer, &run, 1, &err), 0);
+	assert_int_equal(mock_chunk_refs(r, 0), 1);
+	rdmae_conn_destroy(c);
+	assert_null(r->conn);
+	assert_int_equal(mock_chunk_refs(r, 0), 0);
+
+	c2 = conn_on(d);
+	assert_int_equal(rdmae_region_attach(r, c2, &err), 0);
+	assert_int_equal(rdmae_write(c2, r, &fixture_peer, &run, 1, &err), 0);
+	complete_all(c2);
+	assert_int_equal(mock_chunk_refs(r, 0), 0);
+	rdmae_region_destroy(r);
+	rdmae_conn_destroy(c2);
+	rdmae_dev_close(d);
+	fixture_assert_clean();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -380,6 +444,8 @@ int main(void)
 		cmocka_unit_test_setup(test_region_survives_connection, fixture_setup),
 		cmocka_unit_test_setup(test_attach_concurrent, fixture_setup),
 		cmocka_unit_test_setup(test_prepared_on_demand, fixture_setup),
+		cmocka_unit_test_setup(test_destroy_on_demand_inflight, fixture_setup),
+		cmocka_unit_test_setup(test_conn_teardown_on_demand_pinned, fixture_setup),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
