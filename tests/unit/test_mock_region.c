@@ -340,25 +340,36 @@ static void test_attach_concurrent(void **state)
 }
 
 /*
+ * A prepared ON_DEMAND region (64 KiB in 16 KiB chunks, its own 32 KiB
+ * bound) attached to c, with one page's WRITE in flight pinning chunk 0.
+ */
+static struct rdmae_region *on_demand_one_write(struct rdmae_dev *d, struct rdmae_conn *c)
+{
+	struct rdmae_region_opts o = { .mode = RDMAE_REG_ON_DEMAND, .page_size = 4096,
+				       .chunk_size = 16 * KiB, .pin_limit = 32 * KiB };
+	struct rdmae_run run = { 0, 0, 4 * KiB };
+	struct rdmae_err err = { 0 };
+	struct rdmae_region *r;
+
+	assert_int_equal(rdmae_region_prepare(&r, d, fixture_mem, 64 * KiB, &o, &err), 0);
+	assert_int_equal(rdmae_region_attach(r, c, &err), 0);
+	assert_int_equal(rdmae_write(c, r, &fixture_peer, &run, 1, &err), 0);
+	assert_int_equal(mock_chunk_refs(r, 0), 1);
+	return r;
+}
+
+/*
  * A prepared ON_DEMAND region pins under its own bound, not the
  * connection's: rdmae_conn_pinned stays 0, and its chunks are released by
  * the connection's completions like any other.
  */
 static void test_prepared_on_demand(void **state)
 {
-	struct rdmae_region_opts o = { .mode = RDMAE_REG_ON_DEMAND, .page_size = 4096,
-				       .chunk_size = 16 * KiB, .pin_limit = 32 * KiB };
-	struct rdmae_run run = { 0, 0, 4 * KiB };
-	struct rdmae_err err = { 0 };
 	struct rdmae_dev *d = dev_open();
 	struct rdmae_conn *c = conn_on(d);
-	struct rdmae_region *r;
+	struct rdmae_region *r = on_demand_one_write(d, c);
 
 	(void)state;
-	assert_int_equal(rdmae_region_prepare(&r, d, fixture_mem, 64 * KiB, &o, &err), 0);
-	assert_int_equal(rdmae_region_attach(r, c, &err), 0);
-	assert_int_equal(rdmae_write(c, r, &fixture_peer, &run, 1, &err), 0);
-	assert_int_equal(mock_chunk_refs(r, 0), 1);
 	assert_int_equal(rdmae_conn_pinned(c), 0);
 	complete_all(c);
 	assert_int_equal(mock_chunk_refs(r, 0), 0);
@@ -375,19 +386,11 @@ static void test_prepared_on_demand(void **state)
  */
 static void test_destroy_on_demand_inflight(void **state)
 {
-	struct rdmae_region_opts o = { .mode = RDMAE_REG_ON_DEMAND, .page_size = 4096,
-				       .chunk_size = 16 * KiB, .pin_limit = 32 * KiB };
-	struct rdmae_run run = { 0, 0, 4 * KiB };
-	struct rdmae_err err = { 0 };
 	struct rdmae_dev *d = dev_open();
 	struct rdmae_conn *c = conn_on(d);
-	struct rdmae_region *r;
+	struct rdmae_region *r = on_demand_one_write(d, c);
 
 	(void)state;
-	assert_int_equal(rdmae_region_prepare(&r, d, fixture_mem, 64 * KiB, &o, &err), 0);
-	assert_int_equal(rdmae_region_attach(r, c, &err), 0);
-	assert_int_equal(rdmae_write(c, r, &fixture_peer, &run, 1, &err), 0);
-	assert_int_equal(mock_chunk_refs(r, 0), 1);
 	rdmae_region_destroy(r);
 	assert_null(c->regions);
 	complete_all(c);
