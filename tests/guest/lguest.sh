@@ -19,7 +19,7 @@ LG_IP=10.10.0.10
 LG_PORT=7
 LG_MAC=52:54:00:10:10:0a
 LG_NBD_PORT=10809
-LG_MEM_MIB=${LG_MEM_MIB:-48}
+LG_MEM_MIB=${LG_MEM_MIB:-16}
 LG_HOT_KIB=${LG_HOT_KIB:-2048}
 LG_BLOCKS=${LG_BLOCKS:-256}
 # The kernel's console messages that mean the move hurt the guest. Each is
@@ -95,7 +95,7 @@ lg_wait_ready() {
   qm_wait_serial "$n" '^mem pass [0-9]+ OK' 600
   qm_wait_serial "$n" '^disk pass [0-9]+ OK' 600
   lg_check_console "$n"
-  qm_say "$n: Linux guest ready ($LG_BOOT_S s from QEMU start): $(grep -m1 '^lguest: ready' "$n.serial" | tr -d '\r')"
+  qm_say "$n: Linux guest ready ($LG_BOOT_S s from QEMU start, first verdicts $(awk -v a="$t1" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.0f", b - a }') s later: $(lg_verdict "$n" mem), $(lg_verdict "$n" disk)): $(grep -m1 '^lguest: ready' "$n.serial" | tr -d '\r')"
 }
 
 # lg_check_console NAME: no BAD verdict, no SETUP FAILED, no kernel message
@@ -108,6 +108,14 @@ lg_check_console() {
   [ -z "$bad" ] || qm_die "$n: the guest's kernel says: $bad"
 }
 
+# lg_verdict NAME mem|disk: the workload's last verdict and how long its
+# pass took ("mem pass 12 OK (3400 ms)"): a slow guest shows up in the log.
+lg_verdict() {
+  grep -E "^$2 pass" "$1.serial" | tail -1 | tr -d '\r' | awk '{
+    ms = ""; for (i = 5; i < NF; i++) if ($i == "ms") ms = " (" $(i + 1) " ms)"
+    print $1, $2, $3, $4 ms }'
+}
+
 # lg_after_resume NAME: both workloads complete two more passes after the
 # resume (the second wholly after it), all OK.
 lg_after_resume() {
@@ -117,8 +125,8 @@ lg_after_resume() {
   qm_wait_serial "$n" '^mem pass [0-9]+ ' 900 $((m + 2))
   qm_wait_serial "$n" '^disk pass [0-9]+ ' 900 $((d + 2))
   lg_check_console "$n"
-  LG_MEM_VERDICT=$(grep -E '^mem pass' "$n.serial" | tail -1 | tr -d '\r' | cut -d' ' -f1-4)
-  LG_DISK_VERDICT=$(grep -E '^disk pass' "$n.serial" | tail -1 | tr -d '\r' | cut -d' ' -f1-4)
+  LG_MEM_VERDICT=$(lg_verdict "$n" mem)
+  LG_DISK_VERDICT=$(lg_verdict "$n" disk)
   qm_say "$n: after resume: $LG_MEM_VERDICT, $LG_DISK_VERDICT (read back with O_DIRECT)"
 }
 
