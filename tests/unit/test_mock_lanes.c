@@ -346,9 +346,9 @@ static void test_failure_wakes_lane_waiters(void **state)
 	(void)state;
 	c = mock_conn(2, NULL);
 	assert_non_null(c);
-	pthread_mutex_lock(&c->lock);
+	pthread_mutex_lock(&c->lanes[1].lock);
 	c->lanes[1].cr.send = 0;	/* the peer has granted nothing on lane 1 */
-	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_unlock(&c->lanes[1].lock);
 	for (unsigned int k = 0; k < 2; k++) {
 		b[k] = (struct blocked){ .c = c, .send = k == 1 };
 		assert_int_equal(pthread_create(&th[k], NULL, block_main, &b[k]), 0);
