@@ -633,9 +633,14 @@ int ibv_modify_qp(struct ibv_qp *qp, struct ibv_qp_attr *attr, int attr_mask)
 
 	pthread_mutex_lock(&M.lock);
 	err = fail_now(MOCK_MODIFY_QP);
-	/* A QP in error takes no modification but to reset. */
+	/*
+	 * A QP in error takes no modification but to reset, or to error again
+	 * (the kernel's qp_state_table allows ERR -> ERR: a drain after the
+	 * connection has already failed does it).
+	 */
 	if (!err && q->state == IBV_QPS_ERR &&
-	    !((attr_mask & IBV_QP_STATE) && attr->qp_state == IBV_QPS_RESET))
+	    !((attr_mask & IBV_QP_STATE) && (attr->qp_state == IBV_QPS_RESET ||
+					      attr->qp_state == IBV_QPS_ERR)))
 		err = EINVAL;
 	if (!err) {
 		M.mods = mock_grow(M.mods, &M.capmods, M.nmods, sizeof(*M.mods));
