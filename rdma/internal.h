@@ -72,9 +72,13 @@
  *                    and the attachment fields of its regions. c->cond is
  *                    broadcast on state changes (negotiation, failure) and
  *                    when a chunk put frees pin room.
- *   both             a lane's `live` and `established` and c->nlanes are
- *                    written with l->lock and c->lock held, so either lock
- *                    suffices to read them.
+ *   both             a lane's `live` and `established` are written with
+ *                    l->lock and c->lock held, so either lock suffices to
+ *                    read them. c->nlanes is written under both too, but
+ *                    only during setup: the API's callers read it without a
+ *                    lock once they have the connection, and what runs
+ *                    during setup (the progress thread's housekeeping, the
+ *                    failure wakeups, detach) walks every lane slot instead.
  *   atomics          c->state (written under c->lock, err first, read
  *                    anywhere: the hot path checks for a failure without
  *                    c->lock, and c->err is sticky once the state says
