@@ -199,6 +199,12 @@ struct rdmae_lane {
 	struct rdmae_rxmsg *q_head, *q_tail;
 	size_t q_bytes;
 	bool sending;			/* one message at a time keeps fragments in order */
+	/*
+	 * c->lock is held by whoever holds this lane's lock and posts on it:
+	 * negotiation sends on lane 0 under both. A post that fails then
+	 * reports through on_error, which must not take c->lock again.
+	 */
+	bool conn_held;
 
 	/* bulk */
 	struct rdmae_pace pace;		/* bytes of WRITE/READ in flight on this lane */

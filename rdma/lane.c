@@ -48,10 +48,12 @@ static void lane_on_recv(void *owner, struct rdmae_qp *qp, struct rdmae_rxbuf *r
 		memcpy(neg, rb->data, n);
 		/* Negotiation is the connection's: lane 0's lock, then c->lock. */
 		rdmae_conn_lock(c);
+		l->conn_held = true;
 		if (rdmae_qp_post_recv(qp, rb))
 			rdmae_conn_fail_locked(c, -EIO, "ibv_post_recv on lane 0 after negotiate");
 		else
 			rdmae_negotiate_on_msg_locked(c, neg, n);
+		l->conn_held = false;
 		rdmae_conn_unlock(c);
 		return;
 	}
@@ -126,6 +128,16 @@ static void lane_on_release(void *owner, struct rdmae_qp *qp, struct rdmae_wrslo
 	lane_chunk_put_locked(l, s);
 }
 
+/*
+ * The failure of a post made with c->lock already held by this thread
+ * (l->conn_held: negotiation on lane 0). The analysis cannot see that the
+ * flag stands for the lock, so it is not analysed here.
+ */
+static void fail_held(struct rdmae_conn *c, int code, const char *what) RDMAE_NO_TSA
+{
+	rdmae_conn_fail_locked(c, code, "%s (peer %s)", what, c->peer);
+}
+
 static void lane_on_error(void *owner, struct rdmae_qp *qp, int code, bool flushed,
 			  const char *what)
 {
@@ -137,6 +149,10 @@ static void lane_on_error(void *owner, struct rdmae_qp *qp, int code, bool flush
 	/* A failed connection's QPs flush whatever they held: expected, not a new cause. */
 	if (flushed && rdmae_conn_failed(c))
 		return;
+	if (l->conn_held) {
+		fail_held(c, code, what);
+		return;
+	}
 	rdmae_conn_lock(c);
 	rdmae_conn_fail_locked(c, code, "%s (peer %s)", what, c->peer);
 	rdmae_conn_unlock(c);

@@ -229,13 +229,16 @@ int rdmae_negotiate_request(struct rdmae_conn *c, uint64_t deadline, struct rdma
 				       NULL, req->proof);
 	rdmae_neg_req_encode(buf, req);
 	c->state = RDMAE_ST_NEGOTIATING;
+	/* Posted with c->lock held: a failed post must not take it again (conn_held). */
+	rdmae_lane_qp_held(&c->lanes[0], &c->lanes[0].qp);
+	c->lanes[0].conn_held = true;
 	if (ret)
 		rdmae_conn_fail_locked(c, -EIO, "negotiate with %s: HMAC-SHA256 failed in "
 				       "libcrypto", c->peer);
-	else if (rdmae_lane_qp_held(&c->lanes[0], &c->lanes[0].qp),
-		 rdmae_qp_send_raw_locked(&c->lanes[0].qp, buf, sizeof(buf)))
+	else if (rdmae_qp_send_raw_locked(&c->lanes[0].qp, buf, sizeof(buf)))
 		rdmae_conn_fail_locked(c, -EIO, "negotiate with %s: cannot post the request",
 				       c->peer);
+	c->lanes[0].conn_held = false;
 	/* The response is handled with lane 0's lock: the wait holds c->lock alone. */
 	rdmae_lane_unlock(&c->lanes[0]);
 	ret = 0;
