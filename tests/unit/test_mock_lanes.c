@@ -638,6 +638,35 @@ static void test_detach_timeout_drains(void **state)
 	fixture_assert_clean();
 }
 
+/* ---- a failed post under both locks ---- */
+
+/*
+ * The client's negotiate request is posted on lane 0 with lane 0's lock
+ * and c->lock held. When that post fails, the qp reports it through
+ * on_error, which must fail the connection under the lock already held,
+ * not take it a second time (which would hang here for ever).
+ */
+static void test_negotiate_post_fails(void **state)
+{
+	struct rdmae_err err = { 0 };
+	struct rdmae_conn *c;
+	struct rdma_cm_id *id;
+
+	(void)state;
+	c = mock_conn_bare(NULL);
+	assert_non_null(c);
+	assert_int_equal(mock_conn_setup_device(c, &err), 0);
+	id = mock_cm_id();
+	assert_int_equal(rdmae_lane_create(c, id, 0, &err), 0);
+	mock_qp_set_state(c->lanes[0].qp.ibqp, IBV_QPS_RTS);
+	mock_fail_post_send(1, ENOMEM, MOCK_BAD_NONE);
+	assert_int_equal(rdmae_negotiate_request(c, rdmae_deadline_after(1000), &err), -ENOMEM);
+	assert_non_null(strstr(err.msg, "ibv_post_send on lane 0"));
+	assert_int_equal(rdmae_conn_error(c, NULL), -ENOMEM);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -649,6 +678,7 @@ int main(void)
 		cmocka_unit_test_setup(test_lanes_independent, fixture_setup),
 		cmocka_unit_test_setup(test_failure_wakes_all_lanes, fixture_setup),
 		cmocka_unit_test_setup(test_detach_timeout_drains, fixture_setup),
+		cmocka_unit_test_setup(test_negotiate_post_fails, fixture_setup),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
