@@ -15,10 +15,18 @@
 
 #define DETACH_WAIT_MS 5000
 
-void rdmae_conn_chunk_put_locked(struct rdmae_conn *c, struct rdmae_chunk *ch)
+void rdmae_conn_chunk_put(struct rdmae_conn *c, struct rdmae_chunk *ch)
 {
-	if (rdmae_mr_chunk_put(ch))
+	/*
+	 * Pin room is a conn-level condition (internal.h, Locking): the
+	 * broadcast is made under c->lock, so a writer between its check of the
+	 * cache's events and its wait cannot miss it.
+	 */
+	if (rdmae_mr_chunk_put(ch)) {
+		rdmae_conn_lock(c);
 		pthread_cond_broadcast(&c->cond);
+		rdmae_conn_unlock(c);
+	}
 }
 
 static void link_locked(struct rdmae_conn *c, struct rdmae_region *r) RDMAE_REQUIRES(c->lock)
@@ -95,7 +103,7 @@ int rdmae_region_attach(struct rdmae_region *r, struct rdmae_conn *c, struct rdm
 				     (void *)r->addr, r->len, c->peer, owner->peer);
 	}
 	rdmae_conn_lock(c);
-	ret = rdmae_conn_check_locked(c, NULL);
+	ret = rdmae_conn_check(c, NULL);
 	if (ret) {
 		rdmae_err_set(err, ret, "attach region %p+%zu to %s: the connection failed: %s",
 			      (void *)r->addr, r->len, c->peer, c->err.msg);
@@ -126,54 +134,90 @@ out:
 }
 
 /*
- * WRs still counted in flight that read this region's chunks (the wait
- * timed out, or a post failed) must not hold pointers into it.
+ * WRs still counted in flight on lane l that read this region's chunks (the
+ * wait timed out, or a post failed) must not hold pointers into it.
  */
-static void forget_inflight_locked(struct rdmae_conn *c, const struct rdmae_region *r)
-	RDMAE_REQUIRES(c->lock)
+static void forget_inflight_locked(struct rdmae_conn *c, struct rdmae_lane *l,
+				   const struct rdmae_region *r) RDMAE_REQUIRES(l->lock)
 {
-	for (unsigned int i = 0; i < c->nlanes; i++) {
-		struct rdmae_qp *l = &c->lanes[i].qp;
+	struct rdmae_qp *qp = &l->qp;
 
-		if (!c->lanes[i].live)
-			continue;
-		for (uint64_t p = l->sq_done; l->wr && p < l->sq_posted; p++) {
-			struct rdmae_wrslot *s = &l->wr[p % l->sq_depth];
+	rdmae_lane_qp_held(l, qp);
+	for (uint64_t p = qp->sq_done; qp->wr && p < qp->sq_posted; p++) {
+		struct rdmae_wrslot *s = &qp->wr[p % qp->sq_depth];
 
-			if (s->chunk && rdmae_mr_chunk_region(s->chunk) == r) {
-				rdmae_conn_chunk_put_locked(c, s->chunk);
-				s->chunk = NULL;
-			}
+		if (s->chunk && rdmae_mr_chunk_region(s->chunk) == r) {
+			rdmae_conn_chunk_put(c, s->chunk);
+			s->chunk = NULL;
 		}
 	}
 }
 
 /*
- * Wait (bounded) until no WR is in flight on c, then drop the pins of any
- * still counted against r: nothing on c reads r afterwards. Waits on c->cond.
+ * Lane l with WRs in flight that a bounded wait did not see complete: they
+ * may still read a PIN_ALL region's memory, whose MRs hold no count of
+ * them, so deregistering now would pull the memory from under the NIC. The
+ * connection fails instead (it cannot go on with WRs of unknown fate), and
+ * the QP is drained: moved to error, which stops the NIC's work on it, and,
+ * with the progress thread reaping, waited for until its markers come back.
+ * Deregistration is safe after that.
  */
-static void region_quiesce_locked(struct rdmae_conn *c, struct rdmae_region *r)
-	RDMAE_REQUIRES(c->lock)
+static void fail_and_drain_locked(struct rdmae_conn *c, struct rdmae_lane *l,
+				  const struct rdmae_region *r) RDMAE_REQUIRES(l->lock)
 {
-	/* A WRITE in flight may read this memory: let the send queues empty first. */
-	uint64_t deadline = rdmae_deadline_after(DETACH_WAIT_MS);
+	rdmae_conn_fail(c, -ETIMEDOUT, "detach region %p+%zu from %s: WRs still in flight on "
+			"lane %u after %d ms", (void *)r->addr, r->len, c->peer, l->idx,
+			DETACH_WAIT_MS);
+	rdmae_lane_qp_held(l, &l->qp);
+	rdmae_qp_drain_locked(&l->qp);
+}
 
-	while (rdmae_conn_any_busy_locked(c) && c->thread_started && !c->stop)
-		if (rdmae_conn_wait_locked(c, deadline))
+/*
+ * Wait (bounded, by deadline) until no WR is in flight on l, then drop the
+ * pins of any still counted against r: nothing on l reads r afterwards.
+ * Waits on l->cond under l->lock: one lane at a time, no other lock held.
+ */
+static void quiesce_lane(struct rdmae_conn *c, struct rdmae_lane *l, struct rdmae_region *r,
+			 uint64_t deadline) RDMAE_EXCLUDES(l->lock)
+{
+	rdmae_lane_lock(l);
+	rdmae_lane_qp_held(l, &l->qp);
+	/* A WRITE in flight may read this memory: let the send queue empty first. */
+	while (l->live && rdmae_qp_busy_locked(&l->qp) && rdmae_conn_reaped(c))
+		if (rdmae_lane_wait_locked(l, deadline))
 			break;
-	forget_inflight_locked(c, r);
+	/*
+	 * The wait timed out. Without a reaper (the mock tests, perf/callgrind)
+	 * there was no wait, and nothing completes before the QPs are
+	 * destroyed anyway: their WRs are forgotten as before.
+	 */
+	if (l->live && rdmae_qp_busy_locked(&l->qp) && r->mrs && rdmae_conn_reaped(c))
+		fail_and_drain_locked(c, l, r);
+	forget_inflight_locked(c, l, r);
+	rdmae_lane_unlock(l);
 }
 
 static void detach(struct rdmae_region *r)
 {
 	struct rdmae_conn *c = r->conn;
+	uint64_t deadline = rdmae_deadline_after(DETACH_WAIT_MS);
 
+	/*
+	 * Unlinked first: a writer checks the claim under its lane's lock, so
+	 * once a lane is quiesced below, nothing posts on it for r again.
+	 */
 	rdmae_conn_lock(c);
-	region_quiesce_locked(c, r);
 	unlink_locked(c, r);
+	rdmae_conn_unlock(c);
+	for (unsigned int i = 0; i < RDMAE_MAX_LANES; i++)
+		if (c->lanes[i].sync_init)
+			quiesce_lane(c, &c->lanes[i], r, deadline);
 	/* Pins of WRs forgotten above may have freed room: writers waiting for it retry. */
+	rdmae_conn_lock(c);
 	pthread_cond_broadcast(&c->cond);
 	rdmae_conn_unlock(c);
+	if (rdmae_conn_failed(c))
+		rdmae_conn_wake_lanes(c);
 }
 
 void rdmae_region_detach(struct rdmae_region *r)

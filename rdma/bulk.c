@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "internal.h"
@@ -63,33 +64,67 @@ static int check_runs(struct rdmae_conn *c, struct rdmae_region *local,
 	return 0;
 }
 
+/* Is local still attached to c? Under c->lock (attach.c keeps r->conn under it). */
+static bool attached(struct rdmae_conn *c, const struct rdmae_region *local)
+	RDMAE_EXCLUDES(c->lock)
+{
+	bool on;
+
+	rdmae_conn_lock(c);
+	on = local->conn == c;
+	rdmae_conn_unlock(c);
+	return on;
+}
+
+/*
+ * Still attached to c, for a writer under a lane's lock: detach clears the
+ * claim under c->lock before it quiesces any lane (attach.c), and takes
+ * each lane's lock to do so, so a writer that holds or retakes that lock
+ * after the lane was quiesced sees the claim gone. One atomic load: the
+ * hot path takes no c->lock for it.
+ */
+static bool still_attached(const struct rdmae_region *local, const struct rdmae_conn *c)
+{
+	return atomic_load_explicit(&((struct rdmae_region *)local)->claim,
+				    memory_order_acquire) == c;
+}
+
 /*
  * lkey of an on-demand region's chunk, pinning it. Registering runs without
- * the lock (rdmae_mr_lkey may register); -EAGAIN means no pin room until a
- * WR in flight completes or another thread's pin ends: the wait rings the
- * lanes' doorbells, a put that frees room broadcasts c->cond, and the
- * events count catches a wakeup missed while the lock was dropped.
+ * any lock (rdmae_mr_lkey may register); -EAGAIN means no pin room until a
+ * WR in flight on any lane completes or another thread's pin ends. That is
+ * a conn-level condition, so the wait is too: the lane's chain is rung (its
+ * WRs may hold the pins that would free room), its lock dropped, and the
+ * writer waits on c->cond under c->lock while the cache's event count
+ * stands still; a put that frees room takes c->lock to broadcast it
+ * (rdmae_conn_chunk_put), so the wakeup cannot fall between the check and
+ * the wait.
  */
-static int lkey_locked(struct rdmae_conn *c, struct rdmae_region *local, uint64_t off,
-		       uint32_t *lkey, struct rdmae_chunk **chunk) RDMAE_REQUIRES(c->lock)
+static int lkey_locked(struct rdmae_conn *c, struct rdmae_lane *l, struct rdmae_region *local,
+		       uint64_t off, uint32_t *lkey, struct rdmae_chunk **chunk)
+	RDMAE_REQUIRES(l->lock)
 {
 	for (;;) {
 		uint64_t seen = rdmae_mr_events(local);
+		bool on;
 		int ret;
 
 		if (rdmae_mr_may_register(local)) {
 			/* Already pinned (the common case): a reference, the lock kept. */
 			if (!rdmae_mr_lkey_pinned(local, off, lkey, chunk))
 				return 0;
-			rdmae_conn_unlock(c);
+			rdmae_lane_unlock(l);
 			ret = rdmae_mr_lkey(local, off, lkey, chunk);
-			rdmae_conn_lock(c);
 			/* A pin that ended (or failed) may be what another writer waits for. */
+			rdmae_conn_lock(c);
 			pthread_cond_broadcast(&c->cond);
-			if (local->conn != c) {
+			on = local->conn == c;
+			rdmae_conn_unlock(c);
+			rdmae_lane_lock(l);
+			if (!on) {
 				/* Detached meanwhile (see rdmae_region.h): bulk() names it. */
 				if (!ret && *chunk)
-					rdmae_conn_chunk_put_locked(c, *chunk);
+					rdmae_conn_chunk_put(c, *chunk);
 				*chunk = NULL;
 				return -ENOLINK;
 			}
@@ -100,44 +135,79 @@ static int lkey_locked(struct rdmae_conn *c, struct rdmae_region *local, uint64_
 			return ret;
 		if (rdmae_mr_events(local) != seen)
 			continue;
-		ret = rdmae_conn_check_locked(c, NULL);
-		if (!ret)
-			ret = rdmae_conn_wait_locked(c, 0);
+		ret = rdmae_conn_check(c, NULL);
 		if (ret)
 			return ret;
-		if (local->conn != c)
+		rdmae_lane_post_locked(l);
+		rdmae_lane_unlock(l);
+		rdmae_conn_lock(c);
+		while (rdmae_mr_events(local) == seen && !rdmae_conn_failed(c) && local->conn == c)
+			rdmae_conn_wait_locked(c, 0);
+		on = local->conn == c;
+		rdmae_conn_unlock(c);
+		rdmae_lane_lock(l);
+		ret = rdmae_conn_check(c, NULL);
+		if (ret)
+			return ret;
+		if (!on)
 			return -ENOLINK;
 	}
 }
 
-/* Give back a chunk a piece pinned but never posted. */
-static void piece_unpin_locked(struct rdmae_conn *c, struct rdmae_chunk *chunk)
-	RDMAE_REQUIRES(c->lock)
+/* A piece of a run, its remote address resolved (remote_addr) before any lock is taken. */
+struct piece {
+	uint64_t local;
+	uint64_t len;
+	uint64_t raddr;
+	uint32_t rkey;
+};
+
+/*
+ * The next piece of the runs; false at their end. -ERANGE in *bad for a
+ * piece outside the remote descriptors (and false).
+ */
+struct piece_iter {
+	const struct rdmae_run *runs;
+	const struct rdmae_remote *remote;
+	size_t n, i;
+	struct rdmae_run r;		/* what is left of runs[i] */
+	uint64_t max, boundary;
+};
+
+static inline bool piece_next(struct piece_iter *it, struct piece *p, int *bad)
 {
-	if (chunk)
-		rdmae_conn_chunk_put_locked(c, chunk);
+	struct rdmae_run t;
+
+	while (!it->r.len) {
+		if (it->i >= it->n)
+			return false;
+		it->r = it->runs[it->i++];
+	}
+	t = rdmae_run_take(&it->r, it->max, it->boundary, RDMAE_DESC_SPAN);
+	*bad = remote_addr(it->remote, t.remote, t.len, &p->raddr, &p->rkey);
+	p->local = t.local;
+	p->len = t.len;
+	return !*bad;
 }
 
-/* lane: the caller's, or -1 for the next one round-robin. */
-static int post_piece_locked(struct rdmae_conn *c, int lane, struct rdmae_region *local,
-			     const struct rdmae_remote *remote, const struct rdmae_run *p,
-			     enum rdmae_wr_kind kind) RDMAE_REQUIRES(c->lock)
+/*
+ * One piece on lane ln, under its lock. Waits on ln->cond for send-queue
+ * room and pacing budget (both come back with ln's own completions).
+ */
+static int post_piece_locked(struct rdmae_conn *c, struct rdmae_lane *ln,
+			     struct rdmae_region *local, const struct piece *p,
+			     enum rdmae_wr_kind kind)
+	RDMAE_REQUIRES(ln->lock)
 {
-	struct rdmae_lane *ln = &c->lanes[lane >= 0 ? (unsigned int)lane :
-					  c->next_lane++ % c->nlanes];
 	struct rdmae_qp *l = &ln->qp;
 	struct rdmae_chunk *chunk;
 	struct rdmae_wrslot *slot;
 	struct ibv_send_wr *wr;
 	struct ibv_sge *sge;
-	uint64_t raddr;
-	uint32_t rkey, lkey;
+	uint32_t lkey;
 	bool stalled = false;
 	int ret;
 
-	ret = remote_addr(remote, p->remote, p->len, &raddr, &rkey);
-	if (ret)
-		return ret;
 	/*
 	 * The lkey first: pinning an on-demand chunk may wait and drop the lock,
 	 * and whoever runs meanwhile may take send-queue positions. The room
@@ -145,14 +215,14 @@ static int post_piece_locked(struct rdmae_conn *c, int lane, struct rdmae_region
 	 */
 	chunk = NULL;
 	if (!rdmae_mr_lkey_fixed(local, p->local, &lkey)) {
-		ret = lkey_locked(c, local, p->local, &lkey, &chunk);
+		ret = lkey_locked(c, ln, local, p->local, &lkey, &chunk);
 		if (ret)
 			return ret;
 	}
-	rdmae_conn_qp_held(c, l);
+	rdmae_lane_qp_held(ln, l);
 	for (;;) {
 		bool room = l->writes_out < c->opts.writes_in_flight && rdmae_qp_sq_free_locked(l) > 0;
-		bool budget = rdmae_pace_may_post(&c->pace, p->len);
+		bool budget = rdmae_pace_may_post(&ln->pace, p->len);
 
 		if (room && budget)
 			break;
@@ -160,38 +230,39 @@ static int post_piece_locked(struct rdmae_conn *c, int lane, struct rdmae_region
 			if (budget)
 				l->st.sq_stalls++;
 			else
-				c->pace.stalls++;
+				ln->pace.stalls++;
 			stalled = true;
 		}
-		ret = rdmae_conn_check_locked(c, NULL);
+		ret = rdmae_conn_check(c, NULL);
 		if (!ret)
-			ret = rdmae_conn_wait_locked(c, 0);
-		if (!ret && local->conn != c)
+			ret = rdmae_lane_wait_locked(ln, 0);
+		if (!ret && !still_attached(local, c))
 			ret = -ENOLINK; /* detached while the lock was dropped */
 		if (ret) {
-			piece_unpin_locked(c, chunk);
+			if (chunk)
+				rdmae_conn_chunk_put(c, chunk);
 			return ret;
 		}
 	}
 	slot = rdmae_qp_sq_take_locked(l, kind, &wr, &sge);
 	slot->chunk = chunk;
 	slot->mark.len = p->len;
-	rdmae_pace_on_post(&c->pace, p->len, c->pace.inflight ? 0 : rdmae_now_ns());
+	rdmae_pace_on_post(&ln->pace, p->len, ln->pace.inflight ? 0 : rdmae_now_ns());
 	l->writes_out++;
 	sge->addr = (uintptr_t)rdmae_region_addr(local) + p->local;
 	sge->length = (uint32_t)p->len;
 	sge->lkey = lkey;
 	wr->opcode = kind == RDMAE_WR_READ ? IBV_WR_RDMA_READ : IBV_WR_RDMA_WRITE;
-	wr->wr.rdma.remote_addr = raddr;
-	wr->wr.rdma.rkey = rkey;
+	wr->wr.rdma.remote_addr = p->raddr;
+	wr->wr.rdma.rkey = p->rkey;
 	/*
 	 * Signal often enough that the budget comes back in pieces: a lane
-	 * asks for a completion once it has half its share of the budget
-	 * unsignalled, not only every RDMAE_SIGNAL_EVERY WRs.
+	 * asks for a completion once it has half its budget unsignalled, not
+	 * only every RDMAE_SIGNAL_EVERY WRs.
 	 */
 	l->unsig_bytes += p->len;
 	if (slot->pos + 1 - l->last_signal >= RDMAE_SIGNAL_EVERY ||
-	    l->unsig_bytes * 2 * c->nlanes >= c->pace.budget) {
+	    l->unsig_bytes * 2 >= ln->pace.budget) {
 		wr->send_flags = IBV_SEND_SIGNALED;
 		l->last_signal = slot->pos + 1;
 		l->unsig_bytes = 0;
@@ -208,15 +279,68 @@ static int post_piece_locked(struct rdmae_conn *c, int lane, struct rdmae_region
 	return 0;
 }
 
+/*
+ * Pieces dealt round-robin, a window at a time: the lane-agnostic calls
+ * collect up to a chain per lane of pieces, piece j of the window going to
+ * lane (first + j) % nlanes as one WR at a time did before, then visit each
+ * lane once, under its lock, posting its pieces and ringing its doorbell.
+ * So a lane's lock is taken once per chain of WRs, not per WR, and each
+ * lane gets exactly the pieces, in the order, that dealing one at a time
+ * gave it.
+ */
+#define WINDOW_MAX (RDMAE_MAX_LANES * RDMAE_CHAIN_MAX)
+
+/* Post the window's pieces of one lane (every step-th from first) under its lock; ring it. */
+static int post_lane_turn(struct rdmae_conn *c, struct rdmae_lane *ln, struct rdmae_region *local,
+			  const struct piece *win, size_t first, size_t nwin, unsigned int step,
+			  enum rdmae_wr_kind kind) RDMAE_EXCLUDES(ln->lock)
+{
+	int ret = 0, pret;
+
+	rdmae_lane_lock(ln);
+	if (!still_attached(local, c))
+		ret = -ENOLINK;
+	for (size_t j = first; j < nwin && !ret; j += step)
+		ret = post_piece_locked(c, ln, local, &win[j], kind);
+	pret = rdmae_lane_post_locked(ln);
+	rdmae_lane_unlock(ln);
+	return ret ? ret : pret;
+}
+
+static int post_all_lanes(struct rdmae_conn *c, struct rdmae_region *local,
+			  struct piece_iter *it, enum rdmae_wr_kind kind)
+{
+	struct piece win[WINDOW_MAX];
+	unsigned int nl = c->nlanes;
+	size_t cap = (size_t)nl * RDMAE_CHAIN_MAX;
+	int ret = 0, bad = 0;
+
+	while (!ret && !bad) {
+		size_t nwin = 0;
+		unsigned int first;
+
+		/* A piece outside the remote descriptors ends the window: those before it go. */
+		while (nwin < cap && piece_next(it, &win[nwin], &bad))
+			nwin++;
+		if (!nwin)
+			break;
+		first = atomic_fetch_add_explicit(&c->next_lane, (unsigned int)nwin,
+						  memory_order_relaxed);
+		for (unsigned int k = 0; k < nl && k < nwin && !ret; k++)
+			ret = post_lane_turn(c, &c->lanes[(first + k) % nl], local, win, k, nwin, nl,
+					     kind);
+	}
+	return ret ? ret : bad;
+}
+
 /* WRITE (local -> remote) or READ (remote -> local) of runs on lane (-1: all); see rdmae_write.h. */
 static int bulk(struct rdmae_conn *c, int lane, struct rdmae_region *local,
 		const struct rdmae_remote *remote, struct rdmae_run *runs, size_t n,
 		enum rdmae_wr_kind kind, struct rdmae_err *err)
 {
-	uint64_t max = c->neg.max_rw_size;
-	uint64_t boundary = rdmae_mr_boundary(local);
-	size_t i;
-	int ret, pret;
+	struct piece_iter it = { .remote = remote, .max = c->neg.max_rw_size,
+				 .boundary = rdmae_mr_boundary(local) };
+	int ret;
 
 	if (lane >= 0 && (unsigned int)lane >= rdmae_conn_lanes(c))
 		return rdmae_err_set(err, -EINVAL, "%s %s: no lane %d (%u lanes)", op_name(kind),
@@ -224,29 +348,34 @@ static int bulk(struct rdmae_conn *c, int lane, struct rdmae_region *local,
 	ret = check_runs(c, local, remote, runs, n, kind, err);
 	if (ret)
 		return ret;
-	n = rdmae_runs_coalesce(runs, n, max);
-	rdmae_conn_lock(c);
-	if (local->conn != c) {
-		rdmae_conn_unlock(c);
+	it.runs = runs;
+	it.n = rdmae_runs_coalesce(runs, n, it.max);
+	if (!attached(c, local))
 		return rdmae_err_set(err, -EINVAL, "%s %s: region %p+%zu is not attached to this "
 				     "connection (rdmae_region_attach)", op_name(kind), c->peer,
 				     (void *)local->addr, local->len);
-	}
-	ret = rdmae_conn_check_locked(c, err);
-	for (i = 0; i < n && !ret; i++) {
-		struct rdmae_run r = runs[i];
+	ret = rdmae_conn_check(c, err);
+	if (ret)
+		return ret;
+	if (lane >= 0) {
+		struct rdmae_lane *ln = &c->lanes[lane];
+		struct piece p;
+		int pret, bad = 0;
 
-		while (r.len && !ret) {
-			struct rdmae_run p = rdmae_run_take(&r, max, boundary, RDMAE_DESC_SPAN);
-
-			ret = post_piece_locked(c, lane, local, remote, &p, kind);
-		}
+		rdmae_lane_lock(ln);
+		if (!still_attached(local, c))
+			ret = -ENOLINK;
+		while (!ret && piece_next(&it, &p, &bad))
+			ret = post_piece_locked(c, ln, local, &p, kind);
+		pret = rdmae_lane_post_locked(ln);
+		rdmae_lane_unlock(ln);
+		if (!ret)
+			ret = bad ? bad : pret;
+	} else {
+		ret = post_all_lanes(c, local, &it, kind);
 	}
-	pret = rdmae_conn_post_all_locked(c);
-	if (!ret)
-		ret = pret;
 	if (ret) {
-		int code = rdmae_conn_check_locked(c, err);
+		int code = rdmae_conn_check(c, err);
 
 		if (code)
 			ret = code;
@@ -260,8 +389,9 @@ static int bulk(struct rdmae_conn *c, int lane, struct rdmae_region *local,
 		else
 			rdmae_err_set(err, ret, "%s %s: %s", op_name(kind), c->peer,
 				      strerror(-ret));
+		if (code)
+			rdmae_conn_wake_lanes(c);
 	}
-	rdmae_conn_unlock(c);
 	return ret;
 }
 
@@ -315,46 +445,65 @@ int rdmae_read_lane(struct rdmae_conn *c, unsigned int lane, struct rdmae_region
 	return read_runs(c, (int)lane, dst, src, runs, n, err);
 }
 
+/* Waits for each lane in turn, under its lock and on its cond. */
 int rdmae_write_flush(struct rdmae_conn *c, struct rdmae_err *err)
 {
-	int ret;
+	int ret = 0;
 
-	rdmae_conn_lock(c);
-	while (!(ret = rdmae_conn_check_locked(c, err)) && rdmae_conn_any_busy_locked(c))
-		rdmae_conn_wait_locked(c, 0);
-	rdmae_conn_unlock(c);
+	for (unsigned int i = 0; i < c->nlanes && !ret; i++) {
+		struct rdmae_lane *l = &c->lanes[i];
+
+		rdmae_lane_lock(l);
+		rdmae_lane_qp_held(l, &l->qp);
+		while (!(ret = rdmae_conn_check(c, err)) && l->live && rdmae_qp_busy_locked(&l->qp))
+			rdmae_lane_wait_locked(l, 0);
+		rdmae_lane_unlock(l);
+	}
+	if (!ret)
+		ret = rdmae_conn_check(c, err);
 	return ret;
 }
 
+/*
+ * The fence's number under c->lock, then its empty message on each lane in
+ * turn, under that lane's lock: lanes are never held two at a time.
+ */
 int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err)
 {
 	int tmo = c->opts.send_timeout_ms;
 	uint64_t deadline = rdmae_deadline_after(tmo);
 	unsigned int i;
-	int ret, pret;
+	int ret;
 
-	rdmae_conn_lock(c);
-	ret = rdmae_conn_check_locked(c, err);
+	ret = rdmae_conn_check(c, err);
 	if (ret)
-		goto out;
+		return ret;
+	rdmae_conn_lock(c);
 	*seq = ++c->fence_seq;
+	rdmae_conn_unlock(c);
 	for (i = 0; i < c->nlanes && !ret; i++) {
-		ret = rdmae_msg_lane_send_locked(&c->lanes[i], NULL, 0, 0, RDMAE_FLAG_FENCE, *seq,
-						 false, deadline);
+		struct rdmae_lane *l = &c->lanes[i];
+		int pret;
+
+		rdmae_lane_lock(l);
+		ret = rdmae_msg_lane_send_locked(l, NULL, 0, 0, RDMAE_FLAG_FENCE, *seq, false,
+						 deadline);
 		if (!ret)
-			c->lanes[i].qp.st.fences++;
+			l->qp.st.fences++;
+		pret = rdmae_lane_post_locked(l);
+		if (!ret)
+			ret = pret;
+		rdmae_lane_unlock(l);
 	}
 	/* Some lanes carry the fence and others do not: the connection cannot go on. */
 	if (ret == -ETIMEDOUT)
-		rdmae_conn_fail_locked(c, -ETIMEDOUT, "fence %u to %s: no send credit on lane %u "
-				       "within %d ms", *seq, c->peer, i - 1, tmo);
-	pret = rdmae_conn_post_all_locked(c);
-	if (!ret)
-		ret = pret;
-	if (ret)
-		ret = rdmae_conn_check_locked(c, err) ? c->err.code : ret;
-out:
-	rdmae_conn_unlock(c);
+		rdmae_conn_fail(c, -ETIMEDOUT, "fence %u to %s: no send credit on lane %u "
+				"within %d ms", *seq, c->peer, i - 1, tmo);
+	if (ret) {
+		ret = rdmae_conn_check(c, err) ? c->err.code : ret;
+		if (rdmae_conn_failed(c))
+			rdmae_conn_wake_lanes(c);
+	}
 	return ret;
 }
 
@@ -364,21 +513,23 @@ int rdmae_fence_wait(struct rdmae_conn *c, uint32_t seq, int timeout_ms, struct 
 	unsigned int i;
 	int ret = 0;
 
-	rdmae_conn_lock(c);
 	for (i = 0; i < c->nlanes && !ret; i++) {
-		while (c->lanes[i].fence_seen < seq) {
-			ret = rdmae_conn_check_locked(c, err);
+		struct rdmae_lane *l = &c->lanes[i];
+
+		rdmae_lane_lock(l);
+		while (l->fence_seen < seq) {
+			ret = rdmae_conn_check(c, err);
 			if (ret)
 				break;
-			if (rdmae_conn_wait_locked(c, deadline) == -ETIMEDOUT &&
-			    c->lanes[i].fence_seen < seq) {
+			if (rdmae_lane_wait_locked(l, deadline) == -ETIMEDOUT &&
+			    l->fence_seen < seq) {
 				ret = rdmae_err_set(err, -ETIMEDOUT,
 						    "fence %u from %s: lane %u not placed within "
 						    "%d ms", seq, c->peer, i, timeout_ms);
 				break;
 			}
 		}
+		rdmae_lane_unlock(l);
 	}
-	rdmae_conn_unlock(c);
 	return ret;
 }

@@ -73,6 +73,9 @@ struct rdmae_conn *rdmae_conn_alloc(const struct rdmae_conn_opts *o, bool server
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&c->cond, &ca);
 	pthread_condattr_destroy(&ca);
+	/* Every lane slot's lock and cond, now: a failure wakeup may walk them while lanes are made. */
+	for (unsigned int i = 0; i < RDMAE_MAX_LANES; i++)
+		rdmae_lane_sync_init(&c->lanes[i]);
 	return c;
 
 err_fd:
@@ -116,10 +119,13 @@ void rdmae_conn_pace_start_locked(struct rdmae_conn *c)
 	/*
 	 * Four full-size WRITEs per lane at least: with half the budget as the
 	 * refill mark, each lane keeps one on the wire and one ready. Never more
-	 * than the WR bound allows.
+	 * than the WR bound allows. Each lane paces its own share, under its own
+	 * lock: the connection's budget is their sum, and a lane's writer waits
+	 * only for its own lane's completions. Setup calls this before any lane
+	 * carries WRITEs, so the lanes' locks are not needed here.
 	 */
-	rdmae_pace_init(&c->pace, 4ull * c->nlanes * rw,
-			(uint64_t)c->nlanes * c->opts.writes_in_flight * rw);
+	for (unsigned int i = 0; i < c->nlanes; i++)
+		rdmae_pace_init(&c->lanes[i].pace, 4ull * rw, (uint64_t)c->opts.writes_in_flight * rw);
 }
 
 /* The first failure: its code and message stay, later ones are dropped. */
@@ -128,9 +134,11 @@ static void fail_va_locked(struct rdmae_conn *c, bool after_sends, int code, con
 {
 	if (rdmae_conn_failed(c))
 		return;
-	c->state = after_sends ? RDMAE_ST_DISCONNECTING : RDMAE_ST_ERROR;
+	/* The error before the state: a reader that sees the state failed reads err without the lock. */
 	c->err.code = code < 0 ? code : -EIO;
 	vsnprintf(c->err.msg, sizeof(c->err.msg), fmt, ap);
+	atomic_store_explicit(&c->state, after_sends ? RDMAE_ST_DISCONNECTING : RDMAE_ST_ERROR,
+			      memory_order_release);
 	rdmae_trace(c, "error %d: %s%s", c->err.code, c->err.msg,
 		    after_sends ? " (queued sends leave first)" : "");
 	/*
@@ -138,13 +146,23 @@ static void fail_va_locked(struct rdmae_conn *c, bool after_sends, int code, con
 	 * posted. DISCONNECTING first lets the queued sends go: the progress
 	 * thread disconnects once they are out or linger_until_ns has passed.
 	 */
-	if (after_sends) {
+	if (after_sends)
 		c->linger_until_ns = rdmae_now_ns() + SEND_DRAIN_MS * 1000000ull;
-		rdmae_conn_wake(c);
-	} else {
+	else
 		rdmae_conn_disconnect_locked(c);
-	}
 	pthread_cond_broadcast(&c->cond);
+	/*
+	 * The lanes' waiters: a broadcast now wakes those already waiting, but
+	 * the caller may hold a lane's lock and must not take another, so one
+	 * that checked the state just before sleeps through it. The progress
+	 * thread, woken here, broadcasts again under each lane's lock
+	 * (rdmae_conn_wake_lanes), as do abort and the callers that return the
+	 * error: no wakeup is lost.
+	 */
+	for (unsigned int i = 0; i < RDMAE_MAX_LANES; i++)
+		if (c->lanes[i].sync_init)
+			pthread_cond_broadcast(&c->lanes[i].cond);
+	rdmae_conn_wake(c);
 	if (c->notify_fd >= 0)
 		rdmae_conn_eventfd_kick(c->notify_fd);
 }
@@ -156,6 +174,17 @@ void rdmae_conn_fail_locked(struct rdmae_conn *c, int code, const char *fmt, ...
 	va_start(ap, fmt);
 	fail_va_locked(c, false, code, fmt, ap);
 	va_end(ap);
+}
+
+void rdmae_conn_fail(struct rdmae_conn *c, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	rdmae_conn_lock(c);
+	va_start(ap, fmt);
+	fail_va_locked(c, false, code, fmt, ap);
+	va_end(ap);
+	rdmae_conn_unlock(c);
 }
 
 void rdmae_conn_fail_after_sends_locked(struct rdmae_conn *c, int code, const char *fmt, ...)
@@ -179,6 +208,20 @@ void rdmae_conn_disconnect_locked(struct rdmae_conn *c)
 		c->state = RDMAE_ST_ERROR;
 }
 
+void rdmae_conn_wake_lanes(struct rdmae_conn *c)
+{
+	for (unsigned int i = 0; i < RDMAE_MAX_LANES; i++) {
+		struct rdmae_lane *l = &c->lanes[i];
+
+		if (!l->sync_init)
+			continue;
+		/* Under the lock: a waiter is either asleep already or has yet to check the state. */
+		rdmae_lane_lock(l);
+		pthread_cond_broadcast(&l->cond);
+		rdmae_lane_unlock(l);
+	}
+}
+
 void rdmae_conn_connected_locked(struct rdmae_conn *c)
 {
 	/* CONNECTED means negotiated and authenticated (attach relies on it): only from LANES. */
@@ -194,7 +237,7 @@ void rdmae_conn_connected_locked(struct rdmae_conn *c)
 	rdmae_conn_pace_start_locked(c);
 }
 
-int rdmae_conn_check_locked(struct rdmae_conn *c, struct rdmae_err *err)
+int rdmae_conn_check(const struct rdmae_conn *c, struct rdmae_err *err)
 {
 	if (!rdmae_conn_failed(c))
 		return 0;
@@ -207,7 +250,6 @@ int rdmae_conn_wait_locked(struct rdmae_conn *c, uint64_t deadline_ns)
 {
 	struct timespec ts;
 
-	rdmae_conn_post_all_locked(c);
 	if (!deadline_ns) {
 		pthread_cond_wait(&c->cond, &c->lock);
 		return 0;
@@ -289,27 +331,32 @@ err_pd:
 
 void rdmae_conn_abort(struct rdmae_conn *c, int code, const char *why)
 {
+	bool pending;
+
 	if (!c)
 		return;
+	/* Whatever was already queued (a CANCEL with its reason) still reaches the peer. */
+	for (unsigned int i = 0; i < c->nlanes; i++) {
+		struct rdmae_lane *l = &c->lanes[i];
+
+		rdmae_lane_lock(l);
+		rdmae_lane_post_locked(l);
+		rdmae_lane_unlock(l);
+	}
+	pending = rdmae_conn_sends_pending(c);
 	rdmae_conn_lock(c);
-	/* Whatever was already posted (a CANCEL with its reason) still reaches the peer. */
-	rdmae_conn_post_all_locked(c);
-	if (rdmae_conn_sends_pending_locked(c))
+	if (pending)
 		rdmae_conn_fail_after_sends_locked(c, code, "%s", why ? why : "aborted");
 	else
 		rdmae_conn_fail_locked(c, code, "%s", why ? why : "aborted");
 	rdmae_conn_unlock(c);
+	rdmae_conn_wake_lanes(c);
 	rdmae_conn_wake(c);
 }
 
 int rdmae_conn_error(struct rdmae_conn *c, struct rdmae_err *err)
 {
-	int ret;
-
-	rdmae_conn_lock(c);
-	ret = rdmae_conn_check_locked(c, err);
-	rdmae_conn_unlock(c);
-	return ret;
+	return rdmae_conn_check(c, err);
 }
 
 const struct rdmae_negotiated *rdmae_conn_negotiated(const struct rdmae_conn *c)
@@ -330,23 +377,37 @@ const char *rdmae_conn_peer(const struct rdmae_conn *c)
 
 int rdmae_conn_lane_stats(struct rdmae_conn *c, unsigned int lane, struct rdmae_lane_stats *out)
 {
+	struct rdmae_lane *l;
+
 	if (lane >= c->nlanes)
 		return -EINVAL;
-	rdmae_conn_lock(c);
-	*out = c->lanes[lane].qp.st;
-	rdmae_conn_unlock(c);
+	l = &c->lanes[lane];
+	rdmae_lane_lock(l);
+	*out = l->qp.st;
+	rdmae_lane_unlock(l);
 	return 0;
 }
 
+/*
+ * The connection's pacing is its lanes' together: budgets, high-water marks,
+ * bandwidths and stalls add up; the base latency is the lowest measured.
+ */
 int rdmae_conn_pace_stats(struct rdmae_conn *c, struct rdmae_pace_stats *out)
 {
-	rdmae_conn_lock(c);
-	out->budget_bytes = c->pace.budget;
-	out->max_inflight_bytes = c->pace.max_inflight;
-	out->bandwidth = c->pace.bw;
-	out->base_latency_ns = c->pace.base_ns;
-	out->stalls = c->pace.stalls;
-	rdmae_conn_unlock(c);
+	memset(out, 0, sizeof(*out));
+	for (unsigned int i = 0; i < c->nlanes; i++) {
+		struct rdmae_lane *l = &c->lanes[i];
+
+		rdmae_lane_lock(l);
+		out->budget_bytes += l->pace.budget;
+		out->max_inflight_bytes += l->pace.max_inflight;
+		out->bandwidth += l->pace.bw;
+		if (l->pace.base_ns && (!out->base_latency_ns ||
+					l->pace.base_ns < out->base_latency_ns))
+			out->base_latency_ns = l->pace.base_ns;
+		out->stalls += l->pace.stalls;
+		rdmae_lane_unlock(l);
+	}
 	return 0;
 }
 
@@ -391,47 +452,19 @@ int rdmae_conn_revoke_remote_write(struct rdmae_conn *c, struct rdmae_err *err)
 	return ret;
 }
 
-bool rdmae_conn_sends_pending_locked(const struct rdmae_conn *c)
+bool rdmae_conn_sends_pending(struct rdmae_conn *c)
 {
-	for (unsigned int i = 0; i < c->nlanes; i++) {
-		const struct rdmae_lane *l = &c->lanes[i];
+	bool pending = false;
 
-		rdmae_conn_qp_held(c, &l->qp);
-		if (l->live && rdmae_qp_sends_pending_locked(&l->qp))
-			return true;
-	}
-	return false;
-}
-
-bool rdmae_conn_any_busy_locked(const struct rdmae_conn *c)
-{
-	for (unsigned int i = 0; i < c->nlanes; i++) {
-		const struct rdmae_lane *l = &c->lanes[i];
-
-		rdmae_conn_qp_held(c, &l->qp);
-		if (l->live && rdmae_qp_busy_locked(&l->qp))
-			return true;
-	}
-	return false;
-}
-
-int rdmae_conn_post_all_locked(struct rdmae_conn *c)
-{
-	int ret = 0;
-
-	/* Every lane's chain goes, even after one failed: the failure is the connection's now. */
-	for (unsigned int i = 0; i < c->nlanes; i++) {
+	for (unsigned int i = 0; i < c->nlanes && !pending; i++) {
 		struct rdmae_lane *l = &c->lanes[i];
-		int r;
 
-		if (!l->live)
-			continue;
-		rdmae_conn_qp_held(c, &l->qp);
-		r = rdmae_qp_post_chain_locked(&l->qp);
-		if (r && !ret)
-			ret = r;
+		rdmae_lane_lock(l);
+		rdmae_lane_qp_held(l, &l->qp);
+		pending = l->live && rdmae_qp_sends_pending_locked(&l->qp);
+		rdmae_lane_unlock(l);
 	}
-	return ret;
+	return pending;
 }
 
 void rdmae_conn_destroy(struct rdmae_conn *c)
@@ -449,20 +482,29 @@ void rdmae_conn_destroy(struct rdmae_conn *c)
 	 * the WRs it will never complete, and a chunk may only be
 	 * deregistered once nothing can still read it.
 	 */
-	rdmae_conn_lock(c);
 	deadline = rdmae_deadline_after(SEND_DRAIN_MS);
-	while (c->thread_started && rdmae_conn_sends_pending_locked(c) &&
-	       (!rdmae_conn_failed(c) || c->state == RDMAE_ST_DISCONNECTING))
-		if (rdmae_conn_wait_locked(c, deadline))
-			break;
+	/* Pending sends leave first: each lane's, in turn, under its own lock and cond. */
+	for (i = 0; i < c->nlanes && c->thread_started; i++) {
+		struct rdmae_lane *l = &c->lanes[i];
+
+		rdmae_lane_lock(l);
+		rdmae_lane_qp_held(l, &l->qp);
+		while (l->live && rdmae_qp_sends_pending_locked(&l->qp) &&
+		       (!rdmae_conn_failed(c) || c->state == RDMAE_ST_DISCONNECTING))
+			if (rdmae_lane_wait_locked(l, deadline))
+				break;
+		rdmae_lane_unlock(l);
+	}
+	rdmae_conn_lock(c);
 	rdmae_conn_disconnect_locked(c);
 	if (!rdmae_conn_failed(c)) {
 		c->err.code = -ESHUTDOWN;
 		snprintf(c->err.msg, sizeof(c->err.msg), "connection to %s closed", c->peer);
 	}
-	c->state = RDMAE_ST_CLOSED;
+	atomic_store_explicit(&c->state, RDMAE_ST_CLOSED, memory_order_release);
 	pthread_cond_broadcast(&c->cond);
 	rdmae_conn_unlock(c);
+	rdmae_conn_wake_lanes(c);
 
 	rdmae_progress_stop(c);
 	/* Nobody reaps any more: no drain, and no lock needed from here on. */
@@ -484,6 +526,11 @@ void rdmae_conn_destroy(struct rdmae_conn *c)
 	rdmae_mr_cache_destroy(c->mrc);
 	rdma_destroy_event_channel(c->cm_ch);
 	close(c->wake_fd);
+	for (i = 0; i < RDMAE_MAX_LANES; i++)
+		if (c->lanes[i].sync_init) {
+			pthread_cond_destroy(&c->lanes[i].cond);
+			pthread_mutex_destroy(&c->lanes[i].lock);
+		}
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
 	rdmae_key_wipe(&c->key);

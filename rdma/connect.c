@@ -173,9 +173,13 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 	if (ret)
 		goto err_id;
 	if (idx > 0) {
+		struct rdmae_lane *l = rdmae_lane_of(id);
+
+		rdmae_lane_lock(l);
 		rdmae_conn_lock(c);
-		rdmae_negotiate_lane_credits_locked(c, rdmae_lane_of(id));
+		rdmae_negotiate_lane_credits_locked(c, l);
 		rdmae_conn_unlock(c);
+		rdmae_lane_unlock(l);
 	}
 
 	rdmae_lane_pd_encode(pdbuf, &pd);
@@ -216,16 +220,20 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 		c->peer_auth = ap.auth;
 		rdmae_conn_unlock(c);
 	}
+	/* Under both locks: either one suffices to read it (internal.h, Locking). */
+	rdmae_lane_lock(&c->lanes[idx]);
 	rdmae_conn_lock(c);
 	c->lanes[idx].established = true;
 	rdmae_conn_unlock(c);
+	rdmae_lane_unlock(&c->lanes[idx]);
 	return 0;
 
 err_lane:
-	/* The lane owns id now and destroys it with its QP. */
-	rdmae_conn_lock(c);
-	rdmae_lane_destroy_locked(&c->lanes[idx]);
-	rdmae_conn_unlock(c);
+	/*
+	 * The lane owns id now and destroys it with its QP: marked dead under
+	 * the locks, its rings deregistered and id destroyed with none held.
+	 */
+	rdmae_lane_destroy(&c->lanes[idx]);
 	return ret;
 err_id:
 	rdma_destroy_id(id);
@@ -287,10 +295,10 @@ int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 			goto err_ai;
 	}
 	rdmae_conn_lock(c);
-	ret = rdmae_conn_check_locked(c, err);
+	ret = rdmae_conn_check(c, err);
 	if (!ret) {
 		rdmae_conn_connected_locked(c);
-		ret = rdmae_conn_check_locked(c, err);
+		ret = rdmae_conn_check(c, err);
 	}
 	rdmae_conn_unlock(c);
 	rdmae_conn_wake(c);

@@ -55,45 +55,83 @@
  * in qp.c, rdmae_opts_* in opts.c); public names keep theirs, even where
  * they read like another file's (wire.c's rdmae_negotiate_server/_client).
  *
- * Locking: one mutex per connection (c->lock) guards all of its state,
- * including every lane and its qp; c->cond is broadcast on any change a
- * caller may wait for (credits, send-queue room, messages, fences, errors,
- * state). The progress thread runs completion callbacks with the lock held.
+ * Locking: a mutex per lane (l->lock) and one per connection (c->lock),
+ * each with its condition variable, so that threads driving different lanes
+ * (QEMU's multifd channels, one per lane) never wait for each other.
  *
- *   c->lock guards   every field of struct rdmae_conn but lock and cond, and
- *                    of every struct rdmae_lane in c->lanes[] and its qp (a
- *                    qp's *qp->lock is &c->lock); c->regions and the
- *                    attachment fields of its regions
- *   cache->lock      a pin cache's state (mr.h); a leaf: taken under c->lock
- *                    or with no lock, and takes nothing
+ *   l->lock guards   the lane's qp (*qp->lock is &l->lock: rings, send-queue
+ *                    slots, chain), its credits, parked buffers, fences seen,
+ *                    grants owed, reassembly, message queue, `sending`, and
+ *                    its pacing budget (l->pace). l->cond is broadcast on any
+ *                    change a caller of that lane may wait for: a completion
+ *                    (qp.c broadcasts it after each), a message, a credit, a
+ *                    finished send, and the connection's failure.
+ *   c->lock guards   the connection's state transitions and sticky error,
+ *                    negotiation (neg, key, nonces, tokens), cm_to_thread,
+ *                    stop, notify_fd, linger_until_ns, fence_seq, c->regions
+ *                    and the attachment fields of its regions. c->cond is
+ *                    broadcast on state changes (negotiation, failure) and
+ *                    when a chunk put frees pin room.
+ *   both             a lane's `live` and `established` are written with
+ *                    l->lock and c->lock held, so either lock suffices to
+ *                    read them. c->nlanes is written under both too, but
+ *                    only during setup: the API's callers read it without a
+ *                    lock once they have the connection, and what runs
+ *                    during setup (the progress thread's housekeeping, the
+ *                    failure wakeups, detach) walks every lane slot instead.
+ *   atomics          c->state (written under c->lock, err first, read
+ *                    anywhere: the hot path checks for a failure without
+ *                    c->lock, and c->err is sticky once the state says
+ *                    failed), the keepalive stamps, c->next_lane.
+ *   cache->lock      a pin cache's state (mr.h); a leaf: taken under any of
+ *                    the above or none, and takes nothing.
  *   not guarded      what is set before the progress thread starts and read
  *                    only after (opts, limits, verbs, pd, cq, comp_ch,
  *                    wake_fd); a lane's qp while it is made, before it is
- *                    published (rdmae_lane_create); teardown once the
- *                    thread is joined
+ *                    published (rdmae_lane_create); cq_events (the progress
+ *                    thread's); teardown once the thread is joined.
  *
- * A function whose name ends in _locked needs c->lock (for a lane, region
- * or qp, its connection's), and its prototype says so with RDMAE_REQUIRES;
- * the lock is taken and released only through rdmae_conn_lock/_unlock.
- * `make lint` runs clang's -Wthread-safety over rdma/, which then proves
- * each caller holds it (rdmae_tsa.h). Limits of that proof: the analysis
- * cannot tell that l->conn is the c whose lock is held, so it accepts any
- * connection's lock there (-Wno-thread-safety-precise); a qp's lock is a
- * pointer the analysis cannot equate with &c->lock, so L2 states it with
- * rdmae_conn_qp_held; completion callbacks assert the lock the progress
- * thread took (rdmae_conn_assert_held, rdmae_qp_assert_held); and the
- * functions not analysed have their reason beside them: a qp's destruction
- * runs both with and without it. mr.c's functions are held to their cache
- * lock the same way (mr.h).
+ * Order: a lane's lock, then c->lock, then a cache lock. Never two lane
+ * locks at once: whatever walks the lanes (quiesce, flush, fence, the
+ * failure wakeup, housekeeping) takes each in turn. Nothing holding c->lock
+ * takes a lane lock, so the conn-level paths (negotiation replies, CM
+ * events, the keepalive timer's failure) run with c->lock alone and leave
+ * lane work to be done with the lane lock.
  *
- * Not yet per lane. A lock per lane (l->lock guarding its qp, credits,
- * messages and pacing; c->lock the state, error and negotiation; order lane
- * then conn, never two lanes) is not done yet: attach.c's quiesce walks
- * every lane's send queue and waits on c->cond holding c->lock, which is
- * the conn-then-lane order, and bulk.c waits for pin room on c->cond.
- * What is ready for it: mr.c never waits and its lock is a leaf, a qp's
- * lock is whatever its owner passes (qp->lock), keepalive stamps are
- * atomics taken without c->lock, and rings are registered without any lock.
+ * Waits. A lane's caller waits on l->cond holding l->lock (credits, send
+ * and send-queue room, pacing budget, messages, WRs in flight); a
+ * conn-level waiter on c->cond holding c->lock (negotiation, pin room).
+ * Pin room (ON_DEMAND chunks freed by completions on any lane) is a
+ * conn-level condition: a writer drops its lane lock, rings its chain and
+ * waits on c->cond under c->lock, checking the cache's event count; the
+ * put that frees room takes c->lock to broadcast (lane then conn order),
+ * so the wakeup cannot fall between the check and the wait.
+ *
+ * Failure wakeups. A failure sets the state under c->lock and broadcasts
+ * every lane's cond, but a waiter that checked the state just before would
+ * miss a broadcast made without its lane lock. So the failure is also
+ * broadcast under each lane's lock in turn, with no other lock held
+ * (rdmae_conn_wake_lanes): by the progress thread when it sees the failure,
+ * by rdmae_conn_abort and teardown, and by a caller returning the error.
+ * A waiter checks the state after taking its lane lock, before it waits.
+ *
+ * Completions: the progress thread reaps with no lock held; each
+ * completion's cqe->done takes its own qp's lock (its lane's), so lanes
+ * complete independently; callbacks needing the connection take c->lock
+ * inside (lane then conn). The keepalive probe takes lane 0's lock.
+ *
+ * A function whose name ends in _locked needs the lock its prototype names
+ * with RDMAE_REQUIRES (a lane's or its qp's: l->lock; the connection's:
+ * c->lock); locks are taken and released only through rdmae_lane_lock/
+ * _unlock, rdmae_conn_lock/_unlock and rdmae_qp_lock/_unlock. `make lint`
+ * runs clang's -Wthread-safety over rdma/, which then proves each caller
+ * holds it (rdmae_tsa.h). Limits of that proof: the analysis cannot tell
+ * that l->conn is the c whose lock is held (-Wno-thread-safety-precise); a
+ * qp's lock is a pointer the analysis cannot equate with &l->lock, so L2
+ * states it with rdmae_lane_qp_held; completion callbacks assert the lock
+ * qp.c took (rdmae_lane_assert_held, rdmae_qp_assert_held); and the
+ * functions not analysed have their reason beside them. mr.c's functions
+ * are held to their cache lock the same way (mr.h).
  */
 #ifndef RDMAE_INTERNAL_H
 #define RDMAE_INTERNAL_H
@@ -135,6 +173,15 @@ struct rdmae_rxmsg {
  * message stream (reassembly, receive queue, one sender at a time).
  */
 struct rdmae_lane {
+	/*
+	 * The lane's lock and cond (Locking, above): made once, by
+	 * rdmae_conn_alloc for every lane or by rdmae_lane_create for a lane
+	 * of a connection assembled by hand, and kept across the lane's
+	 * destruction and re-creation; everything from qp on is reset then.
+	 */
+	rdmae_mutex_t lock;
+	pthread_cond_t cond;
+	bool sync_init;
 	struct rdmae_qp qp;
 	struct rdmae_conn *conn;	/* set from the lane's claim to its destruction */
 	unsigned int idx;
@@ -152,6 +199,15 @@ struct rdmae_lane {
 	struct rdmae_rxmsg *q_head, *q_tail;
 	size_t q_bytes;
 	bool sending;			/* one message at a time keeps fragments in order */
+	/*
+	 * c->lock is held by whoever holds this lane's lock and posts on it:
+	 * negotiation sends on lane 0 under both. A post that fails then
+	 * reports through on_error, which must not take c->lock again.
+	 */
+	bool conn_held;
+
+	/* bulk */
+	struct rdmae_pace pace;		/* bytes of WRITE/READ in flight on this lane */
 };
 
 /*
@@ -178,7 +234,7 @@ struct rdmae_conn {
 	rdmae_mutex_t lock;
 	pthread_cond_t cond;
 	bool server;
-	enum rdmae_conn_state state;
+	_Atomic enum rdmae_conn_state state;	/* written under lock, err first */
 	struct rdmae_err err;		/* sticky from DISCONNECTING on */
 	uint64_t linger_until_ns;	/* DISCONNECTING: disconnect by then even if sends remain */
 	uint64_t setup_deadline_ns;	/* server: a pending connection gives up then */
@@ -221,9 +277,8 @@ struct rdmae_conn {
 	struct rdmae_neg_req neg_sent;
 
 	/* bulk */
-	unsigned int next_lane;
+	_Atomic unsigned int next_lane;	/* round-robin of the lane-agnostic calls */
 	uint32_t fence_seq;
-	struct rdmae_pace pace;		/* bytes of WRITE in flight, all lanes */
 
 	/*
 	 * keepalive, in CLOCK_MONOTONIC ns. The peer is heard from when a
@@ -245,8 +300,8 @@ struct rdmae_conn {
 	 * their own, not states.
 	 */
 	pthread_t thread;
-	bool thread_started;
-	bool stop;
+	bool thread_started;		/* written by whoever starts and joins the thread */
+	_Atomic bool stop;		/* written under c->lock; read by lane paths without it */
 	int wake_fd;			/* eventfd: wakes the progress thread */
 	int notify_fd;			/* listener's eventfd while pending, else -1 */
 
@@ -270,25 +325,36 @@ static inline void rdmae_conn_unlock(struct rdmae_conn *c) RDMAE_RELEASE(c->lock
 	pthread_mutex_unlock(&c->lock);
 }
 
-/*
- * A completion callback runs with c->lock held by the progress thread, which
- * calls it through a function pointer the analysis cannot follow; this states
- * it. It checks nothing at run time.
- */
-static inline void rdmae_conn_assert_held(const struct rdmae_conn *c) RDMAE_ASSERT_HELD(c->lock)
+/* Take and release a lane's lock; the same reason as above. */
+static inline void rdmae_lane_lock(struct rdmae_lane *l) RDMAE_ACQUIRE(l->lock) RDMAE_NO_TSA
 {
-	(void)c;
+	pthread_mutex_lock(&l->lock);
+}
+
+static inline void rdmae_lane_unlock(struct rdmae_lane *l) RDMAE_RELEASE(l->lock) RDMAE_NO_TSA
+{
+	pthread_mutex_unlock(&l->lock);
 }
 
 /*
- * A lane's qp is guarded by its connection's lock under another name
- * (*qp->lock == &c->lock): this tells the analysis, for a caller holding
- * c->lock, before it calls the qp's _locked functions.
+ * A completion callback runs with its lane's lock held by qp.c, which calls
+ * it through a function pointer the analysis cannot follow; this states it.
+ * It checks nothing at run time.
  */
-static inline void rdmae_conn_qp_held(const struct rdmae_conn *c, const struct rdmae_qp *qp)
-	RDMAE_REQUIRES(c->lock) RDMAE_ASSERT_HELD(*qp->lock)
+static inline void rdmae_lane_assert_held(const struct rdmae_lane *l) RDMAE_ASSERT_HELD(l->lock)
 {
-	(void)c;
+	(void)l;
+}
+
+/*
+ * A lane's qp is guarded by the lane's lock under another name
+ * (*qp->lock == &l->lock): this tells the analysis, for a caller holding
+ * l->lock, before it calls the qp's _locked functions.
+ */
+static inline void rdmae_lane_qp_held(const struct rdmae_lane *l, const struct rdmae_qp *qp)
+	RDMAE_REQUIRES(l->lock) RDMAE_ASSERT_HELD(*qp->lock)
+{
+	(void)l;
 	(void)qp;
 }
 
@@ -304,21 +370,32 @@ struct rdmae_conn *rdmae_conn_alloc(const struct rdmae_conn_opts *o, bool server
 int rdmae_conn_setup_device(struct rdmae_conn *c, struct ibv_context *verbs,
 			    struct rdmae_err *err);
 void rdmae_conn_eventfd_kick(int fd);
-/* Disconnect every lane (QPs to error, posted work flushed). */
+/*
+ * Disconnect every live lane (QPs to error, posted work flushed). Reads
+ * only what either lock guards (live, established, the qp's id).
+ */
 void rdmae_conn_disconnect_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
-bool rdmae_conn_sends_pending_locked(const struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
-/* Is any WR still in flight on any lane? */
-bool rdmae_conn_any_busy_locked(const struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
-/* Has c failed (or been closed)? Its error is then sticky. */
-static inline bool rdmae_conn_failed(const struct rdmae_conn *c) RDMAE_REQUIRES(c->lock)
+/* Is any SEND still queued or in flight on any lane? Takes each lane's lock in turn. */
+bool rdmae_conn_sends_pending(struct rdmae_conn *c) RDMAE_EXCLUDES(c->lock);
+/*
+ * Has c failed (or been closed)? Its error is then sticky. No lock: the
+ * state is atomic, and c->err is written before it (see Locking).
+ */
+static inline bool rdmae_conn_failed(const struct rdmae_conn *c)
 {
-	return c->state >= RDMAE_ST_DISCONNECTING;
+	return atomic_load_explicit(&c->state, memory_order_acquire) >= RDMAE_ST_DISCONNECTING;
 }
+/* Broadcast every lane's cond under its lock, one at a time (failure wakeups). */
+void rdmae_conn_wake_lanes(struct rdmae_conn *c) RDMAE_EXCLUDES(c->lock);
 
 /* Fail c with code and a message: ERROR, and every lane disconnected; the first failure stays. */
 void rdmae_conn_fail_locked(struct rdmae_conn *c, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)))
 	RDMAE_REQUIRES(c->lock);
+/* The same, taking c->lock: for a caller holding a lane's lock (lane then conn) or none. */
+void rdmae_conn_fail(struct rdmae_conn *c, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)))
+	RDMAE_EXCLUDES(c->lock);
 /*
  * The same, but DISCONNECTING: what is already queued still leaves (a
  * CANCEL with its reason, a negotiate refusal with its status), and the
@@ -333,15 +410,21 @@ void rdmae_conn_fail_after_sends_locked(struct rdmae_conn *c, int code, const ch
  * any other state the connection fails instead: the caller checks after.
  */
 void rdmae_conn_connected_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
-int rdmae_conn_check_locked(struct rdmae_conn *c, struct rdmae_err *err)
-	RDMAE_REQUIRES(c->lock);
-/* Wait on c->cond until deadline (0 = for ever); posts pending chains first. -ETIMEDOUT on timeout. */
+/* 0, or c's sticky error (copied to err). No lock (see rdmae_conn_failed). */
+int rdmae_conn_check(const struct rdmae_conn *c, struct rdmae_err *err);
+/* Wait on c->cond until deadline (0 = for ever). -ETIMEDOUT on timeout. */
 int rdmae_conn_wait_locked(struct rdmae_conn *c, uint64_t deadline_ns) RDMAE_REQUIRES(c->lock);
 void rdmae_conn_wake(struct rdmae_conn *c);
-/* Ring every lane's doorbell; the first post error (the connection has failed with it). */
-int rdmae_conn_post_all_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
 /* Keepalive: the peer was heard from at now (what: for the trace, or NULL). No lock. */
 void rdmae_conn_heard(struct rdmae_conn *c, uint64_t now, const char *what);
+/*
+ * Does the progress thread reap c's completions now? thread_started changes
+ * only in the thread that starts and joins it; stop is atomic.
+ */
+static inline bool rdmae_conn_reaped(const struct rdmae_conn *c)
+{
+	return c->thread_started && !c->stop;
+}
 /* The keepalive stamps, relaxed (see struct rdmae_conn). */
 static inline uint64_t rdmae_conn_probe_ns(const struct rdmae_conn *c)
 {
@@ -352,7 +435,11 @@ static inline uint64_t rdmae_conn_last_heard_ns(const struct rdmae_conn *c)
 {
 	return atomic_load_explicit(&c->last_heard_ns, memory_order_relaxed);
 }
-/* The pacing budget starts once the lanes and max_rw_size are known. */
+/*
+ * The pacing budget starts once the lanes and max_rw_size are known: each
+ * lane gets its share of the connection's (four full-size WRITEs at least).
+ * Called during setup, before any lane carries WRITEs.
+ */
 void rdmae_conn_pace_start_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
 
 /* lane.c: a lane of a connection, owner of its qp */
@@ -366,10 +453,21 @@ void rdmae_conn_pace_start_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
 int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int idx,
 		      struct rdmae_err *err) RDMAE_EXCLUDES(c->lock);
 /*
- * Destroy a lane with its qp and cm_id. With the progress thread running
- * the QP is drained first (rdmae_qp_drain_locked).
+ * Destroy a lane with its qp and cm_id: marked dead under its lock and
+ * c->lock, drained (with the progress thread running) under its lock, then
+ * its rings deregistered and its cm_id destroyed with no lock held.
  */
-void rdmae_lane_destroy_locked(struct rdmae_lane *l) RDMAE_REQUIRES(l->conn->lock);
+void rdmae_lane_destroy(struct rdmae_lane *l) RDMAE_EXCLUDES(l->lock);
+/* Make a lane's lock and cond (once per lane slot); reset everything from its qp on. */
+void rdmae_lane_sync_init(struct rdmae_lane *l);
+void rdmae_lane_reset(struct rdmae_lane *l);
+/*
+ * Wait on l->cond until deadline (0 = for ever), ringing the lane's chain
+ * first so a waiter always has a completion coming. -ETIMEDOUT on timeout.
+ */
+int rdmae_lane_wait_locked(struct rdmae_lane *l, uint64_t deadline_ns) RDMAE_REQUIRES(l->lock);
+/* Ring the lane's doorbell if it is live; the post error (the connection has failed with it). */
+int rdmae_lane_post_locked(struct rdmae_lane *l) RDMAE_REQUIRES(l->lock);
 /* The lane whose qp an rdma_cm event's id belongs to, or NULL. */
 struct rdmae_lane *rdmae_lane_of(struct rdma_cm_id *id);
 
@@ -379,11 +477,14 @@ int rdmae_negotiate_auth_setup(const struct rdmae_conn_opts *o, struct rdmae_key
 uint16_t rdmae_negotiate_auth_mode(const struct rdmae_conn *c);
 /* A lane after lane 0: its credits and its reassembly, from what was negotiated. */
 void rdmae_negotiate_lane_credits_locked(struct rdmae_conn *c, struct rdmae_lane *l)
-	RDMAE_REQUIRES(c->lock);
-/* The first message on lane 0 is the peer's negotiate message; handled in the progress thread. */
+	RDMAE_REQUIRES(l->lock) RDMAE_REQUIRES(c->lock);
+/*
+ * The first message on lane 0 is the peer's negotiate message; handled in
+ * the progress thread, with lane 0's lock and c->lock held.
+ */
 void rdmae_negotiate_on_msg_locked(struct rdmae_conn *c, const void *buf, size_t len)
-	RDMAE_REQUIRES(c->lock);
-/* Client: send the request on lane 0 and wait for the response; takes c->lock. */
+	RDMAE_REQUIRES(c->lanes[0].lock) RDMAE_REQUIRES(c->lock);
+/* Client: send the request on lane 0 and wait for the response; takes lane 0's lock and c->lock. */
 int rdmae_negotiate_request(struct rdmae_conn *c, uint64_t deadline, struct rdmae_err *err)
 	RDMAE_EXCLUDES(c->lock);
 
@@ -399,39 +500,48 @@ void rdmae_connect_param_init(struct rdma_conn_param *p, const uint8_t *pd, uint
  */
 int rdmae_msg_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32_t len,
 			       uint32_t remaining, uint16_t flags, uint32_t fence_seq, bool nowait,
-			       uint64_t deadline_ns) RDMAE_REQUIRES(l->conn->lock);
+			       uint64_t deadline_ns) RDMAE_REQUIRES(l->lock);
 /* A receive on a lane past negotiation: its header, credits, fence, payload. */
 void rdmae_msg_on_recv_locked(struct rdmae_lane *l, struct rdmae_rxbuf *rb, uint32_t len)
-	RDMAE_REQUIRES(l->conn->lock);
-void rdmae_msg_repost_parked_locked(struct rdmae_lane *l) RDMAE_REQUIRES(l->conn->lock);
+	RDMAE_REQUIRES(l->lock);
+void rdmae_msg_repost_parked_locked(struct rdmae_lane *l) RDMAE_REQUIRES(l->lock);
 /* Send an empty message if credits or a reply are owed and due; never blocks. */
-void rdmae_msg_grant_locked(struct rdmae_lane *l) RDMAE_REQUIRES(l->conn->lock);
+void rdmae_msg_grant_locked(struct rdmae_lane *l) RDMAE_REQUIRES(l->lock);
 /* Free the lane's queued messages and reassembly. */
 void rdmae_msg_lane_clear(struct rdmae_lane *l);
 
 /* progress.c */
 int rdmae_progress_start(struct rdmae_conn *c, struct rdmae_err *err);
-/* One turn of the thread's loop, step by step (the mock tests drive them one at a time). */
-/* Reap the CQ: every completion's cqe->done. */
-void rdmae_progress_reap_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
+/*
+ * One turn of the thread's loop, step by step (the mock tests drive them
+ * one at a time). None is called with a lock held: each takes what it needs.
+ */
+/* Reap the CQ: every completion's cqe->done, which takes its lane's lock. */
+void rdmae_progress_reap(struct rdmae_conn *c) RDMAE_EXCLUDES(c->lock);
 /* CM events once the thread owns them: a disconnect or a device removal fails c. */
-void rdmae_progress_cm_events_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
-/* After completions: answers, grants and reposts that could not go earlier. */
-void rdmae_progress_housekeeping_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
+void rdmae_progress_cm_events(struct rdmae_conn *c) RDMAE_EXCLUDES(c->lock);
+/*
+ * After completions: answers, grants and reposts that could not go earlier,
+ * each lane under its lock; and once c has failed, its lanes' waiters woken.
+ */
+void rdmae_progress_housekeeping(struct rdmae_conn *c) RDMAE_EXCLUDES(c->lock);
 /*
  * DISCONNECTING: disconnect (on to ERROR) once the queued sends are out or
  * at linger_until_ns; the poll timeout in ms until then (-1: nothing to wait for).
  */
-int rdmae_progress_disconnecting_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
+int rdmae_progress_disconnecting(struct rdmae_conn *c) RDMAE_EXCLUDES(c->lock);
 /* The keepalive timer: probes, or fails c; the poll timeout in ms until it is due (-1: none). */
-int rdmae_progress_keepalive_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
+int rdmae_progress_keepalive(struct rdmae_conn *c) RDMAE_EXCLUDES(c->lock);
 /* Takes c->lock to tell the thread to stop, then joins it. */
 void rdmae_progress_stop(struct rdmae_conn *c) RDMAE_EXCLUDES(c->lock);
 
 /* attach.c: regions on a connection (mr.c does the registering) */
-/* The qp's chunk_put: drop a WR's pin; wakes writers waiting for pin room when it frees some. */
-void rdmae_conn_chunk_put_locked(struct rdmae_conn *c, struct rdmae_chunk *ch)
-	RDMAE_REQUIRES(c->lock);
+/*
+ * Drop a WR's pin; when that frees pin room, takes c->lock to wake writers
+ * waiting for it (so the caller must not hold c->lock: it holds a lane's
+ * lock, or none).
+ */
+void rdmae_conn_chunk_put(struct rdmae_conn *c, struct rdmae_chunk *ch) RDMAE_EXCLUDES(c->lock);
 /* Teardown, thread joined: free the regions made on c, detach the prepared ones. */
 void rdmae_regions_detach_all(struct rdmae_conn *c);
 

@@ -322,9 +322,11 @@ static int accept_lane(struct rdmae_listener *l, struct rdma_cm_id *id,
 	ret = rdmae_lane_create(c, id, pd->lane, err);
 	if (ret)
 		return ret;
+	rdmae_lane_lock(&c->lanes[pd->lane]);
 	rdmae_conn_lock(c);
 	rdmae_negotiate_lane_credits_locked(c, &c->lanes[pd->lane]);
 	rdmae_conn_unlock(c);
+	rdmae_lane_unlock(&c->lanes[pd->lane]);
 	rdmae_lane_pd_encode(pdbuf, pd);
 	rdmae_connect_param_init(&param, pdbuf, RDMAE_LANE_PD_SIZE);
 	if (rdma_accept(id, &param)) {
@@ -332,9 +334,8 @@ static int accept_lane(struct rdmae_listener *l, struct rdma_cm_id *id,
 				    strerror(errno));
 		rdma_reject(id, NULL, 0);
 		*taken = true;
-		rdmae_conn_lock(c);
-		rdmae_lane_destroy_locked(&c->lanes[pd->lane]);
-		rdmae_conn_unlock(c);
+		/* Marked dead under the locks; rings and cm_id go with none held. */
+		rdmae_lane_destroy(&c->lanes[pd->lane]);
 		return ret;
 	}
 	return 0;
@@ -377,6 +378,8 @@ static void listener_event(struct rdmae_listener *l, struct rdma_cm_event *ev)
 		struct rdmae_lane *lane = rdmae_lane_of(id);
 		struct rdmae_conn *c = lane->conn;
 
+		/* The lane's lock, then c->lock: established is written under both. */
+		rdmae_lane_lock(lane);
 		rdmae_conn_lock(c);
 		rdmae_trace(c, "listener: cm event %s on lane %u", rdma_event_str(type), lane->idx);
 		if (type == RDMA_CM_EVENT_ESTABLISHED) {
@@ -394,6 +397,7 @@ static void listener_event(struct rdmae_listener *l, struct rdma_cm_event *ev)
 					       c->peer, rdma_event_str(type), lane->idx);
 		}
 		rdmae_conn_unlock(c);
+		rdmae_lane_unlock(lane);
 	}
 }
 
@@ -429,11 +433,11 @@ static int finish_accept(struct rdmae_listener *l, struct rdmae_conn *c, struct 
 	rdmae_conn_lock(c);
 	/* The connection may have failed since it was found ready: keep that error. */
 	if (!ret)
-		ret = rdmae_conn_check_locked(c, err);
+		ret = rdmae_conn_check(c, err);
 	if (!ret) {
 		rdmae_trace(c, "accepted with %u lanes", c->nlanes);
 		rdmae_conn_connected_locked(c);
-		ret = rdmae_conn_check_locked(c, err);
+		ret = rdmae_conn_check(c, err);
 	}
 	rdmae_conn_unlock(c);
 	rdmae_conn_wake(c);
@@ -463,7 +467,7 @@ int rdmae_accept(struct rdmae_listener *l, struct rdmae_conn **out, int timeout_
 
 				pending_remove(l, c);
 				rdmae_conn_lock(c);
-				rdmae_conn_check_locked(c, &e);
+				rdmae_conn_check(c, &e);
 				rdmae_conn_unlock(c);
 				memcpy(peer, c->peer, sizeof(peer));
 				rdmae_conn_destroy(c);

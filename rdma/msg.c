@@ -15,28 +15,28 @@
 
 /* Give a consumed receive buffer back; it grants a credit once posted. */
 static void repost_locked(struct rdmae_lane *l, struct rdmae_rxbuf *rb)
-	RDMAE_REQUIRES(l->conn->lock)
+	RDMAE_REQUIRES(l->lock)
 {
 	int ret = rdmae_qp_post_recv(&l->qp, rb);
 
 	if (ret) {
-		rdmae_conn_fail_locked(l->conn, ret, "ibv_post_recv on lane %u: %s", l->idx,
-				       strerror(-ret));
+		rdmae_conn_fail(l->conn, ret, "ibv_post_recv on lane %u: %s", l->idx,
+				strerror(-ret));
 		return;
 	}
 	rdmae_credits_on_repost(&l->cr, 1);
 }
 
 static void enqueue_msg_locked(struct rdmae_lane *l, void *data, size_t len)
-	RDMAE_REQUIRES(l->conn->lock)
+	RDMAE_REQUIRES(l->lock)
 {
 	struct rdmae_conn *c = l->conn;
 	struct rdmae_rxmsg *m = malloc(sizeof(*m));
 
 	if (!m) {
 		free(data);
-		rdmae_conn_fail_locked(c, -ENOMEM, "receive queue of lane %u on %s: out of memory",
-				       l->idx, c->peer);
+		rdmae_conn_fail(c, -ENOMEM, "receive queue of lane %u on %s: out of memory",
+				l->idx, c->peer);
 		return;
 	}
 	m->next = NULL;
@@ -52,7 +52,7 @@ static void enqueue_msg_locked(struct rdmae_lane *l, void *data, size_t len)
 
 /* Returns 0, or non-zero once the message has put the connection in error. */
 static int handle_data_locked(struct rdmae_lane *l, const uint8_t *buf, uint32_t len)
-	RDMAE_REQUIRES(l->conn->lock)
+	RDMAE_REQUIRES(l->lock)
 {
 	struct rdmae_conn *c = l->conn;
 	struct rdmae_data_hdr h;
@@ -63,17 +63,17 @@ static int handle_data_locked(struct rdmae_lane *l, const uint8_t *buf, uint32_t
 
 	ret = rdmae_data_hdr_decode(buf, len, c->neg.max_fragmented_size, &h, &f);
 	if (ret) {
-		rdmae_conn_fail_locked(c, ret, "message from %s on lane %u rejected: bad %s", c->peer,
-				       l->idx, rdmae_wire_field_name(f));
+		rdmae_conn_fail(c, ret, "message from %s on lane %u rejected: bad %s", c->peer,
+				l->idx, rdmae_wire_field_name(f));
 		return ret;
 	}
 	/* After a failure credits no longer matter; the message itself still does. */
 	ret = rdmae_conn_failed(c) ? 0 :
 	      rdmae_credits_on_recv(&l->cr, h.credits_granted, h.credits_requested);
 	if (ret) {
-		rdmae_conn_fail_locked(c, ret,
-				       "message from %s on lane %u broke the credit rules "
-				       "(granted %u)", c->peer, l->idx, h.credits_granted);
+		rdmae_conn_fail(c, ret,
+				"message from %s on lane %u broke the credit rules "
+				"(granted %u)", c->peer, l->idx, h.credits_granted);
 		return ret;
 	}
 	rdmae_trace(c, "lane %u: message len %u granted %u flags 0x%x data %u remaining %u",
@@ -88,8 +88,8 @@ static int handle_data_locked(struct rdmae_lane *l, const uint8_t *buf, uint32_t
 	ret = rdmae_reasm_push(&l->reasm, buf + h.data_offset, h.data_length,
 			       h.remaining_data_length, &msg, &mlen);
 	if (ret) {
-		rdmae_conn_fail_locked(c, ret, "reassembly of a message from %s on lane %u: %s",
-				       c->peer, l->idx, strerror(-ret));
+		rdmae_conn_fail(c, ret, "reassembly of a message from %s on lane %u: %s",
+				c->peer, l->idx, strerror(-ret));
 		return ret;
 	}
 	if (msg)
@@ -141,9 +141,9 @@ int rdmae_msg_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32
 	bool stalled = false;
 	uint8_t *slot;
 
-	rdmae_conn_qp_held(c, qp);
+	rdmae_lane_qp_held(l, qp);
 	for (;;) {
-		int ret = rdmae_conn_check_locked(c, NULL);
+		int ret = rdmae_conn_check(c, NULL);
 
 		if (ret)
 			return ret;
@@ -155,7 +155,7 @@ int rdmae_msg_lane_send_locked(struct rdmae_lane *l, const void *payload, uint32
 			stalled = true;
 			qp->st.credit_stalls++;
 		}
-		if (rdmae_conn_wait_locked(c, deadline_ns) == -ETIMEDOUT &&
+		if (rdmae_lane_wait_locked(l, deadline_ns) == -ETIMEDOUT &&
 		    !(rdmae_credits_can_send(&l->cr, l->cr.to_grant) && rdmae_qp_tx_room_locked(qp)))
 			return -ETIMEDOUT;
 	}
@@ -181,8 +181,7 @@ void rdmae_msg_grant_locked(struct rdmae_lane *l)
 	if (rdmae_msg_lane_send_locked(l, NULL, 0, 0, 0, 0, true, 0) == 0) {
 		l->reply_owed = false;
 		l->grant_pending = false;
-		rdmae_conn_qp_held(l->conn, &l->qp);
-		rdmae_qp_post_chain_locked(&l->qp);
+		rdmae_lane_post_locked(l);
 	} else {
 		l->grant_pending = true;
 	}
@@ -240,17 +239,17 @@ int rdmae_send_lane(struct rdmae_conn *c, unsigned int lane, const void *buf, si
 	if (!len || len > c->neg.max_fragmented_size)
 		return rdmae_err_set(err, -EMSGSIZE, "send to %s: %zu bytes (1..%u allowed)", c->peer,
 				     len, c->neg.max_fragmented_size);
-	rdmae_conn_lock(c);
+	rdmae_lane_lock(l);
 	/* One message at a time per lane, or two senders' fragments would interleave. */
-	while (l->sending && !rdmae_conn_check_locked(c, NULL)) {
-		if (rdmae_conn_wait_locked(c, deadline) == -ETIMEDOUT && l->sending) {
+	while (l->sending && !rdmae_conn_check(c, NULL)) {
+		if (rdmae_lane_wait_locked(l, deadline) == -ETIMEDOUT && l->sending) {
 			ret = rdmae_err_set(err, -ETIMEDOUT, "send to %s: another message still "
 					    "going out on lane %u after %d ms", c->peer, lane,
 					    timeout_ms);
 			goto out;
 		}
 	}
-	ret = rdmae_conn_check_locked(c, err);
+	ret = rdmae_conn_check(c, err);
 	if (ret)
 		goto out;
 	l->sending = true;
@@ -274,25 +273,26 @@ int rdmae_send_lane(struct rdmae_conn *c, unsigned int lane, const void *buf, si
 	 */
 	if (ret == -ETIMEDOUT) {
 		if (sent)
-			rdmae_conn_fail_locked(c, -ETIMEDOUT, "send to %s: no send credit within "
-					       "%d ms, %zu of %zu bytes sent", c->peer, timeout_ms,
-					       sent, len);
+			rdmae_conn_fail(c, -ETIMEDOUT, "send to %s: no send credit within "
+					"%d ms, %zu of %zu bytes sent", c->peer, timeout_ms,
+					sent, len);
 		else
 			rdmae_err_set(err, -ETIMEDOUT, "send to %s: no send credit within %d ms "
 				      "(the peer is not reading)", c->peer, timeout_ms);
 	}
 	/* A doorbell that failed means fragments never left: not a success. */
-	rdmae_conn_qp_held(c, &l->qp);
-	pret = rdmae_qp_post_chain_locked(&l->qp);
+	pret = rdmae_lane_post_locked(l);
 	if (!ret)
 		ret = pret;
 	l->sending = false;
-	pthread_cond_broadcast(&c->cond);
+	pthread_cond_broadcast(&l->cond);
 	/* A timeout before the first fragment keeps its own message; anything else is the connection's. */
 	if (ret && (ret != -ETIMEDOUT || sent))
-		ret = rdmae_conn_check_locked(c, err) ? c->err.code : ret;
+		ret = rdmae_conn_check(c, err) ? c->err.code : ret;
 out:
-	rdmae_conn_unlock(c);
+	rdmae_lane_unlock(l);
+	if (ret && rdmae_conn_failed(c))
+		rdmae_conn_wake_lanes(c);
 	return ret;
 }
 
@@ -315,16 +315,16 @@ int rdmae_recv_lane(struct rdmae_conn *c, unsigned int lane, void **buf, size_t 
 	l = lane_get(c, lane, "receive from", err);
 	if (!l)
 		return -EINVAL;
-	rdmae_conn_lock(c);
+	rdmae_lane_lock(l);
 	/* Messages that arrived before a failure are still delivered: the last one may be the answer. */
 	for (;;) {
 		m = l->q_head;
 		if (m)
 			break;
-		ret = rdmae_conn_check_locked(c, err);
+		ret = rdmae_conn_check(c, err);
 		if (ret)
 			goto out;
-		if (rdmae_conn_wait_locked(c, deadline) == -ETIMEDOUT && !l->q_head) {
+		if (rdmae_lane_wait_locked(l, deadline) == -ETIMEDOUT && !l->q_head) {
 			ret = rdmae_err_set(err, -ETIMEDOUT, "receive from %s: nothing within %d ms",
 					    c->peer, timeout_ms);
 			goto out;
@@ -342,6 +342,8 @@ int rdmae_recv_lane(struct rdmae_conn *c, unsigned int lane, void **buf, size_t 
 	*len = m->len;
 	free(m);
 out:
-	rdmae_conn_unlock(c);
+	rdmae_lane_unlock(l);
+	if (ret && rdmae_conn_failed(c))
+		rdmae_conn_wake_lanes(c);
 	return ret;
 }

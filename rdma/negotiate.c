@@ -63,7 +63,7 @@ void rdmae_negotiate_lane_credits_locked(struct rdmae_conn *c, struct rdmae_lane
 
 /* Server: answer the client's request; a refusal lingers so that its status reaches the client. */
 static void on_request_locked(struct rdmae_conn *c, const void *buf, size_t len)
-	RDMAE_REQUIRES(c->lock)
+	RDMAE_REQUIRES(c->lanes[0].lock) RDMAE_REQUIRES(c->lock)
 {
 	struct rdmae_lane *l0 = &c->lanes[0];
 	enum rdmae_wire_field f = RDMAE_F_NONE;
@@ -120,10 +120,11 @@ static void on_request_locked(struct rdmae_conn *c, const void *buf, size_t len)
 		rdmae_credits_init(&l0->cr, c->neg.send_credits, l0->qp.nrx, l0->qp.nrx,
 				   c->neg.peer_credits_target);
 		rdmae_reasm_init(&l0->reasm, c->neg.max_fragmented_size);
-		c->state = RDMAE_ST_LANES;
+		atomic_store_explicit(&c->state, RDMAE_ST_LANES, memory_order_release);
 	}
 	rdmae_neg_resp_encode(out, &resp);
-	rdmae_conn_qp_held(c, &l0->qp);
+	rdmae_lane_assert_held(l0);
+	rdmae_lane_qp_held(l0, &l0->qp);
 	if (rdmae_qp_send_raw_locked(&l0->qp, out, sizeof(out)) && !ret)
 		ret = -EIO;
 	if (ret) {
@@ -140,7 +141,7 @@ static void on_request_locked(struct rdmae_conn *c, const void *buf, size_t len)
 
 /* Client: the server's response settles the connection's parameters, or fails it. */
 static void on_response_locked(struct rdmae_conn *c, const void *buf, size_t len)
-	RDMAE_REQUIRES(c->lock)
+	RDMAE_REQUIRES(c->lanes[0].lock) RDMAE_REQUIRES(c->lock)
 {
 	struct rdmae_lane *l0 = &c->lanes[0];
 	enum rdmae_wire_field f = RDMAE_F_NONE;
@@ -184,7 +185,7 @@ static void on_response_locked(struct rdmae_conn *c, const void *buf, size_t len
 				   c->neg.peer_credits_target);
 		rdmae_credits_on_repost(&l0->cr, 1);
 		rdmae_reasm_init(&l0->reasm, c->neg.max_fragmented_size);
-		c->state = RDMAE_ST_LANES;
+		atomic_store_explicit(&c->state, RDMAE_ST_LANES, memory_order_release);
 	}
 }
 
@@ -207,6 +208,8 @@ int rdmae_negotiate_request(struct rdmae_conn *c, uint64_t deadline, struct rdma
 
 	if (getrandom(c->nonce_c, sizeof(c->nonce_c), 0) != (ssize_t)sizeof(c->nonce_c))
 		return rdmae_err_set(err, -EIO, "negotiate with %s: getrandom for a nonce", c->peer);
+	/* Lane 0's lock, then c->lock: the request goes out on lane 0's qp. */
+	rdmae_lane_lock(&c->lanes[0]);
 	rdmae_conn_lock(c);
 	req->min_version = c->limits.min_version;
 	req->max_version = c->limits.max_version;
@@ -226,20 +229,25 @@ int rdmae_negotiate_request(struct rdmae_conn *c, uint64_t deadline, struct rdma
 				       NULL, req->proof);
 	rdmae_neg_req_encode(buf, req);
 	c->state = RDMAE_ST_NEGOTIATING;
+	/* Posted with c->lock held: a failed post must not take it again (conn_held). */
+	rdmae_lane_qp_held(&c->lanes[0], &c->lanes[0].qp);
+	c->lanes[0].conn_held = true;
 	if (ret)
 		rdmae_conn_fail_locked(c, -EIO, "negotiate with %s: HMAC-SHA256 failed in "
 				       "libcrypto", c->peer);
-	else if (rdmae_conn_qp_held(c, &c->lanes[0].qp),
-		 rdmae_qp_send_raw_locked(&c->lanes[0].qp, buf, sizeof(buf)))
+	else if (rdmae_qp_send_raw_locked(&c->lanes[0].qp, buf, sizeof(buf)))
 		rdmae_conn_fail_locked(c, -EIO, "negotiate with %s: cannot post the request",
 				       c->peer);
+	c->lanes[0].conn_held = false;
+	/* The response is handled with lane 0's lock: the wait holds c->lock alone. */
+	rdmae_lane_unlock(&c->lanes[0]);
 	ret = 0;
 	while (c->state == RDMAE_ST_NEGOTIATING && !ret)
 		ret = rdmae_conn_wait_locked(c, deadline);
 	if (ret == -ETIMEDOUT && c->state == RDMAE_ST_NEGOTIATING)
 		rdmae_conn_fail_locked(c, ret, "negotiate with %s: no response within %d ms",
 				       c->peer, c->opts.timeout_ms);
-	ret = rdmae_conn_check_locked(c, err);
+	ret = rdmae_conn_check(c, err);
 	rdmae_conn_unlock(c);
 	return ret;
 }

@@ -19,13 +19,14 @@
 #define WC_BATCH 32
 #define CQ_ACK_BATCH 64
 
-void rdmae_progress_reap_locked(struct rdmae_conn *c)
+void rdmae_progress_reap(struct rdmae_conn *c)
 {
 	struct ibv_wc wc[WC_BATCH];
 	struct ibv_cq *cq;
 	void *ctx;
 	int n, i;
 
+	/* cq_events is the thread's (or, with it stopped, the one reaping in its place). */
 	while (!ibv_get_cq_event(c->comp_ch, &cq, &ctx)) {
 		if (++c->cq_events >= CQ_ACK_BATCH) {
 			ibv_ack_cq_events(c->cq, c->cq_events);
@@ -36,6 +37,7 @@ void rdmae_progress_reap_locked(struct rdmae_conn *c)
 	ibv_req_notify_cq(c->cq, 0);
 	do {
 		n = ibv_poll_cq(c->cq, WC_BATCH, wc);
+		/* Each done takes its own lane's lock: no lock is held here. */
 		for (i = 0; i < n; i++) {
 			struct rdmae_cqe *cqe = (struct rdmae_cqe *)(uintptr_t)wc[i].wr_id;
 
@@ -43,15 +45,15 @@ void rdmae_progress_reap_locked(struct rdmae_conn *c)
 		}
 	} while (n > 0);
 	if (n < 0)
-		rdmae_conn_fail_locked(c, -EIO, "ibv_poll_cq on the connection to %s failed",
-				       c->peer);
+		rdmae_conn_fail(c, -EIO, "ibv_poll_cq on the connection to %s failed", c->peer);
 }
 
-void rdmae_progress_cm_events_locked(struct rdmae_conn *c)
+void rdmae_progress_cm_events(struct rdmae_conn *c)
 {
 	struct rdma_cm_event *ev;
 
-	while (!rdma_get_cm_event(c->cm_ch, &ev)) {
+	rdmae_conn_lock(c);
+	while (c->cm_to_thread && !rdma_get_cm_event(c->cm_ch, &ev)) {
 		enum rdma_cm_event_type type = ev->event;
 		struct rdmae_lane *l = rdmae_lane_of(ev->id);
 		int status = ev->status;
@@ -73,28 +75,38 @@ void rdmae_progress_cm_events_locked(struct rdmae_conn *c)
 			break;
 		}
 	}
+	rdmae_conn_unlock(c);
 }
 
-/* After completions: answers, grants and reposts that could not go earlier. */
-void rdmae_progress_housekeeping_locked(struct rdmae_conn *c)
+void rdmae_progress_housekeeping(struct rdmae_conn *c)
 {
+	enum rdmae_conn_state st = c->state;
 	unsigned int i;
 
-	if (c->state != RDMAE_ST_CONNECTED && c->state != RDMAE_ST_LANES)
+	/* A failure: every lane's waiters woken under its lock (see internal.h, Locking). */
+	if (rdmae_conn_failed(c)) {
+		rdmae_conn_wake_lanes(c);
 		return;
-	for (i = 0; i < c->nlanes; i++) {
+	}
+	if (st != RDMAE_ST_CONNECTED && st != RDMAE_ST_LANES)
+		return;
+	for (i = 0; i < RDMAE_MAX_LANES; i++) {
 		struct rdmae_lane *l = &c->lanes[i];
 
-		if (!l->live || !l->qp.ibqp || !l->established)
+		if (!l->sync_init)
 			continue;
-		rdmae_msg_repost_parked_locked(l);
-		rdmae_msg_grant_locked(l);
+		rdmae_lane_lock(l);
+		if (l->live && l->qp.ibqp && l->established) {
+			rdmae_msg_repost_parked_locked(l);
+			rdmae_msg_grant_locked(l);
+			rdmae_lane_post_locked(l);
+		}
+		rdmae_lane_unlock(l);
 	}
-	rdmae_conn_post_all_locked(c);
 }
 
 /* Returns the poll timeout in ms until the next keepalive deadline (-1: none). */
-int rdmae_progress_keepalive_locked(struct rdmae_conn *c)
+int rdmae_progress_keepalive(struct rdmae_conn *c)
 {
 	struct rdmae_lane *l0 = &c->lanes[0];
 	uint64_t now, idle_ns, tmo_ns, due, probe, heard, idle;
@@ -110,9 +122,8 @@ int rdmae_progress_keepalive_locked(struct rdmae_conn *c)
 	idle = heard < now ? now - heard : 0;
 	if (probe) {
 		if (probe <= now && now - probe >= tmo_ns) {
-			rdmae_conn_fail_locked(c, -ETIMEDOUT,
-					       "keepalive: no answer from %s within %d ms",
-					       c->peer, c->opts.keepalive_timeout_ms);
+			rdmae_conn_fail(c, -ETIMEDOUT, "keepalive: no answer from %s within %d ms",
+					c->peer, c->opts.keepalive_timeout_ms);
 			return -1;
 		}
 		due = probe + tmo_ns;
@@ -123,9 +134,10 @@ int rdmae_progress_keepalive_locked(struct rdmae_conn *c)
 		 * merely slow withholds them, and must not be taken for a dead
 		 * peer) a zero-length RDMA WRITE asks the peer's NIC instead:
 		 * no credit, and a dead host or path fails it by retry
-		 * exhaustion.
+		 * exhaustion. Lane 0's lock, not the connection's.
 		 */
-		rdmae_conn_qp_held(c, &l0->qp);
+		rdmae_lane_lock(l0);
+		rdmae_lane_qp_held(l0, &l0->qp);
 		if (!rdmae_msg_lane_send_locked(l0, NULL, 0, 0, RDMAE_FLAG_RESPONSE_REQUESTED, 0,
 						true, 0)) {
 			rdmae_qp_post_chain_locked(&l0->qp);
@@ -140,24 +152,33 @@ int rdmae_progress_keepalive_locked(struct rdmae_conn *c)
 		} else {
 			due = now + idle_ns;
 		}
+		rdmae_lane_unlock(l0);
 	} else {
 		due = heard + idle_ns;
 	}
 	return due <= now ? 0 : (int)((due - now) / 1000000ull) + 1;
 }
 
-int rdmae_progress_disconnecting_locked(struct rdmae_conn *c)
+int rdmae_progress_disconnecting(struct rdmae_conn *c)
 {
 	uint64_t now;
+	bool pending;
+	int tmo = -1;
 
 	if (c->state != RDMAE_ST_DISCONNECTING)
 		return -1;
+	/* The lanes first, each under its own lock; then the connection's lock alone. */
+	pending = rdmae_conn_sends_pending(c);
 	now = rdmae_now_ns();
-	if (!rdmae_conn_sends_pending_locked(c) || now >= c->linger_until_ns) {
-		rdmae_conn_disconnect_locked(c);
-		return -1;
+	rdmae_conn_lock(c);
+	if (c->state == RDMAE_ST_DISCONNECTING) {
+		if (!pending || now >= c->linger_until_ns)
+			rdmae_conn_disconnect_locked(c);
+		else
+			tmo = (int)((c->linger_until_ns - now) / 1000000ull) + 1;
 	}
-	return (int)((c->linger_until_ns - now) / 1000000ull) + 1;
+	rdmae_conn_unlock(c);
+	return tmo;
 }
 
 static void *progress_main(void *arg)
@@ -167,23 +188,26 @@ static void *progress_main(void *arg)
 	/* Completions touch the rings, which live on the device's node: run there too. */
 	if (c->numa_node >= 0 && numa_available() >= 0)
 		numa_run_on_node(c->numa_node);
-	rdmae_conn_lock(c);
+	/* No lock is held across a turn: each step takes the lane's or the connection's it needs. */
 	while (!c->stop) {
 		struct pollfd p[3];
 		nfds_t n = 0;
-		int tmo = rdmae_progress_keepalive_locked(c);
-		int ltmo = rdmae_progress_disconnecting_locked(c);
+		int tmo = rdmae_progress_keepalive(c);
+		int ltmo = rdmae_progress_disconnecting(c);
 		int ready, poll_err;
+		bool cm;
 		uint64_t v;
 
 		if (ltmo >= 0)
 			tmo = ltmo;
 
+		rdmae_conn_lock(c);
+		cm = c->cm_to_thread;
+		rdmae_conn_unlock(c);
 		p[n++] = (struct pollfd){ .fd = c->comp_ch->fd, .events = POLLIN };
 		p[n++] = (struct pollfd){ .fd = c->wake_fd, .events = POLLIN };
-		if (c->cm_to_thread)
+		if (cm)
 			p[n++] = (struct pollfd){ .fd = c->cm_ch->fd, .events = POLLIN };
-		rdmae_conn_unlock(c);
 		ready = poll(p, n, tmo);
 		poll_err = errno;
 		if (p[1].revents & POLLIN) {
@@ -191,7 +215,6 @@ static void *progress_main(void *arg)
 
 			(void)r;
 		}
-		rdmae_conn_lock(c);
 		if (c->stop)
 			break;
 		if (ready < 0) {
@@ -203,16 +226,18 @@ static void *progress_main(void *arg)
 			 * cannot be kept alive: it fails like any other loss of its
 			 * progress. The steps below still run, so waiters see it.
 			 */
-			rdmae_conn_fail_locked(c, -poll_err, "poll in the progress thread of the "
-					       "connection to %s: %s", c->peer, strerror(poll_err));
+			rdmae_conn_fail(c, -poll_err, "poll in the progress thread of the "
+					"connection to %s: %s", c->peer, strerror(poll_err));
 		}
-		rdmae_progress_reap_locked(c);
-		if (c->cm_to_thread)
-			rdmae_progress_cm_events_locked(c);
-		rdmae_progress_housekeeping_locked(c);
+		rdmae_progress_reap(c);
+		if (cm)
+			rdmae_progress_cm_events(c);
+		rdmae_progress_housekeeping(c);
+		/* Conn-level waiters (negotiation, setup) look again. */
+		rdmae_conn_lock(c);
 		pthread_cond_broadcast(&c->cond);
+		rdmae_conn_unlock(c);
 	}
-	rdmae_conn_unlock(c);
 	return NULL;
 }
 

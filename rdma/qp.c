@@ -49,12 +49,17 @@ int rdmae_qp_post_recv(struct rdmae_qp *qp, struct rdmae_rxbuf *rb)
 	return -ibv_post_recv(qp->ibqp, &wr, &bad);
 }
 
-static void rx_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
+/* After a completion, with the lock still held: whoever waits for this qp looks again. */
+static void completed_unlock(struct rdmae_qp *qp) RDMAE_RELEASE(*qp->lock)
 {
-	struct rdmae_rxbuf *rb = container_of(cqe, struct rdmae_rxbuf, cqe);
-	struct rdmae_qp *qp = rb->qp;
+	if (qp->cond)
+		pthread_cond_broadcast(qp->cond);
+	rdmae_qp_unlock(qp);
+}
 
-	rdmae_qp_assert_held(qp);
+static void rx_done_locked(struct rdmae_qp *qp, struct rdmae_rxbuf *rb, const struct ibv_wc *wc)
+	RDMAE_REQUIRES(*qp->lock)
+{
 	qp->st.completions++;
 	if (wc->status != IBV_WC_SUCCESS) {
 		bool flushed = wc->status == IBV_WC_WR_FLUSH_ERR;
@@ -67,6 +72,16 @@ static void rx_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
 	qp->st.recvs++;
 	qp->st.recv_bytes += wc->byte_len;
 	qp->ops->on_recv(qp->owner, qp, rb, wc->byte_len);
+}
+
+static void rx_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
+{
+	struct rdmae_rxbuf *rb = container_of(cqe, struct rdmae_rxbuf, cqe);
+	struct rdmae_qp *qp = rb->qp;
+
+	rdmae_qp_lock(qp);
+	rx_done_locked(qp, rb, wc);
+	completed_unlock(qp);
 }
 
 /* Retire every send-queue position up to and including pos, completed at now_ns. */
@@ -106,9 +121,10 @@ static void sq_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
 	struct rdmae_wrslot *s = container_of(cqe, struct rdmae_wrslot, cqe);
 	struct rdmae_qp *qp = s->qp;
 	uint64_t now = rdmae_now_ns();
-	enum rdmae_wr_kind kind = s->kind;
+	enum rdmae_wr_kind kind;
 
-	rdmae_qp_assert_held(qp);
+	rdmae_qp_lock(qp);
+	kind = s->kind;
 	qp->st.completions++;
 	if (wc->status != IBV_WC_SUCCESS) {
 		bool flushed = wc->status == IBV_WC_WR_FLUSH_ERR;
@@ -120,6 +136,7 @@ static void sq_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
 	sq_retire_locked(qp, s->pos, now);
 	if (wc->status == IBV_WC_SUCCESS)
 		qp->ops->on_sent(qp->owner, qp, s, kind, now);
+	completed_unlock(qp);
 }
 
 bool rdmae_qp_busy_locked(const struct rdmae_qp *qp)
@@ -293,6 +310,7 @@ int rdmae_qp_create(struct rdmae_qp *qp, struct rdma_cm_id *id, const struct rdm
 
 	memset(qp, 0, sizeof(*qp));
 	qp->lock = a->lock;
+	qp->cond = a->cond;
 	qp->ops = a->ops;
 	qp->owner = a->owner;
 	qp->delivered = a->delivered;
@@ -402,10 +420,11 @@ static void drain_done(struct rdmae_cqe *cqe, const struct ibv_wc *wc)
 {
 	struct rdmae_qp *qp = container_of(cqe, struct rdmae_qp, drain_cqe);
 
-	rdmae_qp_assert_held(qp);
 	(void)wc;
+	rdmae_qp_lock(qp);
 	if (qp->drain_left)
 		qp->drain_left--;
+	completed_unlock(qp);
 }
 
 /*

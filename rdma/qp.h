@@ -9,11 +9,15 @@
  * whatever the owner must hear of goes through the ops table with the owner
  * pointer, never through a call into a file above.
  *
- * Locking: every field after `lock` is guarded by *lock, a mutex the owner
- * holds (today its connection's c->lock). Functions ending in _locked need
- * it, and say so with RDMAE_REQUIRES(*qp->lock); the ops are called with it
- * held. An owner whose lock is *qp->lock under another name tells the
- * analysis once with rdmae_qp_held (internal.h's rdmae_conn_qp_held).
+ * Locking: every field after `cond` is guarded by *lock, a mutex the owner
+ * gives (a lane's l->lock). Functions ending in _locked need it, and say so
+ * with RDMAE_REQUIRES(*qp->lock). A completion's cqe->done takes *lock
+ * itself, so a reaper holds no lock and completions of different qps run
+ * apart; the ops are called with it held, and after each completion *cond
+ * (the owner's, if any) is broadcast with it held, so whoever waits on it
+ * for room, credits or a drain sees the change. An owner whose lock is
+ * *qp->lock under another name tells the analysis once (internal.h's
+ * rdmae_lane_qp_held).
  */
 #ifndef RDMAE_QP_H
 #define RDMAE_QP_H
@@ -112,6 +116,7 @@ struct rdmae_qp_ops {
 
 struct rdmae_qp {
 	rdmae_mutex_t *lock;		/* the owner's; guards all below */
+	pthread_cond_t *cond;		/* the owner's, or NULL: broadcast after each completion */
 	const struct rdmae_qp_ops *ops;
 	void *owner;
 	unsigned int idx;		/* the lane it serves, for messages */
@@ -171,10 +176,22 @@ struct rdmae_qp_attr {
 	uint32_t writes_in_flight;	/* one-sided WRs the send queue makes room for */
 	unsigned int idx;
 	rdmae_mutex_t *lock;
+	pthread_cond_t *cond;		/* may be NULL */
 	const struct rdmae_qp_ops *ops;
 	void *owner;
 	const uint64_t *delivered;
 };
+
+/* Take and release *qp->lock (a completion's done does); bodies the analysis cannot see into. */
+static inline void rdmae_qp_lock(struct rdmae_qp *qp) RDMAE_ACQUIRE(*qp->lock) RDMAE_NO_TSA
+{
+	pthread_mutex_lock(qp->lock);
+}
+
+static inline void rdmae_qp_unlock(struct rdmae_qp *qp) RDMAE_RELEASE(*qp->lock) RDMAE_NO_TSA
+{
+	pthread_mutex_unlock(qp->lock);
+}
 
 /* Tells the analysis that *qp->lock is held: called where the callee's contract cannot name it. */
 static inline void rdmae_qp_assert_held(const struct rdmae_qp *qp) RDMAE_ASSERT_HELD(*qp->lock)

@@ -92,8 +92,11 @@ void rdmae_region_destroy(struct rdmae_region *r);
  * Contract: a region must not be detached or destroyed while an rdmae_write
  * or rdmae_read from (or into) it is in progress on another thread, like
  * freeing a buffer in use. A detach that still races with one is caught
- * where the call retakes the connection's lock: it fails with -ENOLINK,
+ * where the call takes or retakes a lane's lock: it fails with -ENOLINK,
  * naming the region. A destroy cannot be caught: the region is gone.
+ * A detach whose wait for WRs in flight runs out (5 s) with a PIN_ALL
+ * region still possibly read by them fails the connection and drains its
+ * QP before the region's MRs may go.
  */
 
 /*

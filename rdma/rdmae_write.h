@@ -55,8 +55,8 @@ int rdmae_read(struct rdmae_conn *c, struct rdmae_region *dst, const struct rdma
  * posted before a SEND (rdmae_send_lane on the same lane) is placed in the
  * peer's memory before the peer receives that SEND (RC ordering within one
  * QP); across lanes nothing is ordered. Several threads may drive different
- * lanes at once, safely; their posting still takes the one connection lock
- * in turn (a lock per lane is not there yet: rdma/internal.h, Locking).
+ * lanes at once: each lane has its own lock, so they post, wait for room
+ * and complete without waiting for each other (rdma/internal.h, Locking).
  */
 int rdmae_write_lane(struct rdmae_conn *c, unsigned int lane, struct rdmae_region *src,
 		     const struct rdmae_remote *dst, struct rdmae_run *runs, size_t n,

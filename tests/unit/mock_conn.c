@@ -119,25 +119,52 @@ struct ibv_qp *mock_lane_qp(struct rdmae_conn *c, unsigned int lane)
 	return c->lanes[lane].qp.ibqp;
 }
 
+/* One turn of the progress thread's loop, as it runs it: no lock held, each step takes its own. */
 void mock_progress(struct rdmae_conn *c)
 {
+	rdmae_progress_reap(c);
+	rdmae_progress_cm_events(c);
+	rdmae_progress_housekeeping(c);
 	pthread_mutex_lock(&c->lock);
-	rdmae_progress_reap_locked(c);
-	if (c->cm_to_thread)
-		rdmae_progress_cm_events_locked(c);
-	rdmae_progress_housekeeping_locked(c);
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
 }
 
 int mock_keepalive(struct rdmae_conn *c)
 {
-	int tmo;
+	return rdmae_progress_keepalive(c);
+}
 
-	pthread_mutex_lock(&c->lock);
-	tmo = rdmae_progress_keepalive_locked(c);
-	pthread_mutex_unlock(&c->lock);
-	return tmo;
+uint64_t mock_pace_inflight(struct rdmae_conn *c)
+{
+	uint64_t n = 0;
+
+	for (unsigned int i = 0; i < c->nlanes; i++) {
+		pthread_mutex_lock(&c->lanes[i].lock);
+		n += c->lanes[i].pace.inflight;
+		pthread_mutex_unlock(&c->lanes[i].lock);
+	}
+	return n;
+}
+
+uint64_t mock_pace_budget(struct rdmae_conn *c)
+{
+	struct rdmae_pace_stats st;
+
+	rdmae_conn_pace_stats(c, &st);
+	return st.budget_bytes;
+}
+
+bool mock_conn_any_busy(struct rdmae_conn *c)
+{
+	bool busy = false;
+
+	for (unsigned int i = 0; i < c->nlanes; i++) {
+		pthread_mutex_lock(&c->lanes[i].lock);
+		busy |= c->lanes[i].live && rdmae_qp_busy_locked(&c->lanes[i].qp);
+		pthread_mutex_unlock(&c->lanes[i].lock);
+	}
+	return busy;
 }
 
 int mock_deliver_msg(struct rdmae_conn *c, unsigned int lane, const void *payload, uint32_t len,

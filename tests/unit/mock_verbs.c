@@ -633,9 +633,14 @@ int ibv_modify_qp(struct ibv_qp *qp, struct ibv_qp_attr *attr, int attr_mask)
 
 	pthread_mutex_lock(&M.lock);
 	err = fail_now(MOCK_MODIFY_QP);
-	/* A QP in error takes no modification but to reset. */
+	/*
+	 * A QP in error takes no modification but to reset, or to error again
+	 * (the kernel's qp_state_table allows ERR -> ERR: a drain after the
+	 * connection has already failed does it).
+	 */
 	if (!err && q->state == IBV_QPS_ERR &&
-	    !((attr_mask & IBV_QP_STATE) && attr->qp_state == IBV_QPS_RESET))
+	    !((attr_mask & IBV_QP_STATE) && (attr->qp_state == IBV_QPS_RESET ||
+					      attr->qp_state == IBV_QPS_ERR)))
 		err = EINVAL;
 	if (!err) {
 		M.mods = mock_grow(M.mods, &M.capmods, M.nmods, sizeof(*M.mods));
@@ -1137,19 +1142,35 @@ void mock_qp_error(struct ibv_qp *qp)
 	pthread_mutex_unlock(&M.lock);
 }
 
+/* Under the mock's lock: with a lock per lane, other lanes' threads post meanwhile. */
 enum ibv_qp_state mock_qp_state(const struct ibv_qp *qp)
 {
-	return mqp(qp)->state;
+	enum ibv_qp_state st;
+
+	pthread_mutex_lock(&M.lock);
+	st = mqp(qp)->state;
+	pthread_mutex_unlock(&M.lock);
+	return st;
 }
 
 unsigned int mock_qp_sends_out(const struct ibv_qp *qp)
 {
-	return (unsigned int)q_len(&mqp(qp)->sq);
+	unsigned int n;
+
+	pthread_mutex_lock(&M.lock);
+	n = (unsigned int)q_len(&mqp(qp)->sq);
+	pthread_mutex_unlock(&M.lock);
+	return n;
 }
 
 unsigned int mock_qp_recvs_out(const struct ibv_qp *qp)
 {
-	return (unsigned int)q_len(&mqp(qp)->rq);
+	unsigned int n;
+
+	pthread_mutex_lock(&M.lock);
+	n = (unsigned int)q_len(&mqp(qp)->rq);
+	pthread_mutex_unlock(&M.lock);
+	return n;
 }
 
 size_t mock_cq_pending(void)

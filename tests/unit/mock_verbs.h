@@ -193,6 +193,11 @@ struct ibv_qp *mock_lane_qp(struct rdmae_conn *c, unsigned int lane);
 void mock_progress(struct rdmae_conn *c);
 /* The keepalive step of the progress thread; returns its poll timeout. */
 int mock_keepalive(struct rdmae_conn *c);
+/* The connection's pacing, over its lanes: WRITE/READ bytes in flight, and the budget. */
+uint64_t mock_pace_inflight(struct rdmae_conn *c);
+uint64_t mock_pace_budget(struct rdmae_conn *c);
+/* Is a WR in flight on any lane? */
+bool mock_conn_any_busy(struct rdmae_conn *c);
 /* A data-transfer message from the peer on a lane: header and payload (len may be 0). */
 int mock_deliver_msg(struct rdmae_conn *c, unsigned int lane, const void *payload, uint32_t len,
 		     uint16_t granted, uint16_t flags, uint32_t fence_seq);

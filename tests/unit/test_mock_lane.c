@@ -36,8 +36,8 @@ static void assert_sq_settled(struct rdmae_conn *c)
 		assert_true(l->tx_tail == l->tx_head);
 		assert_int_equal(l->writes_out, 0);
 	}
-	assert_int_equal(c->pace.inflight, 0);
-	assert_false(rdmae_conn_any_busy_locked(c));
+	assert_int_equal(mock_pace_inflight(c), 0);
+	assert_false(mock_conn_any_busy(c));
 }
 
 static struct rdmae_data_hdr send_hdr(const struct mock_send *s)
@@ -316,13 +316,13 @@ static void test_lane_drain_before_rings_freed(void **state)
 
 	from = mock_log_len();
 	mods = mock_modifies();
-	pthread_mutex_lock(&c->lock);
+	pthread_mutex_lock(&c->lanes[1].lock);
 	rdmae_qp_drain_locked(&c->lanes[1].qp);
 	draining = c->lanes[1].qp.draining;
 	drain_left = c->lanes[1].qp.drain_left;
+	pthread_mutex_unlock(&c->lanes[1].lock);
 	/* The lane's destruction (its drain already done) takes its cm_id with it. */
-	rdmae_lane_destroy_locked(&c->lanes[1]);
-	pthread_mutex_unlock(&c->lock);
+	rdmae_lane_destroy(&c->lanes[1]);
 
 	/* Both markers came back (no timeout), and nothing of the lane is left to reap. */
 	assert_true(draining);
@@ -382,7 +382,7 @@ static void test_flush_after_write_error(void **state)
 	assert_int_equal(rdmae_write(c, r, &fixture_peer, runs, 4, &err), 0);
 	assert_int_equal(l0->qp.sq_posted, 3);
 	assert_int_equal(l1->qp.sq_posted, 2);
-	assert_int_equal(c->pace.inflight, 16 * KiB);
+	assert_int_equal(mock_pace_inflight(c), 16 * KiB);
 	recvs = mock_recvs_posted();
 
 	/* Lane 1's first WRITE fails: its QP flushes, and the transport disconnects lane 0. */
@@ -549,21 +549,17 @@ static void test_abort_lets_sends_leave(void **state)
 	assert_non_null(c);
 	assert_int_equal(rdmae_send(c, "cancel", 6, &err), 0);
 	rdmae_conn_abort(c, -ECANCELED, "test abort after a CANCEL");
-	pthread_mutex_lock(&c->lock);
 	assert_int_equal(c->state, RDMAE_ST_DISCONNECTING);
-	assert_true(rdmae_progress_disconnecting_locked(c) > 0);
+	assert_true(rdmae_progress_disconnecting(c) > 0);
 	assert_int_equal(c->state, RDMAE_ST_DISCONNECTING);
-	pthread_mutex_unlock(&c->lock);
 	assert_int_equal(mock_qp_state(mock_lane_qp(c, 0)), IBV_QPS_RTS);
 	assert_int_equal(rdmae_recv(c, &buf, &len, 0, &err), -ECANCELED);
 	assert_non_null(strstr(err.msg, "after a CANCEL"));
 
 	assert_int_equal(mock_complete_sends(mock_lane_qp(c, 0), 1), 0);
 	mock_progress(c);
-	pthread_mutex_lock(&c->lock);
-	assert_int_equal(rdmae_progress_disconnecting_locked(c), -1);
+	assert_int_equal(rdmae_progress_disconnecting(c), -1);
 	assert_int_equal(c->state, RDMAE_ST_ERROR);
-	pthread_mutex_unlock(&c->lock);
 	assert_int_equal(mock_qp_state(mock_lane_qp(c, 0)), IBV_QPS_ERR);
 	mock_progress(c);
 	assert_int_equal(rdmae_conn_error(c, &err), -ECANCELED);
@@ -639,7 +635,7 @@ static void test_send_post_refused(void **state)
 	assert_int_equal(mock_sends(), 0);
 	assert_true(l->qp.tx_head == l->qp.tx_tail);
 	assert_true(l->qp.sq_posted == l->qp.sq_done);
-	assert_false(rdmae_conn_sends_pending_locked(c));
+	assert_false(rdmae_conn_sends_pending(c));
 	/* The connection failed with it. */
 	assert_int_equal(rdmae_conn_error(c, NULL), -ENOMEM);
 	mock_progress(c);
@@ -720,7 +716,7 @@ static void test_write_post_fails(void **state)
 	assert_true(c->lanes[1].qp.sq_posted == c->lanes[1].qp.sq_done);
 	/* Lane 0's two WRITEs left and stay counted until their flushed completions come. */
 	assert_int_equal(c->lanes[0].qp.writes_out, 2);
-	assert_int_equal(c->pace.inflight, 8 * KiB);
+	assert_int_equal(mock_pace_inflight(c), 8 * KiB);
 	mock_progress(c);
 	assert_sq_settled(c);
 	rdmae_region_destroy(r);

@@ -346,9 +346,9 @@ static void test_failure_wakes_lane_waiters(void **state)
 	(void)state;
 	c = mock_conn(2, NULL);
 	assert_non_null(c);
-	pthread_mutex_lock(&c->lock);
+	pthread_mutex_lock(&c->lanes[1].lock);
 	c->lanes[1].cr.send = 0;	/* the peer has granted nothing on lane 1 */
-	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_unlock(&c->lanes[1].lock);
 	for (unsigned int k = 0; k < 2; k++) {
 		b[k] = (struct blocked){ .c = c, .send = k == 1 };
 		assert_int_equal(pthread_create(&th[k], NULL, block_main, &b[k]), 0);
@@ -363,6 +363,310 @@ static void test_failure_wakes_lane_waiters(void **state)
 	fixture_assert_clean();
 }
 
+/* ---- lanes are independent: a lane's lock held, another lane goes on ---- */
+
+struct lane_sender {
+	struct rdmae_conn *c;
+	unsigned int lane;
+	atomic_bool done;
+	int ret;
+	struct rdmae_err err;
+};
+
+static void *lane_send_main(void *arg)
+{
+	struct lane_sender *a = arg;
+
+	a->ret = rdmae_send_lane(a->c, a->lane, "from A", 6, -1, &a->err);
+	atomic_store(&a->done, true);
+	return NULL;
+}
+
+/* What thread B does on lane 2 while lane 1 is taken: a WRITE, a SEND, their completions. */
+struct lane_worker {
+	struct rdmae_conn *c;
+	struct rdmae_region *r;
+	int ret;
+	struct rdmae_err err;
+	struct rdmae_lane_stats st;
+};
+
+static void *lane_two_main(void *arg)
+{
+	struct lane_worker *b = arg;
+	struct rdmae_run run = { 0, 0, 8 * KiB };
+	struct ibv_qp *qp = mock_lane_qp(b->c, 2);
+
+	b->ret = rdmae_write_lane(b->c, 2, b->r, &fixture_peer, &run, 1, &b->err);
+	if (!b->ret)
+		b->ret = rdmae_send_lane(b->c, 2, "from B", 6, 1000, &b->err);
+	/* Lane 2's completions are reaped with lane 2's lock alone. */
+	if (!b->ret)
+		b->ret = mock_complete_sends(qp, mock_qp_sends_out(qp));
+	rdmae_progress_reap(b->c);
+	if (!b->ret)
+		b->ret = rdmae_conn_lane_stats(b->c, 2, &b->st);
+	return NULL;
+}
+
+/*
+ * Thread A waits on lane 1 for a credit the peer has not granted, and the
+ * test itself then holds lane 1's lock, as a thread busy inside lane 1
+ * would. Meanwhile thread B drives lane 2 to the end: a WRITE and a SEND
+ * posted, completed and reaped, its statistics read. With one lock per
+ * connection B could not take a step; with a lock per lane it finishes
+ * (were it to block, the join below would never return). Then lane 1 is
+ * let go and a grant arrives on it: A's message leaves, on lane 1, after
+ * all of B's work.
+ */
+static void test_lanes_independent(void **state)
+{
+	struct lane_sender a = { 0 };
+	struct lane_worker b = { 0 };
+	struct rdmae_data_hdr h;
+	struct rdmae_conn *c;
+	pthread_t ta, tb;
+	size_t n;
+
+	(void)state;
+	c = mock_conn(3, NULL);
+	assert_non_null(c);
+	b.c = c;
+	b.r = fixture_pinned(c);
+	pthread_mutex_lock(&c->lanes[1].lock);
+	c->lanes[1].cr.send = 0;	/* the peer has granted nothing on lane 1 */
+	pthread_mutex_unlock(&c->lanes[1].lock);
+	a.c = c;
+	a.lane = 1;
+	assert_int_equal(pthread_create(&ta, NULL, lane_send_main, &a), 0);
+	/* A stalls for a credit (counted under lane 1's lock just before it waits). */
+	for (;;) {
+		uint64_t stalls;
+
+		pthread_mutex_lock(&c->lanes[1].lock);
+		stalls = c->lanes[1].qp.st.credit_stalls;
+		pthread_mutex_unlock(&c->lanes[1].lock);
+		if (stalls)
+			break;
+		sched_yield();
+	}
+
+	pthread_mutex_lock(&c->lanes[1].lock);
+	assert_int_equal(pthread_create(&tb, NULL, lane_two_main, &b), 0);
+	assert_int_equal(pthread_join(tb, NULL), 0);
+	assert_false(atomic_load(&a.done));
+	pthread_mutex_unlock(&c->lanes[1].lock);
+	if (b.ret)
+		fail_msg("lane 2 while lane 1 was held: %d %s", b.ret, b.err.msg);
+	assert_int_equal(b.st.writes, 1);
+	assert_int_equal(b.st.sends, 1);
+	assert_int_equal(b.st.completions, 2);
+	n = mock_sends();
+	assert_int_equal(n, 2);
+	assert_int_equal(mock_send_at(0)->lane, 2);
+	assert_int_equal(mock_send_at(0)->opcode, IBV_WR_RDMA_WRITE);
+	assert_int_equal(mock_send_at(1)->lane, 2);
+	assert_false(atomic_load(&a.done));
+
+	/* The grant: A's wait ends, and its message goes out on lane 1, last. */
+	assert_int_equal(mock_deliver_msg(c, 1, NULL, 0, 4, 0, 0), 0);
+	mock_progress(c);
+	assert_int_equal(pthread_join(ta, NULL), 0);
+	if (a.ret)
+		fail_msg("lane 1 after the grant: %d %s", a.ret, a.err.msg);
+	assert_true(mock_sends() > n);
+	assert_int_equal(mock_send_at(n)->lane, 1);
+	h = send_hdr(mock_send_at(n));
+	assert_int_equal(h.data_length, 6);
+	assert_memory_equal(mock_send_at(n)->data + h.data_offset, "from A", 6);
+	assert_int_equal(rdmae_conn_error(c, NULL), 0);
+	complete_all(c);
+	rdmae_region_destroy(b.r);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
+/* ---- a failure wakes waiters blocked on several lanes ---- */
+
+struct lane_waiter {
+	struct rdmae_conn *c;
+	struct rdmae_region *r;
+	unsigned int lane;
+	int ret;
+	struct rdmae_err err;
+};
+
+/* Lane 0: a receive; lane 1: a send without credit; lane 2: a WRITE with no send-queue room. */
+static void *lane_wait_main(void *arg)
+{
+	struct lane_waiter *w = arg;
+	struct rdmae_run runs[2] = { { 0, 0, 4 * KiB }, { 8 * KiB, 8 * KiB, 4 * KiB } };
+	void *buf = NULL;
+	size_t len;
+
+	if (w->lane == 0)
+		w->ret = rdmae_recv_lane(w->c, 0, &buf, &len, -1, &w->err);
+	else if (w->lane == 1)
+		w->ret = rdmae_send_lane(w->c, 1, "stuck", 5, -1, &w->err);
+	else
+		w->ret = rdmae_write_lane(w->c, 2, w->r, &fixture_peer, runs, 2, &w->err);
+	free(buf);
+	return NULL;
+}
+
+/* A lane's statistic, read under its lock. */
+static uint64_t lane_stat(struct rdmae_conn *c, unsigned int lane, bool sq)
+{
+	uint64_t v;
+
+	pthread_mutex_lock(&c->lanes[lane].lock);
+	v = sq ? c->lanes[lane].qp.st.sq_stalls : c->lanes[lane].qp.st.credit_stalls;
+	pthread_mutex_unlock(&c->lanes[lane].lock);
+	return v;
+}
+
+/*
+ * Three callers, each asleep on its own lane's cond: a receive on lane 0,
+ * a send with no credit on lane 1, a WRITE on lane 2 whose send queue has
+ * room for one (writes_in_flight 1). The peer disconnects lane 0: the
+ * progress step that hears it fails the connection, and every one of them
+ * returns its error, whichever lane it waits on.
+ */
+static void test_failure_wakes_all_lanes(void **state)
+{
+	struct rdmae_conn_opts o;
+	struct lane_waiter w[3];
+	struct rdmae_region *r;
+	struct rdmae_conn *c;
+	pthread_t th[3];
+
+	(void)state;
+	mock_conn_opts(&o);
+	o.writes_in_flight = 1;
+	c = mock_conn(3, &o);
+	assert_non_null(c);
+	r = fixture_pinned(c);
+	pthread_mutex_lock(&c->lanes[1].lock);
+	c->lanes[1].cr.send = 0;
+	pthread_mutex_unlock(&c->lanes[1].lock);
+	for (unsigned int k = 0; k < 3; k++) {
+		w[k] = (struct lane_waiter){ .c = c, .r = r, .lane = k };
+		assert_int_equal(pthread_create(&th[k], NULL, lane_wait_main, &w[k]), 0);
+	}
+	/* Lanes 1 and 2 are asleep once their stall is counted; lane 0's receive may be any time. */
+	while (!lane_stat(c, 1, false) || !lane_stat(c, 2, true))
+		sched_yield();
+	mock_cm_event(c->lanes[0].qp.id, RDMA_CM_EVENT_DISCONNECTED, 0);
+	mock_progress(c);
+	for (unsigned int k = 0; k < 3; k++) {
+		assert_int_equal(pthread_join(th[k], NULL), 0);
+		assert_int_equal(w[k].ret, -ECONNRESET);
+		assert_non_null(strstr(w[k].err.msg, "closed by the peer"));
+	}
+	rdmae_region_destroy(r);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
+/* ---- detach whose wait for WRs in flight runs out ---- */
+
+struct reap_only {
+	struct rdmae_conn *c;
+	atomic_bool stop;
+};
+
+/* The progress thread's turns, completing nothing itself: what the QP reports is reaped. */
+static void *reap_only_main(void *arg)
+{
+	struct reap_only *t = arg;
+
+	while (!atomic_load(&t->stop)) {
+		mock_progress(t->c);
+		sched_yield();
+	}
+	return NULL;
+}
+
+/*
+ * A PIN_ALL region destroyed while a WRITE from it never completes (the
+ * peer's NIC is silent): detach waits its 5 s for the WR, then must not
+ * deregister the MRs under it. The connection fails, naming the lane, and
+ * the QP is drained first: in error, the WRITE flushed and retired, the
+ * drain's markers back, before the region's MRs go.
+ */
+static void test_detach_timeout_drains(void **state)
+{
+	struct reap_only t = { 0 };
+	struct rdmae_run run = { 0, 0, 4 * KiB };
+	struct rdmae_err err = { 0 };
+	struct rdmae_region *r;
+	struct rdmae_conn *c;
+	pthread_t th;
+
+	(void)state;
+	c = mock_conn(1, NULL);
+	assert_non_null(c);
+	r = fixture_pinned(c);
+	assert_int_equal(rdmae_write(c, r, &fixture_peer, &run, 1, &err), 0);
+	assert_int_equal(mock_qp_sends_out(mock_lane_qp(c, 0)), 1);
+	/* A progress thread reaps (as if mock_conn had not stopped it), completing nothing. */
+	pthread_mutex_lock(&c->lock);
+	c->thread_started = true;
+	c->stop = false;
+	pthread_mutex_unlock(&c->lock);
+	t.c = c;
+	assert_int_equal(pthread_create(&th, NULL, reap_only_main, &t), 0);
+
+	rdmae_region_destroy(r);
+
+	assert_int_equal(rdmae_conn_error(c, &err), -ETIMEDOUT);
+	assert_non_null(strstr(err.msg, "WRs still in flight on lane 0"));
+	assert_int_equal(mock_qp_state(mock_lane_qp(c, 0)), IBV_QPS_ERR);
+	pthread_mutex_lock(&c->lanes[0].lock);
+	assert_true(c->lanes[0].qp.draining);
+	assert_int_equal(c->lanes[0].qp.drain_left, 0);
+	assert_true(c->lanes[0].qp.sq_done == c->lanes[0].qp.sq_posted);
+	pthread_mutex_unlock(&c->lanes[0].lock);
+	assert_int_equal(mock_qp_sends_out(mock_lane_qp(c, 0)), 0);
+
+	atomic_store(&t.stop, true);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	pthread_mutex_lock(&c->lock);
+	c->thread_started = false;	/* joined here, not by rdmae_progress_stop */
+	pthread_mutex_unlock(&c->lock);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
+/* ---- a failed post under both locks ---- */
+
+/*
+ * The client's negotiate request is posted on lane 0 with lane 0's lock
+ * and c->lock held. When that post fails, the qp reports it through
+ * on_error, which must fail the connection under the lock already held,
+ * not take it a second time (which would hang here for ever).
+ */
+static void test_negotiate_post_fails(void **state)
+{
+	struct rdmae_err err = { 0 };
+	struct rdmae_conn *c;
+	struct rdma_cm_id *id;
+
+	(void)state;
+	c = mock_conn_bare(NULL);
+	assert_non_null(c);
+	assert_int_equal(mock_conn_setup_device(c, &err), 0);
+	id = mock_cm_id();
+	assert_int_equal(rdmae_lane_create(c, id, 0, &err), 0);
+	mock_qp_set_state(c->lanes[0].qp.ibqp, IBV_QPS_RTS);
+	mock_fail_post_send(1, ENOMEM, MOCK_BAD_NONE);
+	assert_int_equal(rdmae_negotiate_request(c, rdmae_deadline_after(1000), &err), -ENOMEM);
+	assert_non_null(strstr(err.msg, "ibv_post_send on lane 0"));
+	assert_int_equal(rdmae_conn_error(c, NULL), -ENOMEM);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -371,6 +675,10 @@ int main(void)
 		cmocka_unit_test_setup(test_write_lane_then_send, fixture_setup),
 		cmocka_unit_test_setup(test_two_threads_two_lanes, fixture_setup),
 		cmocka_unit_test_setup(test_failure_wakes_lane_waiters, fixture_setup),
+		cmocka_unit_test_setup(test_lanes_independent, fixture_setup),
+		cmocka_unit_test_setup(test_failure_wakes_all_lanes, fixture_setup),
+		cmocka_unit_test_setup(test_detach_timeout_drains, fixture_setup),
+		cmocka_unit_test_setup(test_negotiate_post_fails, fixture_setup),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -87,7 +87,7 @@ static void complete_all(struct rdmae_conn *c)
 		assert_true(c->lanes[i].qp.sq_done == c->lanes[i].qp.sq_posted);
 		assert_int_equal(c->lanes[i].qp.writes_out, 0);
 	}
-	assert_int_equal(c->pace.inflight, 0);
+	assert_int_equal(mock_pace_inflight(c), 0);
 }
 
 /* ---- 5. the write path ---- */
@@ -120,7 +120,7 @@ static void test_split_and_deal(void **state)
 	assert_int_equal(c->lanes[1].qp.st.doorbells, 1);
 	assert_int_equal(c->lanes[0].qp.st.write_bytes, 128 * KiB);
 	assert_int_equal(c->lanes[1].qp.st.write_bytes, 72 * KiB);
-	assert_int_equal(c->pace.inflight, 200 * KiB);
+	assert_int_equal(mock_pace_inflight(c), 200 * KiB);
 	complete_all(c);
 	rdmae_region_destroy(r);
 	rdmae_conn_destroy(c);
@@ -258,7 +258,7 @@ static void test_signal_every_16(void **state)
 	assert_int_equal(c->lanes[0].qp.st.completions, nsig);
 	assert_true(c->lanes[0].qp.sq_done == 40);
 	assert_int_equal(c->lanes[0].qp.writes_out, 0);
-	assert_int_equal(c->pace.inflight, 0);
+	assert_int_equal(mock_pace_inflight(c), 0);
 	rdmae_region_destroy(r);
 	rdmae_conn_destroy(c);
 	fixture_assert_clean();
@@ -272,7 +272,7 @@ static void test_signal_by_bytes(void **state)
 	struct rdmae_region *r = fixture_pinned(c);
 
 	(void)state;
-	assert_int_equal(c->pace.budget, 256 * KiB);
+	assert_int_equal(mock_pace_budget(c), 256 * KiB);
 	for (size_t i = 0; i < 4; i++)
 		runs[i] = (struct rdmae_run){ i * 64 * KiB, i * 128 * KiB, 64 * KiB };
 	write_ok(c, r, &fixture_peer, runs, 4);
