@@ -152,8 +152,8 @@ int sess_src_take_descs(struct rdmae_session *s, const struct rdmae_msg *m,
  * under it too. 1: *blk and descs filled; 0: nothing left, or stopped
  * registering (the final round is in).
  */
-static int dst_register_next(struct rdmae_session *s, size_t *blk, struct rdmae_bufdesc *descs,
-			     size_t *n, struct rdmae_err *err)
+static int dst_register_next(struct rdmae_session *s, size_t *blk, uint64_t *off,
+			     struct rdmae_bufdesc *descs, size_t *n, struct rdmae_err *err)
 {
 	struct rdmae_region_opts ro = { .mode = RDMAE_REG_PIN_ALL, .remote_write = 1 };
 	struct rdmae_err e2 = { 0 };
@@ -178,6 +178,7 @@ static int dst_register_next(struct rdmae_session *s, size_t *blk, struct rdmae_
 	*blk = s->reg_block;
 	b = &s->blk[*blk];
 	p = &b->loc[b->nready];
+	*off = p->off;
 	first = !s->st.reg_pieces;
 	t0 = rdmae_now_ns();
 	rc = rdmae_region_create(&p->region, s->conn, (uint8_t *)b->b.host + p->off, p->len, &ro,
@@ -194,16 +195,19 @@ static int dst_register_next(struct rdmae_session *s, size_t *blk, struct rdmae_
 	return 1;
 }
 
-/* DESCS for the piece of block blk just registered. */
-static int dst_send_descs(struct rdmae_session *s, size_t blk, const struct rdmae_bufdesc *descs,
-			  size_t n, struct rdmae_err *err)
+/*
+ * DESCS for the piece of block blk at off just registered. Not read from
+ * blk[].loc: a cancel may have destroyed the pieces since reg_lock was let
+ * go (then the send fails on the aborted connection, or says nothing the
+ * revoked QPs would honour).
+ */
+static int dst_send_descs(struct rdmae_session *s, size_t blk, uint64_t off,
+			  const struct rdmae_bufdesc *descs, size_t n, struct rdmae_err *err)
 {
 	uint8_t msg[RDMAE_PROTO_HDR_SIZE + sizeof(struct rdmae_wire_descs) +
 		    RDMAE_PROTO_MAX_DESCS * sizeof(struct rdmae_wire_bufdesc)];
-	const struct sblock *b = &s->blk[blk];
 
-	return sess_send_msg(s, msg, rdmae_msg_descs_encode(msg, (uint32_t)blk,
-							    b->loc[b->nready - 1].off, descs,
+	return sess_send_msg(s, msg, rdmae_msg_descs_encode(msg, (uint32_t)blk, off, descs,
 							    (uint32_t)n), err);
 }
 
@@ -211,11 +215,12 @@ int sess_dst_advertise(struct rdmae_session *s, struct rdmae_err *err)
 {
 	struct rdmae_bufdesc descs[RDMAE_PROTO_MAX_DESCS];
 	size_t blk = 0, n = 0;
+	uint64_t off = 0;
 	int rc;
 
-	rc = dst_register_next(s, &blk, descs, &n, err);
+	rc = dst_register_next(s, &blk, &off, descs, &n, err);
 	if (rc == 1) {
-		rc = dst_send_descs(s, blk, descs, n, err);
+		rc = dst_send_descs(s, blk, off, descs, n, err);
 		if (!rc)
 			return 1;
 	}
@@ -393,6 +398,7 @@ static int dst_answer(struct rdmae_session *s, struct pf_err *pe, struct rdmae_e
 	struct rdmae_bufdesc descs[RDMAE_PROTO_MAX_DESCS];
 	struct rdmae_err e2 = { 0 };
 	size_t i, blk = 0, n = 0;
+	uint64_t off = 0;
 	int rc;
 
 	for (i = 0; i < s->nblocks; i++)
@@ -400,7 +406,7 @@ static int dst_answer(struct rdmae_session *s, struct pf_err *pe, struct rdmae_e
 			return pf_fail(pe, -ENOMEM, (uint32_t)i,
 				       "preflight: block '%s': out of memory for its pieces",
 				       s->blk[i].b.name);
-	rc = dst_register_next(s, &blk, descs, &n, &e2);
+	rc = dst_register_next(s, &blk, &off, descs, &n, &e2);
 	if (rc <= 0) {
 		if (!rc)
 			rdmae_err_set(&e2, -ECANCELED, "cancelled");
@@ -409,7 +415,7 @@ static int dst_answer(struct rdmae_session *s, struct pf_err *pe, struct rdmae_e
 	rc = sess_send_msg(s, small, rdmae_msg_preflight_ok_encode(small, (uint32_t)s->nblocks),
 			   err);
 	if (!rc)
-		rc = dst_send_descs(s, blk, descs, n, err);
+		rc = dst_send_descs(s, blk, off, descs, n, err);
 	return rc ? sess_fail(s, rc, err) : 0;
 }
 
