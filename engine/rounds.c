@@ -417,6 +417,9 @@ static int pieces_for(struct round_ctx *rctx, uint64_t off, uint64_t *len)
 	ri = sess_piece_at(b->rem, b->nrem, off);
 	if (b->nready < li + 2 && b->nready < b->nloc) {
 		ret = sess_src_pin(s, rctx->block, li + 1, rctx->err);
+		/* Pinning a piece can take a while: the destination waits with its plain timeout. */
+		if (!ret)
+			ret = progress_tick(rctx);
 		if (ret)
 			return ret;
 	}
