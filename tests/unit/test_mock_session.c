@@ -17,7 +17,9 @@
  * Then the source's side of protocol 5 (registration in pieces): through
  * its real pre-flight and a round, WRITEs go only into pieces the
  * destination advertised (DESCS), and a destination that stops advertising
- * fails the round with the block named, within the session's timeout.
+ * fails the round with the block named, within the session's timeout; and
+ * the destination's: it registers and advertises piece by piece, and not
+ * once it has stopped.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -528,6 +530,84 @@ static void test_descs_gap_refused(void **state)
 }
 
 
+/* ---- the destination registers in pieces and advertises each (protocol 5) ---- */
+
+static uint8_t big_ram[24u << 20] __attribute__((aligned(4096)));
+
+/* The DESCS among the WRs recorded, decoded as the source would, frontier advancing. */
+static size_t sent_descs(uint64_t *offs, uint64_t *lens, size_t cap)
+{
+	static const uint64_t blen[1] = { sizeof(big_ram) };
+	static const uint64_t bpages[1] = { sizeof(big_ram) / 4096 };
+	uint64_t adv[1] = { 0 };
+	const struct rdmae_proto_ctx ctx = {
+		.nblocks = 1, .block_len = blen, .block_pages = bpages, .max_msg = 1 << 20,
+		.advertised = adv,
+	};
+	size_t n = 0;
+
+	for (size_t i = 0; i < mock_sends() && n < cap; i++) {
+		const struct mock_send *ms = mock_send_at(i);
+		struct rdmae_data_hdr h;
+		enum rdmae_wire_field f;
+		struct rdmae_msg m;
+
+		if (ms->opcode != IBV_WR_SEND || rdmae_data_hdr_decode(ms->data, ms->ncopy, 0, &h, &f) ||
+		    !h.data_length ||
+		    rdmae_msg_decode(ms->data + h.data_offset, h.data_length, &ctx, &m, NULL) ||
+		    m.type != RDMAE_MSG_DESCS)
+			continue;
+		offs[n] = m.u.descs.offset;
+		lens[n] = m.u.descs.len;
+		adv[0] += m.u.descs.len;
+		n++;
+	}
+	return n;
+}
+
+/*
+ * Past pre-flight's checks (done by hand here: the memlock check is the
+ * host's), the destination registers 8 MiB, then 16 MiB, advertising each
+ * as it is registered, in order and without gaps; then there is nothing
+ * left. A session that stopped registering (the final round, a cancel)
+ * registers and advertises nothing more.
+ */
+static void test_dest_advertises_pieces(void **state)
+{
+	const struct rdmae_block b = {
+		.name = "pc.ram", .host = big_ram, .len = sizeof(big_ram), .page_size = 4096,
+	};
+	struct rdmae_conn *c = mock_conn(1, NULL);
+	struct rdmae_err err = { 0 };
+	struct rdmae_session *s;
+	uint64_t offs[4], lens[4];
+
+	(void)state;
+	if (rdmae_session_create(&s, RDMAE_DEST, c, &b, 1, NULL, &err))
+		fail_msg("session: %s", err.msg);
+	sess_set_ctx(s);
+	assert_int_equal(sess_pieces_init(&s->blk[0], false), 0);
+	assert_int_equal(s->blk[0].nloc, 2);
+	assert_int_equal(sess_dst_advertise(s, &err), 1);
+	assert_int_equal(sess_dst_advertise(s, &err), 1);
+	assert_int_equal(sess_dst_advertise(s, &err), 0);
+	assert_int_equal(sent_descs(offs, lens, 4), 2);
+	assert_int_equal(offs[0], 0);
+	assert_int_equal(lens[0], 8u << 20);
+	assert_int_equal(offs[1], 8u << 20);
+	assert_int_equal(lens[1], 16u << 20);
+	assert_int_equal(s->st.reg_pieces, 2);
+
+	/* Stopped (a cancel destroys the pieces and stops registration): nothing more. */
+	sess_destroy_regions(s);
+	assert_int_equal(s->blk[0].nready, 0);
+	assert_int_equal(sess_dst_advertise(s, &err), 0);
+	assert_int_equal(sent_descs(offs, lens, 4), 2);
+	rdmae_session_destroy(s);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -541,6 +621,7 @@ int main(void)
 		cmocka_unit_test_setup(test_round_writes_advertised_pieces, fixture_setup),
 		cmocka_unit_test_setup(test_round_fails_when_never_advertised, fixture_setup),
 		cmocka_unit_test_setup(test_descs_gap_refused, fixture_setup),
+		cmocka_unit_test_setup(test_dest_advertises_pieces, fixture_setup),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
