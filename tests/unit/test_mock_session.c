@@ -580,7 +580,7 @@ static void test_dest_advertises_pieces(void **state)
 	struct rdmae_conn *c = mock_conn(1, NULL);
 	struct rdmae_err err = { 0 };
 	struct rdmae_session *s;
-	uint64_t offs[4], lens[4];
+	uint64_t offs[4] = { 0 }, lens[4] = { 0 };
 
 	(void)state;
 	if (rdmae_session_create(&s, RDMAE_DEST, c, &b, 1, NULL, &err))
