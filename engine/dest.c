@@ -356,12 +356,50 @@ static int dst_complete(struct rdmae_session *s, const struct rdmae_msg_complete
 	return rdmae_dst_commit(&dst_commit_ops, s, &p, c, verified, err);
 }
 
+/*
+ * Registration interleaved with the messages, not on a thread of its own:
+ * while pieces are left, register one and advertise it, then take a
+ * message if one is waiting, else go on registering; once all are in,
+ * wait for the next message as before. A message waits at most one piece's
+ * registration (PIECE_MAX), and the connection and the regions stay in one
+ * thread's hands (no DESCS racing a ROUND_ACK for the send credits, no
+ * registration racing a cancel's teardown beyond what reg_lock orders).
+ */
+static int dst_next_msg(struct rdmae_session *s, void **buf, struct rdmae_msg *m,
+			struct rdmae_err *err)
+{
+	for (;;) {
+		int rc = sess_dst_advertise(s, err);
+
+		if (rc < 0)
+			return rc;
+		if (!rc)
+			return sess_recv_msg(s, s->o.timeout_ms, buf, m, err);
+		rc = sess_recv_msg(s, 0, buf, m, err);
+		if (rc != -ETIMEDOUT || rdmae_conn_error(s->conn, NULL))
+			return rc;
+		rdmae_err_clear(err);
+	}
+}
+
+/*
+ * The final round is placed (or COMPLETE came): no WRITE comes any more,
+ * so nothing more is registered: registering now would only lengthen the
+ * downtime and make memory writable that no one writes.
+ */
+static void dst_stop_registering(struct rdmae_session *s)
+{
+	pthread_mutex_lock(&s->reg_lock);
+	s->reg_stopped = true;
+	pthread_mutex_unlock(&s->reg_lock);
+}
+
 static int dst_step(struct rdmae_session *s, struct rdmae_dest_event *ev, struct rdmae_err *err)
 {
 	for (;;) {
 		struct rdmae_msg m;
 		void *buf;
-		int rc = sess_recv_msg(s, s->o.timeout_ms, &buf, &m, err);
+		int rc = dst_next_msg(s, &buf, &m, err);
 
 		if (rc) {
 			/* A quiet source is not an error in itself: the caller may wait again. */
@@ -384,6 +422,8 @@ static int dst_step(struct rdmae_session *s, struct rdmae_dest_event *ev, struct
 			free(buf);
 			continue;
 		case RDMAE_MSG_ROUND_END:
+			if (m.u.round_end.flags & RDMAE_ROUND_FINAL)
+				dst_stop_registering(s);
 			rc = dst_round_end(s, &m.u.round_end, ev, err);
 			free(buf);
 			return rc;
@@ -411,6 +451,7 @@ static int dst_step(struct rdmae_session *s, struct rdmae_dest_event *ev, struct
 			bool verified = false;
 
 			free(buf);
+			dst_stop_registering(s);
 			rc = dst_complete(s, &c, &verified, err);
 			if (rc)
 				return rc;

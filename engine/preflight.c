@@ -50,57 +50,206 @@ out:
 	return rc;
 }
 
-static int src_register(struct rdmae_session *s, struct rdmae_err *err)
+/* ---- registration in pieces ---- */
+
+/* Time in registration, and the piece count; first: the part before the first piece was usable. */
+static void account_reg(struct rdmae_session *s, uint64_t t0, bool first)
+{
+	uint64_t dt = rdmae_now_ns() - t0;
+
+	pthread_mutex_lock(&s->lock);
+	s->st.reg_ns += dt;
+	s->st.reg_pieces++;
+	if (first)
+		s->st.reg_first_ns = s->st.reg_ns;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/*
+ * Pipelined rather than on a thread of its own: the caller asks for the
+ * piece its cursor is in and the one after, so the next piece is pinned
+ * while the NIC still reads the WRITEs just posted (rdmae_write returns
+ * once they are posted). Registering from the one engine thread keeps the
+ * session's connection used by one thread at a time, as everywhere else
+ * in the source, while rdma/'s locking is being reworked.
+ */
+int sess_src_pin(struct rdmae_session *s, size_t block, size_t upto, struct rdmae_err *err)
 {
 	struct rdmae_region_opts ro = { .mode = s->o.reg_mode, .remote_write = 0 };
+	struct sblock *b = &s->blk[block];
 	struct rdmae_err e2 = { 0 };
-	size_t i;
 
-	for (i = 0; i < s->nblocks; i++) {
-		struct sblock *b = &s->blk[i];
-		int rc = rdmae_region_create(&b->region, s->conn, b->b.host, b->b.len, &ro, &e2);
+	if (upto >= b->nloc)
+		upto = b->nloc - 1;
+	while (b->nready <= upto) {
+		struct piece *p = &b->loc[b->nready];
+		uint64_t t0 = rdmae_now_ns();
+		int rc;
 
+		if (atomic_load(&s->stop))
+			return sess_stopped_err(s, err);
+		rc = rdmae_region_create(&p->region, s->conn, (uint8_t *)b->b.host + p->off, p->len,
+					 &ro, &e2);
 		if (rc)
-			return rdmae_err_set(err, rc, "preflight: block '%s': register: %s",
-					     b->b.name, e2.msg);
+			return rdmae_err_set(err, rc, "register: block '%s': piece %zu (bytes %"
+					     PRIu64 "+%" PRIu64 "): %s", b->b.name, b->nready,
+					     p->off, p->len, e2.msg);
+		b->nready++;
+		account_reg(s, t0, false);
 	}
 	return 0;
 }
 
-static int src_take_descs(struct rdmae_session *s, const struct rdmae_msg *m,
-			  struct rdmae_err *err)
+int sess_src_pin_all(struct rdmae_session *s, struct rdmae_err *err)
 {
 	size_t i;
+	int rc = 0;
 
-	for (i = 0; i < s->nblocks; i++) {
-		struct sblock *b = &s->blk[i];
-		uint32_t first, n, j;
+	for (i = 0; i < s->nblocks && !rc; i++)
+		rc = sess_src_pin(s, i, s->blk[i].nloc - 1, err);
+	return rc;
+}
 
-		rdmae_msg_preflight_ok_span(m, (uint32_t)i, &first, &n);
-		b->descs = calloc(n, sizeof(*b->descs));
-		if (!b->descs)
-			return rdmae_err_set(err, -ENOMEM,
-					     "preflight: out of memory for descriptors");
-		for (j = 0; j < n; j++)
-			rdmae_msg_preflight_ok_desc(m, first + j, &b->descs[j]);
-		b->remote.descs = b->descs;
-		b->remote.ndescs = n;
-		b->remote.len = b->b.len;
+int sess_src_take_descs(struct rdmae_session *s, const struct rdmae_msg *m,
+			struct rdmae_err *err)
+{
+	struct sblock *b = &s->blk[m->u.descs.block];
+	struct piece *p;
+	uint32_t j;
+
+	if (b->nrem == b->rem_cap) {
+		size_t cap = b->rem_cap ? 2 * b->rem_cap : 16;
+		struct piece *n = realloc(b->rem, cap * sizeof(*n));
+
+		if (!n)
+			return rdmae_err_set(err, -ENOMEM, "DESCS: block '%s': out of memory for"
+					     " piece %zu", b->b.name, b->nrem);
+		b->rem = n;
+		b->rem_cap = cap;
 	}
+	p = &b->rem[b->nrem];
+	memset(p, 0, sizeof(*p));
+	p->descs = calloc(m->u.descs.ndescs, sizeof(*p->descs));
+	if (!p->descs)
+		return rdmae_err_set(err, -ENOMEM, "DESCS: block '%s': out of memory for piece %zu",
+				     b->b.name, b->nrem);
+	for (j = 0; j < m->u.descs.ndescs; j++)
+		rdmae_msg_descs_get(m, j, &p->descs[j]);
+	p->off = m->u.descs.offset;
+	p->len = m->u.descs.len;
+	p->remote.descs = p->descs;
+	p->remote.ndescs = m->u.descs.ndescs;
+	p->remote.len = p->len;
+	b->nrem++;
+	/* The decoder checked offset == advertised: the pieces stay consecutive. */
+	s->advertised[m->u.descs.block] += p->len;
+	return 0;
+}
+
+/*
+ * Destination: register the next piece, under reg_lock so that a cancel
+ * waits for a pin in progress and undoes it, and read its descriptors
+ * under it too. 1: *blk and descs filled; 0: nothing left, or stopped
+ * registering (the final round is in).
+ */
+static int dst_register_next(struct rdmae_session *s, size_t *blk, uint64_t *off,
+			     struct rdmae_bufdesc *descs, size_t *n, struct rdmae_err *err)
+{
+	struct rdmae_region_opts ro = { .mode = RDMAE_REG_PIN_ALL, .remote_write = 1 };
+	struct rdmae_err e2 = { 0 };
+	struct sblock *b;
+	struct piece *p;
+	uint64_t t0;
+	bool first;
+	int rc;
+
+	while (s->reg_block < s->nblocks &&
+	       s->blk[s->reg_block].nready == s->blk[s->reg_block].nloc)
+		s->reg_block++;
+	pthread_mutex_lock(&s->reg_lock);
+	if (atomic_load(&s->stop)) {
+		pthread_mutex_unlock(&s->reg_lock);
+		return sess_stopped_err(s, err);
+	}
+	if (s->reg_stopped || s->reg_block == s->nblocks) {
+		pthread_mutex_unlock(&s->reg_lock);
+		return 0;
+	}
+	*blk = s->reg_block;
+	b = &s->blk[*blk];
+	p = &b->loc[b->nready];
+	*off = p->off;
+	first = !s->st.reg_pieces;
+	t0 = rdmae_now_ns();
+	rc = rdmae_region_create(&p->region, s->conn, (uint8_t *)b->b.host + p->off, p->len, &ro,
+				 &e2);
+	if (!rc) {
+		b->nready++;
+		rc = rdmae_region_bufdescs(p->region, descs, RDMAE_PROTO_MAX_DESCS, n, &e2);
+	}
+	pthread_mutex_unlock(&s->reg_lock);
+	if (rc)
+		return rdmae_err_set(err, rc, "register: block '%s': piece at bytes %" PRIu64 "+%"
+				     PRIu64 ": %s", b->b.name, p->off, p->len, e2.msg);
+	account_reg(s, t0, first);
+	return 1;
+}
+
+/*
+ * DESCS for the piece of block blk at off just registered. Not read from
+ * blk[].loc: a cancel may have destroyed the pieces since reg_lock was let
+ * go (then the send fails on the aborted connection, or says nothing the
+ * revoked QPs would honour).
+ */
+static int dst_send_descs(struct rdmae_session *s, size_t blk, uint64_t off,
+			  const struct rdmae_bufdesc *descs, size_t n, struct rdmae_err *err)
+{
+	uint8_t msg[RDMAE_PROTO_HDR_SIZE + sizeof(struct rdmae_wire_descs) +
+		    RDMAE_PROTO_MAX_DESCS * sizeof(struct rdmae_wire_bufdesc)];
+
+	return sess_send_msg(s, msg, rdmae_msg_descs_encode(msg, (uint32_t)blk, off, descs,
+							    (uint32_t)n), err);
+}
+
+int sess_dst_advertise(struct rdmae_session *s, struct rdmae_err *err)
+{
+	struct rdmae_bufdesc descs[RDMAE_PROTO_MAX_DESCS];
+	size_t blk = 0, n = 0;
+	uint64_t off = 0;
+	int rc;
+
+	rc = dst_register_next(s, &blk, &off, descs, &n, err);
+	if (rc == 1) {
+		rc = dst_send_descs(s, blk, off, descs, n, err);
+		if (!rc)
+			return 1;
+	}
+	if (rc < 0)
+		return atomic_load(&s->state) == ST_FAILED ? rc : sess_fail(s, rc, err);
 	return 0;
 }
 
 static int src_preflight(struct rdmae_session *s, struct rdmae_err *err)
 {
 	struct rdmae_msg m;
+	size_t i;
 	void *buf;
 	int rc;
 
-	/* Announce first: the destination checks and pins while we register. */
+	/*
+	 * Announce first: the destination checks and pins its first piece
+	 * while we pin ours (and the one after). ON_DEMAND registers nothing
+	 * up front: one region per block, pinned as it is written.
+	 */
 	rc = src_announce(s, err);
-	if (rc)
-		return sess_fail(s, rc, err);
-	rc = src_register(s, err);
+	for (i = 0; i < s->nblocks && !rc; i++)
+		if (sess_pieces_init(&s->blk[i], s->o.reg_mode != RDMAE_REG_PIN_ALL))
+			rc = rdmae_err_set(err, -ENOMEM, "preflight: block '%s': out of memory"
+					   " for its pieces", s->blk[i].b.name);
+	if (!rc && s->o.reg_mode == RDMAE_REG_PIN_ALL)
+		rc = sess_src_pin(s, 0, 1, err);
+	for (i = 0; i < s->nblocks && !rc && s->o.reg_mode != RDMAE_REG_PIN_ALL; i++)
+		rc = sess_src_pin(s, i, 0, err);
 	if (rc)
 		return sess_fail(s, rc, err);
 
@@ -112,9 +261,8 @@ static int src_preflight(struct rdmae_session *s, struct rdmae_err *err)
 	}
 	switch (m.type) {
 	case RDMAE_MSG_PREFLIGHT_OK:
-		rc = src_take_descs(s, &m, err);
-		if (rc)
-			rc = sess_fail(s, rc, err);
+		/* From here on (not before) DESCS are taken, each where the last ended. */
+		s->ctx.advertised = s->advertised;
 		break;
 	case RDMAE_MSG_PREFLIGHT_ERR:
 		/* The destination's text as it is: both sides report the same. */
@@ -239,91 +387,36 @@ static int dst_check_host(struct rdmae_session *s, struct pf_err *pe)
 	return 0;
 }
 
-static int dst_register(struct rdmae_session *s, struct pf_err *pe)
-{
-	struct rdmae_region_opts ro = { .mode = RDMAE_REG_PIN_ALL, .remote_write = 1 };
-	struct rdmae_err e2 = { 0 };
-	size_t i;
-	int rc = 0;
-
-	for (i = 0; i < s->nblocks && !rc; i++) {
-		struct sblock *b = &s->blk[i];
-
-		/* Under reg_lock, so that a cancel waits for a pin in progress and undoes it. */
-		pthread_mutex_lock(&s->reg_lock);
-		if (atomic_load(&s->stop))
-			rc = -ECANCELED;
-		else
-			rc = rdmae_region_create(&b->region, s->conn, b->b.host, b->b.len, &ro,
-						 &e2);
-		pthread_mutex_unlock(&s->reg_lock);
-		if (rc)
-			pf_fail(pe, rc, (uint32_t)i, "preflight: block '%s': register: %s",
-				b->b.name, rc == -ECANCELED ? "cancelled" : e2.msg);
-	}
-	return rc;
-}
-
+/*
+ * The blocks fit: register the first piece (a failure here still goes back
+ * as PREFLIGHT_ERR), say PREFLIGHT_OK, then advertise that piece. The
+ * rest follows piece by piece from rdmae_session_dest_step (dest.c).
+ */
 static int dst_answer(struct rdmae_session *s, struct pf_err *pe, struct rdmae_err *err)
 {
-	struct rdmae_bufdesc *descs = NULL;
-	uint32_t *counts = NULL;
+	uint8_t small[RDMAE_MSG_SMALL_MAX];
+	struct rdmae_bufdesc descs[RDMAE_PROTO_MAX_DESCS];
 	struct rdmae_err e2 = { 0 };
-	size_t total = 0, at = 0, i, len;
-	void *buf = NULL;
+	size_t i, blk = 0, n = 0;
+	uint64_t off = 0;
 	int rc;
 
 	for (i = 0; i < s->nblocks; i++)
-		total += (s->blk[i].b.len + RDMAE_DESC_SPAN - 1) / RDMAE_DESC_SPAN;
-	/* create() refuses empty block lists and blocks; this keeps the analyzer informed. */
-	if (!s->nblocks || !total)
-		return pf_fail(pe, -EINVAL, RDMAE_PROTO_NO_BLOCK, "preflight: no memory to offer");
-	counts = calloc(s->nblocks, sizeof(*counts));
-	descs = calloc(total, sizeof(*descs));
-	len = rdmae_msg_preflight_ok_size((uint32_t)s->nblocks, (uint32_t)total);
-	if (len > s->max_msg) {
-		rc = pf_fail(pe, -EMSGSIZE, RDMAE_PROTO_NO_BLOCK,
-			     "preflight: %zu descriptors do not fit one message", total);
-		goto out;
+		if (sess_pieces_init(&s->blk[i], false))
+			return pf_fail(pe, -ENOMEM, (uint32_t)i,
+				       "preflight: block '%s': out of memory for its pieces",
+				       s->blk[i].b.name);
+	rc = dst_register_next(s, &blk, &off, descs, &n, &e2);
+	if (rc <= 0) {
+		if (!rc)
+			rdmae_err_set(&e2, -ECANCELED, "cancelled");
+		return pf_fail(pe, rc ? rc : -ECANCELED, (uint32_t)blk, "preflight: %s", e2.msg);
 	}
-	buf = malloc(len);
-	if (!counts || !descs || !buf) {
-		rc = pf_fail(pe, -ENOMEM, RDMAE_PROTO_NO_BLOCK, "preflight: out of memory");
-		goto out;
-	}
-	/* A cancel destroys the regions under reg_lock: read them under it too. */
-	rc = 0;
-	pthread_mutex_lock(&s->reg_lock);
-	for (i = 0; i < s->nblocks && !rc; i++) {
-		size_t want = (s->blk[i].b.len + RDMAE_DESC_SPAN - 1) / RDMAE_DESC_SPAN, n = 0;
-
-		if (atomic_load(&s->stop) || !s->blk[i].region) {
-			rc = pf_fail(pe, -ECANCELED, (uint32_t)i, "preflight: cancelled");
-			break;
-		}
-		rc = rdmae_region_bufdescs(s->blk[i].region, descs + at, want, &n, &e2);
-		if (!rc && n != want)
-			rc = rdmae_err_set(&e2, -EPROTO, "%zu descriptors, expected %zu", n, want);
-		if (rc) {
-			pf_fail(pe, rc, (uint32_t)i, "preflight: block '%s': descriptors: %s",
-				s->blk[i].b.name, e2.msg);
-			break;
-		}
-		counts[i] = (uint32_t)n;
-		at += n;
-	}
-	pthread_mutex_unlock(&s->reg_lock);
-	if (rc)
-		goto out;
-	rdmae_msg_preflight_ok_encode(buf, (uint32_t)s->nblocks, counts, descs);
-	rc = sess_send_msg(s, buf, len, err);
-	if (rc)
-		rc = sess_fail(s, rc, err);
-out:
-	free(buf);
-	free(descs);
-	free(counts);
-	return rc;
+	rc = sess_send_msg(s, small, rdmae_msg_preflight_ok_encode(small, (uint32_t)s->nblocks),
+			   err);
+	if (!rc)
+		rc = dst_send_descs(s, blk, off, descs, n, err);
+	return rc ? sess_fail(s, rc, err) : 0;
 }
 
 static int dst_preflight(struct rdmae_session *s, struct rdmae_err *err)
@@ -354,8 +447,6 @@ static int dst_preflight(struct rdmae_session *s, struct rdmae_err *err)
 	free(buf);
 	if (!rc)
 		rc = dst_check_host(s, &pe);
-	if (!rc)
-		rc = dst_register(s, &pe);
 	if (!rc)
 		rc = dst_answer(s, &pe, err);
 	if (!rc || atomic_load(&s->state) == ST_FAILED)

@@ -28,6 +28,7 @@ static const char *const type_names[RDMAE_MSG_TYPE_END] = {
 	[RDMAE_MSG_COMMIT_FAIL] = "COMMIT_FAIL",
 	[RDMAE_MSG_CANCEL] = "CANCEL",
 	[RDMAE_MSG_DATA_RUNS] = "DATA_RUNS",
+	[RDMAE_MSG_DESCS] = "DESCS",
 };
 
 const char *rdmae_msg_type_name(unsigned int type)
@@ -51,14 +52,6 @@ static uint64_t get_le64(const uint8_t *p)
 
 	memcpy(&v, p, sizeof(v));
 	return le64toh(v);
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le32toh(v);
 }
 
 /* Copy a string into a fixed wire field, truncated and NUL-padded. */
@@ -114,38 +107,35 @@ size_t rdmae_msg_blocks_encode(void *buf, const struct rdmae_msg_block *b, uint3
 	return put_hdr(buf, RDMAE_MSG_BLOCKS, rdmae_msg_blocks_size(count) - HDR);
 }
 
-size_t rdmae_msg_preflight_ok_size(uint32_t nblocks, uint32_t total_descs)
+size_t rdmae_msg_preflight_ok_encode(void *buf, uint32_t nblocks)
 {
-	return HDR + sizeof(struct rdmae_wire_preflight_ok) +
-	       (size_t)nblocks * sizeof(struct rdmae_wire_block_descs) +
-	       (size_t)total_descs * sizeof(struct rdmae_wire_bufdesc);
+	struct rdmae_wire_preflight_ok w = { .nblocks = htole32(nblocks), .reserved = 0 };
+
+	memcpy((uint8_t *)buf + HDR, &w, sizeof(w));
+	return put_hdr(buf, RDMAE_MSG_PREFLIGHT_OK, sizeof(w));
 }
 
-size_t rdmae_msg_preflight_ok_encode(void *buf, uint32_t nblocks, const uint32_t *ndescs,
-				     const struct rdmae_bufdesc *descs)
+size_t rdmae_msg_descs_size(uint32_t n)
+{
+	return HDR + sizeof(struct rdmae_wire_descs) + (size_t)n * sizeof(struct rdmae_wire_bufdesc);
+}
+
+size_t rdmae_msg_descs_encode(void *buf, uint32_t block, uint64_t offset,
+			      const struct rdmae_bufdesc *descs, uint32_t n)
 {
 	uint8_t *p = (uint8_t *)buf + HDR;
-	struct rdmae_wire_preflight_ok w;
-	uint32_t i, total = 0;
+	struct rdmae_wire_descs w = {
+		.block = htole32(block), .ndescs = htole32(n), .offset = htole64(offset),
+	};
+	uint32_t i;
 
-	for (i = 0; i < nblocks; i++)
-		total += ndescs[i];
-	w.nblocks = htole32(nblocks);
-	w.ndescs = htole32(total);
 	memcpy(p, &w, sizeof(w));
 	p += sizeof(w);
-	for (i = 0; i < nblocks; i++) {
-		struct rdmae_wire_block_descs bd = { .ndescs = htole32(ndescs[i]), .reserved = 0 };
-
-		memcpy(p, &bd, sizeof(bd));
-		p += sizeof(bd);
-	}
-	for (i = 0; i < total; i++) {
+	for (i = 0; i < n; i++) {
 		rdmae_bufdesc_encode(p, &descs[i]);
 		p += sizeof(struct rdmae_wire_bufdesc);
 	}
-	return put_hdr(buf, RDMAE_MSG_PREFLIGHT_OK,
-		       rdmae_msg_preflight_ok_size(nblocks, total) - HDR);
+	return put_hdr(buf, RDMAE_MSG_DESCS, rdmae_msg_descs_size(n) - HDR);
 }
 
 static uint32_t wire_errno(int error)
@@ -365,21 +355,9 @@ void rdmae_msg_blocks_get(const struct rdmae_msg *m, uint32_t i, struct rdmae_ms
 	b->flags = le32toh(w.flags);
 }
 
-void rdmae_msg_preflight_ok_span(const struct rdmae_msg *m, uint32_t block, uint32_t *first,
-				 uint32_t *n)
+void rdmae_msg_descs_get(const struct rdmae_msg *m, uint32_t i, struct rdmae_bufdesc *d)
 {
-	const uint8_t *c = m->u.preflight_ok.counts;
-	uint32_t i, f = 0;
-
-	for (i = 0; i < block; i++)
-		f += get_le32(c + (size_t)i * sizeof(struct rdmae_wire_block_descs));
-	*first = f;
-	*n = get_le32(c + (size_t)block * sizeof(struct rdmae_wire_block_descs));
-}
-
-void rdmae_msg_preflight_ok_desc(const struct rdmae_msg *m, uint32_t i, struct rdmae_bufdesc *d)
-{
-	rdmae_bufdesc_decode(m->u.preflight_ok.descs + (size_t)i * RDMAE_BUFDESC_SIZE, d);
+	rdmae_bufdesc_decode(m->u.descs.raw + (size_t)i * RDMAE_BUFDESC_SIZE, d);
 }
 
 void rdmae_msg_zero_runs_get(const struct rdmae_msg *m, uint32_t i, uint64_t *first_page,
@@ -542,86 +520,94 @@ static int dec_blocks(const uint8_t *b, size_t body, struct rdmae_msg *m, struct
 	return 0;
 }
 
-/*
- * Block i's n descriptors, from index first: as many as its length needs,
- * each RDMAE_DESC_SPAN long but the last, which ends the block.
- */
-static int check_block_descs(const struct rdmae_msg *m, const struct rdmae_proto_ctx *ctx,
-			     uint32_t i, uint32_t first, uint32_t n, struct rdmae_err *err)
-{
-	uint64_t want = (ctx->block_len[i] + RDMAE_DESC_SPAN - 1) / RDMAE_DESC_SPAN;
-	uint64_t covered = 0;
-	uint32_t j;
-
-	if (n != want)
-		return rdmae_err_set(err, -EPROTO,
-				     "decode PREFLIGHT_OK: block %" PRIu32 ": %" PRIu32
-				     " descriptors for %" PRIu64 " bytes, expected %" PRIu64, i, n,
-				     ctx->block_len[i], want);
-	for (j = 0; j < n; j++) {
-		uint64_t len_want = j + 1 < n ? RDMAE_DESC_SPAN : ctx->block_len[i] - covered;
-		struct rdmae_bufdesc d;
-
-		rdmae_msg_preflight_ok_desc(m, first + j, &d);
-		if (d.length != len_want)
-			return rdmae_err_set(err, -EPROTO,
-					     "decode PREFLIGHT_OK: block %" PRIu32 " descriptor %"
-					     PRIu32 ": length %" PRIu32 ", expected %" PRIu64,
-					     i, j, d.length, len_want);
-		if (d.offset > UINT64_MAX - d.length)
-			return rdmae_err_set(err, -EPROTO,
-					     "decode PREFLIGHT_OK: block %" PRIu32 " descriptor %"
-					     PRIu32 ": address %#" PRIx64 " + %" PRIu32 " wraps",
-					     i, j, d.offset, d.length);
-		covered += d.length;
-	}
-	return 0;
-}
-
 static int dec_preflight_ok(const uint8_t *b, size_t body, const struct rdmae_proto_ctx *ctx,
 			    struct rdmae_msg *m, struct rdmae_err *err)
 {
 	struct rdmae_wire_preflight_ok w;
-	uint64_t total = 0;
-	size_t fixed;
-	uint32_t i, first = 0;
+	int rc;
+
+	rc = dec_fixed(m->type, b, body, &w, sizeof(w), err);
+	if (!rc)
+		rc = check_reserved(m->type, le32toh(w.reserved), err);
+	if (rc)
+		return rc;
+	m->u.preflight_ok.nblocks = le32toh(w.nblocks);
+	if (m->u.preflight_ok.nblocks != ctx->nblocks)
+		return bad(err, -EPROTO, m->type, "block count", m->u.preflight_ok.nblocks,
+			   ctx->nblocks);
+	return 0;
+}
+
+/*
+ * DESCS: a piece of a block, in order. Everything is checked here, before
+ * the source keeps a descriptor: the block, a page-aligned start exactly
+ * where the block's advertised part ends (so pieces neither overlap nor
+ * leave gaps), 1..RDMAE_PROTO_MAX_DESCS descriptors each RDMAE_DESC_SPAN
+ * long but the last (which is not empty), addresses that do not wrap, and an
+ * end on a page boundary inside the block.
+ */
+static int dec_descs(const uint8_t *b, size_t body, const struct rdmae_proto_ctx *ctx,
+		     struct rdmae_msg *m, struct rdmae_err *err)
+{
+	struct rdmae_wire_descs w;
+	uint64_t len = 0, blen, ps, end;
+	uint32_t j, blk, n;
 	int rc;
 
 	if (body < sizeof(w))
 		return bad(err, -EBADMSG, m->type, "body shorter than its struct", body, sizeof(w));
 	memcpy(&w, b, sizeof(w));
-	m->u.preflight_ok.nblocks = le32toh(w.nblocks);
-	m->u.preflight_ok.ndescs = le32toh(w.ndescs);
-	if (m->u.preflight_ok.nblocks != ctx->nblocks)
-		return bad(err, -EPROTO, m->type, "block count", m->u.preflight_ok.nblocks,
-			   ctx->nblocks);
-	fixed = sizeof(w) + (size_t)ctx->nblocks * sizeof(struct rdmae_wire_block_descs);
-	rc = check_body(m->type, body, fixed, m->u.preflight_ok.ndescs, RDMAE_BUFDESC_SIZE, err);
+	blk = le32toh(w.block);
+	n = le32toh(w.ndescs);
+	m->u.descs.block = blk;
+	m->u.descs.ndescs = n;
+	m->u.descs.offset = le64toh(w.offset);
+	if (!ctx->advertised)
+		return rdmae_err_set(err, -EPROTO, "decode DESCS: not expected by this side");
+	rc = check_block(ctx, m->type, blk, false, err);
 	if (rc)
 		return rc;
-	m->u.preflight_ok.counts = b + sizeof(w);
-	m->u.preflight_ok.descs = b + fixed;
+	if (!n || n > RDMAE_PROTO_MAX_DESCS)
+		return rdmae_err_set(err, -EPROTO, "decode DESCS: %" PRIu32
+				     " descriptors, not in 1..%d", n, RDMAE_PROTO_MAX_DESCS);
+	rc = check_body(m->type, body, sizeof(w), n, RDMAE_BUFDESC_SIZE, err);
+	if (rc)
+		return rc;
+	m->u.descs.raw = b + sizeof(w);
+	blen = ctx->block_len[blk];
+	ps = blen / ctx->block_pages[blk];
+	if (m->u.descs.offset != ctx->advertised[blk])
+		return rdmae_err_set(err, -EPROTO, "decode DESCS: block %" PRIu32 ": piece at"
+				     " offset %" PRIu64 ", expected %" PRIu64 " (%s)", blk,
+				     m->u.descs.offset, ctx->advertised[blk],
+				     m->u.descs.offset < ctx->advertised[blk] ? "overlap" : "gap");
+	if (m->u.descs.offset >= blen || m->u.descs.offset % ps)
+		return rdmae_err_set(err, -EPROTO, "decode DESCS: block %" PRIu32 ": offset %"
+				     PRIu64 " not a page boundary inside its %" PRIu64 " bytes",
+				     blk, m->u.descs.offset, blen);
+	for (j = 0; j < n; j++) {
+		struct rdmae_bufdesc d;
 
-	for (i = 0; i < ctx->nblocks; i++) {
-		const uint8_t *c = m->u.preflight_ok.counts +
-				   (size_t)i * sizeof(struct rdmae_wire_block_descs);
-		uint32_t n = get_le32(c);
-
-		rc = check_reserved(m->type, get_le32(c + 4), err);
-		if (rc)
-			return rc;
-		total += n;
-		if (total > m->u.preflight_ok.ndescs)
-			return bad(err, -EBADMSG, m->type, "descriptor counts past the total",
-				   total, m->u.preflight_ok.ndescs);
-		rc = check_block_descs(m, ctx, i, first, n, err);
-		if (rc)
-			return rc;
-		first += n;
+		rdmae_msg_descs_get(m, j, &d);
+		if (!d.length || d.length > RDMAE_DESC_SPAN ||
+		    (j + 1 < n && d.length != RDMAE_DESC_SPAN))
+			return rdmae_err_set(err, -EPROTO, "decode DESCS: block %" PRIu32
+					     " descriptor %" PRIu32 ": length %" PRIu32 ", expected %s",
+					     blk, j, d.length, j + 1 < n ? "the full span" :
+					     "1 up to the full span");
+		if (d.offset > UINT64_MAX - d.length)
+			return rdmae_err_set(err, -EPROTO, "decode DESCS: block %" PRIu32
+					     " descriptor %" PRIu32 ": address %#" PRIx64 " + %"
+					     PRIu32 " wraps", blk, j, d.offset, d.length);
+		len += d.length;
 	}
-	if (total != m->u.preflight_ok.ndescs)
-		return bad(err, -EBADMSG, m->type, "descriptor counts do not add up to the total",
-			   total, m->u.preflight_ok.ndescs);
+	/* len <= 64 GiB and offset < blen: no overflow. */
+	end = m->u.descs.offset + len;
+	if (end > blen || (end % ps && end != blen))
+		return rdmae_err_set(err, -EPROTO, "decode DESCS: block %" PRIu32 ": piece %" PRIu64
+				     "+%" PRIu64 " does not end on a page inside its %" PRIu64
+				     " bytes", blk, m->u.descs.offset, len, blen);
+	m->u.descs.len = len;
 	return 0;
 }
 
@@ -959,6 +945,8 @@ static int dec_body(const uint8_t *b, size_t body, const struct rdmae_proto_ctx 
 		return dec_commit_fail(b, body, ctx, m, err);
 	case RDMAE_MSG_CANCEL:
 		return dec_cancel(b, body, m, err);
+	case RDMAE_MSG_DESCS:
+		return dec_descs(b, body, ctx, m, err);
 	case RDMAE_MSG_TYPE_END:
 		break;
 	}

@@ -22,8 +22,10 @@
 #include "rdmae_wire.h"
 
 #define RDMAE_PROTO_MAGIC	0x47454452u	/* "RDEG" on the wire */
-#define RDMAE_PROTO_VERSION	4		/* 2: block names of 256 bytes; 3: DATA_RUNS;
-					 * 4: ROUND_ACK carries the hashing backlog */
+#define RDMAE_PROTO_VERSION	5		/* 2: block names of 256 bytes; 3: DATA_RUNS;
+					 * 4: ROUND_ACK carries the hashing backlog;
+					 * 5: descriptors in DESCS, piece by piece,
+					 *    PREFLIGHT_OK carries none */
 #define RDMAE_PROTO_HDR_SIZE	16
 #define RDMAE_PROTO_NAME_LEN	256		/* block name, NUL included (QEMU idstr) */
 #define RDMAE_PROTO_REASON_LEN	192		/* error text, NUL included */
@@ -35,12 +37,18 @@
  * their batches by it.
  */
 #define RDMAE_PROTO_MAX_RUNS	1024
+/*
+ * Descriptors in one DESCS message: a piece of up to 64 GiB. The destination
+ * advertises far smaller pieces (engine/session_int.h, PIECE_MAX); the bound
+ * keeps a message's size and the decoder's loop small whatever a peer claims.
+ */
+#define RDMAE_PROTO_MAX_DESCS	64
 #define RDMAE_PROTO_NO_BLOCK	0xffffffffu	/* block index: not about one block */
 #define RDMAE_PROTO_NO_PAGE	UINT64_MAX	/* page index: not known */
 
 enum rdmae_msg_type {
 	RDMAE_MSG_BLOCKS = 1,		/* S->D: the blocks to migrate */
-	RDMAE_MSG_PREFLIGHT_OK,		/* D->S: descriptors of every block */
+	RDMAE_MSG_PREFLIGHT_OK,		/* D->S: the blocks fit; DESCS follow */
 	RDMAE_MSG_PREFLIGHT_ERR,	/* D->S: a block that does not fit, and why */
 	RDMAE_MSG_ZERO_RUNS,		/* S->D: page runs to zero-fill */
 	RDMAE_MSG_PROGRESS,		/* S->D: a round goes on (keeps the peer's waits alive) */
@@ -55,6 +63,7 @@ enum rdmae_msg_type {
 	RDMAE_MSG_COMMIT_FAIL,		/* D->S: not committed, and why */
 	RDMAE_MSG_CANCEL,		/* either way: stop, and why */
 	RDMAE_MSG_DATA_RUNS,		/* S->D: page runs written by RDMA in this round */
+	RDMAE_MSG_DESCS,		/* D->S: one more piece of a block is writable */
 	RDMAE_MSG_TYPE_END
 };
 
@@ -93,14 +102,20 @@ struct rdmae_wire_block {
 	uint32_t flags;
 };
 
-struct rdmae_wire_preflight_ok {	/* + nblocks * block_descs + ndescs * rdmae_wire_bufdesc */
+struct rdmae_wire_preflight_ok {
 	uint32_t nblocks;
-	uint32_t ndescs;		/* total over all blocks */
+	uint32_t reserved;
 };
 
-struct rdmae_wire_block_descs {
+/*
+ * One piece of a block, [offset, offset + sum of the lengths), made
+ * remotely writable: the pieces of a block come in order, each starting
+ * where the last ended (no gap, no overlap), until the block is covered.
+ */
+struct rdmae_wire_descs {		/* + ndescs * struct rdmae_wire_bufdesc */
+	uint32_t block;
 	uint32_t ndescs;
-	uint32_t reserved;
+	uint64_t offset;		/* bytes into the block */
 };
 
 struct rdmae_wire_preflight_err {
@@ -190,7 +205,7 @@ _Static_assert(sizeof(struct rdmae_wire_eng_hdr) == RDMAE_PROTO_HDR_SIZE, "eng_h
 _Static_assert(sizeof(struct rdmae_wire_blocks) == 8, "blocks size");
 _Static_assert(sizeof(struct rdmae_wire_block) == 272, "block size");
 _Static_assert(sizeof(struct rdmae_wire_preflight_ok) == 8, "preflight_ok size");
-_Static_assert(sizeof(struct rdmae_wire_block_descs) == 8, "block_descs size");
+_Static_assert(sizeof(struct rdmae_wire_descs) == 16, "descs size");
 _Static_assert(sizeof(struct rdmae_wire_preflight_err) == 200, "preflight_err size");
 _Static_assert(sizeof(struct rdmae_wire_zero_runs) == 8, "zero_runs size");
 _Static_assert(sizeof(struct rdmae_wire_page_run) == 16, "page_run size");
@@ -217,6 +232,12 @@ struct rdmae_proto_ctx {
 	const uint64_t *block_len;	/* bytes */
 	const uint64_t *block_pages;	/* len / page_size */
 	uint32_t max_msg;		/* largest message the transport carries */
+	/*
+	 * Source only: bytes of each block advertised so far. A DESCS must
+	 * start exactly there (a gap or an overlap is refused before use);
+	 * without it (the destination) DESCS is refused altogether.
+	 */
+	const uint64_t *advertised;
 };
 
 struct rdmae_msg_block {
@@ -256,10 +277,14 @@ struct rdmae_msg {
 		} blocks;
 		struct {
 			uint32_t nblocks;
-			uint32_t ndescs;
-			const uint8_t *counts;
-			const uint8_t *descs;
 		} preflight_ok;
+		struct {
+			uint32_t block;
+			uint32_t ndescs;
+			uint64_t offset;
+			uint64_t len;		/* bytes the descriptors cover */
+			const uint8_t *raw;
+		} descs;
 		struct {
 			int error;		/* negative errno */
 			uint32_t block;
@@ -323,10 +348,7 @@ int rdmae_msg_decode(const void *buf, size_t len, const struct rdmae_proto_ctx *
 
 /* Accessors for decoded arrays; the index must be below the decoded count. */
 void rdmae_msg_blocks_get(const struct rdmae_msg *m, uint32_t i, struct rdmae_msg_block *b);
-/* Descriptors of one block: first index into the flat array, and count. */
-void rdmae_msg_preflight_ok_span(const struct rdmae_msg *m, uint32_t block, uint32_t *first,
-				 uint32_t *n);
-void rdmae_msg_preflight_ok_desc(const struct rdmae_msg *m, uint32_t i, struct rdmae_bufdesc *d);
+void rdmae_msg_descs_get(const struct rdmae_msg *m, uint32_t i, struct rdmae_bufdesc *d);
 void rdmae_msg_zero_runs_get(const struct rdmae_msg *m, uint32_t i, uint64_t *first_page,
 			     uint64_t *npages);
 uint64_t rdmae_msg_block_sums_get(const struct rdmae_msg *m, uint32_t i);
@@ -340,10 +362,12 @@ uint64_t rdmae_msg_page_sums_get(const struct rdmae_msg *m, uint64_t i);
 size_t rdmae_msg_blocks_size(uint32_t count);
 size_t rdmae_msg_blocks_encode(void *buf, const struct rdmae_msg_block *b, uint32_t count);
 
-/* ndescs[i] descriptors of block i, laid out one block after the other in descs. */
-size_t rdmae_msg_preflight_ok_size(uint32_t nblocks, uint32_t total_descs);
-size_t rdmae_msg_preflight_ok_encode(void *buf, uint32_t nblocks, const uint32_t *ndescs,
-				     const struct rdmae_bufdesc *descs);
+size_t rdmae_msg_preflight_ok_encode(void *buf, uint32_t nblocks);
+
+/* n descriptors of block's piece starting offset bytes in, each RDMAE_DESC_SPAN long but the last. */
+size_t rdmae_msg_descs_size(uint32_t n);
+size_t rdmae_msg_descs_encode(void *buf, uint32_t block, uint64_t offset,
+			      const struct rdmae_bufdesc *descs, uint32_t n);
 
 size_t rdmae_msg_preflight_err_encode(void *buf, int error, uint32_t block, const char *reason);
 

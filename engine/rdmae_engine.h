@@ -81,7 +81,17 @@ struct rdmae_session_stats {
 	uint64_t verify_ns;		/* this side's hashing after the stop (final round, commit) */
 	uint64_t hash_ns;		/* this side's hashing in all, mostly during pre-copy */
 	uint64_t commit_ns;		/* source: COMPLETE sent to COMMIT_OK */
-	uint64_t setup_ns;		/* preflight, registration included */
+	uint64_t setup_ns;		/* preflight: up to the first piece registered (v5) */
+	/*
+	 * Registration in pieces: this side's time in ibv_reg_mr in all, how
+	 * much of it came before the first piece was usable (destination:
+	 * advertised, so before any WRITE could come; source: before its first
+	 * WRITE), and the pieces registered.
+	 */
+	uint64_t reg_ns;
+	uint64_t reg_first_ns;
+	unsigned int reg_pieces;
+	uint64_t first_write_ns;	/* source: preflight start to its first WRITE posted */
 	uint64_t total_ns;		/* preflight start to commit */
 	unsigned int lanes;
 };

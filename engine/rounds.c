@@ -173,6 +173,7 @@ struct round_ctx {
 	uint64_t bytes;
 	uint64_t zero_pages;
 	uint64_t runs;
+	size_t li, ri;			/* the batch's local and remote piece: one of each */
 	/* The batch's pages, kept across rdmae_write (which coalesces the runs in place). */
 	struct zrun posted[RUN_BATCH];
 };
@@ -255,12 +256,26 @@ static void hash_batch(struct round_ctx *rctx, size_t n)
 	sess_account_hash(s, t0, rctx->final, rctx->batch_bytes);
 }
 
+/* The first WRITE of the session: setup as the issue measures it (connect to first WRITE). */
+static void note_first_write(struct rdmae_session *s)
+{
+	pthread_mutex_lock(&s->lock);
+	if (!s->st.first_write_ns) {
+		s->st.first_write_ns = rdmae_now_ns() - s->start_ns;
+		if (!s->st.first_write_ns)
+			s->st.first_write_ns = 1;
+		s->st.reg_first_ns = s->st.reg_ns;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
 static int flush_data(struct round_ctx *rctx)
 {
 	struct rdmae_session *s = rctx->s;
 	struct sblock *b = &s->blk[rctx->block];
+	const struct piece *lp = &b->loc[rctx->li], *rp;
 	uint64_t wait;
-	size_t n;
+	size_t n, i;
 	int ret;
 
 	if (!rctx->nruns)
@@ -275,8 +290,16 @@ static int flush_data(struct round_ctx *rctx)
 	/* on_data already merged neighbours; rdmae_write sizes the WRs. */
 	n = rctx->nruns;
 	ret = s->sums ? announce_batch(rctx) : 0;
-	if (!ret)
-		ret = rdmae_write(s->conn, b->region, &b->remote, s->runs, n, rctx->err);
+	if (ret)
+		return ret;
+	/* Block offsets (announced as such) to the batch's pieces' own. */
+	rp = &b->rem[rctx->ri];
+	for (i = 0; i < n; i++) {
+		s->runs[i].local -= lp->off;
+		s->runs[i].remote -= rp->off;
+	}
+	note_first_write(s);
+	ret = rdmae_write(s->conn, lp->region, &rp->remote, s->runs, n, rctx->err);
 	if (ret)
 		return ret;
 	if (s->sums)
@@ -335,6 +358,86 @@ static int adopt_rate(struct round_ctx *rctx)
 	return 0;
 }
 
+/*
+ * The destination has not made off writable yet: post what is batched, then
+ * take its DESCS until it has. A destination that stops advertising fails
+ * the round with the session's timeout, naming the block and how far it got.
+ */
+static int wait_advertised(struct round_ctx *rctx, uint64_t off)
+{
+	struct rdmae_session *s = rctx->s;
+	const struct sblock *b = &s->blk[rctx->block];
+	int ret = flush_data(rctx);
+
+	while (!ret && s->advertised[rctx->block] <= off) {
+		struct rdmae_msg m;
+		void *buf;
+
+		ret = sess_recv_any(s, s->slow_timeout_ms, &buf, &m, rctx->err);
+		if (ret == -ETIMEDOUT && !rdmae_conn_error(s->conn, NULL))
+			return rdmae_err_set(rctx->err, -ETIMEDOUT,
+					     "round %u: block '%s': the destination made %" PRIu64
+					     " of its %zu bytes writable and no more in %d ms",
+					     rctx->round, b->b.name, s->advertised[rctx->block],
+					     b->b.len, s->slow_timeout_ms);
+		if (ret)
+			return ret;
+		if (m.type == RDMAE_MSG_CANCEL)
+			ret = sess_peer_cancelled(s, &m, rctx->err);
+		else if (m.type != RDMAE_MSG_DESCS)
+			ret = rdmae_err_set(rctx->err, -EPROTO,
+					    "round %u: block '%s': unexpected %s while waiting for"
+					    " DESCS", rctx->round, b->b.name,
+					    rdmae_msg_type_name(m.type));
+		free(buf);
+	}
+	return ret;
+}
+
+/*
+ * The pieces bytes [off, off + *len) go to: cut *len at the end of our
+ * piece and of the destination's, wait for the destination's, pin ours
+ * and the one after it (PIN_ALL), and post the batch first when it is for
+ * other pieces (one rdmae_write covers one region each side).
+ */
+static int pieces_for(struct round_ctx *rctx, uint64_t off, uint64_t *len)
+{
+	struct rdmae_session *s = rctx->s;
+	struct sblock *b = &s->blk[rctx->block];
+	size_t li, ri;
+	uint64_t end;
+	int ret;
+
+	if (s->advertised[rctx->block] <= off) {
+		ret = wait_advertised(rctx, off);
+		if (ret)
+			return ret;
+	}
+	li = sess_piece_at(b->loc, b->nloc, off);
+	ri = sess_piece_at(b->rem, b->nrem, off);
+	if (b->nready < li + 2 && b->nready < b->nloc) {
+		ret = sess_src_pin(s, rctx->block, li + 1, rctx->err);
+		/* Pinning a piece can take a while: the destination waits with its plain timeout. */
+		if (!ret)
+			ret = progress_tick(rctx);
+		if (ret)
+			return ret;
+	}
+	if (rctx->nruns && (li != rctx->li || ri != rctx->ri)) {
+		ret = flush_data(rctx);
+		if (ret)
+			return ret;
+	}
+	rctx->li = li;
+	rctx->ri = ri;
+	end = b->loc[li].off + b->loc[li].len;
+	if (b->rem[ri].off + b->rem[ri].len < end)
+		end = b->rem[ri].off + b->rem[ri].len;
+	if (*len > end - off)
+		*len = end - off;
+	return 0;
+}
+
 static int on_data(void *arg, size_t first_page, size_t npages)
 {
 	struct round_ctx *rctx = arg;
@@ -350,10 +453,14 @@ static int on_data(void *arg, size_t first_page, size_t npages)
 	/* Split at the batch cap (a multiple of the page size) so that pieces stay whole pages. */
 	while (len) {
 		uint64_t piece = rctx->batch_cap - rctx->batch_bytes;
-		struct rdmae_run *r = s->runs + rctx->nruns;
+		struct rdmae_run *r;
 
 		if (piece > len)
 			piece = len;
+		ret = pieces_for(rctx, off, &piece);
+		if (ret)
+			return ret;
+		r = s->runs + rctx->nruns;
 		if (rctx->nruns && r[-1].local + r[-1].len == off) {
 			r[-1].len += piece;
 		} else {
@@ -488,6 +595,10 @@ static int do_round(struct rdmae_session *s, const uint64_t *const *bitmaps, boo
 		if (ret)
 			return ret;
 	}
+	/* Pin-all's promise: by the end of round 1 everything is pinned (a no-op after). */
+	ret = sess_src_pin_all(s, err);
+	if (ret)
+		return ret;
 
 	/*
 	 * Ordering: the fence follows every WRITE of this round on every lane,

@@ -119,14 +119,68 @@ out_attr:
 
 void sess_destroy_regions(struct rdmae_session *s)
 {
-	size_t i;
+	size_t i, k;
 
 	pthread_mutex_lock(&s->reg_lock);
 	for (i = 0; i < s->nblocks; i++) {
-		rdmae_region_destroy(s->blk[i].region);
-		s->blk[i].region = NULL;
+		for (k = 0; k < s->blk[i].nready; k++) {
+			rdmae_region_destroy(s->blk[i].loc[k].region);
+			s->blk[i].loc[k].region = NULL;
+		}
+		s->blk[i].nready = 0;
 	}
+	/* Nothing is registered after this: a stopped session advertises no more. */
+	s->reg_stopped = true;
 	pthread_mutex_unlock(&s->reg_lock);
+}
+
+/* Piece k of b, starting off bytes in: PIECE_FIRST << k, capped, whole pages, not past the end. */
+static uint64_t piece_len(const struct sblock *b, size_t k, uint64_t off)
+{
+	uint64_t len = PIECE_MAX, ps = b->b.page_size;
+
+	if (k < 32 && (PIECE_FIRST << k) < PIECE_MAX)
+		len = PIECE_FIRST << k;
+	len = (len + ps - 1) / ps * ps;
+	return len < b->b.len - off ? len : b->b.len - off;
+}
+
+int sess_pieces_init(struct sblock *b, bool whole)
+{
+	uint64_t off;
+	size_t n = 0;
+
+	/* create() refuses empty blocks; this keeps the analyzer informed. */
+	if (!b->b.len)
+		return -EINVAL;
+	for (off = 0; off < b->b.len; n++)
+		off += whole ? b->b.len : piece_len(b, n, off);
+	b->loc = calloc(n, sizeof(*b->loc));
+	if (!b->loc)
+		return -ENOMEM;
+	b->nloc = n;
+	for (n = 0, off = 0; n < b->nloc; n++) {
+		b->loc[n].off = off;
+		b->loc[n].len = whole ? b->b.len : piece_len(b, n, off);
+		off += b->loc[n].len;
+	}
+	return 0;
+}
+
+size_t sess_piece_at(const struct piece *p, size_t n, uint64_t off)
+{
+	size_t lo = 0, hi = n;
+
+	/* Pieces are consecutive from 0: the last one starting at or before off. */
+	while (hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (p[mid].off <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
 }
 
 /*
@@ -369,7 +423,7 @@ void sess_account_hash(struct rdmae_session *s, uint64_t t0, bool at_stop, uint6
  * success. A malformed message is fatal (the peer is told); a transport
  * timeout is not, the caller decides.
  */
-int sess_recv_msg(struct rdmae_session *s, int timeout_ms, void **buf, struct rdmae_msg *m,
+int sess_recv_any(struct rdmae_session *s, int timeout_ms, void **buf, struct rdmae_msg *m,
 		  struct rdmae_err *err)
 {
 	size_t len;
@@ -380,12 +434,28 @@ int sess_recv_msg(struct rdmae_session *s, int timeout_ms, void **buf, struct rd
 	if (rc)
 		return rc;
 	rc = rdmae_msg_decode(*buf, len, s->have_ctx ? &s->ctx : NULL, m, err);
+	/* Taken in at once: the next DESCS is decoded against the frontier this one moves. */
+	if (!rc && m->type == RDMAE_MSG_DESCS)
+		rc = sess_src_take_descs(s, m, err);
 	if (rc) {
 		free(*buf);
 		*buf = NULL;
 		return sess_fail(s, rc, err);
 	}
 	return 0;
+}
+
+int sess_recv_msg(struct rdmae_session *s, int timeout_ms, void **buf, struct rdmae_msg *m,
+		  struct rdmae_err *err)
+{
+	for (;;) {
+		int rc = sess_recv_any(s, timeout_ms, buf, m, err);
+
+		if (rc || m->type != RDMAE_MSG_DESCS)
+			return rc;
+		free(*buf);
+		*buf = NULL;
+	}
 }
 
 /* ---- create / destroy ---- */
@@ -434,6 +504,7 @@ void sess_set_ctx(struct rdmae_session *s)
 	s->ctx.block_len = s->ctx_len;
 	s->ctx.block_pages = s->ctx_pages;
 	s->ctx.max_msg = s->max_msg;
+	s->ctx.advertised = s->role == RDMAE_SOURCE ? s->advertised : NULL;
 	s->have_ctx = true;
 }
 
@@ -491,7 +562,8 @@ int rdmae_session_create(struct rdmae_session **out, enum rdmae_role role, struc
 		s->runs = calloc(RUN_BATCH, sizeof(*s->runs));
 		s->zruns = calloc(ZERO_BATCH, sizeof(*s->zruns));
 		s->zmsg = malloc(rdmae_msg_zero_runs_size(ZERO_BATCH));
-		if (!s->runs || !s->zruns || !s->zmsg)
+		s->advertised = calloc(nblocks, sizeof(*s->advertised));
+		if (!s->runs || !s->zruns || !s->zmsg || !s->advertised)
 			goto err_free;
 	}
 	/* The destination cannot know yet whether the source will verify. */
@@ -538,6 +610,7 @@ err_lock:
 err_free:
 	for (i = 0; s->blk && i < nblocks; i++)
 		rdmae_pagesums_free(&s->blk[i].ps);
+	free(s->advertised);
 	free(s->zmsg);
 	free(s->zruns);
 	free(s->runs);
@@ -557,10 +630,18 @@ void rdmae_session_destroy(struct rdmae_session *s)
 	free(s->ev_msg);
 	/* The destination's memory is unpinned here, after the guest runs, never in the downtime. */
 	for (i = 0; i < s->nblocks; i++) {
-		rdmae_region_destroy(s->blk[i].region);
-		free(s->blk[i].descs);
-		rdmae_pagesums_free(&s->blk[i].ps);
+		struct sblock *b = &s->blk[i];
+		size_t k;
+
+		for (k = 0; k < b->nready; k++)
+			rdmae_region_destroy(b->loc[k].region);
+		for (k = 0; k < b->nrem; k++)
+			free(b->rem[k].descs);
+		free(b->loc);
+		free(b->rem);
+		rdmae_pagesums_free(&b->ps);
 	}
+	free(s->advertised);
 	pthread_mutex_destroy(&s->cancel_lock);
 	pthread_mutex_destroy(&s->reg_lock);
 	pthread_mutex_destroy(&s->lock);

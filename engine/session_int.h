@@ -40,14 +40,44 @@
 _Static_assert(RUN_BATCH <= RDMAE_PROTO_MAX_RUNS, "a DATA_RUNS message describes one write batch");
 #define RECENT_ROUNDS		3		/* rounds the expected downtime is measured over */
 
+/*
+ * Registration in pieces (issue 18): a block is registered as consecutive
+ * pieces, the first PIECE_FIRST bytes, each next one twice as long up to
+ * PIECE_MAX, so that the first piece is ready in a time that does not grow
+ * with the guest, and no piece holds up the messages the destination
+ * handles between two of them (dest.c) for long. Both sides cut blocks
+ * the same way, but nothing relies on it: the source splits its runs at
+ * its own pieces' and at the destination's advertised pieces' boundaries.
+ */
+#define PIECE_FIRST		(8 * MIB)
+#define PIECE_MAX		(256 * MIB)
+
 enum sess_state { ST_NEW, ST_READY, ST_DONE, ST_FAILED };
+
+/* A piece of a block: [off, off + len), block-relative. */
+struct piece {
+	uint64_t off;
+	uint64_t len;
+	struct rdmae_region *region;	/* ours (destination: remotely writable) */
+	struct rdmae_bufdesc *descs;	/* source's remote pieces: the destination's */
+	struct rdmae_remote remote;	/* source's remote pieces: descs as rdmae_write takes them */
+};
 
 struct sblock {
 	struct rdmae_block b;		/* the caller's; name borrowed */
 	uint64_t npages;
-	struct rdmae_region *region;
-	struct rdmae_bufdesc *descs;	/* source: the destination's, for remote */
-	struct rdmae_remote remote;
+	/*
+	 * Our registrations, in order; pieces [0, nready) exist. The source in
+	 * ON_DEMAND mode has one piece, the whole block (it pins as it writes).
+	 * Destination: under reg_lock (a cancel destroys them).
+	 */
+	struct piece *loc;
+	size_t nloc;
+	size_t nready;
+	/* Source: the destination's pieces as advertised, covering [0, s->advertised[i]). */
+	struct piece *rem;
+	size_t nrem;
+	size_t rem_cap;
 	struct rdmae_pagesums ps;	/* page sums, when verifying (see pagesums.h) */
 };
 
@@ -82,14 +112,19 @@ struct rdmae_session {
 	_Atomic uint64_t downtime_ns;	/* the convergence limit; settable while running */
 
 	pthread_mutex_t lock;		/* stats, failure record, stop reason, timing */
-	pthread_mutex_t reg_lock;	/* blk[].region on the destination */
+	pthread_mutex_t reg_lock;	/* blk[].loc[].region on the destination */
 	pthread_mutex_t cancel_lock;	/* one shutdown at a time */
 	int stop_code;
 	char stop_why[RDMAE_PROTO_REASON_LEN];
 	int fail_code;
 	char fail_msg[RDMAE_ERR_LEN];
 
+	/* registration, both sides (stats under lock) */
+	size_t reg_block;		/* the next block to register a piece of */
+	bool reg_stopped;		/* destination: no more pieces (final round, COMPLETE) */
+
 	/* source */
+	uint64_t *advertised;		/* per block: bytes the destination made writable */
 	struct rdmae_run *runs;
 	struct zrun *zruns;
 	uint8_t *zmsg;
@@ -120,6 +155,11 @@ struct rdmae_session {
 };
 
 /* ---- session.c ---- */
+
+/* Cut b into pieces (geometry above; one piece when whole); -ENOMEM. */
+int sess_pieces_init(struct sblock *b, bool whole);
+/* The piece of pieces[0..n) holding offset off (it must be held by one). */
+size_t sess_piece_at(const struct piece *p, size_t n, uint64_t off);
 
 /* Context the decoder checks indices and ranges against, in blk[] order. */
 void sess_set_ctx(struct rdmae_session *s);
@@ -158,12 +198,36 @@ bool sess_decided(struct rdmae_session *s);
 int sess_send_msg(struct rdmae_session *s, const void *buf, size_t len, struct rdmae_err *err);
 /*
  * Next message, decoded and checked; *buf is the caller's to free on
- * success. A malformed message is fatal, a timeout is not.
+ * success. A malformed message is fatal, a timeout is not. On the source,
+ * DESCS is taken in (sess_src_take_descs) and not returned: a destination
+ * advertises whenever a piece is ready, between any two other messages.
  */
 int sess_recv_msg(struct rdmae_session *s, int timeout_ms, void **buf, struct rdmae_msg *m,
 		  struct rdmae_err *err);
+/* The same, but DESCS (taken in already) is returned too: for a source waiting for one. */
+int sess_recv_any(struct rdmae_session *s, int timeout_ms, void **buf, struct rdmae_msg *m,
+		  struct rdmae_err *err);
 /* Hashing time and bytes since t0; at_stop: the VM is stopped, so it is downtime too. */
 void sess_account_hash(struct rdmae_session *s, uint64_t t0, bool at_stop, uint64_t bytes);
+
+/* ---- preflight.c: registration in pieces ---- */
+
+/*
+ * Source: one more piece of a block advertised by the destination (the
+ * decoder checked it against s->advertised); kept for the WRITEs.
+ */
+int sess_src_take_descs(struct rdmae_session *s, const struct rdmae_msg *m,
+			struct rdmae_err *err);
+/* Source: register block's pieces up to and including piece upto (PIN_ALL). */
+int sess_src_pin(struct rdmae_session *s, size_t block, size_t upto, struct rdmae_err *err);
+/* Source: register everything left (the end of round 1). */
+int sess_src_pin_all(struct rdmae_session *s, struct rdmae_err *err);
+/*
+ * Destination: register the next piece and advertise it (DESCS). Returns 1
+ * when one went, 0 when none is left or registration has stopped, or a
+ * negative errno (the session has failed).
+ */
+int sess_dst_advertise(struct rdmae_session *s, struct rdmae_err *err);
 
 /* ---- commit.c ---- */
 

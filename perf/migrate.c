@@ -80,6 +80,9 @@ struct src {
 	int ret;
 	struct rdmae_err err;
 	double wall_s, cpu_s, guest_cpu_s;
+	double connect_s;		/* rdmae_connect: connect and authentication */
+	double connected_to_preflight_s;	/* connected to pre-flight start (the tool's SETUP) */
+	double t_connected;
 	uint64_t guest_writes;
 	double guest_secs;
 	int dst_huge[NB], dst_numa;
@@ -231,6 +234,7 @@ static int migrate(struct src *s, struct rdmae_err *err)
 	cpu0 = rdmae_perf_cpu();
 	gcpu0 = (double)rdmae_guest_cpu_ns(&s->g) / 1e9;
 	gcpu1 = gcpu0;
+	s->connected_to_preflight_s = t0 - s->t_connected;
 	ret = rdmae_session_create(&s->ss, RDMAE_SOURCE, s->conn, blocks, NB, &so, err);
 	if (!ret)
 		ret = rdmae_session_preflight(s->ss, err);
@@ -298,6 +302,36 @@ static double per_gib(double cpu, uint64_t bytes)
 	return bytes ? cpu / ((double)bytes / GIB) : 0;
 }
 
+/* Connect to first WRITE: the tool's SETUP exchange, then the engine's pre-flight to its first WRITE. */
+static double first_write_ms(const struct src *s)
+{
+	if (!s->st.first_write_ns)
+		return 0;
+	return s->connected_to_preflight_s * 1e3 + (double)s->st.first_write_ns / 1e6;
+}
+
+static double ms_per_gib(const struct rdmae_session_stats *st)
+{
+	return st->total_bytes ? (double)st->total_ns / 1e6 / ((double)st->total_bytes / GIB) : 0;
+}
+
+/* Registration in pieces (issue 18): what stands between connect and the first WRITE. */
+static void print_setup(const struct src *s)
+{
+	const struct rdmae_session_stats *st = &s->st;
+
+	printf("  connect           %.1f ms (connect and authentication)\n", s->connect_s * 1e3);
+	printf("  first WRITE       %.1f ms after connect (%.1f ms after pre-flight start)\n",
+	       first_write_ms(s), (double)st->first_write_ns / 1e6);
+	printf("  source reg.       %.1f ms in %u pieces, %.1f ms of it before the first WRITE\n",
+	       (double)st->reg_ns / 1e6, st->reg_pieces, (double)st->reg_first_ns / 1e6);
+	if (s->have_dst && s->dst.n >= 14)
+		printf("  destination reg.  %.1f ms in %" PRIu64 " pieces, %.1f ms of it before its"
+		       " first piece was advertised (before any WRITE)\n",
+		       (double)s->dst.v[11] / 1e6, s->dst.v[13], (double)s->dst.v[12] / 1e6);
+	printf("  per GiB           %.1f ms per GiB of guest (engine total)\n", ms_per_gib(st));
+}
+
 static void print_totals(struct src *s)
 {
 	const struct cfg *cf = s->cf;
@@ -316,6 +350,7 @@ static void print_totals(struct src *s)
 	printf("  time              %.1f ms (engine: pre-flight to commit; setup %.1f ms), "
 	       "%.1f ms wall\n", (double)st->total_ns / 1e6, (double)st->setup_ns / 1e6,
 	       s->wall_s * 1e3);
+	print_setup(s);
 	printf("  rounds            %u, %" PRIu64 " MiB written, %" PRIu64 " zero pages, %" PRIu64
 	       " bytes of device state\n", st->rounds, moved >> 20, st->zero_pages,
 	       st->state_bytes);
@@ -436,6 +471,19 @@ static int src_json(struct src *s, struct rdmae_err *err)
 	rdmae_json_num(&j, "total_ms", (double)st->total_ns / 1e6);
 	rdmae_json_num(&j, "wall_ms", s->wall_s * 1e3);
 	rdmae_json_num(&j, "setup_ms", (double)st->setup_ns / 1e6);
+	/* Issue 18's figures: setup as connect to first WRITE, and where registration falls. */
+	rdmae_json_num(&j, "connect_ms", s->connect_s * 1e3);
+	rdmae_json_num(&j, "first_write_ms", first_write_ms(s));
+	rdmae_json_num(&j, "engine_first_write_ms", (double)st->first_write_ns / 1e6);
+	rdmae_json_num(&j, "src_reg_ms", (double)st->reg_ns / 1e6);
+	rdmae_json_num(&j, "src_reg_before_first_write_ms", (double)st->reg_first_ns / 1e6);
+	rdmae_json_u64(&j, "src_reg_pieces", st->reg_pieces);
+	rdmae_json_num(&j, "ms_per_gib", ms_per_gib(st));
+	if (s->have_dst && s->dst.n >= 14) {
+		rdmae_json_num(&j, "dst_reg_ms", (double)s->dst.v[11] / 1e6);
+		rdmae_json_num(&j, "dst_reg_before_first_write_ms", (double)s->dst.v[12] / 1e6);
+		rdmae_json_u64(&j, "dst_reg_pieces", s->dst.v[13]);
+	}
 	rdmae_json_num(&j, "throughput_mb_s", st->throughput / 1e6);
 	rdmae_json_num(&j, "downtime_actual_ms", (double)st->actual_downtime_ns / 1e6);
 	rdmae_json_num(&j, "downtime_expected_ms", (double)st->expected_downtime_ns / 1e6);
@@ -513,9 +561,12 @@ static int run_source(const struct cfg *cf)
 	rdmae_perf_conn_opts(&cf->net, &co);
 	if (cf->m.lanes)
 		co.lanes = (uint16_t)cf->m.lanes;
+	s->t_connected = rdmae_perf_now();
 	ret = rdmae_connect(&s->conn, cf->net.addr, cf->net.port, &co, &s->err);
 	if (ret)
 		goto out;
+	s->connect_s = rdmae_perf_now() - s->t_connected;
+	s->t_connected += s->connect_s;
 	v[0] = cf->size;
 	v[1] = s->g.huge;
 	ret = rdmae_ctl_send(s->conn, RDMAE_CTL_SETUP, v, 2, NULL, &s->err);
@@ -660,6 +711,9 @@ static int dst_json(const struct cfg *cf, const struct dst *d, int ret, const ch
 	rdmae_json_num(&j, "hash_ms", (double)d->st.hash_ns / 1e6);
 	rdmae_json_num(&j, "verify_ms", (double)d->st.verify_ns / 1e6);
 	rdmae_json_num(&j, "setup_ms", (double)d->st.setup_ns / 1e6);
+	rdmae_json_num(&j, "reg_ms", (double)d->st.reg_ns / 1e6);
+	rdmae_json_num(&j, "reg_before_first_advert_ms", (double)d->st.reg_first_ns / 1e6);
+	rdmae_json_u64(&j, "reg_pieces", d->st.reg_pieces);
 	rdmae_json_end(&j);
 	return rdmae_json_close(&j, err);
 }
@@ -669,7 +723,7 @@ static int serve_one(const struct cfg *cf, struct rdmae_conn *c, struct dst *d,
 {
 	struct rdmae_guest_opts go;
 	struct rdmae_ctl m;
-	uint64_t v[11];
+	uint64_t v[14];
 	double t;
 	int ret;
 
@@ -711,8 +765,11 @@ static int serve_one(const struct cfg *cf, struct rdmae_conn *c, struct dst *d,
 	v[8] = d->engine_verified;
 	v[9] = d->st.hash_ns;
 	v[10] = d->st.setup_ns;
+	v[11] = d->st.reg_ns;
+	v[12] = d->st.reg_first_ns;
+	v[13] = d->st.reg_pieces;
 	/* The verdict goes to the source whatever it is: it reports both sides. */
-	if (rdmae_ctl_send(c, RDMAE_CTL_MIG_RESULT, v, 11, ret ? err->msg : NULL, NULL) && !ret)
+	if (rdmae_ctl_send(c, RDMAE_CTL_MIG_RESULT, v, 14, ret ? err->msg : NULL, NULL) && !ret)
 		fprintf(stderr, "rdmae-perf migrate server: could not send the result to %s\n",
 			rdmae_conn_peer(c));
 	return ret;

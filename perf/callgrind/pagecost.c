@@ -95,6 +95,8 @@ int main(int argc, char **argv)
 	struct rdmae_conn *conn;
 	struct rdmae_session *s;
 	struct rdmae_bufdesc *descs;
+	struct piece lp = { 0 }, rp = { 0 };
+	uint64_t advertised;
 	bool hash = !strcmp(pattern, "hash");
 	size_t len, npages, ndescs, i;
 	uint64_t *bm, dirty, wrs, doorbells, bytes;
@@ -153,12 +155,21 @@ int main(int argc, char **argv)
 		descs[i].token = 7;
 		descs[i].length = (uint32_t)(len - off < RDMAE_DESC_SPAN ? len - off : RDMAE_DESC_SPAN);
 	}
-	s->blk[0].descs = descs;
-	s->blk[0].remote = (struct rdmae_remote){ .descs = descs, .ndescs = ndescs, .len = len };
-	if (rdmae_region_create(&s->blk[0].region, conn, mem, len, &ro, &err)) {
+	/* One piece each side, the whole block: the walk's cost, not the pieces'. */
+	rp = (struct piece){ .len = len, .descs = descs,
+			     .remote = { .descs = descs, .ndescs = ndescs, .len = len } };
+	lp.len = len;
+	advertised = len;
+	s->advertised = &advertised;
+	s->blk[0].loc = &lp;
+	s->blk[0].nloc = 1;
+	s->blk[0].rem = &rp;
+	s->blk[0].nrem = 1;
+	if (rdmae_region_create(&lp.region, conn, mem, len, &ro, &err)) {
 		fprintf(stderr, "pagecost: %s\n", err.msg);
 		goto out;
 	}
+	s->blk[0].nready = 1;
 
 	if (hash) {
 		struct rdmae_pagesums ps;
@@ -189,7 +200,7 @@ int main(int argc, char **argv)
 	rc = 0;
 out:
 	if (s && s->blk) {
-		rdmae_region_destroy(s->blk[0].region);
+		rdmae_region_destroy(lp.region);
 		free(s->blk);
 	}
 	if (s) {

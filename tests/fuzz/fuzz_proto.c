@@ -7,7 +7,8 @@
  * or count the decoder let through past the buffer is an ASan report; and
  * what the decoder promises (doc/protocol-engine.md) is checked: block
  * indices and page ranges inside the session, runs ascending and at most
- * RDMAE_PROTO_MAX_RUNS, strings terminated. PAGE_SUMS_REQ and COMPLETE also
+ * RDMAE_PROTO_MAX_RUNS, DESCS pieces where the advertised part ends and
+ * inside their block, strings terminated. PAGE_SUMS_REQ and COMPLETE also
  * go through the destination's and source's rules (engine/commit_rules.c).
  */
 #include <errno.h>
@@ -16,11 +17,19 @@
 #include "commit_rules.h"
 #include "fuzz.h"
 #include "proto.h"
+#include "rdmae_region.h"
 #include "session.h"
 
 static const uint64_t blen[FUZZ_NBLOCKS] = FUZZ_BLOCK_LEN;
 static const uint64_t bpages[FUZZ_NBLOCKS] = FUZZ_BLOCK_PAGES;
+static const uint64_t advertised[FUZZ_NBLOCKS] = FUZZ_ADVERTISED;
+/* The source's view: it alone takes DESCS. */
 static const struct rdmae_proto_ctx session = {
+	.nblocks = FUZZ_NBLOCKS, .block_len = blen, .block_pages = bpages,
+	.max_msg = FUZZ_MAX_MSG, .advertised = advertised,
+};
+/* The destination's: the same blocks, no DESCS. */
+static const struct rdmae_proto_ctx dest = {
 	.nblocks = FUZZ_NBLOCKS, .block_len = blen, .block_pages = bpages,
 	.max_msg = FUZZ_MAX_MSG,
 };
@@ -40,28 +49,27 @@ static void read_blocks(const struct rdmae_msg *m)
 	}
 }
 
-static void read_preflight_ok(const struct rdmae_msg *m, const struct rdmae_proto_ctx *ctx)
+static void read_descs(const struct rdmae_msg *m, const struct rdmae_proto_ctx *ctx)
 {
-	uint32_t b, j, next = 0;
+	uint64_t covered = 0, ps;
+	uint32_t j;
 
-	FUZZ_CHECK(m->u.preflight_ok.nblocks == ctx->nblocks);
-	for (b = 0; b < ctx->nblocks; b++) {
-		uint32_t first, n;
-		uint64_t covered = 0;
+	FUZZ_CHECK(ctx->advertised && m->u.descs.block < ctx->nblocks);
+	FUZZ_CHECK(m->u.descs.ndescs >= 1 && m->u.descs.ndescs <= RDMAE_PROTO_MAX_DESCS);
+	FUZZ_CHECK(m->u.descs.offset == ctx->advertised[m->u.descs.block]);
+	for (j = 0; j < m->u.descs.ndescs; j++) {
+		struct rdmae_bufdesc d;
 
-		rdmae_msg_preflight_ok_span(m, b, &first, &n);
-		FUZZ_CHECK(first == next && n <= m->u.preflight_ok.ndescs - first);
-		for (j = 0; j < n; j++) {
-			struct rdmae_bufdesc d;
-
-			rdmae_msg_preflight_ok_desc(m, first + j, &d);
-			FUZZ_CHECK(d.length && d.offset <= UINT64_MAX - d.length);
-			covered += d.length;
-		}
-		FUZZ_CHECK(covered == ctx->block_len[b]);
-		next = first + n;
+		rdmae_msg_descs_get(m, j, &d);
+		FUZZ_CHECK(d.length && d.length <= RDMAE_DESC_SPAN);
+		FUZZ_CHECK(j + 1 == m->u.descs.ndescs || d.length == RDMAE_DESC_SPAN);
+		FUZZ_CHECK(d.offset <= UINT64_MAX - d.length);
+		covered += d.length;
 	}
-	FUZZ_CHECK(next == m->u.preflight_ok.ndescs);
+	FUZZ_CHECK(covered == m->u.descs.len);
+	ps = ctx->block_len[m->u.descs.block] / ctx->block_pages[m->u.descs.block];
+	FUZZ_CHECK(m->u.descs.offset % ps == 0);
+	FUZZ_CHECK(m->u.descs.offset + covered <= ctx->block_len[m->u.descs.block]);
 }
 
 static void read_runs(const struct rdmae_msg *m, const struct rdmae_proto_ctx *ctx)
@@ -133,7 +141,11 @@ static void read_all(const struct rdmae_msg *m, const struct rdmae_proto_ctx *ct
 		read_blocks(m);
 		break;
 	case RDMAE_MSG_PREFLIGHT_OK:
-		read_preflight_ok(m, ctx);
+		FUZZ_CHECK(m->u.preflight_ok.nblocks == ctx->nblocks);
+		FUZZ_CHECK(m->body_len == sizeof(struct rdmae_wire_preflight_ok));
+		break;
+	case RDMAE_MSG_DESCS:
+		read_descs(m, ctx);
 		break;
 	case RDMAE_MSG_PREFLIGHT_ERR:
 		FUZZ_CHECK(m->u.preflight_err.error < 0);
@@ -208,6 +220,7 @@ static void decode(const uint8_t *data, size_t size, const struct rdmae_proto_ct
 	FUZZ_CHECK(size >= RDMAE_PROTO_HDR_SIZE && m.body_len == size - RDMAE_PROTO_HDR_SIZE);
 	FUZZ_CHECK(strcmp(rdmae_msg_type_name(m.type), "unknown") != 0);
 	FUZZ_CHECK(ctx || m.type == RDMAE_MSG_BLOCKS || m.type == RDMAE_MSG_CANCEL);
+	FUZZ_CHECK(m.type != RDMAE_MSG_DESCS || (ctx && ctx->advertised));
 	read_all(&m, ctx);
 }
 
@@ -215,5 +228,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	decode(size ? data : NULL, size, NULL);
 	decode(size ? data : NULL, size, &session);
+	decode(size ? data : NULL, size, &dest);
 	return 0;
 }

@@ -313,9 +313,10 @@ static void put_msg(const char *name, size_t n, bool valid)
 {
 	static const uint64_t blen[FUZZ_NBLOCKS] = FUZZ_BLOCK_LEN;
 	static const uint64_t bpages[FUZZ_NBLOCKS] = FUZZ_BLOCK_PAGES;
+	static const uint64_t advertised[FUZZ_NBLOCKS] = FUZZ_ADVERTISED;
 	const struct rdmae_proto_ctx ctx = {
 		.nblocks = FUZZ_NBLOCKS, .block_len = blen, .block_pages = bpages,
-		.max_msg = FUZZ_MAX_MSG,
+		.max_msg = FUZZ_MAX_MSG, .advertised = advertised,
 	};
 	struct rdmae_err err = { 0 };
 	struct rdmae_msg m;
@@ -334,8 +335,9 @@ static void proto(void)
 	static const uint32_t psize[FUZZ_NBLOCKS] = FUZZ_BLOCK_PAGE_SIZE;
 	static const char *const names[FUZZ_NBLOCKS] = { "pc.ram", "vga.vram", "/rom@etc/acpi" };
 	struct rdmae_msg_block blocks[FUZZ_NBLOCKS];
+	static const uint64_t adv[FUZZ_NBLOCKS] = FUZZ_ADVERTISED;
 	struct rdmae_bufdesc descs[8];
-	uint32_t ndescs[FUZZ_NBLOCKS], i, j, total = 0;
+	uint32_t i, j;
 	uint64_t sums[FUZZ_NBLOCKS] = { 1, 2, 3 };
 	size_t n;
 
@@ -349,23 +351,31 @@ static void proto(void)
 	n = rdmae_msg_blocks_encode(big, blocks, FUZZ_NBLOCKS);
 	put_msg("blocks", n, true);
 
+	n = rdmae_msg_preflight_ok_encode(big, FUZZ_NBLOCKS);
+	put_msg("preflight-ok", n, true);
+	/* Each block's rest, from where the session's advertised part ends, in one piece. */
 	for (i = 0; i < FUZZ_NBLOCKS; i++) {
-		uint64_t left = len[i];
+		uint64_t left = len[i] - adv[i];
+		uint32_t nd = (uint32_t)((left + RDMAE_DESC_SPAN - 1) / RDMAE_DESC_SPAN);
+		char name[32];
 
-		ndescs[i] = (uint32_t)((len[i] + RDMAE_DESC_SPAN - 1) / RDMAE_DESC_SPAN);
-		for (j = 0; j < ndescs[i]; j++) {
+		for (j = 0; j < nd; j++) {
 			uint64_t l = left < RDMAE_DESC_SPAN ? left : RDMAE_DESC_SPAN;
 
-			descs[total].offset = 0x7f0000000000ull + (uint64_t)i * 0x100000000ull +
-					      (uint64_t)j * RDMAE_DESC_SPAN;
-			descs[total].token = 0x1000 + total;
-			descs[total].length = (uint32_t)l;
+			descs[j].offset = 0x7f0000000000ull + (uint64_t)i * 0x100000000ull +
+					  adv[i] + (uint64_t)j * RDMAE_DESC_SPAN;
+			descs[j].token = 0x1000 + i * 8 + j;
+			descs[j].length = (uint32_t)l;
 			left -= l;
-			total++;
 		}
+		snprintf(name, sizeof(name), "descs-%u", i);
+		n = rdmae_msg_descs_encode(big, i, adv[i], descs, nd);
+		put_msg(name, n, true);
 	}
-	n = rdmae_msg_preflight_ok_encode(big, FUZZ_NBLOCKS, ndescs, descs);
-	put_msg("preflight-ok", n, true);
+	/* A near miss: a gap (one page past the advertised end). */
+	descs[0].length = 4096;
+	n = rdmae_msg_descs_encode(big, 1, 4096, descs, 1);
+	put_msg("descs-gap", n, false);
 	n = rdmae_msg_preflight_err_encode(big, -ENOMEM, 1, "preflight: block 'vga.vram': "
 					   "cannot pin");
 	put_msg("preflight-err", n, true);

@@ -13,6 +13,13 @@
  *
  * The session is put in the state the rounds leave it (ready, a final round
  * with the VM stopped) by hand: pre-flight and rounds are not under test.
+ *
+ * Then the source's side of protocol 5 (registration in pieces): through
+ * its real pre-flight and a round, WRITEs go only into pieces the
+ * destination advertised (DESCS), and a destination that stops advertising
+ * fails the round with the block named, within the session's timeout; and
+ * the destination's: it registers and advertises piece by piece, and not
+ * once it has stopped.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -390,6 +397,217 @@ static void test_failure_after_verdict_is_known(void **state)
 	}
 }
 
+/* ---- the source writes only into what the destination advertised (protocol 5) ---- */
+
+/* A source through its real pre-flight, the destination's answers queued before it looks. */
+static struct rdmae_session *source_preflight(struct rdmae_conn *c, int timeout_ms)
+{
+	struct rdmae_session_opts o;
+	struct rdmae_err err = { 0 };
+	struct rdmae_session *s;
+	uint8_t m[RDMAE_MSG_SMALL_MAX];
+
+	rdmae_session_opts_default(&o);
+	o.no_verify = true;
+	o.timeout_ms = timeout_ms;
+	if (rdmae_session_create(&s, RDMAE_SOURCE, c, blocks, 1, &o, &err))
+		fail_msg("session: %s", err.msg);
+	from_dest(c, m, rdmae_msg_preflight_ok_encode(m, 1));
+	assert_int_equal(rdmae_session_preflight(s, &err), 0);
+	return s;
+}
+
+static void dest_descs(struct rdmae_conn *c, uint64_t offset, const struct rdmae_bufdesc *d)
+{
+	uint8_t m[RDMAE_MSG_SMALL_MAX];
+
+	from_dest(c, m, rdmae_msg_descs_encode(m, 0, offset, d, 1));
+}
+
+/* Bytes WRITten, each WRITE checked to lie inside one of the n pieces advertised. */
+static uint64_t writes_inside(const struct rdmae_bufdesc *d, size_t n)
+{
+	uint64_t bytes = 0;
+
+	for (size_t i = 0; i < mock_sends(); i++) {
+		const struct mock_send *ms = mock_send_at(i);
+		bool inside = false;
+
+		if (ms->opcode != IBV_WR_RDMA_WRITE)
+			continue;
+		for (size_t j = 0; j < n; j++)
+			inside |= ms->rkey == d[j].token && ms->remote_addr >= d[j].offset &&
+				  ms->remote_addr + ms->length <= d[j].offset + d[j].length;
+		assert_true(inside);
+		bytes += ms->length;
+	}
+	return bytes;
+}
+
+/*
+ * Two pieces advertised, one after the other: a round reaches the second
+ * through DESCS taken while it writes, and no WRITE crosses from one
+ * piece into the other (they are far apart at the destination).
+ */
+static void test_round_writes_advertised_pieces(void **state)
+{
+	const struct rdmae_bufdesc d[2] = {
+		{ 0x10000000ull, 0x11, 16384 },
+		{ 0x20000000ull, 0x22, sizeof(ram) - 16384 },
+	};
+	struct rdmae_conn *c = mock_conn(1, NULL);
+	uint64_t bm[1] = { (1ull << (sizeof(ram) / 4096)) - 1 };
+	const uint64_t *bms[1] = { bm };
+	struct rdmae_err err = { 0 };
+	struct rdmae_round_stats rs;
+	struct rdmae_session *s;
+	uint8_t m[RDMAE_MSG_SMALL_MAX];
+
+	(void)state;
+	memset(ram, 0x5a, sizeof(ram));
+	s = source_preflight(c, 5000);
+	dest_descs(c, 0, &d[0]);
+	dest_descs(c, 16384, &d[1]);
+	from_dest(c, m, rdmae_msg_round_ack_encode(m, 1, 0));
+	assert_int_equal(rdmae_session_round(s, bms, &rs, &err), 0);
+	assert_int_equal(rs.bytes, sizeof(ram));
+	assert_int_equal(writes_inside(d, 2), sizeof(ram));
+	rdmae_session_destroy(s);
+	rdmae_conn_destroy(c);
+	memset(ram, 0, sizeof(ram));
+	fixture_assert_clean();
+}
+
+/*
+ * A destination that advertises part of a block and then nothing: the
+ * round writes what it may and fails within the session's timeout with an
+ * error naming the block and how far it got, instead of hanging.
+ */
+static void test_round_fails_when_never_advertised(void **state)
+{
+	const struct rdmae_bufdesc d = { 0x10000000ull, 0x11, 16384 };
+	struct rdmae_conn *c = mock_conn(1, NULL);
+	uint64_t bm[1] = { (1ull << (sizeof(ram) / 4096)) - 1 };
+	const uint64_t *bms[1] = { bm };
+	struct rdmae_err err = { 0 };
+	struct rdmae_session *s;
+
+	(void)state;
+	memset(ram, 0x5a, sizeof(ram));
+	s = source_preflight(c, 50);
+	dest_descs(c, 0, &d);
+	assert_int_equal(rdmae_session_round(s, bms, NULL, &err), -ETIMEDOUT);
+	assert_non_null(strstr(err.msg, "block 'pc.ram'"));
+	assert_non_null(strstr(err.msg, "16384 of its 65536 bytes"));
+	assert_int_equal(writes_inside(&d, 1), 16384);
+	rdmae_session_destroy(s);
+	rdmae_conn_destroy(c);
+	memset(ram, 0, sizeof(ram));
+	fixture_assert_clean();
+}
+
+/* A DESCS that leaves a gap is refused before any descriptor of it is used. */
+static void test_descs_gap_refused(void **state)
+{
+	const struct rdmae_bufdesc d = { 0x10000000ull, 0x11, 16384 };
+	struct rdmae_conn *c = mock_conn(1, NULL);
+	uint64_t bm[1] = { 1 };
+	const uint64_t *bms[1] = { bm };
+	struct rdmae_err err = { 0 };
+	struct rdmae_session *s;
+
+	(void)state;
+	memset(ram, 0x5a, sizeof(ram));
+	s = source_preflight(c, 5000);
+	dest_descs(c, 16384, &d);
+	assert_int_equal(rdmae_session_round(s, bms, NULL, &err), -EPROTO);
+	assert_non_null(strstr(err.msg, "gap"));
+	assert_int_equal(writes_inside(&d, 1), 0);
+	rdmae_session_destroy(s);
+	rdmae_conn_destroy(c);
+	memset(ram, 0, sizeof(ram));
+	fixture_assert_clean();
+}
+
+
+/* ---- the destination registers in pieces and advertises each (protocol 5) ---- */
+
+static uint8_t big_ram[24u << 20] __attribute__((aligned(4096)));
+
+/* The DESCS among the WRs recorded, decoded as the source would, frontier advancing. */
+static size_t sent_descs(uint64_t *offs, uint64_t *lens, size_t cap)
+{
+	static const uint64_t blen[1] = { sizeof(big_ram) };
+	static const uint64_t bpages[1] = { sizeof(big_ram) / 4096 };
+	uint64_t adv[1] = { 0 };
+	const struct rdmae_proto_ctx ctx = {
+		.nblocks = 1, .block_len = blen, .block_pages = bpages, .max_msg = 1 << 20,
+		.advertised = adv,
+	};
+	size_t n = 0;
+
+	for (size_t i = 0; i < mock_sends() && n < cap; i++) {
+		const struct mock_send *ms = mock_send_at(i);
+		struct rdmae_data_hdr h;
+		enum rdmae_wire_field f;
+		struct rdmae_msg m;
+
+		if (ms->opcode != IBV_WR_SEND || rdmae_data_hdr_decode(ms->data, ms->ncopy, 0, &h, &f) ||
+		    !h.data_length ||
+		    rdmae_msg_decode(ms->data + h.data_offset, h.data_length, &ctx, &m, NULL) ||
+		    m.type != RDMAE_MSG_DESCS)
+			continue;
+		offs[n] = m.u.descs.offset;
+		lens[n] = m.u.descs.len;
+		adv[0] += m.u.descs.len;
+		n++;
+	}
+	return n;
+}
+
+/*
+ * Past pre-flight's checks (done by hand here: the memlock check is the
+ * host's), the destination registers 8 MiB, then 16 MiB, advertising each
+ * as it is registered, in order and without gaps; then there is nothing
+ * left. A session that stopped registering (the final round, a cancel)
+ * registers and advertises nothing more.
+ */
+static void test_dest_advertises_pieces(void **state)
+{
+	const struct rdmae_block b = {
+		.name = "pc.ram", .host = big_ram, .len = sizeof(big_ram), .page_size = 4096,
+	};
+	struct rdmae_conn *c = mock_conn(1, NULL);
+	struct rdmae_err err = { 0 };
+	struct rdmae_session *s;
+	uint64_t offs[4] = { 0 }, lens[4] = { 0 };
+
+	(void)state;
+	if (rdmae_session_create(&s, RDMAE_DEST, c, &b, 1, NULL, &err))
+		fail_msg("session: %s", err.msg);
+	sess_set_ctx(s);
+	assert_int_equal(sess_pieces_init(&s->blk[0], false), 0);
+	assert_int_equal(s->blk[0].nloc, 2);
+	assert_int_equal(sess_dst_advertise(s, &err), 1);
+	assert_int_equal(sess_dst_advertise(s, &err), 1);
+	assert_int_equal(sess_dst_advertise(s, &err), 0);
+	assert_int_equal(sent_descs(offs, lens, 4), 2);
+	assert_int_equal(offs[0], 0);
+	assert_int_equal(lens[0], 8u << 20);
+	assert_int_equal(offs[1], 8u << 20);
+	assert_int_equal(lens[1], 16u << 20);
+	assert_int_equal(s->st.reg_pieces, 2);
+
+	/* Stopped (a cancel destroys the pieces and stops registration): nothing more. */
+	sess_destroy_regions(s);
+	assert_int_equal(s->blk[0].nready, 0);
+	assert_int_equal(sess_dst_advertise(s, &err), 0);
+	assert_int_equal(sent_descs(offs, lens, 4), 2);
+	rdmae_session_destroy(s);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -400,6 +618,10 @@ int main(void)
 		cmocka_unit_test_setup(test_cancel_after_complete, fixture_setup),
 		cmocka_unit_test_setup(test_failure_after_complete_is_unknown, fixture_setup),
 		cmocka_unit_test_setup(test_failure_after_verdict_is_known, fixture_setup),
+		cmocka_unit_test_setup(test_round_writes_advertised_pieces, fixture_setup),
+		cmocka_unit_test_setup(test_round_fails_when_never_advertised, fixture_setup),
+		cmocka_unit_test_setup(test_descs_gap_refused, fixture_setup),
+		cmocka_unit_test_setup(test_dest_advertises_pieces, fixture_setup),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

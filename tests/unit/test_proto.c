@@ -230,81 +230,171 @@ static void test_blocks_reject(void **state)
 	reject(len, NULL, -EPROTO);
 }
 
-/* ---- PREFLIGHT_OK / PREFLIGHT_ERR ---- */
-
-static size_t preflight_ok_msg(void)
-{
-	const uint32_t counts[2] = { 3, 1 };
-	const struct rdmae_bufdesc d[4] = {
-		{ 0x100000000ull, 11, 1u << 30 },
-		{ 0x140000000ull, 12, 1u << 30 },
-		{ 0x180000000ull, 13, 1u << 29 },
-		{ 0x7000000ull, 14, 1u << 20 },
-	};
-
-	return rdmae_msg_preflight_ok_encode(buf, 2, counts, d);
-}
+/* ---- PREFLIGHT_OK / DESCS / PREFLIGHT_ERR ---- */
 
 static void test_preflight_ok(void **state)
 {
-	struct rdmae_bufdesc d;
 	struct rdmae_msg m;
-	uint32_t first, n;
 	size_t len;
 
 	(void)state;
-	len = preflight_ok_msg();
-	assert_int_equal(len, rdmae_msg_preflight_ok_size(2, 4));
+	/* Version 5: the blocks fit, nothing more; descriptors come in DESCS. */
+	len = rdmae_msg_preflight_ok_encode(buf, 2);
+	assert_int_equal(len, H + 8);
 	assert_int_equal(dec(len, &ctx, &m), 0);
 	assert_int_equal(m.type, RDMAE_MSG_PREFLIGHT_OK);
-	rdmae_msg_preflight_ok_span(&m, 0, &first, &n);
-	assert_int_equal(first, 0);
-	assert_int_equal(n, 3);
-	rdmae_msg_preflight_ok_span(&m, 1, &first, &n);
-	assert_int_equal(first, 3);
-	assert_int_equal(n, 1);
-	rdmae_msg_preflight_ok_desc(&m, 2, &d);
-	assert_int_equal(d.offset, 0x180000000ull);
-	assert_int_equal(d.token, 13);
-	assert_int_equal(d.length, 1u << 29);
-	rdmae_msg_preflight_ok_desc(&m, 3, &d);
-	assert_int_equal(d.token, 14);
+	assert_int_equal(m.u.preflight_ok.nblocks, 2);
 }
 
 static void test_preflight_ok_reject(void **state)
 {
-	size_t len, counts = H + 8, descs = H + 8 + 16;
+	size_t len;
 
 	(void)state;
-	len = preflight_ok_msg();
+	len = rdmae_msg_preflight_ok_encode(buf, 2);
 	reject(len, NULL, -EPROTO);
 	/* Block count not the session's. */
 	put32(H, 3);
 	reject(len, &ctx, -EPROTO);
-	/* Total past the body. */
-	len = preflight_ok_msg();
-	put32(H + 4, 5);
-	reject(len, &ctx, -EBADMSG);
-	/* A block's count not covering its length. */
-	len = preflight_ok_msg();
-	put32(counts, 2);
-	put32(counts + 8, 2);
+	/* Reserved. */
+	len = rdmae_msg_preflight_ok_encode(buf, 2);
+	put32(H + 4, 1);
 	reject(len, &ctx, -EPROTO);
-	/* A descriptor of the wrong length: middle one short, last one long. */
-	len = preflight_ok_msg();
-	put32(descs + 16 + 12, 4096);
-	reject(len, &ctx, -EPROTO);
-	len = preflight_ok_msg();
-	put32(descs + 3ul * 16 + 12, (1u << 20) + 4096);
-	reject(len, &ctx, -EPROTO);
-	/* Address that wraps. */
-	len = preflight_ok_msg();
-	put64(descs + 3ul * 16, UINT64_MAX - 10);
-	reject(len, &ctx, -EPROTO);
+	/* Descriptors after it (version 4's layout): no longer. */
+	len = rdmae_msg_preflight_ok_encode(buf, 2);
+	memset(buf + len, 0, 16);
+	set_body_len(len + 16);
+	reject(len + 16, &ctx, -EBADMSG);
 	/* Truncated. */
-	len = preflight_ok_msg();
+	len = rdmae_msg_preflight_ok_encode(buf, 2);
+	set_body_len(len - 4);
+	reject(len - 4, &ctx, -EBADMSG);
+}
+
+/* The source's view: bytes of each block advertised so far. */
+static uint64_t adv[2];
+static const struct rdmae_proto_ctx sctx = {
+	.nblocks = 2, .block_len = blen, .block_pages = bpages, .max_msg = 1 << 20,
+	.advertised = adv,
+};
+
+/* Block 0 in one piece: three descriptors, the last one half a span. */
+static const struct rdmae_bufdesc whole0[3] = {
+	{ 0x100000000ull, 11, 1u << 30 },
+	{ 0x140000000ull, 12, 1u << 30 },
+	{ 0x180000000ull, 13, 1u << 29 },
+};
+
+static size_t descs_msg(void)
+{
+	memset(adv, 0, sizeof(adv));
+	return rdmae_msg_descs_encode(buf, 0, 0, whole0, 3);
+}
+
+static void test_descs(void **state)
+{
+	const struct rdmae_bufdesc piece = { 0x7000000ull, 14, 8u << 20 };
+	const struct rdmae_bufdesc last = { 0x9000000ull, 15, 1u << 20 };
+	struct rdmae_bufdesc d;
+	struct rdmae_msg m;
+	size_t len;
+
+	(void)state;
+	len = descs_msg();
+	assert_int_equal(len, rdmae_msg_descs_size(3));
+	assert_int_equal(len, H + 16 + 3 * 16);
+	assert_int_equal(dec(len, &sctx, &m), 0);
+	assert_int_equal(m.type, RDMAE_MSG_DESCS);
+	assert_int_equal(m.u.descs.block, 0);
+	assert_int_equal(m.u.descs.offset, 0);
+	assert_int_equal(m.u.descs.ndescs, 3);
+	assert_int_equal(m.u.descs.len, 5 * GIB / 2);
+	rdmae_msg_descs_get(&m, 2, &d);
+	assert_int_equal(d.offset, 0x180000000ull);
+	assert_int_equal(d.token, 13);
+	assert_int_equal(d.length, 1u << 29);
+
+	/* A piece in the middle, where the advertised part ends. */
+	adv[0] = GIB;
+	len = rdmae_msg_descs_encode(buf, 0, GIB, &piece, 1);
+	assert_int_equal(dec(len, &sctx, &m), 0);
+	assert_int_equal(m.u.descs.offset, GIB);
+	assert_int_equal(m.u.descs.len, 8u << 20);
+	rdmae_msg_descs_get(&m, 0, &d);
+	assert_int_equal(d.token, 14);
+	/* The last piece of block 1 ends the block. */
+	adv[1] = 0;
+	len = rdmae_msg_descs_encode(buf, 1, 0, &last, 1);
+	assert_int_equal(dec(len, &sctx, &m), 0);
+	assert_int_equal(m.u.descs.block, 1);
+	assert_int_equal(m.u.descs.len, 1u << 20);
+}
+
+static void test_descs_reject(void **state)
+{
+	const struct rdmae_bufdesc small = { 0x7000000ull, 14, 8u << 20 };
+	size_t len, descs = H + 16;
+
+	(void)state;
+	/* Not before pre-flight, and not on a side that takes none (the destination). */
+	len = descs_msg();
+	reject(len, NULL, -EPROTO);
+	reject(len, &ctx, -EPROTO);
+	/* Block out of range. */
+	put32(H, 2);
+	reject(len, &sctx, -EPROTO);
+	/* No descriptor; more than allowed. */
+	len = descs_msg();
+	put32(H + 4, 0);
+	reject(len, &sctx, -EPROTO);
+	put32(H + 4, RDMAE_PROTO_MAX_DESCS + 1);
+	reject(len, &sctx, -EPROTO);
+	/* Count past the body, and short of it. */
+	put32(H + 4, 4);
+	reject(len, &sctx, -EBADMSG);
+	put32(H + 4, 2);
+	reject(len, &sctx, -EBADMSG);
+	/* A gap (starts past the advertised end) and an overlap (starts before it). */
+	len = rdmae_msg_descs_encode(buf, 0, 16u << 20, &small, 1);
+	memset(adv, 0, sizeof(adv));
+	reject(len, &sctx, -EPROTO);
+	adv[0] = 32u << 20;
+	reject(len, &sctx, -EPROTO);
+	/* Offset not on a page, and at the end of the block. */
+	adv[0] = 100;
+	len = rdmae_msg_descs_encode(buf, 0, 100, &small, 1);
+	reject(len, &sctx, -EPROTO);
+	adv[1] = 1u << 20;
+	len = rdmae_msg_descs_encode(buf, 1, 1u << 20, &small, 1);
+	reject(len, &sctx, -EPROTO);
+	/* Descriptor lengths: a middle one short, the last empty or longer than a span. */
+	len = descs_msg();
+	put32(descs + 16 + 12, 4096);
+	reject(len, &sctx, -EPROTO);
+	len = descs_msg();
+	put32(descs + 2ul * 16 + 12, 0);
+	reject(len, &sctx, -EPROTO);
+	len = descs_msg();
+	put32(descs + 2ul * 16 + 12, (1u << 30) + 4096);
+	reject(len, &sctx, -EPROTO);
+	/* Address that wraps. */
+	len = descs_msg();
+	put64(descs + 2ul * 16, UINT64_MAX - 10);
+	reject(len, &sctx, -EPROTO);
+	/* Past the end of the block: block 1 is 1 MiB. */
+	memset(adv, 0, sizeof(adv));
+	len = rdmae_msg_descs_encode(buf, 1, 0, &small, 1);
+	reject(len, &sctx, -EPROTO);
+	/* Not ending on a page. */
+	len = descs_msg();
+	put32(descs + 2ul * 16 + 12, (1u << 29) - 1);
+	reject(len, &sctx, -EPROTO);
+	/* Truncated, and shorter than its struct. */
+	len = descs_msg();
 	set_body_len(len - 16);
-	reject(len - 16, &ctx, -EBADMSG);
+	reject(len - 16, &sctx, -EBADMSG);
+	set_body_len(H + 8);
+	reject(H + 8, &sctx, -EBADMSG);
 }
 
 static void test_preflight_err(void **state)
@@ -767,6 +857,8 @@ int main(void)
 		cmocka_unit_test(test_blocks_reject),
 		cmocka_unit_test(test_preflight_ok),
 		cmocka_unit_test(test_preflight_ok_reject),
+		cmocka_unit_test(test_descs),
+		cmocka_unit_test(test_descs_reject),
 		cmocka_unit_test(test_preflight_err),
 		cmocka_unit_test(test_zero_runs),
 		cmocka_unit_test(test_zero_runs_reject),

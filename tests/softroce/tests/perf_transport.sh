@@ -70,7 +70,10 @@ rdmae-perf migrate client --key "$KEY" --addr "$SELF" --port 7603 --size 256M --
 wait $spid || { cat ms.txt; exit 1; }
 jq -c '{kind: "perf_migrate", size_mib: 256, rounds: .totals.rounds, total_ms: .totals.total_ms,
   downtime_ms: .totals.downtime_actual_ms, expected_downtime_ms: .totals.downtime_expected_ms,
-  src_cpu_s: .totals.src_cpu_s, dst_cpu_s: .totals.dst_cpu_s, verified: .totals.dst_verified}' mig.json |
+  src_cpu_s: .totals.src_cpu_s, dst_cpu_s: .totals.dst_cpu_s, verified: .totals.dst_verified,
+  connect_ms: .totals.connect_ms, setup_ms: .totals.first_write_ms, first_write_ms: .totals.first_write_ms,
+  dst_reg_ms: .totals.dst_reg_ms, dst_reg_before_first_write_ms: .totals.dst_reg_before_first_write_ms,
+  ms_per_gib: .totals.ms_per_gib}' mig.json |
   sed 's/^/BENCH-RESULT /'
 # No gnuplot in the VM: the host draws the plot from this script (make bench).
 echo "@@plot-script-begin"
