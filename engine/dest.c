@@ -358,27 +358,29 @@ static int dst_complete(struct rdmae_session *s, const struct rdmae_msg_complete
 
 /*
  * Registration interleaved with the messages, not on a thread of its own:
- * while pieces are left, register one and advertise it, then take a
- * message if one is waiting, else go on registering; once all are in,
- * wait for the next message as before. A message waits at most one piece's
- * registration (PIECE_MAX), and the connection and the regions stay in one
- * thread's hands (no DESCS racing a ROUND_ACK for the send credits, no
- * registration racing a cancel's teardown beyond what reg_lock orders).
+ * a message already waiting is taken first, else one piece is registered
+ * and advertised, and so on; once all are in, wait for the next message as
+ * before. A message waits at most one piece's registration (PIECE_MAX), a
+ * final ROUND_END or COMPLETE that has arrived is never held up by one
+ * more piece (nothing is made writable after it), and the connection and
+ * the regions stay in one thread's hands (no DESCS racing a ROUND_ACK for
+ * the send credits, no registration racing a cancel's teardown beyond what
+ * reg_lock orders).
  */
 static int dst_next_msg(struct rdmae_session *s, void **buf, struct rdmae_msg *m,
 			struct rdmae_err *err)
 {
 	for (;;) {
-		int rc = sess_dst_advertise(s, err);
+		int rc = sess_recv_msg(s, 0, buf, m, err);
 
+		if (rc != -ETIMEDOUT || rdmae_conn_error(s->conn, NULL))
+			return rc;
+		rdmae_err_clear(err);
+		rc = sess_dst_advertise(s, err);
 		if (rc < 0)
 			return rc;
 		if (!rc)
 			return sess_recv_msg(s, s->o.timeout_ms, buf, m, err);
-		rc = sess_recv_msg(s, 0, buf, m, err);
-		if (rc != -ETIMEDOUT || rdmae_conn_error(s->conn, NULL))
-			return rc;
-		rdmae_err_clear(err);
 	}
 }
 

@@ -163,10 +163,11 @@ static int dst_register_next(struct rdmae_session *s, size_t *blk, uint64_t *off
 	bool first;
 	int rc;
 
+	pthread_mutex_lock(&s->reg_lock);
+	/* Under reg_lock: a cancel's teardown resets nready under it. */
 	while (s->reg_block < s->nblocks &&
 	       s->blk[s->reg_block].nready == s->blk[s->reg_block].nloc)
 		s->reg_block++;
-	pthread_mutex_lock(&s->reg_lock);
 	if (atomic_load(&s->stop)) {
 		pthread_mutex_unlock(&s->reg_lock);
 		return sess_stopped_err(s, err);

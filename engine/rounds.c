@@ -599,6 +599,23 @@ static int do_round(struct rdmae_session *s, const uint64_t *const *bitmaps, boo
 	ret = sess_src_pin_all(s, err);
 	if (ret)
 		return ret;
+	/*
+	 * And the destination's, taken here: every block is writable by the
+	 * end of round 1. Round 1 waits only for pieces it writes into, so a
+	 * guest of mostly zero pages would otherwise reach its final round,
+	 * with the VM stopped, while the destination still registers, and a
+	 * page dirtied high up would wait for that inside the downtime.
+	 */
+	rctx.li = rctx.ri = 0;		/* nothing batched: each block's walk flushed its own */
+	for (rctx.block = 0; rctx.block < s->nblocks; rctx.block++) {
+		size_t len = s->blk[rctx.block].b.len;
+
+		if (len && s->advertised[rctx.block] < len) {
+			ret = wait_advertised(&rctx, len - 1);
+			if (ret)
+				return ret;
+		}
+	}
 
 	/*
 	 * Ordering: the fence follows every WRITE of this round on every lane,

@@ -504,7 +504,8 @@ void sess_set_ctx(struct rdmae_session *s)
 	s->ctx.block_len = s->ctx_len;
 	s->ctx.block_pages = s->ctx_pages;
 	s->ctx.max_msg = s->max_msg;
-	s->ctx.advertised = s->role == RDMAE_SOURCE ? s->advertised : NULL;
+	/* Set at PREFLIGHT_OK (preflight.c): a DESCS before it is refused by the decoder. */
+	s->ctx.advertised = NULL;
 	s->have_ctx = true;
 }
 

@@ -49,9 +49,15 @@ static void lane_on_recv(void *owner, struct rdmae_qp *qp, struct rdmae_rxbuf *r
 		/* Negotiation is the connection's: lane 0's lock, then c->lock. */
 		rdmae_conn_lock(c);
 		l->conn_held = true;
+		/*
+		 * The state again, under c->lock: the check above held only
+		 * lane 0's lock, and a failure (a pending connection's setup
+		 * deadline, a client's timeout) may have come in between. A
+		 * failed connection stays failed: the message is dropped.
+		 */
 		if (rdmae_qp_post_recv(qp, rb))
 			rdmae_conn_fail_locked(c, -EIO, "ibv_post_recv on lane 0 after negotiate");
-		else
+		else if (c->state == RDMAE_ST_NEGOTIATING)
 			rdmae_negotiate_on_msg_locked(c, neg, n);
 		l->conn_held = false;
 		rdmae_conn_unlock(c);

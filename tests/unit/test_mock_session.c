@@ -506,6 +506,54 @@ static void test_round_fails_when_never_advertised(void **state)
 	fixture_assert_clean();
 }
 
+/*
+ * Round 1 ends only once the destination has made the whole block
+ * writable, even where the round wrote nothing: otherwise a guest of
+ * mostly zero pages reaches its final round, the VM stopped, with the
+ * destination still registering, and a page dirtied high up waits for it
+ * inside the downtime. Only page 0 is dirty here; with the rest never
+ * advertised the round fails on the timeout, and with it advertised the
+ * round completes having written that one page.
+ */
+static void test_round_one_waits_for_whole_block(void **state)
+{
+	const struct rdmae_bufdesc d[2] = {
+		{ 0x10000000ull, 0x11, 16384 },
+		{ 0x20000000ull, 0x22, sizeof(ram) - 16384 },
+	};
+	uint64_t bm[1] = { 1 };
+	const uint64_t *bms[1] = { bm };
+	struct rdmae_err err = { 0 };
+	struct rdmae_session *s;
+	struct rdmae_conn *c;
+	uint8_t m[RDMAE_MSG_SMALL_MAX];
+
+	(void)state;
+	memset(ram, 0x5a, sizeof(ram));
+	c = mock_conn(1, NULL);
+	s = source_preflight(c, 50);
+	dest_descs(c, 0, &d[0]);
+	assert_int_equal(rdmae_session_round(s, bms, NULL, &err), -ETIMEDOUT);
+	assert_non_null(strstr(err.msg, "16384 of its 65536 bytes"));
+	assert_int_equal(writes_inside(d, 1), 4096);
+	rdmae_session_destroy(s);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+
+	mock_reset();
+	c = mock_conn(1, NULL);
+	s = source_preflight(c, 5000);
+	dest_descs(c, 0, &d[0]);
+	dest_descs(c, 16384, &d[1]);
+	from_dest(c, m, rdmae_msg_round_ack_encode(m, 1, 0));
+	assert_int_equal(rdmae_session_round(s, bms, NULL, &err), 0);
+	assert_int_equal(writes_inside(d, 2), 4096);
+	rdmae_session_destroy(s);
+	rdmae_conn_destroy(c);
+	memset(ram, 0, sizeof(ram));
+	fixture_assert_clean();
+}
+
 /* A DESCS that leaves a gap is refused before any descriptor of it is used. */
 static void test_descs_gap_refused(void **state)
 {
@@ -620,6 +668,7 @@ int main(void)
 		cmocka_unit_test_setup(test_failure_after_verdict_is_known, fixture_setup),
 		cmocka_unit_test_setup(test_round_writes_advertised_pieces, fixture_setup),
 		cmocka_unit_test_setup(test_round_fails_when_never_advertised, fixture_setup),
+		cmocka_unit_test_setup(test_round_one_waits_for_whole_block, fixture_setup),
 		cmocka_unit_test_setup(test_descs_gap_refused, fixture_setup),
 		cmocka_unit_test_setup(test_dest_advertises_pieces, fixture_setup),
 	};
