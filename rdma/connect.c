@@ -114,6 +114,7 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 	uint8_t apd[RDMAE_ACCEPT_PD_SIZE];
 	size_t apd_len = 0;
 	uint8_t tmo = ACK_TIMEOUT;
+	uint64_t t, t1;
 	int status = 0, ret;
 
 	if (idx >= RDMAE_MAX_LANES)
@@ -127,6 +128,7 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 			      strerror(-ret));
 		goto err_id;
 	}
+	t = rdmae_now_ns();
 	if (rdma_resolve_addr(id, src, dst->ai_dst_addr, resolve_ms(deadline))) {
 		ret = rdmae_err_set(err, -errno, "rdma_resolve_addr %s: %s", c->peer,
 				    strerror(errno));
@@ -159,6 +161,8 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 		ret = ret == -ETIMEDOUT ? ret : -EHOSTUNREACH;
 		goto err_id;
 	}
+	t1 = rdmae_now_ns();
+	c->setup.resolve_us += (t1 - t) / 1000;
 	if (idx == 0) {
 		ret = rdmae_conn_setup_device(c, id->verbs, err);
 		if (ret)
@@ -182,6 +186,8 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 		rdmae_lane_unlock(l);
 	}
 
+	t = rdmae_now_ns();
+	c->setup.lanes_us += (t - t1) / 1000;
 	rdmae_lane_pd_encode(pdbuf, &pd);
 	rdmae_connect_param_init(&param, pdbuf, RDMAE_LANE_PD_SIZE);
 	if (rdma_connect(id, &param)) {
@@ -203,6 +209,9 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 					    rdma_event_str(got), status);
 		goto err_lane;
 	}
+	t1 = rdmae_now_ns();
+	c->setup.handshake_us += (t1 - t) / 1000;
+	rdmae_trace(c, "setup: lane %u connected in %.1f ms", idx, (double)(t1 - t) / 1e6);
 	if (idx == 0) {
 		/* The server's accept carries its nonce, which our proof needs. */
 		struct rdmae_accept_pd ap;
@@ -245,7 +254,7 @@ int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 {
 	struct rdma_addrinfo hints, *dst = NULL, *src = NULL;
 	struct rdmae_conn *c;
-	uint64_t deadline;
+	uint64_t deadline, t;
 	unsigned int i;
 	int ret;
 
@@ -265,6 +274,7 @@ int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 			goto err_conn;
 	}
 	deadline = rdmae_deadline_after(c->opts.timeout_ms);
+	c->setup_t0_ns = rdmae_now_ns();
 
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_port_space = RDMA_PS_TCP;
@@ -286,9 +296,11 @@ int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 	ret = client_lane(c, 0, dst, src ? src->ai_src_addr : NULL, deadline, err);
 	if (ret)
 		goto err_ai;
+	t = rdmae_now_ns();
 	ret = rdmae_negotiate_request(c, deadline, err);
 	if (ret)
 		goto err_ai;
+	c->setup.negotiate_us = (rdmae_now_ns() - t) / 1000;
 	for (i = 1; i < c->neg.lanes; i++) {
 		ret = client_lane(c, i, dst, src ? src->ai_src_addr : NULL, deadline, err);
 		if (ret)
@@ -304,6 +316,12 @@ int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 	rdmae_conn_wake(c);
 	if (ret)
 		goto err_ai;
+	c->setup.lanes = c->nlanes;
+	c->setup.total_us = (rdmae_now_ns() - c->setup_t0_ns) / 1000;
+	rdmae_trace(c, "setup: %u lanes in %.1f ms (resolve %.1f, lanes %.1f, handshake %.1f, "
+		    "negotiate %.1f)", c->setup.lanes, c->setup.total_us / 1e3,
+		    c->setup.resolve_us / 1e3, c->setup.lanes_us / 1e3,
+		    c->setup.handshake_us / 1e3, c->setup.negotiate_us / 1e3);
 	rdma_freeaddrinfo(dst);
 	if (src)
 		rdma_freeaddrinfo(src);
