@@ -124,6 +124,7 @@ struct rdmae_setup_times {
 	uint64_t lanes_us;	/* QP creation and ring registration */
 	uint64_t handshake_us;	/* client: rdma_connect to ESTABLISHED */
 	uint64_t negotiate_us;	/* client: negotiation and mutual authentication */
+	uint64_t more_lanes_us;	/* client: wall time of the lanes after lane 0 */
 	unsigned int lanes;
 };
 void rdmae_conn_setup_times(const struct rdmae_conn *c, struct rdmae_setup_times *t);
