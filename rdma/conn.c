@@ -375,6 +375,11 @@ const char *rdmae_conn_peer(const struct rdmae_conn *c)
 	return c->peer;
 }
 
+void rdmae_conn_setup_times(const struct rdmae_conn *c, struct rdmae_setup_times *t)
+{
+	*t = c->setup;
+}
+
 int rdmae_conn_lane_stats(struct rdmae_conn *c, unsigned int lane, struct rdmae_lane_stats *out)
 {
 	struct rdmae_lane *l;

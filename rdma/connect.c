@@ -114,6 +114,7 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 	uint8_t apd[RDMAE_ACCEPT_PD_SIZE];
 	size_t apd_len = 0;
 	uint8_t tmo = ACK_TIMEOUT;
+	uint64_t t, t1;
 	int status = 0, ret;
 
 	if (idx >= RDMAE_MAX_LANES)
@@ -127,6 +128,7 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 			      strerror(-ret));
 		goto err_id;
 	}
+	t = rdmae_now_ns();
 	if (rdma_resolve_addr(id, src, dst->ai_dst_addr, resolve_ms(deadline))) {
 		ret = rdmae_err_set(err, -errno, "rdma_resolve_addr %s: %s", c->peer,
 				    strerror(errno));
@@ -159,6 +161,8 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 		ret = ret == -ETIMEDOUT ? ret : -EHOSTUNREACH;
 		goto err_id;
 	}
+	t1 = rdmae_now_ns();
+	c->setup.resolve_us += (t1 - t) / 1000;
 	if (idx == 0) {
 		ret = rdmae_conn_setup_device(c, id->verbs, err);
 		if (ret)
@@ -182,6 +186,8 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 		rdmae_lane_unlock(l);
 	}
 
+	t = rdmae_now_ns();
+	c->setup.lanes_us += (t - t1) / 1000;
 	rdmae_lane_pd_encode(pdbuf, &pd);
 	rdmae_connect_param_init(&param, pdbuf, RDMAE_LANE_PD_SIZE);
 	if (rdma_connect(id, &param)) {
@@ -203,6 +209,9 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 					    rdma_event_str(got), status);
 		goto err_lane;
 	}
+	t1 = rdmae_now_ns();
+	c->setup.handshake_us += (t1 - t) / 1000;
+	rdmae_trace(c, "setup: lane %u connected in %.1f ms", idx, (double)(t1 - t) / 1e6);
 	if (idx == 0) {
 		/* The server's accept carries its nonce, which our proof needs. */
 		struct rdmae_accept_pd ap;
@@ -240,13 +249,199 @@ err_id:
 	return ret;
 }
 
+/* One further lane's progress in client_more_lanes. */
+enum more_step { MORE_ADDR, MORE_ROUTE, MORE_CONN, MORE_DONE };
+
+/* Lane idx's route is resolved: its QP and rings, credits, then rdma_connect. */
+static int more_lane_connect(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int idx,
+			     struct rdmae_err *err)
+{
+	struct rdmae_lane_pd pd = { .version = RDMAE_VERSION, .lane = (uint16_t)idx,
+				    .conn_token = c->lane_token[idx] };
+	uint8_t pdbuf[RDMAE_LANE_PD_SIZE];
+	struct rdma_conn_param param;
+	struct rdmae_lane *l;
+	uint64_t t = rdmae_now_ns();
+	int ret;
+
+	if (id->verbs != c->verbs)
+		return rdmae_err_set(err, -EXDEV, "lane %u to %s resolved to device %s, lane 0 to %s",
+				     idx, c->peer, ibv_get_device_name(id->verbs->device),
+				     ibv_get_device_name(c->verbs->device));
+	ret = rdmae_lane_create(c, id, idx, err);
+	if (ret)
+		return ret;
+	l = rdmae_lane_of(id);
+	rdmae_lane_lock(l);
+	rdmae_conn_lock(c);
+	rdmae_negotiate_lane_credits_locked(c, l);
+	rdmae_conn_unlock(c);
+	rdmae_lane_unlock(l);
+	c->setup.lanes_us += (rdmae_now_ns() - t) / 1000;
+	rdmae_lane_pd_encode(pdbuf, &pd);
+	rdmae_connect_param_init(&param, pdbuf, RDMAE_LANE_PD_SIZE);
+	if (rdma_connect(id, &param))
+		return rdmae_err_set(err, -errno, "rdma_connect %s: %s", c->peer, strerror(errno));
+	return 0;
+}
+
+/*
+ * Lanes first..n-1 after negotiation, all at once: each lane's resolution
+ * and CM handshake overlap the others' (one after another, setup grew by a
+ * handshake per lane). Every lane carries its token; the server takes them
+ * in any order. On failure every lane made here is destroyed.
+ */
+static int client_more_lanes(struct rdmae_conn *c, unsigned int first, unsigned int n,
+			     struct rdma_addrinfo *dst, struct sockaddr *src, uint64_t deadline,
+			     struct rdmae_err *err)
+{
+	struct rdma_cm_id *ids[RDMAE_MAX_LANES] = { 0 };
+	enum more_step step[RDMAE_MAX_LANES] = { 0 };
+	uint64_t t0[RDMAE_MAX_LANES] = { 0 };
+	uint64_t start = rdmae_now_ns();
+	unsigned int i, left = 0;
+	uint8_t tmo = ACK_TIMEOUT;
+	int ret;
+
+	if (n > RDMAE_MAX_LANES)
+		return rdmae_err_set(err, -EINVAL, "lane %u: at most %d lanes", n - 1,
+				     RDMAE_MAX_LANES);
+	for (i = first; i < n; i++) {
+		if (rdma_create_id(c->cm_ch, &ids[i], NULL, RDMA_PS_TCP)) {
+			ids[i] = NULL;
+			ret = rdmae_err_set(err, -errno, "rdma_create_id for %s: %s", c->peer,
+					    strerror(errno));
+			goto fail;
+		}
+		if (src && rdma_bind_addr(ids[i], src)) {
+			ret = -errno;
+			rdmae_err_set(err, ret, "no RDMA device has address %s (%s)",
+				      c->opts.bind_addr, strerror(-ret));
+			goto fail;
+		}
+		t0[i] = rdmae_now_ns();
+		if (rdma_resolve_addr(ids[i], src, dst->ai_dst_addr, resolve_ms(deadline))) {
+			ret = rdmae_err_set(err, -errno, "rdma_resolve_addr %s: %s", c->peer,
+					    strerror(errno));
+			goto fail;
+		}
+		step[i] = MORE_ADDR;
+		left++;
+	}
+	while (left) {
+		struct rdma_cm_event *ev;
+		enum rdma_cm_event_type type;
+		int status;
+
+		ret = cm_next(c->cm_ch, deadline, &ev);
+		if (ret) {
+			if (ret == -ETIMEDOUT)
+				rdmae_err_set(err, ret, "connect to %s: timed out after %d ms "
+					      "(%u of %u lanes up)", c->peer, c->opts.timeout_ms,
+					      n - left, n);
+			else
+				rdmae_err_set(err, ret, "connect to %s: rdma_get_cm_event: %s",
+					      c->peer, strerror(-ret));
+			goto fail;
+		}
+		type = ev->event;
+		status = ev->status;
+		for (i = first; i < n && ids[i] != ev->id; i++)
+			;
+		rdma_ack_cm_event(ev);
+		if (i == n) {
+			/* A late event of another lane (e.g. a disconnect) during setup. */
+			if (type == RDMA_CM_EVENT_DISCONNECTED) {
+				ret = rdmae_err_set(err, -ECONNRESET, "connect to %s: %s (status %d)",
+						    c->peer, rdma_event_str(type), status);
+				goto fail;
+			}
+			continue;
+		}
+		rdmae_trace(c, "setup: lane %u: cm event %s (status %d)", i, rdma_event_str(type),
+			    status);
+		switch (step[i]) {
+		case MORE_ADDR:
+			if (type != RDMA_CM_EVENT_ADDR_RESOLVED) {
+				ret = status == -ETIMEDOUT ? -ETIMEDOUT : -EHOSTUNREACH;
+				if (ret == -ETIMEDOUT)
+					rdmae_err_set(err, ret, "resolve %s: timed out after %d ms",
+						      c->peer, c->opts.timeout_ms);
+				else
+					rdmae_err_set(err, ret, "no RDMA device can reach %s (%s, "
+						      "status %d)", c->peer, rdma_event_str(type),
+						      status);
+				goto fail;
+			}
+			rdma_set_option(ids[i], RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &tmo,
+					sizeof(tmo));
+			if (rdma_resolve_route(ids[i], resolve_ms(deadline))) {
+				ret = rdmae_err_set(err, -errno, "rdma_resolve_route %s: %s", c->peer,
+						    strerror(errno));
+				goto fail;
+			}
+			step[i] = MORE_ROUTE;
+			break;
+		case MORE_ROUTE:
+			if (type != RDMA_CM_EVENT_ROUTE_RESOLVED) {
+				ret = rdmae_err_set(err, -EHOSTUNREACH, "route to %s: %s", c->peer,
+						    rdma_event_str(type));
+				goto fail;
+			}
+			c->setup.resolve_us += (rdmae_now_ns() - t0[i]) / 1000;
+			ret = more_lane_connect(c, ids[i], i, err);
+			/* From rdmae_lane_create on, the lane owns the id. */
+			if (c->lanes[i].live)
+				step[i] = MORE_CONN;
+			if (ret)
+				goto fail;
+			t0[i] = rdmae_now_ns();
+			break;
+		case MORE_CONN:
+			if (type != RDMA_CM_EVENT_ESTABLISHED) {
+				if (type == RDMA_CM_EVENT_REJECTED)
+					ret = rdmae_err_set(err, -ECONNREFUSED, "connection refused "
+							    "by %s (lane %u)", c->peer, i);
+				else
+					ret = rdmae_err_set(err, -ECONNABORTED, "connect to %s: %s "
+							    "(status %d)", c->peer,
+							    rdma_event_str(type), status);
+				goto fail;
+			}
+			c->setup.handshake_us += (rdmae_now_ns() - t0[i]) / 1000;
+			rdmae_lane_lock(&c->lanes[i]);
+			rdmae_conn_lock(c);
+			c->lanes[i].established = true;
+			rdmae_conn_unlock(c);
+			rdmae_lane_unlock(&c->lanes[i]);
+			step[i] = MORE_DONE;
+			left--;
+			break;
+		case MORE_DONE:
+			ret = rdmae_err_set(err, -ECONNABORTED, "connect to %s: %s on lane %u "
+					    "(status %d)", c->peer, rdma_event_str(type), i, status);
+			goto fail;
+		}
+	}
+	c->setup.more_lanes_us = (rdmae_now_ns() - start) / 1000;
+	return 0;
+
+fail:
+	for (i = first; i < n; i++) {
+		if (step[i] >= MORE_CONN)
+			rdmae_lane_destroy(&c->lanes[i]);
+		else if (ids[i])
+			rdma_destroy_id(ids[i]);
+	}
+	return ret;
+}
+
 int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 		  const struct rdmae_conn_opts *o, struct rdmae_err *err)
 {
 	struct rdma_addrinfo hints, *dst = NULL, *src = NULL;
 	struct rdmae_conn *c;
-	uint64_t deadline;
-	unsigned int i;
+	uint64_t deadline, t;
 	int ret;
 
 	*out = NULL;
@@ -265,6 +460,7 @@ int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 			goto err_conn;
 	}
 	deadline = rdmae_deadline_after(c->opts.timeout_ms);
+	c->setup_t0_ns = rdmae_now_ns();
 
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_port_space = RDMA_PS_TCP;
@@ -286,14 +482,15 @@ int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 	ret = client_lane(c, 0, dst, src ? src->ai_src_addr : NULL, deadline, err);
 	if (ret)
 		goto err_ai;
+	t = rdmae_now_ns();
 	ret = rdmae_negotiate_request(c, deadline, err);
 	if (ret)
 		goto err_ai;
-	for (i = 1; i < c->neg.lanes; i++) {
-		ret = client_lane(c, i, dst, src ? src->ai_src_addr : NULL, deadline, err);
-		if (ret)
-			goto err_ai;
-	}
+	c->setup.negotiate_us = (rdmae_now_ns() - t) / 1000;
+	ret = client_more_lanes(c, 1, c->neg.lanes, dst, src ? src->ai_src_addr : NULL, deadline,
+				err);
+	if (ret)
+		goto err_ai;
 	rdmae_conn_lock(c);
 	ret = rdmae_conn_check(c, err);
 	if (!ret) {
@@ -304,6 +501,13 @@ int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 	rdmae_conn_wake(c);
 	if (ret)
 		goto err_ai;
+	c->setup.lanes = c->nlanes;
+	c->setup.total_us = (rdmae_now_ns() - c->setup_t0_ns) / 1000;
+	rdmae_trace(c, "setup: %u lanes in %.1f ms (resolve %.1f, lanes %.1f, handshake %.1f, "
+		    "negotiate %.1f; lanes after 0: %.1f)", c->setup.lanes,
+		    c->setup.total_us / 1e3, c->setup.resolve_us / 1e3, c->setup.lanes_us / 1e3,
+		    c->setup.handshake_us / 1e3, c->setup.negotiate_us / 1e3,
+		    c->setup.more_lanes_us / 1e3);
 	rdma_freeaddrinfo(dst);
 	if (src)
 		rdma_freeaddrinfo(src);

@@ -235,6 +235,7 @@ static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, bool *t
 	uint8_t pdbuf[RDMAE_ACCEPT_PD_SIZE];
 	struct rdmae_conn *c;
 	unsigned int slot;
+	uint64_t t;
 	int ret;
 
 	char peer[sizeof(c->peer)];
@@ -256,6 +257,7 @@ static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, bool *t
 	if (!c)
 		return err ? err->code : -ENOMEM;
 	memcpy(c->peer, peer, sizeof(c->peer));
+	c->setup_t0_ns = rdmae_now_ns();
 	c->key = l->key;
 	/* A fresh nonce per connection: no proof of an earlier one is good for this one. */
 	if (getrandom(c->nonce_s, sizeof(c->nonce_s), 0) != (ssize_t)sizeof(c->nonce_s)) {
@@ -267,9 +269,11 @@ static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, bool *t
 	ret = rdmae_conn_setup_device(c, id->verbs, err);
 	if (ret)
 		goto err_conn;
+	t = rdmae_now_ns();
 	ret = rdmae_lane_create(c, id, 0, err);
 	if (ret)
 		goto err_conn;
+	c->setup.lanes_us += (rdmae_now_ns() - t) / 1000;
 	rdmae_conn_lock(c);
 	c->state = RDMAE_ST_NEGOTIATING;
 	c->notify_fd = l->wake_fd;
@@ -301,6 +305,7 @@ static int accept_lane(struct rdmae_listener *l, struct rdma_cm_id *id,
 	struct rdmae_conn *c = pending_by_token(l, pd->lane, pd->conn_token);
 	struct rdma_conn_param param;
 	uint8_t pdbuf[RDMAE_LANE_PD_SIZE];
+	uint64_t t;
 	int ret;
 
 	if (!c)
@@ -319,9 +324,11 @@ static int accept_lane(struct rdmae_listener *l, struct rdma_cm_id *id,
 	}
 	rdmae_conn_unlock(c);
 	/* A duplicate that raced in meanwhile finds the lane claimed (-EEXIST). */
+	t = rdmae_now_ns();
 	ret = rdmae_lane_create(c, id, pd->lane, err);
 	if (ret)
 		return ret;
+	c->setup.lanes_us += (rdmae_now_ns() - t) / 1000;
 	rdmae_lane_lock(&c->lanes[pd->lane]);
 	rdmae_conn_lock(c);
 	rdmae_negotiate_lane_credits_locked(c, &c->lanes[pd->lane]);
@@ -435,7 +442,10 @@ static int finish_accept(struct rdmae_listener *l, struct rdmae_conn *c, struct 
 	if (!ret)
 		ret = rdmae_conn_check(c, err);
 	if (!ret) {
-		rdmae_trace(c, "accepted with %u lanes", c->nlanes);
+		c->setup.lanes = c->nlanes;
+		c->setup.total_us = (rdmae_now_ns() - c->setup_t0_ns) / 1000;
+		rdmae_trace(c, "accepted with %u lanes, %.1f ms after lane 0's request (lanes %.1f)",
+			    c->nlanes, c->setup.total_us / 1e3, c->setup.lanes_us / 1e3);
 		rdmae_conn_connected_locked(c);
 		ret = rdmae_conn_check(c, err);
 	}

@@ -114,6 +114,22 @@ const struct rdmae_negotiated *rdmae_conn_negotiated(const struct rdmae_conn *c)
 const char *rdmae_conn_peer(const struct rdmae_conn *c);
 
 /*
+ * Where the connection's setup went, in microseconds, summed over lanes.
+ * Client: total is rdmae_connect's; server: from lane 0's connect request
+ * to the accept. Phases a side does not time read 0.
+ */
+struct rdmae_setup_times {
+	uint64_t total_us;
+	uint64_t resolve_us;	/* client: address and route resolution */
+	uint64_t lanes_us;	/* QP creation and ring registration */
+	uint64_t handshake_us;	/* client: rdma_connect to ESTABLISHED */
+	uint64_t negotiate_us;	/* client: negotiation and mutual authentication */
+	uint64_t more_lanes_us;	/* client: wall time of the lanes after lane 0 */
+	unsigned int lanes;
+};
+void rdmae_conn_setup_times(const struct rdmae_conn *c, struct rdmae_setup_times *t);
+
+/*
  * Send one message of 1..max_fragmented_size bytes, fragmented as needed.
  * Waits while no send credit is usable, at most opts.send_timeout_ms.
  * Messages arrive in order.

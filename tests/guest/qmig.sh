@@ -99,6 +99,21 @@ qm_start() {
 }
 
 qm_pid() { cat "$1.pid"; }
+
+# qm_trace_args TRANSPORT: QEMU arguments that enable the transport's setup
+# trace events (rdmae: the phases of setup-time, on stderr, i.e. NAME.log).
+qm_trace_args() {
+  case $1 in
+    rdmae) echo "-trace rdmae_setup_conn -trace rdmae_setup_src -trace rdmae_setup_dst -trace rdmae_setup_time" ;;
+  esac
+}
+
+# qm_setup_phases NAME: one line with the setup trace events in NAME.log.
+qm_setup_phases() {
+  local p
+  p=$(grep -o 'rdmae_setup_[a-z]* .*' "$1.log" 2>/dev/null | sed 's/^rdmae_setup_//' | tr '\n' ';' | sed 's/;$//') || true
+  [ -z "$p" ] || qm_say "$1: setup phases: $p"
+}
 qm_alive() { [ ! -f "$1.rc" ] && kill -0 "$(qm_pid "$1")" 2>/dev/null; }
 
 # qm_qmp NAME COMMAND...: see rdmae-qmp (JSON, bare name or hmp:TEXT).
@@ -363,12 +378,14 @@ qm_e2e() {
   local tr=$1 mode=$2 port=$3 progress=${4:-0} st hs hd msg
   if [ "$ROLE" = dst ]; then
     if [ "$mode" = channels ]; then
-      qm_start dst -S -incoming defer
+      # shellcheck disable=SC2046
+      qm_start dst -S -incoming defer $(qm_trace_args "$tr")
       local ch
       ch=$(qm_migrate_cmd "$tr" channels "$SELF" "$port" | sed 's/"execute":"migrate"/"execute":"migrate-incoming"/')
       qm_qmp dst "$ch" >/dev/null || qm_die "dst: migrate-incoming refused"
     else
-      qm_start dst -S -incoming "$tr:$SELF:$port$(qm_auth "$tr")${QM_URI_OPTS:-}"
+      # shellcheck disable=SC2046
+      qm_start dst -S -incoming "$tr:$SELF:$port$(qm_auth "$tr")${QM_URI_OPTS:-}" $(qm_trace_args "$tr")
     fi
     qm_say "dst: QEMU waits for the guest on $tr:$SELF:$port ($mode form)"
     qm_sync ready 900
@@ -378,6 +395,7 @@ qm_e2e() {
       *) qm_die "the source gave up: $msg" ;;
     esac
     qm_wait_incoming_done dst
+    qm_setup_phases dst
     hd=$(qm_pmem_hash dst dst.mem)
     qm_say "RAM sha256: source at stop $hs"
     qm_say "RAM sha256: destination before cont $hd"
@@ -388,7 +406,8 @@ qm_e2e() {
     qm_ticking dst
     qm_stop dst
   else
-    qm_start src
+    # shellcheck disable=SC2046
+    qm_start src $(qm_trace_args "$tr")
     qm_guest_ready src
     qm_set_params src "\"downtime-limit\": ${QM_DOWNTIME_MS:-2000}"
     qm_sync ready 900
@@ -414,6 +433,7 @@ qm_e2e() {
     QM_ON_DIE=
     qm_send "$(qm_xport 1)" "hash $hs"
     qm_check_figures src
+    qm_setup_phases src
     eval "$(qm_figures src)"
     # shellcheck disable=SC2154
     qm_say "RESULT $tr: total-time ${total_time} ms, downtime ${downtime} ms (expected ${expected_downtime:-?} ms), setup-time ${setup_time} ms, transferred $transferred bytes, dirty-sync-count $dirty_sync_count, $(awk -v b="$transferred" -v t="$total_time" 'BEGIN { printf "%.1f MB/s", (t > 0 ? b / t / 1000 : 0) }')"
