@@ -500,3 +500,22 @@ int rdmae_session_dest_step(struct rdmae_session *s, struct rdmae_dest_event *ev
 	sess_leave(s);
 	return rc;
 }
+
+int rdmae_session_dest_advertise_all(struct rdmae_session *s, struct rdmae_err *err)
+{
+	struct rdmae_err le = { 0 };
+	struct rdmae_err *e = err ? err : &le;
+	int rc;
+
+	if (!s)
+		return rdmae_err_set(err, -EINVAL, "dest advertise: no session");
+	rdmae_err_clear(e);
+	rc = sess_enter(s, RDMAE_DEST, ST_READY, "dest advertise", e);
+	if (rc)
+		return rc;
+	do
+		rc = sess_dst_advertise(s, e);
+	while (rc > 0);
+	sess_leave(s);
+	return rc;
+}

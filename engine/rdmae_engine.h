@@ -205,6 +205,17 @@ int rdmae_session_dest_step(struct rdmae_session *s, struct rdmae_dest_event *ev
 			    struct rdmae_err *err);
 
 /*
+ * Destination, after pre-flight: register and advertise every piece of
+ * guest RAM now, reading no message meanwhile (rdmae_session_dest_step
+ * does the same interleaved with the messages, a piece at a time). For a
+ * destination that has nothing else to do yet, or wants all of guest RAM
+ * writable before it reads the first round. Returns 0 once everything is
+ * advertised (or registration has stopped), or a negative errno; a failure
+ * fails the session, as in dest_step.
+ */
+int rdmae_session_dest_advertise_all(struct rdmae_session *s, struct rdmae_err *err);
+
+/*
  * Cancel from either side: tell the peer (best effort), stop, deregister.
  * Any call blocked in another thread returns -ECANCELED. The source's
  * memory is untouched. Returns true when the migration is off (by this

@@ -102,23 +102,28 @@ void rdmae_connect_param_init(struct rdma_conn_param *p, const uint8_t *pd, uint
 	p->rnr_retry_count = 0;
 }
 
-static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addrinfo *dst,
-		       struct sockaddr *src, uint64_t deadline, struct rdmae_err *err)
+/*
+ * Lane 0: the device comes from its route, and its accept carries the
+ * server's nonce. The further lanes connect together after negotiation
+ * (client_more_lanes).
+ */
+static int client_lane0(struct rdmae_conn *c, struct rdma_addrinfo *dst, struct sockaddr *src,
+			uint64_t deadline, struct rdmae_err *err)
 {
 	struct rdma_cm_id *id;
 	enum rdma_cm_event_type got;
 	struct rdma_conn_param param;
-	struct rdmae_lane_pd pd = { .version = RDMAE_VERSION, .lane = (uint16_t)idx,
-				    .conn_token = idx < RDMAE_MAX_LANES ? c->lane_token[idx] : 0 };
+	struct rdmae_lane_pd pd = { .version = RDMAE_VERSION, .lane = 0,
+				    .conn_token = c->lane_token[0] };
 	uint8_t pdbuf[RDMAE_LANE_PD_SIZE];
 	uint8_t apd[RDMAE_ACCEPT_PD_SIZE];
+	struct rdmae_accept_pd ap;
+	enum rdmae_wire_field field;
 	size_t apd_len = 0;
 	uint8_t tmo = ACK_TIMEOUT;
 	uint64_t t, t1;
 	int status = 0, ret;
 
-	if (idx >= RDMAE_MAX_LANES)
-		return rdmae_err_set(err, -EINVAL, "lane %u: at most %d lanes", idx, RDMAE_MAX_LANES);
 	if (rdma_create_id(c->cm_ch, &id, NULL, RDMA_PS_TCP))
 		return rdmae_err_set(err, -errno, "rdma_create_id for %s: %s", c->peer,
 				     strerror(errno));
@@ -163,28 +168,12 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 	}
 	t1 = rdmae_now_ns();
 	c->setup.resolve_us += (t1 - t) / 1000;
-	if (idx == 0) {
-		ret = rdmae_conn_setup_device(c, id->verbs, err);
-		if (ret)
-			goto err_id;
-	} else if (id->verbs != c->verbs) {
-		ret = rdmae_err_set(err, -EXDEV, "lane %u to %s resolved to device %s, lane 0 to %s",
-				    idx, c->peer, ibv_get_device_name(id->verbs->device),
-				    ibv_get_device_name(c->verbs->device));
-		goto err_id;
-	}
-	ret = rdmae_lane_create(c, id, idx, err);
+	ret = rdmae_conn_setup_device(c, id->verbs, err);
 	if (ret)
 		goto err_id;
-	if (idx > 0) {
-		struct rdmae_lane *l = rdmae_lane_of(id);
-
-		rdmae_lane_lock(l);
-		rdmae_conn_lock(c);
-		rdmae_negotiate_lane_credits_locked(c, l);
-		rdmae_conn_unlock(c);
-		rdmae_lane_unlock(l);
-	}
+	ret = rdmae_lane_create(c, id, 0, err);
+	if (ret)
+		goto err_id;
 
 	t = rdmae_now_ns();
 	c->setup.lanes_us += (t - t1) / 1000;
@@ -194,15 +183,14 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 		ret = rdmae_err_set(err, -errno, "rdma_connect %s: %s", c->peer, strerror(errno));
 		goto err_lane;
 	}
-	ret = cm_expect(c, id, RDMA_CM_EVENT_ESTABLISHED, deadline, &got, &status,
-			idx == 0 ? apd : NULL, &apd_len);
+	ret = cm_expect(c, id, RDMA_CM_EVENT_ESTABLISHED, deadline, &got, &status, apd, &apd_len);
 	if (ret) {
 		if (ret == -ETIMEDOUT)
 			rdmae_err_set(err, ret, "connect to %s: timed out after %d ms", c->peer,
 				      c->opts.timeout_ms);
 		else if (got == RDMA_CM_EVENT_REJECTED)
-			ret = rdmae_err_set(err, -ECONNREFUSED, "connection refused by %s (lane %u)",
-					    c->peer, idx);
+			ret = rdmae_err_set(err, -ECONNREFUSED, "connection refused by %s (lane 0)",
+					    c->peer);
 		else
 			ret = rdmae_err_set(err, ret == -ECONNRESET ? ret : -ECONNABORTED,
 					    "connect to %s: %s (status %d)", c->peer,
@@ -211,30 +199,24 @@ static int client_lane(struct rdmae_conn *c, unsigned int idx, struct rdma_addri
 	}
 	t1 = rdmae_now_ns();
 	c->setup.handshake_us += (t1 - t) / 1000;
-	rdmae_trace(c, "setup: lane %u connected in %.1f ms", idx, (double)(t1 - t) / 1e6);
-	if (idx == 0) {
-		/* The server's accept carries its nonce, which our proof needs. */
-		struct rdmae_accept_pd ap;
-		enum rdmae_wire_field f;
-
-		if (rdmae_accept_pd_decode(apd, apd_len, &ap, &f)) {
-			ret = rdmae_err_set(err, -EPROTONOSUPPORT, "connect to %s: its accept carries "
-					    "no nonce (%s): not an rdmae server of version 2 or "
-					    "later, which authenticate", c->peer,
-					    rdmae_wire_field_name(f));
-			goto err_lane;
-		}
-		rdmae_conn_lock(c);
-		memcpy(c->nonce_s, ap.nonce, sizeof(c->nonce_s));
-		c->peer_auth = ap.auth;
-		rdmae_conn_unlock(c);
+	rdmae_trace(c, "setup: lane 0 connected in %.1f ms", (double)(t1 - t) / 1e6);
+	/* The server's accept carries its nonce, which our proof needs. */
+	if (rdmae_accept_pd_decode(apd, apd_len, &ap, &field)) {
+		ret = rdmae_err_set(err, -EPROTONOSUPPORT, "connect to %s: its accept carries no "
+				    "nonce (%s): not an rdmae server of version 2 or later, which "
+				    "authenticate", c->peer, rdmae_wire_field_name(field));
+		goto err_lane;
 	}
-	/* Under both locks: either one suffices to read it (internal.h, Locking). */
-	rdmae_lane_lock(&c->lanes[idx]);
 	rdmae_conn_lock(c);
-	c->lanes[idx].established = true;
+	memcpy(c->nonce_s, ap.nonce, sizeof(c->nonce_s));
+	c->peer_auth = ap.auth;
 	rdmae_conn_unlock(c);
-	rdmae_lane_unlock(&c->lanes[idx]);
+	/* Under both locks: either one suffices to read it (internal.h, Locking). */
+	rdmae_lane_lock(&c->lanes[0]);
+	rdmae_conn_lock(c);
+	c->lanes[0].established = true;
+	rdmae_conn_unlock(c);
+	rdmae_lane_unlock(&c->lanes[0]);
 	return 0;
 
 err_lane:
@@ -242,7 +224,7 @@ err_lane:
 	 * The lane owns id now and destroys it with its QP: marked dead under
 	 * the locks, its rings deregistered and id destroyed with none held.
 	 */
-	rdmae_lane_destroy(&c->lanes[idx]);
+	rdmae_lane_destroy(&c->lanes[0]);
 	return ret;
 err_id:
 	rdma_destroy_id(id);
@@ -479,7 +461,7 @@ int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 			goto err_ai;
 		}
 	}
-	ret = client_lane(c, 0, dst, src ? src->ai_src_addr : NULL, deadline, err);
+	ret = client_lane0(c, dst, src ? src->ai_src_addr : NULL, deadline, err);
 	if (ret)
 		goto err_ai;
 	t = rdmae_now_ns();

@@ -656,6 +656,43 @@ static void test_dest_advertises_pieces(void **state)
 	fixture_assert_clean();
 }
 
+/*
+ * rdmae_session_dest_advertise_all: every piece registered and advertised
+ * in one call, in order, reading nothing; refused before pre-flight.
+ */
+static void test_dest_advertise_all(void **state)
+{
+	const struct rdmae_block b = {
+		.name = "pc.ram", .host = big_ram, .len = sizeof(big_ram), .page_size = 4096,
+	};
+	struct rdmae_conn *c = mock_conn(1, NULL);
+	struct rdmae_err err = { 0 };
+	struct rdmae_session *s;
+	uint64_t offs[4] = { 0 }, lens[4] = { 0 };
+
+	(void)state;
+	if (rdmae_session_create(&s, RDMAE_DEST, c, &b, 1, NULL, &err))
+		fail_msg("session: %s", err.msg);
+	assert_int_equal(rdmae_session_dest_advertise_all(s, &err), -EINVAL);
+	assert_int_equal(sent_descs(offs, lens, 4), 0);
+	sess_set_ctx(s);
+	assert_int_equal(sess_pieces_init(&s->blk[0], false), 0);
+	atomic_store(&s->state, ST_READY);	/* what a passed pre-flight leaves */
+	assert_int_equal(rdmae_session_dest_advertise_all(s, &err), 0);
+	assert_int_equal(sent_descs(offs, lens, 4), 2);
+	assert_int_equal(offs[0], 0);
+	assert_int_equal(lens[0], 8u << 20);
+	assert_int_equal(offs[1], 8u << 20);
+	assert_int_equal(lens[1], 16u << 20);
+	assert_int_equal(s->st.reg_pieces, 2);
+	/* Everything is in: a second call registers nothing more. */
+	assert_int_equal(rdmae_session_dest_advertise_all(s, &err), 0);
+	assert_int_equal(sent_descs(offs, lens, 4), 2);
+	rdmae_session_destroy(s);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -671,6 +708,7 @@ int main(void)
 		cmocka_unit_test_setup(test_round_one_waits_for_whole_block, fixture_setup),
 		cmocka_unit_test_setup(test_descs_gap_refused, fixture_setup),
 		cmocka_unit_test_setup(test_dest_advertises_pieces, fixture_setup),
+		cmocka_unit_test_setup(test_dest_advertise_all, fixture_setup),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -591,7 +591,17 @@ static int run_dst(struct sess *s)
 		ret = -ECANCELED;
 		goto out;
 	}
-	/* Reading nothing while the source sends: it runs out of credits. */
+	/*
+	 * Reading nothing while the source sends: it runs out of credits.
+	 * Everything is advertised first, so that what stops the source is
+	 * the credits, not the end of what it may write into (which a
+	 * destination that reads nothing would never move either).
+	 */
+	if (cf->hold_at == PT_ROUND) {
+		ret = rdmae_session_dest_advertise_all(ss, &err);
+		if (ret)
+			goto out;
+	}
 	hold(s, PT_ROUND);
 	for (;;) {
 		ret = rdmae_session_dest_step(ss, &ev, &err);
