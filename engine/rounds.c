@@ -174,6 +174,14 @@ struct round_ctx {
 	uint64_t zero_pages;
 	uint64_t runs;
 	size_t li, ri;			/* the batch's local and remote piece: one of each */
+	/*
+	 * Where li and ri overlap, in block win_block: an offset inside needs
+	 * no lookup, wait or pin (pieces are only ever added, and li's pin
+	 * was taken when the window was set), which keeps the per-run cost
+	 * of cutting at pieces off the hot path.
+	 */
+	size_t win_block;
+	uint64_t win_lo, win_hi;
 	/* The batch's pages, kept across rdmae_write (which coalesces the runs in place). */
 	struct zrun posted[RUN_BATCH];
 };
@@ -408,6 +416,11 @@ static int pieces_for(struct round_ctx *rctx, uint64_t off, uint64_t *len)
 	uint64_t end;
 	int ret;
 
+	if (rctx->win_block == rctx->block && off >= rctx->win_lo && off < rctx->win_hi) {
+		if (*len > rctx->win_hi - off)
+			*len = rctx->win_hi - off;
+		return 0;
+	}
 	if (s->advertised[rctx->block] <= off) {
 		ret = wait_advertised(rctx, off);
 		if (ret)
@@ -433,6 +446,9 @@ static int pieces_for(struct round_ctx *rctx, uint64_t off, uint64_t *len)
 	end = b->loc[li].off + b->loc[li].len;
 	if (b->rem[ri].off + b->rem[ri].len < end)
 		end = b->rem[ri].off + b->rem[ri].len;
+	rctx->win_block = rctx->block;
+	rctx->win_lo = b->loc[li].off > b->rem[ri].off ? b->loc[li].off : b->rem[ri].off;
+	rctx->win_hi = end;
 	if (*len > end - off)
 		*len = end - off;
 	return 0;
