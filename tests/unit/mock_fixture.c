@@ -6,6 +6,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <sched.h>
+
+#include "internal.h"
 #include "mock_fixture.h"
 #include "mock_verbs.h"
 
@@ -64,4 +67,35 @@ struct rdmae_region *fixture_pinned(struct rdmae_conn *c)
 	struct rdmae_region_opts o = { .mode = RDMAE_REG_PIN_ALL, .page_size = 4096 };
 
 	return fixture_region(c, fixture_mem, sizeof(fixture_mem), &o);
+}
+
+static void *fixture_progress_main(void *arg)
+{
+	struct fixture_progress *p = arg;
+
+	while (!atomic_load(&p->stop)) {
+		mock_progress(p->c);
+		sched_yield();
+	}
+	return NULL;
+}
+
+void fixture_progress_start(struct fixture_progress *p, struct rdmae_conn *c)
+{
+	p->c = c;
+	atomic_store(&p->stop, false);
+	pthread_mutex_lock(&c->lock);
+	c->thread_started = true;	/* as if mock_conn had not stopped it */
+	c->stop = false;
+	pthread_mutex_unlock(&c->lock);
+	assert_int_equal(pthread_create(&p->th, NULL, fixture_progress_main, p), 0);
+}
+
+void fixture_progress_stop(struct fixture_progress *p)
+{
+	atomic_store(&p->stop, true);
+	assert_int_equal(pthread_join(p->th, NULL), 0);
+	pthread_mutex_lock(&p->c->lock);
+	p->c->thread_started = false;	/* joined here, not by rdmae_progress_stop */
+	pthread_mutex_unlock(&p->c->lock);
 }

@@ -9,6 +9,8 @@
 #ifndef RDMAE_MOCK_FIXTURE_H
 #define RDMAE_MOCK_FIXTURE_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,5 +41,20 @@ struct rdmae_region *fixture_region(struct rdmae_conn *c, void *addr, size_t len
 				    const struct rdmae_region_opts *o);
 /* All of fixture_mem, PIN_ALL, 4 KiB pages. */
 struct rdmae_region *fixture_pinned(struct rdmae_conn *c);
+
+/*
+ * A stand-in for c's progress thread, which mock_conn stops: turns of
+ * mock_progress (reaping, completing nothing itself) until
+ * fixture_progress_stop, with c marked as having a thread, which is when
+ * drains and the failure paths run as they do in production.
+ */
+struct fixture_progress {
+	struct rdmae_conn *c;
+	atomic_bool stop;
+	pthread_t th;
+};
+void fixture_progress_start(struct fixture_progress *p, struct rdmae_conn *c);
+/* Joins it; c no longer counts as having a thread. */
+void fixture_progress_stop(struct fixture_progress *p);
 
 #endif

@@ -264,27 +264,6 @@ static void test_conn_teardown_order(void **state)
 }
 
 /*
- * The progress thread, as far as a lane's drain needs it: reap and wake the
- * waiters until told to stop. The lane tests otherwise run without a thread,
- * which is exactly when the drain is skipped.
- */
-struct fake_thread {
-	struct rdmae_conn *c;
-	atomic_bool stop;
-};
-
-static void *fake_progress(void *arg)
-{
-	struct fake_thread *t = arg;
-
-	while (!atomic_load(&t->stop)) {
-		mock_progress(t->c);
-		sched_yield();
-	}
-	return NULL;
-}
-
-/*
  * A lane that fails while the progress thread runs (a second lane's connect
  * failing, connect.c's err_lane) is destroyed under the lock: its QP goes to
  * error and the drain waits for a marker behind everything it had posted, so
@@ -293,11 +272,10 @@ static void *fake_progress(void *arg)
  */
 static void test_lane_drain_before_rings_freed(void **state)
 {
-	struct fake_thread t = { 0 };
+	struct fixture_progress t = { 0 };
 	struct rdmae_err err = { 0 };
 	struct rdmae_conn *c;
 	struct ibv_qp *qp;
-	pthread_t th;
 	size_t from, mods;
 	unsigned int drain_left;
 	bool to_error = false, draining;
@@ -307,12 +285,7 @@ static void test_lane_drain_before_rings_freed(void **state)
 	assert_non_null(c);
 	qp = mock_lane_qp(c, 1);
 	assert_true(mock_qp_recvs_out(qp) > 0);
-	t.c = c;
-	pthread_mutex_lock(&c->lock);
-	c->thread_started = true;	/* as if it had never been stopped (mock_conn stops it) */
-	c->stop = false;
-	pthread_mutex_unlock(&c->lock);
-	assert_int_equal(pthread_create(&th, NULL, fake_progress, &t), 0);
+	fixture_progress_start(&t, c);
 
 	from = mock_log_len();
 	mods = mock_modifies();
@@ -339,11 +312,7 @@ static void test_lane_drain_before_rings_freed(void **state)
 	assert_int_equal(rdmae_conn_error(c, &err), 0);
 	assert_int_equal(c->state, RDMAE_ST_CONNECTED);
 
-	atomic_store(&t.stop, true);
-	assert_int_equal(pthread_join(th, NULL), 0);
-	pthread_mutex_lock(&c->lock);
-	c->thread_started = false;	/* joined here, not by rdmae_progress_stop */
-	pthread_mutex_unlock(&c->lock);
+	fixture_progress_stop(&t);
 	rdmae_conn_destroy(c);
 	fixture_assert_clean();
 }

@@ -570,23 +570,6 @@ static void test_failure_wakes_all_lanes(void **state)
 
 /* ---- detach whose wait for WRs in flight runs out ---- */
 
-struct reap_only {
-	struct rdmae_conn *c;
-	atomic_bool stop;
-};
-
-/* The progress thread's turns, completing nothing itself: what the QP reports is reaped. */
-static void *reap_only_main(void *arg)
-{
-	struct reap_only *t = arg;
-
-	while (!atomic_load(&t->stop)) {
-		mock_progress(t->c);
-		sched_yield();
-	}
-	return NULL;
-}
-
 /*
  * A PIN_ALL region destroyed while a WRITE from it never completes (the
  * peer's NIC is silent): detach waits its 5 s for the WR, then must not
@@ -596,12 +579,11 @@ static void *reap_only_main(void *arg)
  */
 static void test_detach_timeout_drains(void **state)
 {
-	struct reap_only t = { 0 };
+	struct fixture_progress t = { 0 };
 	struct rdmae_run run = { 0, 0, 4 * KiB };
 	struct rdmae_err err = { 0 };
 	struct rdmae_region *r;
 	struct rdmae_conn *c;
-	pthread_t th;
 
 	(void)state;
 	c = mock_conn(1, NULL);
@@ -609,13 +591,8 @@ static void test_detach_timeout_drains(void **state)
 	r = fixture_pinned(c);
 	assert_int_equal(rdmae_write(c, r, &fixture_peer, &run, 1, &err), 0);
 	assert_int_equal(mock_qp_sends_out(mock_lane_qp(c, 0)), 1);
-	/* A progress thread reaps (as if mock_conn had not stopped it), completing nothing. */
-	pthread_mutex_lock(&c->lock);
-	c->thread_started = true;
-	c->stop = false;
-	pthread_mutex_unlock(&c->lock);
-	t.c = c;
-	assert_int_equal(pthread_create(&th, NULL, reap_only_main, &t), 0);
+	/* A progress thread reaps, completing nothing. */
+	fixture_progress_start(&t, c);
 
 	rdmae_region_destroy(r);
 
@@ -629,11 +606,7 @@ static void test_detach_timeout_drains(void **state)
 	pthread_mutex_unlock(&c->lanes[0].lock);
 	assert_int_equal(mock_qp_sends_out(mock_lane_qp(c, 0)), 0);
 
-	atomic_store(&t.stop, true);
-	assert_int_equal(pthread_join(th, NULL), 0);
-	pthread_mutex_lock(&c->lock);
-	c->thread_started = false;	/* joined here, not by rdmae_progress_stop */
-	pthread_mutex_unlock(&c->lock);
+	fixture_progress_stop(&t);
 	rdmae_conn_destroy(c);
 	fixture_assert_clean();
 }
