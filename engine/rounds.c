@@ -281,13 +281,14 @@ static int flush_data(struct round_ctx *rctx)
 {
 	struct rdmae_session *s = rctx->s;
 	struct sblock *b = &s->blk[rctx->block];
-	const struct piece *lp = &b->loc[rctx->li], *rp;
+	const struct piece *lp, *rp;
 	uint64_t wait;
 	size_t n, i;
 	int ret;
 
 	if (!rctx->nruns)
 		return 0;
+	lp = &b->loc[rctx->li];
 	/* Charge before posting: the cap holds at the moment the bytes leave. */
 	wait = rdmae_ratelimit_charge(&rctx->rl, rctx->batch_bytes, rdmae_now_ns());
 	if (wait) {
@@ -622,7 +623,6 @@ static int do_round(struct rdmae_session *s, const uint64_t *const *bitmaps, boo
 	 * with the VM stopped, while the destination still registers, and a
 	 * page dirtied high up would wait for that inside the downtime.
 	 */
-	rctx.li = rctx.ri = 0;		/* nothing batched: each block's walk flushed its own */
 	for (rctx.block = 0; rctx.block < s->nblocks; rctx.block++) {
 		size_t len = s->blk[rctx.block].b.len;
 

@@ -36,7 +36,6 @@ struct rdmae_conn *rdmae_conn_alloc(const struct rdmae_conn_opts *o, bool server
 	const char *dbg = getenv("RDMAE_DEBUG");
 
 	struct rdmae_conn *c = calloc(1, sizeof(*c));
-	pthread_condattr_t ca;
 
 	if (!c) {
 		rdmae_err_set(err, -ENOMEM, "connection: out of memory");
@@ -68,11 +67,7 @@ struct rdmae_conn *rdmae_conn_alloc(const struct rdmae_conn_opts *o, bool server
 	}
 	fcntl(c->cm_ch->fd, F_SETFL, fcntl(c->cm_ch->fd, F_GETFL) | O_NONBLOCK);
 	pthread_mutex_init(&c->lock, NULL);
-	/* Waits are bounded against CLOCK_MONOTONIC so a clock step cannot stretch a timeout. */
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&c->cond, &ca);
-	pthread_condattr_destroy(&ca);
+	rdmae_conn_cond_init(&c->cond);
 	/* Every lane slot's lock and cond, now: a failure wakeup may walk them while lanes are made. */
 	for (unsigned int i = 0; i < RDMAE_MAX_LANES; i++)
 		rdmae_lane_sync_init(&c->lanes[i]);
@@ -246,19 +241,35 @@ int rdmae_conn_check(const struct rdmae_conn *c, struct rdmae_err *err)
 	return c->err.code;
 }
 
-int rdmae_conn_wait_locked(struct rdmae_conn *c, uint64_t deadline_ns)
+void rdmae_conn_cond_init(pthread_cond_t *cv)
+{
+	pthread_condattr_t ca;
+
+	/* Waits are bounded against CLOCK_MONOTONIC so a clock step cannot stretch a timeout. */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(cv, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
+int rdmae_conn_cond_wait(pthread_cond_t *cv, pthread_mutex_t *m, uint64_t deadline_ns)
 {
 	struct timespec ts;
 
 	if (!deadline_ns) {
-		pthread_cond_wait(&c->cond, &c->lock);
+		pthread_cond_wait(cv, m);
 		return 0;
 	}
 	ts.tv_sec = (time_t)(deadline_ns / 1000000000ull);
 	ts.tv_nsec = (long)(deadline_ns % 1000000000ull);
-	if (pthread_cond_timedwait(&c->cond, &c->lock, &ts) == ETIMEDOUT)
+	if (pthread_cond_timedwait(cv, m, &ts) == ETIMEDOUT)
 		return -ETIMEDOUT;
 	return 0;
+}
+
+int rdmae_conn_wait_locked(struct rdmae_conn *c, uint64_t deadline_ns)
+{
+	return rdmae_conn_cond_wait(&c->cond, &c->lock, deadline_ns);
 }
 
 /*

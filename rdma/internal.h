@@ -415,6 +415,10 @@ void rdmae_conn_connected_locked(struct rdmae_conn *c) RDMAE_REQUIRES(c->lock);
 /* 0, or c's sticky error (copied to err). No lock (see rdmae_conn_failed). */
 int rdmae_conn_check(const struct rdmae_conn *c, struct rdmae_err *err);
 /* Wait on c->cond until deadline (0 = for ever). -ETIMEDOUT on timeout. */
+/* A condition variable whose timed waits run on CLOCK_MONOTONIC, as rdmae_now_ns does. */
+void rdmae_conn_cond_init(pthread_cond_t *cv);
+/* Wait on cv (made with CLOCK_MONOTONIC) holding m, until deadline_ns (rdmae_now_ns; 0: none): 0 or -ETIMEDOUT. */
+int rdmae_conn_cond_wait(pthread_cond_t *cv, pthread_mutex_t *m, uint64_t deadline_ns);
 int rdmae_conn_wait_locked(struct rdmae_conn *c, uint64_t deadline_ns) RDMAE_REQUIRES(c->lock);
 void rdmae_conn_wake(struct rdmae_conn *c);
 /* Keepalive: the peer was heard from at now (what: for the trace, or NULL). No lock. */

@@ -252,14 +252,8 @@ int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int 
 
 void rdmae_lane_sync_init(struct rdmae_lane *l)
 {
-	pthread_condattr_t ca;
-
 	pthread_mutex_init(&l->lock, NULL);
-	/* Waits are bounded against CLOCK_MONOTONIC so a clock step cannot stretch a timeout. */
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&l->cond, &ca);
-	pthread_condattr_destroy(&ca);
+	rdmae_conn_cond_init(&l->cond);
 	l->sync_init = true;
 }
 
@@ -304,18 +298,8 @@ void rdmae_lane_destroy(struct rdmae_lane *l)
 
 int rdmae_lane_wait_locked(struct rdmae_lane *l, uint64_t deadline_ns)
 {
-	struct timespec ts;
-
 	rdmae_lane_post_locked(l);
-	if (!deadline_ns) {
-		pthread_cond_wait(&l->cond, &l->lock);
-		return 0;
-	}
-	ts.tv_sec = (time_t)(deadline_ns / 1000000000ull);
-	ts.tv_nsec = (long)(deadline_ns % 1000000000ull);
-	if (pthread_cond_timedwait(&l->cond, &l->lock, &ts) == ETIMEDOUT)
-		return -ETIMEDOUT;
-	return 0;
+	return rdmae_conn_cond_wait(&l->cond, &l->lock, deadline_ns);
 }
 
 int rdmae_lane_post_locked(struct rdmae_lane *l)
