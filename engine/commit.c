@@ -165,7 +165,8 @@ static int src_complete(struct rdmae_session *s, struct rdmae_err *err)
 		case RDMAE_MSG_COMMIT_OK:
 			free(buf);
 			pthread_mutex_lock(&s->lock);
-			s->st.commit_ns = rdmae_now_ns() - commit_start;
+			s->commit_at_ns = rdmae_now_ns();
+			s->st.commit_ns = s->commit_at_ns - commit_start;
 			pthread_mutex_unlock(&s->lock);
 			return 0;
 		case RDMAE_MSG_COMMIT_FAIL:

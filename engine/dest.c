@@ -330,8 +330,13 @@ static int dcs_commit_ok(void *arg, bool verified, struct rdmae_err *err)
 	rc = sess_send_msg(s, msg,
 			   rdmae_msg_commit_ok_encode(msg, verified ? RDMAE_COMMIT_VERIFIED : 0),
 			   err);
-	/* Pinned (but unwritable) until rdmae_session_destroy, after the guest runs. */
-	return rc ? sess_fail(s, rc, err) : 0;
+	if (rc)
+		return sess_fail(s, rc, err);
+	/* Pinned (but unwritable) until released, after the guest runs. */
+	pthread_mutex_lock(&s->lock);
+	s->commit_at_ns = rdmae_now_ns();
+	pthread_mutex_unlock(&s->lock);
+	return 0;
 }
 
 static const struct rdmae_dst_commit_ops dst_commit_ops = {

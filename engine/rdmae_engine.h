@@ -93,6 +93,14 @@ struct rdmae_session_stats {
 	unsigned int reg_pieces;
 	uint64_t first_write_ns;	/* source: preflight start to its first WRITE posted */
 	uint64_t total_ns;		/* preflight start to commit */
+	/*
+	 * Deregistration of this side's guest RAM (rdmae_session_release): time
+	 * in ibv_dereg_mr, and from COMMIT_OK to the last ibv_dereg_mr (0 when
+	 * there was no commit). Never inside the downtime: the caller releases
+	 * once the guest runs on the destination.
+	 */
+	uint64_t dereg_ns;
+	uint64_t dereg_after_commit_ns;
 	unsigned int lanes;
 };
 
@@ -112,6 +120,16 @@ int rdmae_session_create(struct rdmae_session **out, enum rdmae_role role, struc
 			 const struct rdmae_session_opts *o, struct rdmae_err *err);
 /* Deregisters everything; safe at any point, idempotent on NULL. */
 void rdmae_session_destroy(struct rdmae_session *s);
+
+/*
+ * Deregister this side's guest RAM now, once the migration is over
+ * (committed, failed or cancelled), and record dereg_ns and
+ * dereg_after_commit_ns for rdmae_session_stats. For a large guest this
+ * takes seconds, so the destination calls it after its guest runs, never
+ * in the downtime. -EBUSY while another call runs on the session, -EINVAL
+ * while the migration is still in progress. Idempotent.
+ */
+int rdmae_session_release(struct rdmae_session *s, struct rdmae_err *err);
 
 /*
  * Pre-flight. Source: announce the blocks and wait for the destination's

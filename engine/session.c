@@ -119,19 +119,50 @@ out_attr:
 
 void sess_destroy_regions(struct rdmae_session *s)
 {
-	size_t i, k;
+	uint64_t t0 = rdmae_now_ns(), t1;
+	size_t i, k, n = 0;
 
 	pthread_mutex_lock(&s->reg_lock);
 	for (i = 0; i < s->nblocks; i++) {
 		for (k = 0; k < s->blk[i].nready; k++) {
 			rdmae_region_destroy(s->blk[i].loc[k].region);
 			s->blk[i].loc[k].region = NULL;
+			n++;
 		}
 		s->blk[i].nready = 0;
 	}
 	/* Nothing is registered after this: a stopped session advertises no more. */
 	s->reg_stopped = true;
 	pthread_mutex_unlock(&s->reg_lock);
+	if (!n)
+		return;
+	t1 = rdmae_now_ns();
+	pthread_mutex_lock(&s->lock);
+	s->st.dereg_ns += t1 - t0;
+	if (s->commit_at_ns)
+		s->st.dereg_after_commit_ns = t1 - s->commit_at_ns;
+	pthread_mutex_unlock(&s->lock);
+}
+
+int rdmae_session_release(struct rdmae_session *s, struct rdmae_err *err)
+{
+	int st;
+
+	if (!s)
+		return rdmae_err_set(err, -EINVAL, "release: no session");
+	if (atomic_flag_test_and_set(&s->busy))
+		return rdmae_err_set(err, -EBUSY, "release: another call on this session is in "
+				     "progress");
+	st = atomic_load(&s->state);
+	/* Unregistering under a live round would fault the WRITEs still landing. */
+	if (st == ST_READY && !atomic_load(&s->stop)) {
+		atomic_flag_clear(&s->busy);
+		return rdmae_err_set(err, -EINVAL, "release: the migration is still in progress "
+				     "(cancel it first)");
+	}
+	sess_destroy_regions(s);
+	atomic_flag_clear(&s->busy);
+	return 0;
 }
 
 /* Piece k of b, starting off bytes in: PIECE_FIRST << k, capped, whole pages, not past the end. */
@@ -629,13 +660,12 @@ void rdmae_session_destroy(struct rdmae_session *s)
 	if (!s)
 		return;
 	free(s->ev_msg);
-	/* The destination's memory is unpinned here, after the guest runs, never in the downtime. */
+	/* Unpinned here unless released before: after the guest runs, never in the downtime. */
+	sess_destroy_regions(s);
 	for (i = 0; i < s->nblocks; i++) {
 		struct sblock *b = &s->blk[i];
 		size_t k;
 
-		for (k = 0; k < b->nready; k++)
-			rdmae_region_destroy(b->loc[k].region);
 		for (k = 0; k < b->nrem; k++)
 			free(b->rem[k].descs);
 		free(b->loc);

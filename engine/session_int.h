@@ -151,6 +151,7 @@ struct rdmae_session {
 	uint64_t rx_round_ns;
 
 	uint64_t start_ns;
+	uint64_t commit_at_ns;		/* COMMIT_OK sent (destination) or received (source) */
 	struct rdmae_session_stats st;
 };
 

@@ -291,6 +291,9 @@ out:
 	/* Not converging leaves the guest where it was: running, its migration called off. */
 	if (ret == -ETIME)
 		rdmae_session_cancel(s->ss, "migration did not converge");
+	/* After COMMIT_OK the guest runs on the destination: unpinning is outside the downtime. */
+	if (s->ss && !ret)
+		ret = rdmae_session_release(s->ss, err);
 	if (s->ss && !rdmae_session_stats(s->ss, &s->st))
 		s->have_st = true;
 	rdmae_guest_pause(&s->g);
@@ -332,6 +335,20 @@ static void print_setup(const struct src *s)
 	printf("  per GiB           %.1f ms per GiB of guest (engine total)\n", ms_per_gib(st));
 }
 
+/* Deregistration (issue 18): from COMMIT_OK to the last ibv_dereg_mr, outside the downtime. */
+static void print_dereg(const struct src *s)
+{
+	const struct rdmae_session_stats *st = &s->st;
+
+	printf("  source dereg.     %.1f ms after COMMIT_OK (%.1f ms in ibv_dereg_mr), "
+	       "outside the downtime\n", (double)st->dereg_after_commit_ns / 1e6,
+	       (double)st->dereg_ns / 1e6);
+	if (s->have_dst && s->dst.n >= 16)
+		printf("  dest. dereg.      %.1f ms after COMMIT_OK (%.1f ms in ibv_dereg_mr), "
+		       "after its guest runs\n", (double)s->dst.v[15] / 1e6,
+		       (double)s->dst.v[14] / 1e6);
+}
+
 static void print_totals(struct src *s)
 {
 	const struct cfg *cf = s->cf;
@@ -359,6 +376,8 @@ static void print_totals(struct src *s)
 	       "(%.1f ms of it hashing, %.1f ms COMPLETE to COMMIT_OK)\n",
 	       (double)st->actual_downtime_ns / 1e6, (double)st->expected_downtime_ns / 1e6,
 	       cf->m.downtime_ms, (double)st->verify_ns / 1e6, (double)st->commit_ns / 1e6);
+	if (!s->ret)
+		print_dereg(s);
 	printf("  source CPU        %.3f s migration (%.3f s/GiB written), %.3f s process, "
 	       "%.3f s of it the dirtiers\n", mig, per_gib(mig, moved), s->cpu_s, s->guest_cpu_s);
 	if (s->have_dst && s->dst.n >= 7) {
@@ -483,6 +502,12 @@ static int src_json(struct src *s, struct rdmae_err *err)
 		rdmae_json_num(&j, "dst_reg_ms", (double)s->dst.v[11] / 1e6);
 		rdmae_json_num(&j, "dst_reg_before_first_write_ms", (double)s->dst.v[12] / 1e6);
 		rdmae_json_u64(&j, "dst_reg_pieces", s->dst.v[13]);
+	}
+	rdmae_json_num(&j, "src_dereg_ms", (double)st->dereg_ns / 1e6);
+	rdmae_json_num(&j, "src_dereg_after_commit_ms", (double)st->dereg_after_commit_ns / 1e6);
+	if (s->have_dst && s->dst.n >= 16) {
+		rdmae_json_num(&j, "dst_dereg_ms", (double)s->dst.v[14] / 1e6);
+		rdmae_json_num(&j, "dst_dereg_after_commit_ms", (double)s->dst.v[15] / 1e6);
 	}
 	rdmae_json_num(&j, "throughput_mb_s", st->throughput / 1e6);
 	rdmae_json_num(&j, "downtime_actual_ms", (double)st->actual_downtime_ns / 1e6);
@@ -672,6 +697,8 @@ static int receive(const struct cfg *cf, struct rdmae_conn *c, struct dst *d,
 				rdmae_err_set(err, ret, "device state: out of memory");
 		} else if (ev.kind == RDMAE_EV_COMMITTED) {
 			d->engine_verified = ev.verified;
+			/* Where QEMU would resume the guest: unpin after, as QEMU does. */
+			ret = rdmae_session_release(d->ss, err);
 			break;
 		}
 	}
@@ -714,6 +741,8 @@ static int dst_json(const struct cfg *cf, const struct dst *d, int ret, const ch
 	rdmae_json_num(&j, "reg_ms", (double)d->st.reg_ns / 1e6);
 	rdmae_json_num(&j, "reg_before_first_advert_ms", (double)d->st.reg_first_ns / 1e6);
 	rdmae_json_u64(&j, "reg_pieces", d->st.reg_pieces);
+	rdmae_json_num(&j, "dereg_ms", (double)d->st.dereg_ns / 1e6);
+	rdmae_json_num(&j, "dereg_after_commit_ms", (double)d->st.dereg_after_commit_ns / 1e6);
 	rdmae_json_end(&j);
 	return rdmae_json_close(&j, err);
 }
@@ -723,7 +752,7 @@ static int serve_one(const struct cfg *cf, struct rdmae_conn *c, struct dst *d,
 {
 	struct rdmae_guest_opts go;
 	struct rdmae_ctl m;
-	uint64_t v[14];
+	uint64_t v[16];
 	double t;
 	int ret;
 
@@ -768,8 +797,10 @@ static int serve_one(const struct cfg *cf, struct rdmae_conn *c, struct dst *d,
 	v[11] = d->st.reg_ns;
 	v[12] = d->st.reg_first_ns;
 	v[13] = d->st.reg_pieces;
+	v[14] = d->st.dereg_ns;
+	v[15] = d->st.dereg_after_commit_ns;
 	/* The verdict goes to the source whatever it is: it reports both sides. */
-	if (rdmae_ctl_send(c, RDMAE_CTL_MIG_RESULT, v, 14, ret ? err->msg : NULL, NULL) && !ret)
+	if (rdmae_ctl_send(c, RDMAE_CTL_MIG_RESULT, v, 16, ret ? err->msg : NULL, NULL) && !ret)
 		fprintf(stderr, "rdmae-perf migrate server: could not send the result to %s\n",
 			rdmae_conn_peer(c));
 	return ret;

@@ -693,6 +693,56 @@ static void test_dest_advertise_all(void **state)
 	fixture_assert_clean();
 }
 
+/*
+ * rdmae_session_release deregisters this side's guest RAM once the
+ * migration is over, and times it from COMMIT_OK; it refuses while pieces
+ * may still take WRITEs. After it, destroy deregisters nothing more.
+ */
+static void test_release_after_commit(void **state)
+{
+	const struct rdmae_block b = {
+		.name = "pc.ram", .host = big_ram, .len = sizeof(big_ram), .page_size = 4096,
+	};
+	struct rdmae_conn *c = mock_conn(1, NULL);
+	struct rdmae_session_stats st;
+	struct rdmae_err err = { 0 };
+	struct rdmae_session *s;
+	char log[256];
+	size_t mark;
+
+	(void)state;
+	if (rdmae_session_create(&s, RDMAE_DEST, c, &b, 1, NULL, &err))
+		fail_msg("session: %s", err.msg);
+	sess_set_ctx(s);
+	assert_int_equal(sess_pieces_init(&s->blk[0], false), 0);
+	atomic_store(&s->state, ST_READY);
+	assert_int_equal(rdmae_session_dest_advertise_all(s, &err), 0);
+	assert_int_equal(s->blk[0].nready, 2);
+	/* Mid-migration: the source may still write into the pieces. */
+	assert_int_equal(rdmae_session_release(s, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "still in progress"));
+	assert_int_equal(s->blk[0].nready, 2);
+
+	/* Committed (as dcs_commit_ok leaves it): release unpins both pieces. */
+	s->commit_at_ns = rdmae_now_ns();
+	atomic_store(&s->state, ST_DONE);
+	mark = mock_log_len();
+	assert_int_equal(rdmae_session_release(s, &err), 0);
+	mock_log_string(mark, log, sizeof(log));
+	assert_string_equal(log, "-M -M");
+	assert_int_equal(s->blk[0].nready, 0);
+	assert_int_equal(rdmae_session_stats(s, &st), 0);
+	assert_true(st.dereg_after_commit_ns >= st.dereg_ns);
+	/* Again: nothing left, and the figures stand. */
+	assert_int_equal(rdmae_session_release(s, &err), 0);
+	mark = mock_log_len();
+	rdmae_session_destroy(s);
+	mock_log_string(mark, log, sizeof(log));
+	assert_null(strstr(log, "M"));
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -709,6 +759,7 @@ int main(void)
 		cmocka_unit_test_setup(test_descs_gap_refused, fixture_setup),
 		cmocka_unit_test_setup(test_dest_advertises_pieces, fixture_setup),
 		cmocka_unit_test_setup(test_dest_advertise_all, fixture_setup),
+		cmocka_unit_test_setup(test_release_after_commit, fixture_setup),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

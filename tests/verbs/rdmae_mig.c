@@ -450,6 +450,10 @@ out:
 	if (ret == -ETIME)
 		rdmae_session_cancel(ss, "migration did not converge");
 	writes_before = atomic_load(&s->g.writes);
+	/* Committed: the guest runs on the destination, unpinning is outside the downtime. */
+	if (!ret && !rdmae_session_release(ss, &err) && !rdmae_session_stats(ss, &st))
+		say(s, "dereg: %.1f ms after COMMIT_OK, %.1f ms in ibv_dereg_mr",
+		    (double)st.dereg_after_commit_ns / 1e6, (double)st.dereg_ns / 1e6);
 	if (ss && !rdmae_session_stats(ss, &st))
 		say(s, "stats: %" PRIu64 " MiB RAM, %" PRIu64 " MiB sent, %" PRIu64 " zero pages, "
 		    "%u rounds, %.1f MB/s, setup %.1f ms, downtime %.1f ms (expected %.1f; "
@@ -649,9 +653,15 @@ static int run_dst(struct sess *s)
 	}
 	say(s, "committed after %u rounds, %zu bytes of device state%s", rounds, slen,
 	    ev.verified ? ", verified" : ", NOT verified");
+	/* Where the guest would resume: unpin after it, never in the downtime. */
+	ret = rdmae_session_release(ss, &err);
+	if (ret)
+		goto out;
 	if (!rdmae_session_stats(ss, &st))
 		say(s, "stats: hashing %.1f ms in all, %.1f ms of it after the final round's "
-		    "fence (in the downtime)", (double)st.hash_ns / 1e6, (double)st.verify_ns / 1e6);
+		    "fence (in the downtime); dereg %.1f ms after COMMIT_OK, %.1f ms in "
+		    "ibv_dereg_mr", (double)st.hash_ns / 1e6, (double)st.verify_ns / 1e6,
+		    (double)st.dereg_after_commit_ns / 1e6, (double)st.dereg_ns / 1e6);
 	ret = verify_dest(s, state, slen);
 out:
 	end_ms = boot_ms();
