@@ -104,7 +104,7 @@ qm_pid() { cat "$1.pid"; }
 # trace events (rdmae: the phases of setup-time, on stderr, i.e. NAME.log).
 qm_trace_args() {
   case $1 in
-    rdmae) echo "-trace rdmae_setup_conn -trace rdmae_setup_src -trace rdmae_setup_dst -trace rdmae_setup_time" ;;
+    rdmae) echo "-trace rdmae_setup_conn -trace rdmae_setup_src -trace rdmae_setup_dst -trace rdmae_setup_time -trace rdmae_dereg" ;;
   esac
 }
 
@@ -113,6 +113,13 @@ qm_setup_phases() {
   local p
   p=$(grep -o 'rdmae_setup_[a-z]* .*' "$1.log" 2>/dev/null | sed 's/^rdmae_setup_//' | tr '\n' ';' | sed 's/;$//') || true
   [ -z "$p" ] || qm_say "$1: setup phases: $p"
+}
+# qm_dereg NAME: the deregistration trace event in NAME.log (after QEMU has
+# closed the channel: on the destination after its guest resumed).
+qm_dereg() {
+  local p
+  p=$(grep -o 'rdmae_dereg .*' "$1.log" 2>/dev/null | sed 's/^rdmae_dereg //' | tail -1) || true
+  [ -z "$p" ] || qm_say "$1: dereg: $p"
 }
 qm_alive() { [ ! -f "$1.rc" ] && kill -0 "$(qm_pid "$1")" 2>/dev/null; }
 
@@ -405,6 +412,7 @@ qm_e2e() {
     qm_verify_after_resume dst
     qm_ticking dst
     qm_stop dst
+    qm_dereg dst
   else
     # shellcheck disable=SC2046
     qm_start src $(qm_trace_args "$tr")
@@ -439,6 +447,7 @@ qm_e2e() {
     qm_say "RESULT $tr: total-time ${total_time} ms, downtime ${downtime} ms (expected ${expected_downtime:-?} ms), setup-time ${setup_time} ms, transferred $transferred bytes, dirty-sync-count $dirty_sync_count, $(awk -v b="$transferred" -v t="$total_time" 'BEGIN { printf "%.1f MB/s", (t > 0 ? b / t / 1000 : 0) }')"
     [ -z "${QM_FIGURES:-}" ] || qm_figures src >"$QM_FIGURES"
     qm_stop src
+    qm_dereg src
   fi
 }
 
