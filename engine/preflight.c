@@ -16,9 +16,44 @@
 
 #include "hostcheck.h"
 #include "proto.h"
+#include "rdmae_dev.h"
 #include "session_int.h"
 
 #define MEMLOCK_SLACK		(64 * MIB)
+
+/* ---- registration modes ---- */
+
+uint32_t sess_wire_mode(enum rdmae_reg_mode m)
+{
+	return m == RDMAE_REG_ODP ? RDMAE_WIRE_REG_ODP :
+	       m == RDMAE_REG_ON_DEMAND ? RDMAE_WIRE_REG_ON_DEMAND : RDMAE_WIRE_REG_PIN;
+}
+
+enum rdmae_reg_mode sess_mode_of_wire(uint32_t w)
+{
+	/* The decoder admitted only the three. */
+	return w == RDMAE_WIRE_REG_ODP ? RDMAE_REG_ODP :
+	       w == RDMAE_WIRE_REG_ON_DEMAND ? RDMAE_REG_ON_DEMAND : RDMAE_REG_PIN_ALL;
+}
+
+/* reg=odp where the device has no ODP for RC WRITE: refused before anything is announced or pinned. */
+int sess_check_odp(struct rdmae_session *s, struct rdmae_err *err)
+{
+	const struct rdmae_dev *d = rdmae_conn_dev(s->conn);
+
+	pthread_mutex_lock(&s->lock);
+	if (s->role == RDMAE_SOURCE)
+		s->st.src_reg_mode = s->mode;
+	else
+		s->st.dst_reg_mode = s->mode;
+	pthread_mutex_unlock(&s->lock);
+	if (s->mode != RDMAE_REG_ODP || (d && rdmae_dev_odp_write(d)))
+		return 0;
+	return rdmae_err_set(err, -EOPNOTSUPP, "preflight: reg=odp on the %s: device %s has no "
+			     "on-demand paging for RC WRITE (ibv_query_device_ex odp_caps); use "
+			     "reg=pin-all or leave reg unset", s->role == RDMAE_SOURCE ?
+			     "source" : "destination", d ? rdmae_dev_name(d) : "(none)");
+}
 
 /* ---- pre-flight, source ---- */
 
@@ -42,7 +77,7 @@ static int src_announce(struct rdmae_session *s, struct rdmae_err *err)
 		b[i].page_size = (uint32_t)s->blk[i].b.page_size;
 		b[i].flags = s->blk[i].b.hugepages ? RDMAE_BLOCK_HUGEPAGES : 0;
 	}
-	rdmae_msg_blocks_encode(buf, b, (uint32_t)s->nblocks);
+	rdmae_msg_blocks_encode(buf, b, (uint32_t)s->nblocks, sess_wire_mode(s->mode));
 	rc = sess_send_msg(s, buf, len, err);
 out:
 	free(b);
@@ -75,7 +110,7 @@ static void account_reg(struct rdmae_session *s, uint64_t t0, bool first)
  */
 int sess_src_pin(struct rdmae_session *s, size_t block, size_t upto, struct rdmae_err *err)
 {
-	struct rdmae_region_opts ro = { .mode = s->o.reg_mode, .remote_write = 0 };
+	struct rdmae_region_opts ro = { .mode = s->mode, .remote_write = 0 };
 	struct sblock *b = &s->blk[block];
 	struct rdmae_err e2 = { 0 };
 
@@ -155,7 +190,7 @@ int sess_src_take_descs(struct rdmae_session *s, const struct rdmae_msg *m,
 static int dst_register_next(struct rdmae_session *s, size_t *blk, uint64_t *off,
 			     struct rdmae_bufdesc *descs, size_t *n, struct rdmae_err *err)
 {
-	struct rdmae_region_opts ro = { .mode = RDMAE_REG_PIN_ALL, .remote_write = 1 };
+	struct rdmae_region_opts ro = { .mode = s->mode, .remote_write = 1 };
 	struct rdmae_err e2 = { 0 };
 	struct sblock *b;
 	struct piece *p;
@@ -240,16 +275,19 @@ static int src_preflight(struct rdmae_session *s, struct rdmae_err *err)
 	/*
 	 * Announce first: the destination checks and pins its first piece
 	 * while we pin ours (and the one after). ON_DEMAND registers nothing
-	 * up front: one region per block, pinned as it is written.
+	 * up front: one region per block, pinned as it is written; ODP one
+	 * region per block, pinned never.
 	 */
-	rc = src_announce(s, err);
+	rc = sess_check_odp(s, err);
+	if (!rc)
+		rc = src_announce(s, err);
 	for (i = 0; i < s->nblocks && !rc; i++)
-		if (sess_pieces_init(&s->blk[i], s->o.reg_mode != RDMAE_REG_PIN_ALL))
+		if (sess_pieces_init(&s->blk[i], s->mode != RDMAE_REG_PIN_ALL))
 			rc = rdmae_err_set(err, -ENOMEM, "preflight: block '%s': out of memory"
 					   " for its pieces", s->blk[i].b.name);
-	if (!rc && s->o.reg_mode == RDMAE_REG_PIN_ALL)
+	if (!rc && s->mode == RDMAE_REG_PIN_ALL)
 		rc = sess_src_pin(s, 0, 1, err);
-	for (i = 0; i < s->nblocks && !rc && s->o.reg_mode != RDMAE_REG_PIN_ALL; i++)
+	for (i = 0; i < s->nblocks && !rc && s->mode != RDMAE_REG_PIN_ALL; i++)
 		rc = sess_src_pin(s, i, 0, err);
 	if (rc)
 		return sess_fail(s, rc, err);
@@ -264,6 +302,9 @@ static int src_preflight(struct rdmae_session *s, struct rdmae_err *err)
 	case RDMAE_MSG_PREFLIGHT_OK:
 		/* From here on (not before) DESCS are taken, each where the last ended. */
 		s->ctx.advertised = s->advertised;
+		pthread_mutex_lock(&s->lock);
+		s->st.dst_reg_mode = sess_mode_of_wire(m.u.preflight_ok.reg_mode);
+		pthread_mutex_unlock(&s->lock);
 		break;
 	case RDMAE_MSG_PREFLIGHT_ERR:
 		/* The destination's text as it is: both sides report the same. */
@@ -362,6 +403,9 @@ static int dst_match(struct rdmae_session *s, const struct rdmae_msg *m, struct 
 	}
 	memcpy(s->blk, sorted, s->nblocks * sizeof(*sorted));
 	sess_set_ctx(s);
+	pthread_mutex_lock(&s->lock);
+	s->st.src_reg_mode = sess_mode_of_wire(m->u.blocks.reg_mode);
+	pthread_mutex_unlock(&s->lock);
 out:
 	free(used);
 	free(sorted);
@@ -371,10 +415,16 @@ out:
 static int dst_check_host(struct rdmae_session *s, struct pf_err *pe)
 {
 	char why[RDMAE_PROTO_REASON_LEN];
+	struct rdmae_err e2 = { 0 };
 	size_t i;
 	int rc;
 
-	rc = rdmae_check_memlock(s->total_bytes + MEMLOCK_SLACK, why, sizeof(why));
+	rc = sess_check_odp(s, &e2);
+	if (rc)
+		return pf_fail(pe, rc, RDMAE_PROTO_NO_BLOCK, "%s", e2.msg);
+	/* ODP pins nothing: the memlock limit does not apply. */
+	rc = s->mode == RDMAE_REG_PIN_ALL ?
+	     rdmae_check_memlock(s->total_bytes + MEMLOCK_SLACK, why, sizeof(why)) : 0;
 	if (rc)
 		return pf_fail(pe, rc, RDMAE_PROTO_NO_BLOCK, "preflight: %s", why);
 	for (i = 0; i < s->nblocks; i++) {
@@ -402,8 +452,9 @@ static int dst_answer(struct rdmae_session *s, struct pf_err *pe, struct rdmae_e
 	uint64_t off = 0;
 	int rc;
 
+	/* ODP registration costs next to nothing: one piece per block. */
 	for (i = 0; i < s->nblocks; i++)
-		if (sess_pieces_init(&s->blk[i], false))
+		if (sess_pieces_init(&s->blk[i], s->mode == RDMAE_REG_ODP))
 			return pf_fail(pe, -ENOMEM, (uint32_t)i,
 				       "preflight: block '%s': out of memory for its pieces",
 				       s->blk[i].b.name);
@@ -413,8 +464,8 @@ static int dst_answer(struct rdmae_session *s, struct pf_err *pe, struct rdmae_e
 			rdmae_err_set(&e2, -ECANCELED, "cancelled");
 		return pf_fail(pe, rc ? rc : -ECANCELED, (uint32_t)blk, "preflight: %s", e2.msg);
 	}
-	rc = sess_send_msg(s, small, rdmae_msg_preflight_ok_encode(small, (uint32_t)s->nblocks),
-			   err);
+	rc = sess_send_msg(s, small, rdmae_msg_preflight_ok_encode(small, (uint32_t)s->nblocks,
+								   sess_wire_mode(s->mode)), err);
 	if (!rc)
 		rc = dst_send_descs(s, blk, off, descs, n, err);
 	return rc ? sess_fail(s, rc, err) : 0;

@@ -86,10 +86,11 @@ size_t rdmae_msg_blocks_size(uint32_t count)
 	       (size_t)count * sizeof(struct rdmae_wire_block);
 }
 
-size_t rdmae_msg_blocks_encode(void *buf, const struct rdmae_msg_block *b, uint32_t count)
+size_t rdmae_msg_blocks_encode(void *buf, const struct rdmae_msg_block *b, uint32_t count,
+			       uint32_t reg_mode)
 {
 	uint8_t *p = (uint8_t *)buf + HDR;
-	struct rdmae_wire_blocks w = { .count = htole32(count), .reserved = 0 };
+	struct rdmae_wire_blocks w = { .count = htole32(count), .reg_mode = htole32(reg_mode) };
 	uint32_t i;
 
 	memcpy(p, &w, sizeof(w));
@@ -107,9 +108,11 @@ size_t rdmae_msg_blocks_encode(void *buf, const struct rdmae_msg_block *b, uint3
 	return put_hdr(buf, RDMAE_MSG_BLOCKS, rdmae_msg_blocks_size(count) - HDR);
 }
 
-size_t rdmae_msg_preflight_ok_encode(void *buf, uint32_t nblocks)
+size_t rdmae_msg_preflight_ok_encode(void *buf, uint32_t nblocks, uint32_t reg_mode)
 {
-	struct rdmae_wire_preflight_ok w = { .nblocks = htole32(nblocks), .reserved = 0 };
+	struct rdmae_wire_preflight_ok w = {
+		.nblocks = htole32(nblocks), .reg_mode = htole32(reg_mode),
+	};
 
 	memcpy((uint8_t *)buf + HDR, &w, sizeof(w));
 	return put_hdr(buf, RDMAE_MSG_PREFLIGHT_OK, sizeof(w));
@@ -488,9 +491,10 @@ static int dec_blocks(const uint8_t *b, size_t body, struct rdmae_msg *m, struct
 		return bad(err, -EBADMSG, m->type, "body shorter than its struct", body, sizeof(w));
 	memcpy(&w, b, sizeof(w));
 	m->u.blocks.count = le32toh(w.count);
-	rc = check_reserved(m->type, le32toh(w.reserved), err);
-	if (rc)
-		return rc;
+	m->u.blocks.reg_mode = le32toh(w.reg_mode);
+	if (m->u.blocks.reg_mode > RDMAE_WIRE_REG_ODP)
+		return rdmae_err_set(err, -EPROTO, "decode BLOCKS: registration mode %" PRIu32
+				     " unknown (0 pin, 1 on-demand, 2 ODP)", m->u.blocks.reg_mode);
 	if (!m->u.blocks.count || m->u.blocks.count > RDMAE_PROTO_MAX_BLOCKS)
 		return rdmae_err_set(err, -EPROTO, "decode BLOCKS: block count %" PRIu32
 				     " not in 1..%d", m->u.blocks.count, RDMAE_PROTO_MAX_BLOCKS);
@@ -527,10 +531,15 @@ static int dec_preflight_ok(const uint8_t *b, size_t body, const struct rdmae_pr
 	int rc;
 
 	rc = dec_fixed(m->type, b, body, &w, sizeof(w), err);
-	if (!rc)
-		rc = check_reserved(m->type, le32toh(w.reserved), err);
 	if (rc)
 		return rc;
+	m->u.preflight_ok.reg_mode = le32toh(w.reg_mode);
+	/* On-demand chunks cannot take remote WRITEs: a destination never says so. */
+	if (m->u.preflight_ok.reg_mode != RDMAE_WIRE_REG_PIN &&
+	    m->u.preflight_ok.reg_mode != RDMAE_WIRE_REG_ODP)
+		return rdmae_err_set(err, -EPROTO, "decode PREFLIGHT_OK: registration mode %"
+				     PRIu32 " not one a destination uses (0 pin, 2 ODP)",
+				     m->u.preflight_ok.reg_mode);
 	m->u.preflight_ok.nblocks = le32toh(w.nblocks);
 	if (m->u.preflight_ok.nblocks != ctx->nblocks)
 		return bad(err, -EPROTO, m->type, "block count", m->u.preflight_ok.nblocks,

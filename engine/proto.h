@@ -22,10 +22,12 @@
 #include "rdmae_wire.h"
 
 #define RDMAE_PROTO_MAGIC	0x47454452u	/* "RDEG" on the wire */
-#define RDMAE_PROTO_VERSION	5		/* 2: block names of 256 bytes; 3: DATA_RUNS;
+#define RDMAE_PROTO_VERSION	6		/* 2: block names of 256 bytes; 3: DATA_RUNS;
 					 * 4: ROUND_ACK carries the hashing backlog;
 					 * 5: descriptors in DESCS, piece by piece,
-					 *    PREFLIGHT_OK carries none */
+					 *    PREFLIGHT_OK carries none;
+					 * 6: BLOCKS and PREFLIGHT_OK say how each
+					 *    side registers (RDMAE_WIRE_REG_*) */
 #define RDMAE_PROTO_HDR_SIZE	16
 #define RDMAE_PROTO_NAME_LEN	256		/* block name, NUL included (QEMU idstr) */
 #define RDMAE_PROTO_REASON_LEN	192		/* error text, NUL included */
@@ -90,9 +92,18 @@ struct rdmae_wire_eng_hdr {
 	uint32_t reserved;
 };
 
+/*
+ * How a side registers guest RAM, reported in pre-flight so that each side
+ * logs both: the source PIN (ahead of its cursor), ON_DEMAND or ODP; the
+ * destination PIN or ODP only (on-demand chunks cannot be written remotely).
+ */
+#define RDMAE_WIRE_REG_PIN		0u
+#define RDMAE_WIRE_REG_ON_DEMAND	1u
+#define RDMAE_WIRE_REG_ODP		2u
+
 struct rdmae_wire_blocks {		/* + count * struct rdmae_wire_block */
 	uint32_t count;
-	uint32_t reserved;
+	uint32_t reg_mode;		/* the source's, RDMAE_WIRE_REG_* (v6; was reserved) */
 };
 
 struct rdmae_wire_block {
@@ -104,7 +115,7 @@ struct rdmae_wire_block {
 
 struct rdmae_wire_preflight_ok {
 	uint32_t nblocks;
-	uint32_t reserved;
+	uint32_t reg_mode;		/* the destination's: PIN or ODP (v6; was reserved) */
 };
 
 /*
@@ -273,10 +284,12 @@ struct rdmae_msg {
 	union {
 		struct {
 			uint32_t count;
+			uint32_t reg_mode;	/* RDMAE_WIRE_REG_* */
 			const uint8_t *raw;
 		} blocks;
 		struct {
 			uint32_t nblocks;
+			uint32_t reg_mode;	/* RDMAE_WIRE_REG_PIN or _ODP */
 		} preflight_ok;
 		struct {
 			uint32_t block;
@@ -360,9 +373,10 @@ uint64_t rdmae_msg_page_sums_get(const struct rdmae_msg *m, uint64_t i);
  * NUL-terminated.
  */
 size_t rdmae_msg_blocks_size(uint32_t count);
-size_t rdmae_msg_blocks_encode(void *buf, const struct rdmae_msg_block *b, uint32_t count);
+size_t rdmae_msg_blocks_encode(void *buf, const struct rdmae_msg_block *b, uint32_t count,
+			       uint32_t reg_mode);
 
-size_t rdmae_msg_preflight_ok_encode(void *buf, uint32_t nblocks);
+size_t rdmae_msg_preflight_ok_encode(void *buf, uint32_t nblocks, uint32_t reg_mode);
 
 /* n descriptors of block's piece starting offset bytes in, each RDMAE_DESC_SPAN long but the last. */
 size_t rdmae_msg_descs_size(uint32_t n);

@@ -39,7 +39,15 @@ struct rdmae_block {
 };
 
 struct rdmae_session_opts {
-	enum rdmae_reg_mode reg_mode;	/* source-side registration; destination pins all */
+	/*
+	 * How this side registers guest RAM. AUTO (the default): the source
+	 * pins all, ahead of its cursor; the destination registers with ODP
+	 * where the device serves RC WRITE from it, and pins otherwise.
+	 * PIN_ALL pins on either side. ON_DEMAND: the source pins chunks as it
+	 * writes them; on the destination it means AUTO. ODP: explicit ODP on
+	 * either side, refused in pre-flight where the device lacks it.
+	 */
+	enum rdmae_reg_mode reg_mode;
 	uint64_t max_bandwidth;		/* bytes/s, 0 = unlimited; see set_max_bandwidth */
 	uint64_t downtime_limit_ns;	/* default 300 ms; see set_downtime_limit */
 	unsigned int max_rounds;	/* pre-copy rounds before giving up; default 30,
@@ -101,10 +109,15 @@ struct rdmae_session_stats {
 	 */
 	uint64_t dereg_ns;
 	uint64_t dereg_after_commit_ns;
+	/* How each side registers, as pre-flight told both (PIN_ALL, ON_DEMAND, ODP). */
+	enum rdmae_reg_mode src_reg_mode;
+	enum rdmae_reg_mode dst_reg_mode;
 	unsigned int lanes;
 };
 
 void rdmae_session_opts_default(struct rdmae_session_opts *o);
+/* "pin-all", "on-demand", "odp", "auto": the names operators use. */
+const char *rdmae_reg_mode_name(enum rdmae_reg_mode m);
 
 /*
  * Check a block list as rdmae_session_create does (names non-empty, unique,

@@ -21,6 +21,7 @@
 #include "commit_rules.h"
 #include "pagesums.h"
 #include "proto.h"
+#include "rdmae_dev.h"
 #include "session_int.h"
 
 #define DEF_DOWNTIME_NS		(300 * NSEC_PER_MSEC)
@@ -43,10 +44,42 @@ static const char *peer_name(enum rdmae_role r)
 void rdmae_session_opts_default(struct rdmae_session_opts *o)
 {
 	memset(o, 0, sizeof(*o));
-	o->reg_mode = RDMAE_REG_PIN_ALL;
+	o->reg_mode = RDMAE_REG_AUTO;
 	o->downtime_limit_ns = DEF_DOWNTIME_NS;
 	o->max_rounds = DEF_MAX_ROUNDS;
 	o->timeout_ms = DEF_TIMEOUT_MS;
+}
+
+const char *rdmae_reg_mode_name(enum rdmae_reg_mode m)
+{
+	switch (m) {
+	case RDMAE_REG_PIN_ALL:
+		return "pin-all";
+	case RDMAE_REG_ON_DEMAND:
+		return "on-demand";
+	case RDMAE_REG_ODP:
+		return "odp";
+	case RDMAE_REG_AUTO:
+		return "auto";
+	}
+	return "?";
+}
+
+/*
+ * This side's mode from the asked one. ODP asked for stays ODP even where
+ * the device lacks it: pre-flight refuses it then, naming the device.
+ */
+static enum rdmae_reg_mode resolve_mode(enum rdmae_role role, enum rdmae_reg_mode asked,
+					const struct rdmae_dev *dev)
+{
+	bool odp = dev && rdmae_dev_odp_write(dev);
+
+	if (role == RDMAE_SOURCE)
+		return asked == RDMAE_REG_AUTO ? RDMAE_REG_PIN_ALL : asked;
+	/* On-demand chunks cannot take remote WRITEs: the destination's on-demand is ODP. */
+	if (asked == RDMAE_REG_AUTO || asked == RDMAE_REG_ON_DEMAND)
+		return odp ? RDMAE_REG_ODP : RDMAE_REG_PIN_ALL;
+	return asked;
 }
 
 /* ---- shutdown: cancel, failures ---- */
@@ -551,6 +584,9 @@ int rdmae_session_create(struct rdmae_session **out, enum rdmae_role role, struc
 
 	if (!out || !conn || (role != RDMAE_SOURCE && role != RDMAE_DEST))
 		return rdmae_err_set(err, -EINVAL, "session create: no connection or bad role");
+	if (o && (unsigned int)o->reg_mode > RDMAE_REG_AUTO)
+		return rdmae_err_set(err, -EINVAL, "session create: registration mode %d unknown",
+				     (int)o->reg_mode);
 	rc = rdmae_session_check_blocks(blocks, nblocks, err);
 	if (rc)
 		return rc;
@@ -576,6 +612,7 @@ int rdmae_session_create(struct rdmae_session **out, enum rdmae_role role, struc
 		s->o.max_rounds = DEF_MAX_ROUNDS;
 	if (!s->o.timeout_ms)
 		s->o.timeout_ms = DEF_TIMEOUT_MS;
+	s->mode = resolve_mode(role, s->o.reg_mode, rdmae_conn_dev(conn));
 	s->nblocks = nblocks;
 	s->max_msg = neg->max_fragmented_size;
 	atomic_init(&s->max_bw, s->o.max_bandwidth);

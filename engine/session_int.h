@@ -152,6 +152,7 @@ struct rdmae_session {
 
 	uint64_t start_ns;
 	uint64_t commit_at_ns;		/* COMMIT_OK sent (destination) or received (source) */
+	enum rdmae_reg_mode mode;	/* this side's, resolved: PIN_ALL, ON_DEMAND or ODP */
 	struct rdmae_session_stats st;
 };
 
@@ -210,6 +211,14 @@ int sess_recv_any(struct rdmae_session *s, int timeout_ms, void **buf, struct rd
 		  struct rdmae_err *err);
 /* Hashing time and bytes since t0; at_stop: the VM is stopped, so it is downtime too. */
 void sess_account_hash(struct rdmae_session *s, uint64_t t0, bool at_stop, uint64_t bytes);
+
+/* ---- preflight.c: registration modes ---- */
+
+/* This side's mode on the wire (RDMAE_WIRE_REG_*), and back. */
+uint32_t sess_wire_mode(enum rdmae_reg_mode m);
+enum rdmae_reg_mode sess_mode_of_wire(uint32_t w);
+/* Record this side's mode in the stats; -EOPNOTSUPP, naming the device, for ODP without it. */
+int sess_check_odp(struct rdmae_session *s, struct rdmae_err *err);
 
 /* ---- preflight.c: registration in pieces ---- */
 

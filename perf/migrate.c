@@ -120,6 +120,7 @@ static void session_opts(const struct cfg *cf, struct rdmae_session_opts *o)
 	o->max_rounds = cf->m.max_rounds;
 	o->timeout_ms = cf->m.timeout_ms;
 	o->no_verify = cf->m.no_verify;
+	o->reg_mode = cf->m.reg;
 }
 
 static uint64_t written(struct rdmae_conn *c)
@@ -326,6 +327,8 @@ static void print_setup(const struct src *s)
 	printf("  connect           %.1f ms (connect and authentication)\n", s->connect_s * 1e3);
 	printf("  first WRITE       %.1f ms after connect (%.1f ms after pre-flight start)\n",
 	       first_write_ms(s), (double)st->first_write_ns / 1e6);
+	printf("  registration      source %s, destination %s\n",
+	       rdmae_reg_mode_name(st->src_reg_mode), rdmae_reg_mode_name(st->dst_reg_mode));
 	printf("  source reg.       %.1f ms in %u pieces, %.1f ms of it before the first WRITE\n",
 	       (double)st->reg_ns / 1e6, st->reg_pieces, (double)st->reg_first_ns / 1e6);
 	if (s->have_dst && s->dst.n >= 14)
@@ -494,6 +497,8 @@ static int src_json(struct src *s, struct rdmae_err *err)
 	rdmae_json_num(&j, "connect_ms", s->connect_s * 1e3);
 	rdmae_json_num(&j, "first_write_ms", first_write_ms(s));
 	rdmae_json_num(&j, "engine_first_write_ms", (double)st->first_write_ns / 1e6);
+	rdmae_json_str(&j, "src_reg_mode", rdmae_reg_mode_name(st->src_reg_mode));
+	rdmae_json_str(&j, "dst_reg_mode", rdmae_reg_mode_name(st->dst_reg_mode));
 	rdmae_json_num(&j, "src_reg_ms", (double)st->reg_ns / 1e6);
 	rdmae_json_num(&j, "src_reg_before_first_write_ms", (double)st->reg_first_ns / 1e6);
 	rdmae_json_u64(&j, "src_reg_pieces", st->reg_pieces);

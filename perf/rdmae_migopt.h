@@ -29,6 +29,7 @@
 #include "rdmae_conn.h"
 #include "rdmae_err.h"
 #include "rdmae_guest.h"
+#include "rdmae_region.h"
 #include "rdmae_size.h"
 
 /* ---- values ---- */
@@ -144,6 +145,7 @@ struct rdmae_migopt {
 	enum rdmae_guest_mem mem;	/* --hugepages */
 	bool no_verify;
 	int timeout_ms;			/* engine message timeout; 0: the engine's default */
+	enum rdmae_reg_mode reg;	/* --reg; AUTO: the engine's default */
 };
 
 /* getopt_long codes, above any character a driver uses for its own options. */
@@ -157,6 +159,7 @@ enum {
 	RDMAE_MIGOPT_HUGEPAGES,
 	RDMAE_MIGOPT_NO_VERIFY,
 	RDMAE_MIGOPT_TIMEOUT,
+	RDMAE_MIGOPT_REG,
 };
 
 #define RDMAE_MIGOPT_OPTIONS \
@@ -168,7 +171,8 @@ enum {
 	{ "lanes", required_argument, NULL, RDMAE_MIGOPT_LANES }, \
 	{ "hugepages", required_argument, NULL, RDMAE_MIGOPT_HUGEPAGES }, \
 	{ "no-verify", no_argument, NULL, RDMAE_MIGOPT_NO_VERIFY }, \
-	{ "timeout", required_argument, NULL, RDMAE_MIGOPT_TIMEOUT }
+	{ "timeout", required_argument, NULL, RDMAE_MIGOPT_TIMEOUT }, \
+	{ "reg", required_argument, NULL, RDMAE_MIGOPT_REG }
 
 /*
  * Their usage lines. The drivers differ in two defaults, which they pass as
@@ -188,7 +192,11 @@ enum {
 	"                        required (of the destination too), never (default " \
 	huge_default ")\n" \
 	"  --no-verify           skip the engine's checksums (the guest's own check stays)\n" \
-	"  --timeout MS          engine message timeout (default: the engine's, 30000)\n"
+	"  --timeout MS          engine message timeout (default: the engine's, 30000)\n" \
+	"  --reg auto|pin-all|on-demand|odp   registration of guest RAM on this side\n" \
+	"                        (default auto: the source pins all, the destination uses\n" \
+	"                        ODP where the device has it, pins otherwise; odp fails\n" \
+	"                        where the device lacks it)\n"
 
 static inline void rdmae_migopt_init(struct rdmae_migopt *o, double rate,
 				     enum rdmae_guest_mem mem)
@@ -199,6 +207,7 @@ static inline void rdmae_migopt_init(struct rdmae_migopt *o, double rate,
 	o->downtime_ms = 300;
 	o->max_rounds = 30;
 	o->mem = mem;
+	o->reg = RDMAE_REG_AUTO;
 }
 
 /*
@@ -213,6 +222,10 @@ static inline int rdmae_migopt_parse(struct rdmae_migopt *o, int opt, const char
 	static const char *const huge_names[] = { "auto", "on", "off" };
 	static const enum rdmae_guest_mem huge_mem[] = {
 		RDMAE_GUEST_HUGE_IF_RESERVED, RDMAE_GUEST_HUGE, RDMAE_GUEST_SMALL,
+	};
+	static const char *const reg_names[] = { "auto", "pin-all", "on-demand", "odp" };
+	static const enum rdmae_reg_mode reg_mode[] = {
+		RDMAE_REG_AUTO, RDMAE_REG_PIN_ALL, RDMAE_REG_ON_DEMAND, RDMAE_REG_ODP,
 	};
 	int ret, i = 0;
 
@@ -248,6 +261,11 @@ static inline int rdmae_migopt_parse(struct rdmae_migopt *o, int opt, const char
 		break;
 	case RDMAE_MIGOPT_TIMEOUT:
 		ret = rdmae_opt_ms("--timeout", arg, &o->timeout_ms, err);
+		break;
+	case RDMAE_MIGOPT_REG:
+		ret = rdmae_opt_choice("--reg", arg, reg_names, 4, &i, err);
+		if (!ret)
+			o->reg = reg_mode[i];
 		break;
 	default:
 		return 0;

@@ -386,6 +386,11 @@ const char *rdmae_conn_peer(const struct rdmae_conn *c)
 	return c->peer;
 }
 
+const struct rdmae_dev *rdmae_conn_dev(const struct rdmae_conn *c)
+{
+	return c->dev;
+}
+
 void rdmae_conn_setup_times(const struct rdmae_conn *c, struct rdmae_setup_times *t)
 {
 	*t = c->setup;

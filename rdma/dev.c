@@ -152,3 +152,8 @@ const char *rdmae_dev_name(const struct rdmae_dev *d)
 {
 	return d->name;
 }
+
+bool rdmae_dev_odp_write(const struct rdmae_dev *d)
+{
+	return d->odp_write;
+}

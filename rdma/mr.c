@@ -386,6 +386,12 @@ int rdmae_mr_create(struct rdmae_region **out, struct rdmae_dev *dev, void *addr
 	if (o->remote_read)
 		r->access |= IBV_ACCESS_REMOTE_READ;
 
+	if (o->mode > RDMAE_REG_ODP) {
+		ret = rdmae_err_set(err, -EINVAL, "register region %p+%zu: mode %d is not a "
+				    "region's (AUTO is resolved by the caller)", addr, len,
+				    (int)o->mode);
+		goto err_release;
+	}
 	if (o->mode == RDMAE_REG_ON_DEMAND && (o->remote_write || o->remote_read)) {
 		ret = rdmae_err_set(err, -EINVAL, "register region %p+%zu: an on-demand region "
 				    "cannot be advertised for remote %s", addr, len,
@@ -398,7 +404,21 @@ int rdmae_mr_create(struct rdmae_region **out, struct rdmae_dev *dev, void *addr
 	 * held: the progress thread keeps answering keepalives and reaping
 	 * completions meanwhile.
 	 */
-	if (o->mode == RDMAE_REG_PIN_ALL) {
+	/*
+	 * Explicit ODP only: MRs over this range, never the implicit kind
+	 * whose rkey would open the whole address space to the peer.
+	 */
+	if (o->mode == RDMAE_REG_ODP) {
+		if (!dev->odp_write) {
+			ret = rdmae_err_set(err, -EOPNOTSUPP, "register region %p+%zu with ODP: "
+					    "device %s has no on-demand paging for RC WRITE "
+					    "(ibv_query_device_ex odp_caps)", addr, len,
+					    dev->name);
+			goto err_release;
+		}
+		r->access |= IBV_ACCESS_ON_DEMAND;
+	}
+	if (o->mode == RDMAE_REG_PIN_ALL || o->mode == RDMAE_REG_ODP) {
 		r->nmrs = (len + RDMAE_DESC_SPAN - 1) / RDMAE_DESC_SPAN;
 		/* An array of MR pointers is what is meant here. */
 		r->mrs = calloc(r->nmrs, sizeof(r->mrs[0])); /* NOLINT(bugprone-sizeof-expression) */
@@ -414,10 +434,13 @@ int rdmae_mr_create(struct rdmae_region **out, struct rdmae_dev *dev, void *addr
 			r->mrs[i] = ibv_reg_mr(dev->pd, r->addr + off, n, r->access);
 			if (!r->mrs[i]) {
 				ret = rdmae_err_set(err, -errno,
-						    "ibv_reg_mr of %zu bytes at %p (region of %zu "
-						    "MiB) on %s: %s%s", n, (void *)(r->addr + off),
-						    len >> 20, dev->name, strerror(errno),
-						    errno == ENOMEM || errno == EPERM ?
+						    "ibv_reg_mr%s of %zu bytes at %p (region of %zu "
+						    "MiB) on %s: %s%s",
+						    o->mode == RDMAE_REG_ODP ? " (ODP)" : "", n,
+						    (void *)(r->addr + off), len >> 20, dev->name,
+						    strerror(errno),
+						    o->mode == RDMAE_REG_PIN_ALL &&
+						    (errno == ENOMEM || errno == EPERM) ?
 						    " (is the memlock limit, ulimit -l, too low?)" :
 						    "");
 				goto err_release;
@@ -541,6 +564,7 @@ int rdmae_region_prepare(struct rdmae_region **out, struct rdmae_dev *d, void *a
 				     len, d->name);
 	/* ON_DEMAND is not populated: that would commit the whole range it exists not to. */
 	ret = o->mode == RDMAE_REG_PIN_ALL ? populate(addr, len, ps) : 0;
+	/* ODP neither: pages come in as the NIC faults them. */
 	if (ret)
 		return rdmae_err_set(err, ret, "prepare region %p+%zu on %s: populating: %s%s",
 				     addr, len, d->name, strerror(-ret),
@@ -556,8 +580,9 @@ int rdmae_mr_bufdescs(const struct rdmae_region *r, struct rdmae_bufdesc *out, s
 
 	if (!r->mrs || !(r->o.remote_write || r->o.remote_read))
 		return rdmae_err_set(err, -EINVAL,
-				     "descriptors of region %p: only a pinned, remotely writable "
-				     "or readable region can be advertised", (void *)r->addr);
+				     "descriptors of region %p: only a pinned or ODP, remotely "
+				     "writable or readable region can be advertised",
+				     (void *)r->addr);
 	*n = r->nmrs;
 	if (cap < r->nmrs)
 		return rdmae_err_set(err, -ENOSPC, "descriptors of region %p: %zu needed, room "

@@ -112,6 +112,8 @@ const struct rdmae_negotiated *rdmae_conn_negotiated(const struct rdmae_conn *c)
 
 /* "10.9.9.2:4444" of the peer, for messages. */
 const char *rdmae_conn_peer(const struct rdmae_conn *c);
+/* The device the connection runs on (its PD holds the connection's memory). */
+const struct rdmae_dev *rdmae_conn_dev(const struct rdmae_conn *c);
 
 /*
  * Where the connection's setup went, in microseconds, summed over lanes.

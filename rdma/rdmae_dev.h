@@ -17,6 +17,8 @@
 #ifndef RDMAE_DEV_H
 #define RDMAE_DEV_H
 
+#include <stdbool.h>
+
 #include "rdmae_err.h"
 
 struct rdmae_dev;
@@ -29,5 +31,11 @@ int rdmae_dev_open(struct rdmae_dev **out, const char *bind_addr, struct rdmae_e
 void rdmae_dev_close(struct rdmae_dev *d);
 /* The verbs device name ("rxe0", "mlx5_0"). */
 const char *rdmae_dev_name(const struct rdmae_dev *d);
+/*
+ * Does the device serve RC WRITE from on-demand-paged memory
+ * (ibv_query_device_ex: IBV_ODP_SUPPORT, and IBV_ODP_SUPPORT_WRITE in the
+ * RC caps)? Then RDMAE_REG_ODP regions can be registered on it.
+ */
+bool rdmae_dev_odp_write(const struct rdmae_dev *d);
 
 #endif

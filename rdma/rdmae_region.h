@@ -7,8 +7,10 @@
  * chunks when a transfer first touches them, in a per-connection cache that
  * unpins the least recently used idle chunks once the pinned total passes a
  * bound. Chunks are aligned to the mapping's page size, so huge-page memory
- * is pinned as whole huge pages. ODP (implicit on-demand paging) is used for
- * ON_DEMAND when the device reports it.
+ * is pinned as whole huge pages. ODP (explicit on-demand paging, one MR over
+ * the region) is used for ON_DEMAND when the device reports it. ODP
+ * registers the region as PIN_ALL does, with on-demand paging instead of
+ * pinning.
  *
  * Two ways to make a region:
  *   - rdmae_region_create(c): on connection c's PD, usable on c at once,
@@ -41,6 +43,21 @@ struct rdmae_region;
 enum rdmae_reg_mode {
 	RDMAE_REG_PIN_ALL = 0,
 	RDMAE_REG_ON_DEMAND,
+	/*
+	 * Explicit on-demand paging: MRs over the region (one per
+	 * RDMAE_DESC_SPAN, like PIN_ALL, and advertisable with remote_write),
+	 * registered with IBV_ACCESS_ON_DEMAND, so nothing is pinned and the
+	 * memlock limit does not apply. Only where the device serves RC WRITE
+	 * from ODP memory (rdmae_dev_odp_write); -EOPNOTSUPP elsewhere, rxe on
+	 * Linux 6.1 included.
+	 */
+	RDMAE_REG_ODP,
+	/*
+	 * Not a region mode (regions refuse it): the engine's default policy,
+	 * rdmae_session_opts.reg_mode. The source pins all; the destination
+	 * uses ODP where the device has it and pins otherwise.
+	 */
+	RDMAE_REG_AUTO,
 };
 
 /* Largest span one buffer descriptor covers; regions are split at this. */
@@ -101,8 +118,8 @@ void rdmae_region_destroy(struct rdmae_region *r);
 
 /*
  * The descriptors that let the peer write (or read) the whole region, one
- * per RDMAE_DESC_SPAN, in order. PIN_ALL with remote_write or remote_read
- * only, and attached to a connection (-EPERM before: no rkey leaves the host
+ * per RDMAE_DESC_SPAN, in order. PIN_ALL or ODP with remote_write or
+ * remote_read only, and attached to a connection (-EPERM before: no rkey leaves the host
  * before the peer has authenticated). *n receives the count; -ENOSPC when
  * cap is too small.
  */

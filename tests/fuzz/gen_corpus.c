@@ -348,10 +348,10 @@ static void proto(void)
 		blocks[i].page_size = psize[i];
 		blocks[i].flags = psize[i] > 4096 ? RDMAE_BLOCK_HUGEPAGES : 0;
 	}
-	n = rdmae_msg_blocks_encode(big, blocks, FUZZ_NBLOCKS);
+	n = rdmae_msg_blocks_encode(big, blocks, FUZZ_NBLOCKS, RDMAE_WIRE_REG_PIN);
 	put_msg("blocks", n, true);
 
-	n = rdmae_msg_preflight_ok_encode(big, FUZZ_NBLOCKS);
+	n = rdmae_msg_preflight_ok_encode(big, FUZZ_NBLOCKS, RDMAE_WIRE_REG_ODP);
 	put_msg("preflight-ok", n, true);
 	/* Each block's rest, from where the session's advertised part ends, in one piece. */
 	for (i = 0; i < FUZZ_NBLOCKS; i++) {

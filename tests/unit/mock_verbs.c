@@ -106,6 +106,7 @@ static struct {
 	uint32_t next_key, next_qpn;
 	unsigned int unacked;
 	int bind_dev;			/* mock_bind_device */
+	bool odp_write;			/* mock_set_odp_write */
 	struct mock_cq *cqs[MOCK_MAX_CQS];
 	struct rdma_cm_event *cm[MOCK_MAX_CM_EVENTS];	/* [cm_head, ncm) are queued */
 	size_t cm_head, ncm;
@@ -387,16 +388,31 @@ static int mock_req_notify_cq(struct ibv_cq *cq, int solicited_only)
 	return err;
 }
 
+static int mock_query_device_ex(struct ibv_context *context,
+				const struct ibv_query_device_ex_input *input,
+				struct ibv_device_attr_ex *attr, size_t attr_size);
+
+/*
+ * mock0 is an extended context with one extended op, query_device_ex, so
+ * that ibv_query_device_ex reports ODP as a test sets it; every other
+ * extended op is NULL, which verbs.h treats as a legacy context does.
+ */
 static struct ibv_device mock_dev = { .name = "mock0" };
-static struct ibv_context mock_ctx = {
-	.device = &mock_dev,
-	.ops = {
-		.poll_cq = mock_poll_cq,
-		.req_notify_cq = mock_req_notify_cq,
-		.post_send = mock_post_send,
-		.post_recv = mock_post_recv,
+static struct verbs_context mock_vctx = {
+	.query_device_ex = mock_query_device_ex,
+	.sz = sizeof(struct verbs_context),
+	.context = {
+		.device = &mock_dev,
+		.abi_compat = __VERBS_ABI_IS_EXTENDED,
+		.ops = {
+			.poll_cq = mock_poll_cq,
+			.req_notify_cq = mock_req_notify_cq,
+			.post_send = mock_post_send,
+			.post_recv = mock_post_recv,
+		},
 	},
 };
+#define mock_ctx (mock_vctx.context)
 /* A second device, for what must refuse to mix devices. */
 static struct ibv_device mock_dev1 = { .name = "mock1" };
 static struct ibv_context mock_ctx1 = {
@@ -416,7 +432,7 @@ const char *ibv_get_device_name(struct ibv_device *device)
 	return device->name;
 }
 
-/* ibv_query_device_ex falls back to this: the mock context is not an extended one. */
+/* ibv_query_device_ex falls back to this on mock1, which is not an extended context. */
 int ibv_query_device(struct ibv_context *context, struct ibv_device_attr *attr)
 {
 	int err;
@@ -430,6 +446,38 @@ int ibv_query_device(struct ibv_context *context, struct ibv_device_attr *attr)
 	pthread_mutex_unlock(&M.lock);
 	errno = err;
 	return err;
+}
+
+static int mock_query_device_ex(struct ibv_context *context,
+				const struct ibv_query_device_ex_input *input,
+				struct ibv_device_attr_ex *attr, size_t attr_size)
+{
+	bool odp;
+	int err;
+
+	(void)input;
+	(void)attr_size;
+	memset(attr, 0, sizeof(*attr));
+	err = ibv_query_device(context, &attr->orig_attr);
+	if (err)
+		return err;
+	pthread_mutex_lock(&M.lock);
+	odp = M.odp_write;
+	pthread_mutex_unlock(&M.lock);
+	if (odp) {
+		attr->odp_caps.general_caps = IBV_ODP_SUPPORT;
+		attr->odp_caps.per_transport_caps.rc_odp_caps = IBV_ODP_SUPPORT_WRITE |
+								IBV_ODP_SUPPORT_SEND |
+								IBV_ODP_SUPPORT_RECV;
+	}
+	return 0;
+}
+
+void mock_set_odp_write(bool on)
+{
+	pthread_mutex_lock(&M.lock);
+	M.odp_write = on;
+	pthread_mutex_unlock(&M.lock);
 }
 
 struct ibv_pd *ibv_alloc_pd(struct ibv_context *context)
@@ -914,6 +962,7 @@ void mock_reset(void)
 	M.max_cqe = 1 << 20;
 	M.unacked = 0;
 	M.bind_dev = 0;
+	M.odp_write = false;
 	M.cm_head = M.ncm = 0;
 	pthread_mutex_unlock(&M.lock);
 }

@@ -173,6 +173,11 @@ size_t mock_modifies(void);
 const struct mock_modify *mock_modify_at(size_t i);
 /* Access flags an MR was registered with. */
 int mock_mr_access(const struct ibv_mr *mr);
+/*
+ * Devices opened from now report ODP for RC WRITE (ibv_query_device_ex) on
+ * mock0, as a ConnectX does and rxe on Linux 6.1 does not. mock_reset: off.
+ */
+void mock_set_odp_write(bool on);
 
 /* ---- connections over the mock (mock_conn.c: the transport's own code, no progress thread) ---- */
 

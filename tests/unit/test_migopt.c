@@ -119,6 +119,14 @@ static void test_shared_options(void **state)
 	assert_true(o.no_verify);
 	assert_int_equal(rdmae_migopt_parse(&o, RDMAE_MIGOPT_RATE, "80", &err), 1);
 	assert_true(o.rate == 80e6);
+	assert_int_equal(o.reg, RDMAE_REG_AUTO);
+	assert_int_equal(rdmae_migopt_parse(&o, RDMAE_MIGOPT_REG, "odp", &err), 1);
+	assert_int_equal(o.reg, RDMAE_REG_ODP);
+	assert_int_equal(rdmae_migopt_parse(&o, RDMAE_MIGOPT_REG, "pin-all", &err), 1);
+	assert_int_equal(o.reg, RDMAE_REG_PIN_ALL);
+	assert_int_equal(rdmae_migopt_parse(&o, RDMAE_MIGOPT_REG, "implicit", &err), -EINVAL);
+	assert_string_equal(err.msg, "--reg 'implicit': not auto, pin-all, on-demand or odp");
+	assert_int_equal(o.reg, RDMAE_REG_PIN_ALL);
 }
 
 int main(void)

@@ -412,7 +412,7 @@ static struct rdmae_session *source_preflight(struct rdmae_conn *c, int timeout_
 	o.timeout_ms = timeout_ms;
 	if (rdmae_session_create(&s, RDMAE_SOURCE, c, blocks, 1, &o, &err))
 		fail_msg("session: %s", err.msg);
-	from_dest(c, m, rdmae_msg_preflight_ok_encode(m, 1));
+	from_dest(c, m, rdmae_msg_preflight_ok_encode(m, 1, RDMAE_WIRE_REG_PIN));
 	assert_int_equal(rdmae_session_preflight(s, &err), 0);
 	return s;
 }
@@ -743,6 +743,204 @@ static void test_release_after_commit(void **state)
 	fixture_assert_clean();
 }
 
+/* ---- registration modes: ODP where the device has it (protocol 6) ---- */
+
+/* The source's BLOCKS for blocks[], in the given mode, arrived at a destination. */
+static void from_source_blocks(struct rdmae_conn *c, uint32_t mode)
+{
+	struct rdmae_msg_block b = { .name = "pc.ram", .len = sizeof(ram), .page_size = 4096 };
+	uint8_t m[512];
+
+	assert_true(rdmae_msg_blocks_size(1) <= sizeof(m));
+	assert_int_equal(mock_deliver_msg(c, 0, m, (uint32_t)rdmae_msg_blocks_encode(m, &b, 1, mode),
+					  0, 0, 0), 0);
+	mock_progress(c);
+}
+
+static struct rdmae_session *dest_session(struct rdmae_conn *c, enum rdmae_reg_mode mode)
+{
+	struct rdmae_session_opts o;
+	struct rdmae_err err = { 0 };
+	struct rdmae_session *s;
+
+	rdmae_session_opts_default(&o);
+	o.reg_mode = mode;
+	o.timeout_ms = 5000;
+	if (rdmae_session_create(&s, RDMAE_DEST, c, blocks, 1, &o, &err))
+		fail_msg("session: %s", err.msg);
+	return s;
+}
+
+/*
+ * A device with ODP for RC WRITE, the default mode: the destination
+ * registers the block as one explicit ODP MR (remotely writable, no
+ * pinning, so no memlock check), says ODP in PREFLIGHT_OK and advertises
+ * the whole block at once; both sides' modes are in its stats.
+ */
+static void test_dest_odp_where_device_has_it(void **state)
+{
+	struct rdmae_session_stats st;
+	struct rdmae_err err = { 0 };
+	struct rdmae_session *s;
+	struct rdmae_conn *c;
+	struct rdmae_msg m;
+	size_t ok = SIZE_MAX;
+	int acc;
+
+	(void)state;
+	mock_set_odp_write(true);
+	c = mock_conn(1, NULL);
+	s = dest_session(c, RDMAE_REG_AUTO);
+	from_source_blocks(c, RDMAE_WIRE_REG_PIN);
+	assert_int_equal(rdmae_session_preflight(s, &err), 0);
+	for (size_t i = 0; i < mock_sends(); i++) {
+		int t = sent_type(mock_send_at(i), s, &m);
+
+		if (t == RDMAE_MSG_PREFLIGHT_OK) {
+			ok = i;
+			assert_int_equal(m.u.preflight_ok.reg_mode, RDMAE_WIRE_REG_ODP);
+		}
+	}
+	assert_int_not_equal(ok, SIZE_MAX);
+	/* One piece, the whole block, registered and advertised (DESCS after PREFLIGHT_OK). */
+	assert_int_equal(s->blk[0].nloc, 1);
+	assert_int_equal(s->blk[0].nready, 1);
+	assert_int_equal(s->blk[0].loc[0].len, sizeof(ram));
+	assert_int_equal(mock_sends(), ok + 2);
+	acc = mock_mr_access(mock_region_mr(s->blk[0].loc[0].region, 0));
+	assert_true(acc & IBV_ACCESS_ON_DEMAND);
+	assert_true(acc & IBV_ACCESS_REMOTE_WRITE);
+	assert_int_equal(rdmae_session_stats(s, &st), 0);
+	assert_int_equal(st.dst_reg_mode, RDMAE_REG_ODP);
+	assert_int_equal(st.src_reg_mode, RDMAE_REG_PIN_ALL);
+	rdmae_session_cancel(s, "test over");
+	rdmae_session_destroy(s);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
+/* reg=pin-all on the same device pins: ODP is the default, not a must. */
+static void test_dest_pin_all_forced(void **state)
+{
+	struct rdmae_err err = { 0 };
+	struct rdmae_session *s;
+	struct rdmae_conn *c;
+
+	(void)state;
+	mock_set_odp_write(true);
+	c = mock_conn(1, NULL);
+	s = dest_session(c, RDMAE_REG_PIN_ALL);
+	assert_int_equal(s->mode, RDMAE_REG_PIN_ALL);
+	rdmae_session_destroy(s);
+	/* And without ODP the default pins, as on rxe. */
+	rdmae_conn_destroy(c);
+	mock_set_odp_write(false);
+	c = mock_conn(1, NULL);
+	s = dest_session(c, RDMAE_REG_AUTO);
+	assert_int_equal(s->mode, RDMAE_REG_PIN_ALL);
+	rdmae_session_destroy(s);
+	s = dest_session(c, RDMAE_REG_ON_DEMAND);
+	assert_int_equal(s->mode, RDMAE_REG_PIN_ALL);
+	rdmae_session_destroy(s);
+	rdmae_conn_destroy(c);
+	(void)err;
+	fixture_assert_clean();
+}
+
+/*
+ * reg=odp on a destination whose device lacks ODP: pre-flight refuses
+ * before pinning anything, and the source is told why in PREFLIGHT_ERR,
+ * naming the device.
+ */
+static void test_dest_odp_refused_without_device_support(void **state)
+{
+	struct rdmae_err err = { 0 };
+	struct rdmae_session *s;
+	struct rdmae_conn *c = mock_conn(1, NULL);
+	struct rdmae_msg m;
+	bool told = false;
+	size_t mark = mock_log_len();
+	char log[64];
+
+	(void)state;
+	s = dest_session(c, RDMAE_REG_ODP);
+	from_source_blocks(c, RDMAE_WIRE_REG_PIN);
+	assert_int_equal(rdmae_session_preflight(s, &err), -EOPNOTSUPP);
+	assert_non_null(strstr(err.msg, "reg=odp"));
+	assert_non_null(strstr(err.msg, "mock0"));
+	for (size_t i = 0; i < mock_sends(); i++)
+		if (sent_type(mock_send_at(i), s, &m) == RDMAE_MSG_PREFLIGHT_ERR) {
+			told = true;
+			assert_int_equal(m.u.preflight_err.error, -EOPNOTSUPP);
+			assert_non_null(strstr(m.u.preflight_err.reason, "mock0"));
+		}
+	assert_true(told);
+	mock_log_string(mark, log, sizeof(log));
+	assert_null(strstr(log, "+M"));
+	rdmae_session_destroy(s);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
+/* reg=odp on a source without ODP: refused before BLOCKS leaves, naming the device. */
+static void test_src_odp_refused_without_device_support(void **state)
+{
+	struct rdmae_session_opts o;
+	struct rdmae_err err = { 0 };
+	struct rdmae_session *s;
+	struct rdmae_conn *c = mock_conn(1, NULL);
+
+	(void)state;
+	rdmae_session_opts_default(&o);
+	o.reg_mode = RDMAE_REG_ODP;
+	if (rdmae_session_create(&s, RDMAE_SOURCE, c, blocks, 1, &o, &err))
+		fail_msg("session: %s", err.msg);
+	assert_int_equal(rdmae_session_preflight(s, &err), -EOPNOTSUPP);
+	assert_non_null(strstr(err.msg, "on the source: device mock0"));
+	assert_int_equal(count_sent(s, RDMAE_MSG_BLOCKS), 0);
+	rdmae_session_destroy(s);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
+/* The source learns the destination's mode from PREFLIGHT_OK, and says its own in BLOCKS. */
+static void test_src_learns_dest_mode(void **state)
+{
+	struct rdmae_session_opts o;
+	struct rdmae_session_stats st;
+	struct rdmae_err err = { 0 };
+	struct rdmae_session *s;
+	struct rdmae_conn *c;
+	uint8_t m[RDMAE_MSG_SMALL_MAX];
+	struct rdmae_msg dm;
+	bool announced = false;
+
+	(void)state;
+	mock_set_odp_write(true);
+	c = mock_conn(1, NULL);
+	rdmae_session_opts_default(&o);
+	o.reg_mode = RDMAE_REG_ODP;
+	o.no_verify = true;
+	if (rdmae_session_create(&s, RDMAE_SOURCE, c, blocks, 1, &o, &err))
+		fail_msg("session: %s", err.msg);
+	from_dest(c, m, rdmae_msg_preflight_ok_encode(m, 1, RDMAE_WIRE_REG_ODP));
+	assert_int_equal(rdmae_session_preflight(s, &err), 0);
+	for (size_t i = 0; i < mock_sends(); i++)
+		if (sent_type(mock_send_at(i), s, &dm) == RDMAE_MSG_BLOCKS) {
+			announced = true;
+			assert_int_equal(dm.u.blocks.reg_mode, RDMAE_WIRE_REG_ODP);
+		}
+	assert_true(announced);
+	assert_true(mock_mr_access(mock_region_mr(s->blk[0].loc[0].region, 0)) &
+		    IBV_ACCESS_ON_DEMAND);
+	assert_int_equal(rdmae_session_stats(s, &st), 0);
+	assert_int_equal(st.src_reg_mode, RDMAE_REG_ODP);
+	assert_int_equal(st.dst_reg_mode, RDMAE_REG_ODP);
+	rdmae_session_destroy(s);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -760,6 +958,11 @@ int main(void)
 		cmocka_unit_test_setup(test_dest_advertises_pieces, fixture_setup),
 		cmocka_unit_test_setup(test_dest_advertise_all, fixture_setup),
 		cmocka_unit_test_setup(test_release_after_commit, fixture_setup),
+		cmocka_unit_test_setup(test_dest_odp_where_device_has_it, fixture_setup),
+		cmocka_unit_test_setup(test_dest_pin_all_forced, fixture_setup),
+		cmocka_unit_test_setup(test_dest_odp_refused_without_device_support, fixture_setup),
+		cmocka_unit_test_setup(test_src_odp_refused_without_device_support, fixture_setup),
+		cmocka_unit_test_setup(test_src_learns_dest_mode, fixture_setup),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

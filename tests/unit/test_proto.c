@@ -131,7 +131,7 @@ static size_t blocks_msg(void)
 		{ .name = "vga.vram", .len = 16 << 20, .page_size = 4096 },
 	};
 
-	return rdmae_msg_blocks_encode(buf, b, 2);
+	return rdmae_msg_blocks_encode(buf, b, 2, RDMAE_WIRE_REG_PIN);
 }
 
 static void test_blocks(void **state)
@@ -147,6 +147,7 @@ static void test_blocks(void **state)
 	assert_int_equal(dec(len, NULL, &m), 0);
 	assert_int_equal(m.type, RDMAE_MSG_BLOCKS);
 	assert_int_equal(m.u.blocks.count, 2);
+	assert_int_equal(m.u.blocks.reg_mode, RDMAE_WIRE_REG_PIN);
 	rdmae_msg_blocks_get(&m, 0, &b);
 	assert_string_equal(b.name, "pc.ram");
 	assert_int_equal(b.len, 1ull << 30);
@@ -161,7 +162,7 @@ static void test_blocks(void **state)
 		struct rdmae_msg_block lb = { .len = 4096, .page_size = 4096 };
 
 		memset(lb.name, 'a', sizeof(lb.name));	/* no NUL at all */
-		len = rdmae_msg_blocks_encode(buf, &lb, 1);
+		len = rdmae_msg_blocks_encode(buf, &lb, 1, RDMAE_WIRE_REG_PIN);
 		assert_int_equal(dec(len, NULL, &m), 0);
 		rdmae_msg_blocks_get(&m, 0, &b);
 		assert_int_equal(strlen(b.name), RDMAE_PROTO_NAME_LEN - 1);
@@ -173,7 +174,7 @@ static void test_blocks(void **state)
 
 		assert_int_equal(RDMAE_PROTO_NAME_LEN, 256);
 		memset(qb.name, 'q', RDMAE_PROTO_NAME_LEN - 1);
-		len = rdmae_msg_blocks_encode(buf, &qb, 1);
+		len = rdmae_msg_blocks_encode(buf, &qb, 1, RDMAE_WIRE_REG_PIN);
 		assert_int_equal(dec(len, NULL, &m), 0);
 		rdmae_msg_blocks_get(&m, 0, &b);
 		assert_memory_equal(b.name, qb.name, RDMAE_PROTO_NAME_LEN);
@@ -224,9 +225,11 @@ static void test_blocks_reject(void **state)
 	len = blocks_msg();
 	put32(b0 + RDMAE_PROTO_NAME_LEN + 12, 0x2);
 	reject(len, NULL, -EPROTO);
-	/* Reserved. */
+	/* Registration mode (version 6, where version 5 had a reserved 0): none past ODP. */
 	len = blocks_msg();
-	put32(H + 4, 1);
+	put32(H + 4, RDMAE_WIRE_REG_ODP + 1);
+	reject(len, NULL, -EPROTO);
+	put32(H + 4, 0xffffffffu);
 	reject(len, NULL, -EPROTO);
 }
 
@@ -239,11 +242,23 @@ static void test_preflight_ok(void **state)
 
 	(void)state;
 	/* Version 5: the blocks fit, nothing more; descriptors come in DESCS. */
-	len = rdmae_msg_preflight_ok_encode(buf, 2);
+	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_PIN);
 	assert_int_equal(len, H + 8);
 	assert_int_equal(dec(len, &ctx, &m), 0);
 	assert_int_equal(m.type, RDMAE_MSG_PREFLIGHT_OK);
 	assert_int_equal(m.u.preflight_ok.nblocks, 2);
+	assert_int_equal(m.u.preflight_ok.reg_mode, RDMAE_WIRE_REG_PIN);
+	/* Version 6: each side's registration mode; every source mode reads back. */
+	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_ODP);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.u.preflight_ok.reg_mode, RDMAE_WIRE_REG_ODP);
+	for (uint32_t mode = RDMAE_WIRE_REG_PIN; mode <= RDMAE_WIRE_REG_ODP; mode++) {
+		struct rdmae_msg_block b = { .name = "pc.ram", .len = 4096, .page_size = 4096 };
+
+		len = rdmae_msg_blocks_encode(buf, &b, 1, mode);
+		assert_int_equal(dec(len, NULL, &m), 0);
+		assert_int_equal(m.u.blocks.reg_mode, mode);
+	}
 }
 
 static void test_preflight_ok_reject(void **state)
@@ -251,22 +266,23 @@ static void test_preflight_ok_reject(void **state)
 	size_t len;
 
 	(void)state;
-	len = rdmae_msg_preflight_ok_encode(buf, 2);
+	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_PIN);
 	reject(len, NULL, -EPROTO);
 	/* Block count not the session's. */
 	put32(H, 3);
 	reject(len, &ctx, -EPROTO);
-	/* Reserved. */
-	len = rdmae_msg_preflight_ok_encode(buf, 2);
-	put32(H + 4, 1);
+	/* Registration mode: a destination pins or uses ODP, never on-demand chunks. */
+	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_ON_DEMAND);
+	reject(len, &ctx, -EPROTO);
+	put32(H + 4, RDMAE_WIRE_REG_ODP + 1);
 	reject(len, &ctx, -EPROTO);
 	/* Descriptors after it (version 4's layout): no longer. */
-	len = rdmae_msg_preflight_ok_encode(buf, 2);
+	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_PIN);
 	memset(buf + len, 0, 16);
 	set_body_len(len + 16);
 	reject(len + 16, &ctx, -EBADMSG);
 	/* Truncated. */
-	len = rdmae_msg_preflight_ok_encode(buf, 2);
+	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_PIN);
 	set_body_len(len - 4);
 	reject(len - 4, &ctx, -EBADMSG);
 }

@@ -166,7 +166,7 @@ static void sleep_ms(long ms)
 static void opts_of(const struct cfg *cf, struct rdmae_session_opts *o)
 {
 	rdmae_session_opts_default(o);
-	o->reg_mode = cf->on_demand ? RDMAE_REG_ON_DEMAND : RDMAE_REG_PIN_ALL;
+	o->reg_mode = cf->on_demand ? RDMAE_REG_ON_DEMAND : cf->m.reg;
 	o->max_bandwidth = (uint64_t)cf->m.bw_cap;
 	o->downtime_limit_ns = cf->m.downtime_ms * 1000000ull;
 	o->max_rounds = cf->m.max_rounds;
