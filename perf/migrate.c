@@ -51,6 +51,7 @@ struct cfg {
 	uint64_t size;			/* m.size, or 0 for a server not told one */
 	int numa;			/* -1: none; -2: the node this process starts on */
 	const char *plot;
+	bool no_populate;		/* server --size: do not populate while waiting */
 };
 
 struct row {
@@ -335,6 +336,9 @@ static void print_setup(const struct src *s)
 		printf("  destination reg.  %.1f ms in %" PRIu64 " pieces, %.1f ms of it before its"
 		       " first piece was advertised (before any WRITE)\n",
 		       (double)s->dst.v[11] / 1e6, s->dst.v[13], (double)s->dst.v[12] / 1e6);
+	if (s->have_dst && s->dst.n >= 17)
+		printf("  dest. populate    %.1f ms before the connect, while it waited (none "
+		       "registered)\n", (double)s->dst.v[16] / 1e6);
 	printf("  per GiB           %.1f ms per GiB of guest (engine total)\n", ms_per_gib(st));
 }
 
@@ -508,6 +512,11 @@ static int src_json(struct src *s, struct rdmae_err *err)
 		rdmae_json_num(&j, "dst_reg_before_first_write_ms", (double)s->dst.v[12] / 1e6);
 		rdmae_json_u64(&j, "dst_reg_pieces", s->dst.v[13]);
 	}
+	/* Registration never comes before authentication: only populating can. */
+	if (s->have_dst && s->dst.n >= 17) {
+		rdmae_json_num(&j, "dst_reg_before_connect_ms", 0);
+		rdmae_json_num(&j, "dst_populate_before_connect_ms", (double)s->dst.v[16] / 1e6);
+	}
 	rdmae_json_num(&j, "src_dereg_ms", (double)st->dereg_ns / 1e6);
 	rdmae_json_num(&j, "src_dereg_after_commit_ms", (double)st->dereg_after_commit_ns / 1e6);
 	if (s->have_dst && s->dst.n >= 16) {
@@ -658,7 +667,47 @@ struct dst {
 	double cpu_s, secs, check_s;
 	struct rdmae_guest_check chk;
 	struct rdmae_session_stats st;
+	bool ready;			/* g mapped (and populated) before the source came */
+	double populate_s;		/* populating g while waiting, before the connect */
 };
+
+/*
+ * A server told the size maps the guest and populates it before it is
+ * ready for the source, so that registration later finds the pages
+ * allocated and zeroed. Nothing is registered: that waits for authentication. ODP
+ * pins nothing and needs no populating.
+ */
+static int populate_ahead(const struct cfg *cf, struct dst *d, struct rdmae_err *err)
+{
+	struct rdmae_guest_opts go;
+	uint64_t bytes = 0;
+	double t;
+	int ret;
+
+	if (!cf->size || cf->no_populate || cf->m.reg == RDMAE_REG_ODP)
+		return 0;
+	guest_opts(cf, cf->size, false, false, &go);
+	ret = rdmae_guest_init(&d->g, &go, err);
+	if (ret)
+		return ret;
+	t = rdmae_perf_now();
+	for (int i = 0; i < RDMAE_GUEST_BLOCKS; i++) {
+		const struct rdmae_guest_block *b = &d->g.b[i];
+
+		ret = rdmae_populate(b->mem, b->len, rdmae_mapping_page_size(b->mem, NULL));
+		if (ret)
+			return rdmae_err_set(err, ret, "populate block '%s' (%zu MiB) while waiting:"
+					     " %s", b->name, b->len >> 20, strerror(-ret));
+		bytes += b->len;
+	}
+	d->populate_s = rdmae_perf_now() - t;
+	d->ready = true;
+	printf("rdmae-perf migrate server: populated %" PRIu64 " MiB of guest RAM in %.1f ms "
+	       "while waiting (registered only after authentication)\n", bytes >> 20,
+	       d->populate_s * 1e3);
+	fflush(stdout);
+	return 0;
+}
 
 static int collect_state(struct dst *d, const struct rdmae_dest_event *ev)
 {
@@ -746,6 +795,7 @@ static int dst_json(const struct cfg *cf, const struct dst *d, int ret, const ch
 	rdmae_json_num(&j, "reg_ms", (double)d->st.reg_ns / 1e6);
 	rdmae_json_num(&j, "reg_before_first_advert_ms", (double)d->st.reg_first_ns / 1e6);
 	rdmae_json_u64(&j, "reg_pieces", d->st.reg_pieces);
+	rdmae_json_num(&j, "populate_before_connect_ms", d->populate_s * 1e3);
 	rdmae_json_num(&j, "dereg_ms", (double)d->st.dereg_ns / 1e6);
 	rdmae_json_num(&j, "dereg_after_commit_ms", (double)d->st.dereg_after_commit_ns / 1e6);
 	rdmae_json_end(&j);
@@ -757,7 +807,7 @@ static int serve_one(const struct cfg *cf, struct rdmae_conn *c, struct dst *d,
 {
 	struct rdmae_guest_opts go;
 	struct rdmae_ctl m;
-	uint64_t v[16];
+	uint64_t v[17];
 	double t;
 	int ret;
 
@@ -768,10 +818,18 @@ static int serve_one(const struct cfg *cf, struct rdmae_conn *c, struct dst *d,
 		return rdmae_err_set(err, -EINVAL, "SETUP from %s: a guest of %" PRIu64 " bytes%s",
 				     rdmae_conn_peer(c), m.n ? m.v[0] : 0,
 				     cf->size ? " (this server was told another size)" : "");
-	guest_opts(cf, m.v[0], false, m.v[1] != 0, &go);
-	ret = rdmae_guest_init(&d->g, &go, err);
-	if (ret)
-		return ret;
+	/* Populated ahead on small pages while huge ones are required: map again. */
+	if (d->ready && m.v[1] && !d->g.b[0].huge) {
+		rdmae_guest_free(&d->g);
+		d->ready = false;
+		d->populate_s = 0;
+	}
+	if (!d->ready) {
+		guest_opts(cf, m.v[0], false, m.v[1] != 0, &go);
+		ret = rdmae_guest_init(&d->g, &go, err);
+		if (ret)
+			return ret;
+	}
 	v[0] = d->g.b[0].huge;
 	v[1] = d->g.b[1].huge;
 	v[2] = (uint64_t)((int64_t)d->g.o.numa_node + 1);
@@ -804,8 +862,9 @@ static int serve_one(const struct cfg *cf, struct rdmae_conn *c, struct dst *d,
 	v[13] = d->st.reg_pieces;
 	v[14] = d->st.dereg_ns;
 	v[15] = d->st.dereg_after_commit_ns;
+	v[16] = (uint64_t)(d->populate_s * 1e9);
 	/* The verdict goes to the source whatever it is: it reports both sides. */
-	if (rdmae_ctl_send(c, RDMAE_CTL_MIG_RESULT, v, 16, ret ? err->msg : NULL, NULL) && !ret)
+	if (rdmae_ctl_send(c, RDMAE_CTL_MIG_RESULT, v, 17, ret ? err->msg : NULL, NULL) && !ret)
 		fprintf(stderr, "rdmae-perf migrate server: could not send the result to %s\n",
 			rdmae_conn_peer(c));
 	return ret;
@@ -825,6 +884,14 @@ static int run_dest(const struct cfg *cf)
 	rdmae_perf_conn_opts(&cf->net, &co);
 	co.lanes = RDMAE_MAX_LANES;
 	ret = rdmae_listen(&l, cf->net.addr, cf->net.port, &co, &err);
+	if (ret)
+		goto out;
+	/*
+	 * Ready (and saying so) once populated: a source that came meanwhile
+	 * would wait in the listener's backlog, its connect timing out on a
+	 * guest that takes long.
+	 */
+	ret = populate_ahead(cf, d, &err);
 	if (ret)
 		goto out;
 	printf("rdmae-perf migrate server: listening on %s:%d\n", cf->net.addr,
@@ -874,7 +941,10 @@ static __attribute__((noreturn)) void usage(int code)
 		"  --dirtiers N          dirtier threads, 1 to 16, sharing --rate (default 1)\n"
 		"  --numa N|none         NUMA node of guest RAM and dirtiers (default: the node\n"
 		"                        rdmae-perf starts on)\n"
-		"  --plot FILE.png       per-round bytes, bandwidth and dirty rate, by gnuplot\n");
+		"  --plot FILE.png       per-round bytes, bandwidth and dirty rate, by gnuplot\n"
+		"  --no-populate         server given --size: do not populate guest RAM while\n"
+		"                        waiting for the client (it is, by default, unless\n"
+		"                        --reg odp)\n");
 	exit(code);
 }
 
@@ -895,6 +965,7 @@ int rdmae_perf_migrate(int argc, char **argv)
 		{ "dirtiers", required_argument, NULL, 'D' },
 		{ "numa", required_argument, NULL, 'N' },
 		{ "plot", required_argument, NULL, 'O' },
+		{ "no-populate", no_argument, NULL, 'Z' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -943,6 +1014,7 @@ int rdmae_perf_migrate(int argc, char **argv)
 						    "or none", optarg);
 			break;
 		case 'O': cf.plot = optarg; break;
+		case 'Z': cf.no_populate = true; break;
 		case 'h': usage(0);
 		default: usage(2);	/* getopt has said what */
 		}

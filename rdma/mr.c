@@ -526,28 +526,6 @@ void rdmae_mr_destroy(struct rdmae_region *r)
 	free(r);
 }
 
-/* Write-populate: the kernel allocates every page now and leaves its contents as they are. */
-static int populate(uint8_t *addr, size_t len, size_t page_size)
-{
-#ifdef MADV_POPULATE_WRITE
-	uintptr_t a = (uintptr_t)addr & ~(uintptr_t)(page_size - 1);
-
-	if (!madvise((void *)a, len + ((uintptr_t)addr - a), MADV_POPULATE_WRITE))
-		return 0;
-	/* EINVAL: a kernel before 5.14; anything else is a real failure (ENOMEM, EFAULT). */
-	if (errno != EINVAL)
-		return -errno;
-#endif
-	/*
-	 * Write-fault one byte per page without changing it: an atomic add of
-	 * zero is a write the compiler cannot drop, and stays right if someone
-	 * else writes the page meanwhile.
-	 */
-	for (size_t off = 0; off < len; off += page_size)
-		__atomic_fetch_add(addr + off, (uint8_t)0, __ATOMIC_RELAXED);
-	return 0;
-}
-
 int rdmae_region_prepare(struct rdmae_region **out, struct rdmae_dev *d, void *addr, size_t len,
 			 const struct rdmae_region_opts *o, struct rdmae_err *err)
 {
@@ -563,7 +541,7 @@ int rdmae_region_prepare(struct rdmae_region **out, struct rdmae_dev *d, void *a
 		return rdmae_err_set(err, -EFAULT, "prepare region %p+%zu on %s: not mapped", addr,
 				     len, d->name);
 	/* ON_DEMAND is not populated: that would commit the whole range it exists not to. */
-	ret = o->mode == RDMAE_REG_PIN_ALL ? populate(addr, len, ps) : 0;
+	ret = o->mode == RDMAE_REG_PIN_ALL ? rdmae_populate(addr, len, ps) : 0;
 	/* ODP neither: pages come in as the NIC faults them. */
 	if (ret)
 		return rdmae_err_set(err, ret, "prepare region %p+%zu on %s: populating: %s%s",

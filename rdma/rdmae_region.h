@@ -137,6 +137,17 @@ size_t rdmae_region_page_size(const struct rdmae_region *r);
  */
 size_t rdmae_mapping_page_size(const void *addr, uintptr_t *end);
 
+/*
+ * Commit every page of [addr, addr + len) now, contents kept
+ * (MADV_POPULATE_WRITE, or a write fault per page on kernels before 5.14):
+ * the allocation and zeroing that registering fresh memory would otherwise
+ * do under the migration's clock. Nothing becomes remotely accessible: a
+ * destination waiting for its source populates, and registers only after
+ * authentication. page_size: the mapping's (4096, or its huge page size).
+ * 0, or -ENOMEM / -EFAULT.
+ */
+int rdmae_populate(void *addr, size_t len, size_t page_size);
+
 /* Per-connection pin bound for ON_DEMAND chunks (default 256 MiB). */
 void rdmae_conn_set_pin_limit(struct rdmae_conn *c, size_t bytes);
 /* Bytes pinned now by ON_DEMAND chunks of this connection. */

@@ -19,7 +19,7 @@ LAYERS='
   opts.c 0 opts.h 0
   rdmae_auth.h 0 rdmae_conn.h 0 rdmae_credits.h 0 rdmae_err.h 0 rdmae_frag.h 0
   rdmae_pace.h 0 rdmae_runs.h 0 rdmae_time.h 0 rdmae_tsa.h 0 rdmae_wire.h 0
-  qp.c 1 qp.h 1 mem.c 1 mem.h 1 rdmae_region.h 1 dev.c 1 dev.h 1 rdmae_dev.h 1
+  qp.c 1 qp.h 1 mem.c 1 mem.h 1 populate.c 1 rdmae_region.h 1 dev.c 1 dev.h 1 rdmae_dev.h 1
   mr.c 1 mr.h 1
   conn.c 2 lane.c 2 msg.c 2 negotiate.c 2 connect.c 2 listen.c 2 progress.c 2 attach.c 2
   internal.h 2

@@ -261,7 +261,12 @@ static void test_cancel_between_fence_and_complete(void **state)
 	assert_int_equal(pthread_join(r.th, NULL), 0);
 	assert_true(r.took);
 	assert_non_null(strstr(err.msg, "cancelled: raced"));
-	assert_int_equal(count_sent(r.s, FENCE), 2);
+	/*
+	 * Lane 0's fence went; lane 1's goes only if it is posted before the
+	 * cancel's abort (no lane lock orders the two since the lock per
+	 * lane). Either way COMPLETE does not.
+	 */
+	assert_in_range(count_sent(r.s, FENCE), 1, 2);
 	assert_int_equal(count_sent(r.s, RDMAE_MSG_COMPLETE), 0);
 	mock_set_send_hook(NULL, NULL);
 	rdmae_session_destroy(r.s);

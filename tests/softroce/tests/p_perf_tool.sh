@@ -4,7 +4,8 @@
 # rdmae-perf as a user runs it, server and client in one VM: bw (WRITE, READ
 # and SEND over a small sweep), lat (percentiles), migrate (a 64 MiB guest
 # dirtied by two threads, on huge pages, verified byte for byte by the
-# destination; then a 32 MiB one on 4 KiB pages), and transport as make perf
+# destination; then a 32 MiB one on 4 KiB pages, populated ahead by a server
+# told the size; then --reg odp, which rxe refuses), and transport as make perf
 # runs it. Every --json output must parse (jq) and say what ran. Behaviour
 # only: no figure is compared with a speed.
 set -eu
@@ -85,13 +86,33 @@ echo "@@json-begin"
 cat mig.json
 echo "@@json-end"
 
-echo "== migrate: 32 MiB, sequential at 2 MB/s, 4 KiB pages"
-serve ms2.txt migrate server --port 7641 --hugepages off
+echo "== migrate: 32 MiB, sequential at 2 MB/s, 4 KiB pages, the server told the size"
+serve ms2.txt migrate server --port 7641 --hugepages off --size 32M
 rdmae-perf migrate client --key "$KEY" --addr "$SELF" --port 7641 --size 32M --rate 2 \
   --pattern sequential --hugepages off --quiet --json mig2.json || { cat ms2.txt; fail "migrate 2"; }
 finish ms2.txt "migrate 2"
+cat ms2.txt
 jq -e '.totals.dst_verified and (.memory.source.huge_pages[0] | not)' mig2.json >/dev/null ||
   fail "mig2.json: not verified, or on huge pages when told not to"
+# Told the size, the server populated while it waited; rxe has no ODP, so both sides
+# pin; each side's deregistration came after COMMIT_OK.
+grep -q "populated 32 MiB of guest RAM" ms2.txt || fail "the server did not populate ahead"
+jq -e '.totals.dst_populate_before_connect_ms > 0 and .totals.dst_reg_before_connect_ms == 0
+  and .totals.src_reg_mode == "pin-all" and .totals.dst_reg_mode == "pin-all"
+  and .totals.dst_dereg_ms > 0 and .totals.dst_dereg_after_commit_ms >= .totals.dst_dereg_ms
+  and .totals.src_dereg_ms > 0 and .totals.src_dereg_after_commit_ms >= .totals.src_dereg_ms' \
+  mig2.json >/dev/null || { jq .totals mig2.json; fail "mig2.json: populate, modes or dereg wrong"; }
+
+echo "== migrate: --reg odp on rxe (no ODP): refused in pre-flight, naming the device"
+serve ms3.txt migrate server --port 7642 --hugepages off
+rc=0
+rdmae-perf migrate client --key "$KEY" --addr "$SELF" --port 7642 --size 8M --rate 0 \
+  --hugepages off --reg odp --quiet >mc3.txt 2>&1 || rc=$?
+wait $spid || true
+cat mc3.txt ms3.txt
+[ "$rc" != 0 ] || fail "--reg odp on rxe migrated"
+grep -q "reg=odp on the source: device rxe0 has no on-demand paging for RC WRITE" mc3.txt ||
+  fail "--reg odp: not the pre-flight's error naming the device"
 
 echo "== transport, as make perf runs it"
 serve ts.txt transport server --port 7650 --size 16M
