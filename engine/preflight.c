@@ -135,16 +135,6 @@ int sess_src_pin(struct rdmae_session *s, size_t block, size_t upto, struct rdma
 	return 0;
 }
 
-int sess_src_pin_all(struct rdmae_session *s, struct rdmae_err *err)
-{
-	size_t i;
-	int rc = 0;
-
-	for (i = 0; i < s->nblocks && !rc; i++)
-		rc = sess_src_pin(s, i, s->blk[i].nloc - 1, err);
-	return rc;
-}
-
 int sess_src_take_descs(struct rdmae_session *s, const struct rdmae_msg *m,
 			struct rdmae_err *err)
 {

@@ -612,10 +612,21 @@ static int do_round(struct rdmae_session *s, const uint64_t *const *bitmaps, boo
 		if (ret)
 			return ret;
 	}
-	/* Pin-all's promise: by the end of round 1 everything is pinned (a no-op after). */
-	ret = sess_src_pin_all(s, err);
-	if (ret)
-		return ret;
+	/*
+	 * Pin-all's promise: by the end of round 1 everything is pinned (a
+	 * no-op after). Piece by piece with PROGRESS between: pinning what a
+	 * partial first bitmap left can take seconds, and a destination told
+	 * nothing meanwhile would time out its wait.
+	 */
+	for (size_t i = 0; i < s->nblocks && s->mode == RDMAE_REG_PIN_ALL; i++) {
+		for (size_t k = s->blk[i].nready; k < s->blk[i].nloc; k++) {
+			ret = sess_src_pin(s, i, k, err);
+			if (!ret)
+				ret = progress_tick(&rctx);
+			if (ret)
+				return ret;
+		}
+	}
 	/*
 	 * And the destination's, taken here: every block is writable by the
 	 * end of round 1. Round 1 waits only for pieces it writes into, so a

@@ -230,8 +230,6 @@ int sess_src_take_descs(struct rdmae_session *s, const struct rdmae_msg *m,
 			struct rdmae_err *err);
 /* Source: register block's pieces up to and including piece upto (PIN_ALL). */
 int sess_src_pin(struct rdmae_session *s, size_t block, size_t upto, struct rdmae_err *err);
-/* Source: register everything left (the end of round 1). */
-int sess_src_pin_all(struct rdmae_session *s, struct rdmae_err *err);
 /*
  * Destination: register the next piece and advertise it (DESCS). Returns 1
  * when one went, 0 when none is left or registration has stopped, or a
