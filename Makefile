@@ -10,7 +10,9 @@
 #   make install  librdmae, its headers and rdmae.pc (PREFIX=...)
 #   make perf     the benchmarks: rdmae against ib_write_bw in one VM run
 #   make bench    transport and migration (tcp:, rdma:, rdmae:) side by side,
-#                 bench-results/latest.json; make bench-callgrind: engine
+#                 and the scale benchmark, bench-results/latest.json;
+#                 make bench-scale: the scale benchmark alone (guests of
+#                 256 MiB to 2 GiB); make bench-callgrind: engine
 #                 instructions per dirty page (doc/performance.md)
 #   make deps     install the Debian packages the project needs (idempotent)
 #   make fuzz     every libFuzzer harness of tests/fuzz/ for FUZZ_TIME seconds
@@ -182,12 +184,16 @@ demo: deps-check all guest
 perf: deps-check all
 	$(BENCH) perf_transport
 
-# make bench: ib_write_bw against rdmae, and the test guest over tcp:, rdma:
-# and rdmae:, in one bench run; writes bench-results/latest.{json,md,log}
-# (doc/performance.md). Not part of make check: speed is not a test.
-.PHONY: bench bench-callgrind
+# make bench: ib_write_bw against rdmae, the test guest over tcp:, rdma:
+# and rdmae:, and the scale benchmark (make bench-scale: rdmae-perf migrate
+# at 256 MiB, 1 GiB and 2 GiB, QEMU's setup-time at 128 and 512 MiB), in one
+# bench run; writes bench-results/latest.{json,md,log} (doc/performance.md).
+# Not part of make check: speed is not a test.
+.PHONY: bench bench-scale bench-callgrind
 bench: deps-check all guest
 	$(WITH_QEMU) RDMAE_BUILD=$(abspath $(BUILD)) tests/softroce/bench_perf.sh
+bench-scale: deps-check all guest
+	$(WITH_QEMU) RDMAE_BUILD=$(abspath $(BUILD)) tests/softroce/bench_perf.sh scale_perf scale_qemu
 
 # The engine's instructions per dirty page (bitmap to posted WRITE), verbs
 # stubbed, under callgrind on the host: perf/callgrind/.

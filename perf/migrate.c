@@ -339,6 +339,9 @@ static void print_setup(const struct src *s)
 	if (s->have_dst && s->dst.n >= 17)
 		printf("  dest. populate    %.1f ms before the connect, while it waited (none "
 		       "registered)\n", (double)s->dst.v[16] / 1e6);
+	if (s->have_dst && s->dst.n >= 18)
+		printf("  destination reg.  %.1f ms of it before the connect was accepted\n",
+		       (double)s->dst.v[17] / 1e6);
 	printf("  per GiB           %.1f ms per GiB of guest (engine total)\n", ms_per_gib(st));
 }
 
@@ -513,10 +516,10 @@ static int src_json(struct src *s, struct rdmae_err *err)
 		rdmae_json_u64(&j, "dst_reg_pieces", s->dst.v[13]);
 	}
 	/* Registration never comes before authentication: only populating can. */
-	if (s->have_dst && s->dst.n >= 17) {
-		rdmae_json_num(&j, "dst_reg_before_connect_ms", 0);
+	if (s->have_dst && s->dst.n >= 17)
 		rdmae_json_num(&j, "dst_populate_before_connect_ms", (double)s->dst.v[16] / 1e6);
-	}
+	if (s->have_dst && s->dst.n >= 18)
+		rdmae_json_num(&j, "dst_reg_before_connect_ms", (double)s->dst.v[17] / 1e6);
 	rdmae_json_num(&j, "src_dereg_ms", (double)st->dereg_ns / 1e6);
 	rdmae_json_num(&j, "src_dereg_after_commit_ms", (double)st->dereg_after_commit_ns / 1e6);
 	if (s->have_dst && s->dst.n >= 16) {
@@ -665,6 +668,7 @@ struct dst {
 	unsigned int rounds;
 	bool engine_verified;
 	double cpu_s, secs, check_s;
+	double t_accepted, t_session;	/* connect accepted; session created (registration follows) */
 	struct rdmae_guest_check chk;
 	struct rdmae_session_stats st;
 	bool ready;			/* g mapped (and populated) before the source came */
@@ -709,6 +713,21 @@ static int populate_ahead(const struct cfg *cf, struct dst *d, struct rdmae_err 
 	return 0;
 }
 
+/*
+ * The destination's registration that can have fallen before the connect
+ * was accepted: it all happens in the session, so at most the time from
+ * creating the session to the accept, and at most all of it; 0 when the
+ * session was created after the accept (this tool's order).
+ */
+static uint64_t reg_before_connect_ns(const struct dst *d)
+{
+	double ahead = d->t_accepted - d->t_session;
+
+	if (ahead <= 0)
+		return 0;
+	return ahead * 1e9 < (double)d->st.reg_ns ? (uint64_t)(ahead * 1e9) : d->st.reg_ns;
+}
+
 static int collect_state(struct dst *d, const struct rdmae_dest_event *ev)
 {
 	if (d->slen + ev->len > d->scap) {
@@ -736,6 +755,7 @@ static int receive(const struct cfg *cf, struct rdmae_conn *c, struct dst *d,
 
 	rdmae_guest_blocks(&d->g, blocks);
 	session_opts(cf, &so);
+	d->t_session = t0;
 	ret = rdmae_session_create(&d->ss, RDMAE_DEST, c, blocks, NB, &so, err);
 	if (!ret)
 		ret = rdmae_session_preflight(d->ss, err);
@@ -798,6 +818,7 @@ static int dst_json(const struct cfg *cf, const struct dst *d, int ret, const ch
 	rdmae_json_num(&j, "populate_before_connect_ms", d->populate_s * 1e3);
 	rdmae_json_num(&j, "dereg_ms", (double)d->st.dereg_ns / 1e6);
 	rdmae_json_num(&j, "dereg_after_commit_ms", (double)d->st.dereg_after_commit_ns / 1e6);
+	rdmae_json_num(&j, "reg_before_connect_ms", (double)reg_before_connect_ns(d) / 1e6);
 	rdmae_json_end(&j);
 	return rdmae_json_close(&j, err);
 }
@@ -807,7 +828,7 @@ static int serve_one(const struct cfg *cf, struct rdmae_conn *c, struct dst *d,
 {
 	struct rdmae_guest_opts go;
 	struct rdmae_ctl m;
-	uint64_t v[17];
+	uint64_t v[18];
 	double t;
 	int ret;
 
@@ -863,8 +884,9 @@ static int serve_one(const struct cfg *cf, struct rdmae_conn *c, struct dst *d,
 	v[14] = d->st.dereg_ns;
 	v[15] = d->st.dereg_after_commit_ns;
 	v[16] = (uint64_t)(d->populate_s * 1e9);
+	v[17] = reg_before_connect_ns(d);
 	/* The verdict goes to the source whatever it is: it reports both sides. */
-	if (rdmae_ctl_send(c, RDMAE_CTL_MIG_RESULT, v, 17, ret ? err->msg : NULL, NULL) && !ret)
+	if (rdmae_ctl_send(c, RDMAE_CTL_MIG_RESULT, v, 18, ret ? err->msg : NULL, NULL) && !ret)
 		fprintf(stderr, "rdmae-perf migrate server: could not send the result to %s\n",
 			rdmae_conn_peer(c));
 	return ret;
@@ -898,6 +920,7 @@ static int run_dest(const struct cfg *cf)
 	       rdmae_listener_port(l));
 	fflush(stdout);
 	ret = rdmae_accept(l, &c, -1, &err);
+	d->t_accepted = rdmae_perf_now();
 	rdmae_listener_destroy(l);
 	l = NULL;
 	if (ret)

@@ -2,7 +2,8 @@
 # rdmae soft-RoCE bench: runs test scripts inside QEMU (TCG) VMs whose Debian
 # kernel has rdma_rxe. See doc/testing.md.
 #
-#   bench.sh                 every test but "demo" and the perf_* benchmarks
+#   bench.sh                 every test but "demo" and the perf_* and scale_*
+#                            benchmarks
 #   bench.sh NAME...         only these tests (tests/softroce/tests/NAME.sh)
 #   bench.sh --demo          the test named "demo" (a QEMU guest over rdmae: and tcp:)
 #   bench.sh --demo-synthetic  the test named "demo_synthetic" (the engine's own guest)
@@ -11,7 +12,9 @@
 # A test is a file NAME.sh of the tests folder whose first lines say
 # "# topology: one|two", "# timeout: SECONDS" and optionally "# needs: qemu"
 # (the nested QEMU and the bare-metal test guest) or "# needs: qemu,linux"
-# (also the Linux test guest: tests/guest/linux). Sourced helper libraries
+# (also the Linux test guest: tests/guest/linux), and "# mem: MIB" for VMs
+# of more memory than the topology's default (each VM of the boot gets the
+# largest any of its tests asks for). Sourced helper libraries
 # go in the folder's lib/ (they reach the VMs as /tests/lib/*.sh) and are
 # never run as tests.
 # Environment: RDMAE_CACHE (default ~/.cache/rdmae), RDMAE_BUILD (default
@@ -50,7 +53,7 @@ vnote() { [[ $V != 1 ]] || printf '[bench] %s\n' "$*"; }
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
 # ---------------------------------------------------------------- tests ----
-declare -A T_TOPO T_TMO T_NEEDS RES_STATUS RES_WHY
+declare -A T_TOPO T_TMO T_NEEDS T_MEM RES_STATUS RES_WHY
 ALL_TESTS=()
 SELECTED=()
 
@@ -69,10 +72,12 @@ discover_tests() {
     T_TOPO[$n]=$(hdr "$f" topology "")
     T_TMO[$n]=$(hdr "$f" timeout 300)
     T_NEEDS[$n]=$(hdr "$f" needs "")
+    T_MEM[$n]=$(hdr "$f" mem 0)
     case ${T_TOPO[$n]} in one|two) ;; *)
       echo "bench.sh: $f: header '# topology: one|two' missing or wrong" >&2; exit 2 ;;
     esac
     [[ ${T_TMO[$n]} =~ ^[0-9]+$ ]] || { echo "bench.sh: $f: bad '# timeout:'" >&2; exit 2; }
+    [[ ${T_MEM[$n]} =~ ^[0-9]+$ ]] || { echo "bench.sh: $f: bad '# mem:' (MiB)" >&2; exit 2; }
     ALL_TESTS+=("$n")
   done
 }
@@ -200,7 +205,7 @@ start_qemu() { # name  (uses QCMD) -> QPID
 # Runs the tests of one topology in one boot; fills RES_STATUS/RES_WHY.
 run_topology() { # topo tests...
   local topo=$1; shift
-  local tests=("$@") names=() pids=() fpids=() mons=() t sum=0 bound csv append base
+  local tests=("$@") names=() pids=() fpids=() mons=() t sum=0 bound csv append base mem
   local i p port tries n alive first_exit now
   for t in "${tests[@]}"; do sum=$((sum + T_TMO[$t])); done
   bound=$((sum + BOOT_SLACK + PER_TEST_SLACK * ${#tests[@]}))
@@ -209,9 +214,12 @@ run_topology() { # topo tests...
   [[ $V == 1 ]] || base="$base quiet"
   (( ${#base} < 1900 )) || die "kernel command line too long (${#base} chars): run fewer tests per call"
 
-  note "== topology $topo: ${tests[*]} (bound ${bound} s)"
+  # Per VM: the topology's default, or more where a test says "# mem:".
+  if [[ $topo == one ]]; then mem=$MEM_ONE; else mem=$MEM_TWO; fi
+  for t in "${tests[@]}"; do (( T_MEM[$t] <= mem )) || mem=${T_MEM[$t]}; done
+  note "== topology $topo: ${tests[*]} (bound ${bound} s, $mem MiB per VM)"
   local need avail
-  if [[ $topo == one ]]; then need=$MEM_ONE; else need=$((2 * MEM_TWO)); fi
+  if [[ $topo == one ]]; then need=$mem; else need=$((2 * mem)); fi
   avail=$(awk '$1 == "MemAvailable:" { print int($2 / 1024) }' /proc/meminfo)
   if (( avail < need + 512 )); then
     note "warning: the VMs may use $need MiB of guest RAM, the host has $avail MiB available"
@@ -219,14 +227,14 @@ run_topology() { # topo tests...
   if [[ $topo == one ]]; then
     names=(one)
     mons=("$WORK/one.mon")
-    qemu_cmd one "$MEM_ONE" "$SMP_ONE" "$base rdmae.role=one"
+    qemu_cmd one "$mem" "$SMP_ONE" "$base rdmae.role=one"
     start_qemu one; pids=("$QPID")
   else
     names=(src dst)
     mons=("$WORK/src.mon" "$WORK/dst.mon")
     for tries in 1 2 3; do
       port=$(free_port)
-      qemu_cmd dst "$MEM_TWO" "$SMP_TWO" "$base rdmae.role=dst" \
+      qemu_cmd dst "$mem" "$SMP_TWO" "$base rdmae.role=dst" \
         -netdev "socket,id=n0,listen=127.0.0.1:$port" \
         -device "virtio-net-pci,netdev=n0,mac=52:54:00:09:09:02,romfile="
       start_qemu dst
@@ -236,7 +244,7 @@ run_topology() { # topo tests...
       [[ $tries -lt 3 ]] || die "cannot start the dst VM"
     done
     pids=("$QPID")
-    qemu_cmd src "$MEM_TWO" "$SMP_TWO" "$base rdmae.role=src" \
+    qemu_cmd src "$mem" "$SMP_TWO" "$base rdmae.role=src" \
       -netdev "socket,id=n0,connect=127.0.0.1:$port" \
       -device "virtio-net-pci,netdev=n0,mac=52:54:00:09:09:01,romfile="
     start_qemu src; pids=("$QPID" "${pids[@]}")
@@ -346,7 +354,10 @@ main() {
       --demo-synthetic) DEMO=2 ;;
       -v|--verbose) V=1 ;;
       --list)
-        for t in "${ALL_TESTS[@]}"; do printf '%-28s topology %s, timeout %s s\n' "$t" "${T_TOPO[$t]}" "${T_TMO[$t]}"; done
+        for t in "${ALL_TESTS[@]}"; do
+          printf '%-28s topology %s, timeout %s s%s\n' "$t" "${T_TOPO[$t]}" "${T_TMO[$t]}" \
+            "$( (( T_MEM[$t] == 0 )) || echo ", ${T_MEM[$t]} MiB per VM")"
+        done
         exit 0 ;;
       -h|--help) usage; exit 0 ;;
       -*) echo "bench.sh: unknown option $a" >&2; usage >&2; exit 2 ;;
@@ -358,7 +369,9 @@ main() {
   elif [[ $DEMO == 2 ]]; then
     names=(demo_synthetic)
   elif [[ ${#names[@]} -eq 0 ]]; then
-    for t in "${ALL_TESTS[@]}"; do [[ $t == demo || $t == demo_* || $t == perf_* ]] || names+=("$t"); done
+    for t in "${ALL_TESTS[@]}"; do
+      [[ $t == demo || $t == demo_* || $t == perf_* || $t == scale_* ]] || names+=("$t")
+    done
   fi
   for t in "${names[@]}"; do
     [[ -n ${T_TOPO[$t]:-} ]] || { echo "bench.sh: no test '$t' ($TESTS_DIR/$t.sh); have: ${ALL_TESTS[*]}" >&2; exit 2; }

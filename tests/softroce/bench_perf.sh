@@ -3,13 +3,15 @@
 # part of make check). Boots the soft-RoCE bench once per topology and runs
 #   perf_transport  (topology one)  ib_write_bw against rdmae-perf transport
 #   perf_migrate    (topology two)  the test guest over tcp:, rdma:, rdmae:
+#   scale_perf      (topology two)  rdmae-perf migrate at 256 MiB, 1 GiB, 2 GiB
+#   scale_qemu      (topology two)  the test guest at 128 and 512 MiB, rdmae: and tcp:
 # then collects the "BENCH-RESULT {json}" lines the tests print on the VMs'
 # consoles, and writes bench-results/latest.json, bench-results/latest.md and
 # the full log (bench-results/latest.log), and prints the table and ratios.
 #
-#   tests/softroce/bench_perf.sh [TEST...]     (default: perf_transport perf_migrate)
+#   tests/softroce/bench_perf.sh [TEST...]     (default: all four above)
 #   tests/softroce/bench_perf.sh --collect LOG  only rebuild the results from a log
-# Environment: as bench.sh (RDMAE_QEMU is needed for perf_migrate);
+# Environment: as bench.sh (RDMAE_QEMU is needed for perf_migrate and scale_qemu);
 # RDMAE_RESULTS (default <repo>/bench-results).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,7 +23,7 @@ if [[ ${1:-} == --collect ]]; then
   log=$2
 else
   tests=("$@")
-  [[ ${#tests[@]} -gt 0 ]] || tests=(perf_transport perf_migrate)
+  [[ ${#tests[@]} -gt 0 ]] || tests=(perf_transport perf_migrate scale_perf scale_qemu)
   log=$OUT/latest.log
   rc=0
   "$HERE/bench.sh" "${tests[@]}" 2>&1 | tee "$log" || rc=$?
@@ -54,6 +56,8 @@ for r in rows:
         res.setdefault(k, []).append(r)
     elif k == "migration":
         res["migration"].setdefault(r.pop("transport"), {})[r.pop("case")] = r
+    elif k in ("scale_perf", "scale_qemu"):
+        res.setdefault("scale", {"perf": [], "qemu": []})[k[6:]].append(r)
 
 # write_bw_ratio: rdmae over ib_write_bw at >= 64 KiB, same size and QP count (lanes).
 pairs = []
@@ -148,11 +152,91 @@ if pm:
            "%d rounds, total %.0f ms, downtime %.1f ms (expected %.1f), source CPU %.2f s, destination CPU %s s, verified: %s" % (
                r["rounds"], r["total_ms"], r["downtime_ms"], r["expected_downtime_ms"], r["src_cpu_s"],
                "%.2f" % r["dst_cpu_s"] if r.get("dst_cpu_s") is not None else "-", r["verified"]), ""]
-md += ["### Ratios", ""]
-md.append("- write_bw_ratio (rdmae / ib_write_bw, >= 64 KiB, worst point): %s (mean %s; goal >= 0.95)" % (res["write_bw_ratio"], res["write_bw_ratio_mean"]))
-for k, v in sorted(ratios.items()):
-    md.append("- %s: %s" % (k, v))
-md.append("")
+sc = res.get("scale")
+if sc:
+    def f1(x):
+        return "-" if x is None else "%.1f" % x
+    md += ["### Scale: setup and transfer against guest size (issue 18)", ""]
+    if sc["perf"]:
+        md += ["rdmae-perf migrate, src VM to dst VM, 4 KiB pages, idle guest; the destination told the size "
+               "populates before it listens. setup = connect start to the source's first WRITE (connect + "
+               "first WRITE); total = the engine's, pre-flight to commit; dereg = COMMIT_OK to the last "
+               "ibv_dereg_mr, source / destination.", "",
+               "| guest | dst populated before connect ms | connect+auth ms | dst reg. ms | of it before connect ms "
+               "| of it before first advert ms | first WRITE ms (after connect) | setup ms | total ms | ms/GiB "
+               "| downtime ms | dereg ms src / dst | rounds | verified |",
+               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sc["perf"]:
+            md.append("| %d MiB | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s | %s |" % (
+                r["guest_bytes"] >> 20, f1(r.get("dst_populate_before_connect_ms")),
+                f1(r.get("connect_ms")), f1(r.get("dst_reg_ms")),
+                f1(r.get("dst_reg_before_connect_ms")), f1(r.get("dst_reg_before_first_write_ms")),
+                f1(r.get("first_write_ms")), f1(r.get("setup_ms")), f1(r.get("total_ms")),
+                f1(r.get("ms_per_gib")), f1(r.get("downtime_ms")),
+                f1(r.get("src_dereg_after_commit_ms")), f1(r.get("dst_dereg_after_commit_ms")),
+                r.get("rounds"), "yes" if r.get("verified") else "NO"))
+        md.append("")
+    if sc["qemu"]:
+        md += ["The test guest in the patched QEMU, src VM to dst VM; `migrate` right after `migrate-incoming`. "
+               "setup = query-migrate's setup-time.", "",
+               "| transport | guest | setup ms | total ms | downtime ms |", "|---|---|---|---|---|"]
+        for r in sc["qemu"]:
+            md.append("| %s: | %d MiB | %d | %d | %d |" % (r["transport"], r["guest_bytes"] >> 20,
+                      r["setup_ms"], r["total_ms"], r["downtime_ms"]))
+        md.append("")
+    # Issue 18's goals: each met or missed, with its figures; a goal whose
+    # figures are missing is said to be so, never met.
+    goals = []
+    def goal(name, ok, figures):
+        goals.append({"goal": name, "met": ok, "figures": figures})
+    def last(rows, **kw):
+        m = [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
+        return m[-1] if m else None
+    MIB = 2**20
+    q128 = last(sc["qemu"], transport="rdmae", guest_bytes=128 * MIB)
+    q512 = last(sc["qemu"], transport="rdmae", guest_bytes=512 * MIB)
+    if q128:
+        goal("QEMU setup-time, rdmae:, 128 MiB <= 300 ms", q128["setup_ms"] <= 300,
+             "%d ms" % q128["setup_ms"])
+    else:
+        goal("QEMU setup-time, rdmae:, 128 MiB <= 300 ms", None, "not measured")
+    if q128 and q512 and q128["setup_ms"] > 0:
+        x = q512["setup_ms"] / q128["setup_ms"]
+        goal("QEMU setup-time, rdmae:, 512 MiB <= 1.3 x 128 MiB", x <= 1.3,
+             "%d ms / %d ms = %.2f" % (q512["setup_ms"], q128["setup_ms"], x))
+    else:
+        goal("QEMU setup-time, rdmae:, 512 MiB <= 1.3 x 128 MiB", None, "not measured")
+    p256 = last(sc["perf"], guest_bytes=256 * MIB)
+    p2g = last(sc["perf"], guest_bytes=2048 * MIB)
+    if p256 and p2g and p256["setup_ms"] > 0:
+        x = p2g["setup_ms"] / p256["setup_ms"]
+        goal("rdmae-perf migrate setup, 2 GiB <= 1.5 x 256 MiB", x <= 1.5,
+             "%.1f ms / %.1f ms = %.2f" % (p2g["setup_ms"], p256["setup_ms"], x))
+    else:
+        goal("rdmae-perf migrate setup, 2 GiB <= 1.5 x 256 MiB", None, "not measured")
+    pg = [r for r in (p256, last(sc["perf"], guest_bytes=1024 * MIB), p2g) if r and r.get("ms_per_gib")]
+    if len(pg) == 3:
+        mean = sum(r["ms_per_gib"] for r in pg) / 3
+        dev = [r["ms_per_gib"] / mean - 1 for r in pg]
+        goal("rdmae-perf migrate total ms per GiB within +-15% of their mean across 256 MiB, 1 GiB, 2 GiB",
+             max(abs(d) for d in dev) <= 0.15,
+             "; ".join("%d MiB %.0f ms/GiB (%+.1f%%)" % (r["guest_bytes"] >> 20, r["ms_per_gib"], 100 * d)
+                       for r, d in zip(pg, dev)) + "; mean %.0f" % mean)
+    else:
+        goal("rdmae-perf migrate total ms per GiB within +-15% of their mean across 256 MiB, 1 GiB, 2 GiB",
+             None, "not measured at all three sizes")
+    sc["goals"] = goals
+    md += ["Issue 18's goals:", ""]
+    for g_ in goals:
+        md.append("- %s: %s" % (g_["goal"], "**not measured**" if g_["met"] is None else
+                                  "**%s** (%s)" % ("met" if g_["met"] else "missed", g_["figures"])))
+    md.append("")
+if res["transport"] or ratios:
+    md += ["### Ratios", ""]
+    md.append("- write_bw_ratio (rdmae / ib_write_bw, >= 64 KiB, worst point): %s (mean %s; goal >= 0.95)" % (res["write_bw_ratio"], res["write_bw_ratio_mean"]))
+    for k, v in sorted(ratios.items()):
+        md.append("- %s: %s" % (k, v))
+    md.append("")
 # The per-round plot: the VM has no gnuplot, so it prints the script (data
 # inline) between markers and the host draws it, where gnuplot is installed.
 gp, inside = [], False
