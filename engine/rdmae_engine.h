@@ -140,7 +140,8 @@ void rdmae_session_destroy(struct rdmae_session *s);
  * dereg_after_commit_ns for rdmae_session_stats. For a large guest this
  * takes seconds, so the destination calls it after its guest runs, never
  * in the downtime. -EBUSY while another call runs on the session, -EINVAL
- * while the migration is still in progress. Idempotent.
+ * before pre-flight or while the migration is still in progress.
+ * Idempotent.
  */
 int rdmae_session_release(struct rdmae_session *s, struct rdmae_err *err);
 

@@ -187,11 +187,15 @@ int rdmae_session_release(struct rdmae_session *s, struct rdmae_err *err)
 		return rdmae_err_set(err, -EBUSY, "release: another call on this session is in "
 				     "progress");
 	st = atomic_load(&s->state);
-	/* Unregistering under a live round would fault the WRITEs still landing. */
-	if (st == ST_READY && !atomic_load(&s->stop)) {
+	/*
+	 * Unregistering under a live round would fault the WRITEs still
+	 * landing; before pre-flight it would leave a session that registers
+	 * nothing more, its source waiting for pieces that never come.
+	 */
+	if ((st == ST_READY || st == ST_NEW) && !atomic_load(&s->stop)) {
 		atomic_flag_clear(&s->busy);
-		return rdmae_err_set(err, -EINVAL, "release: the migration is still in progress "
-				     "(cancel it first)");
+		return rdmae_err_set(err, -EINVAL, "release: the migration is %s (cancel it "
+				     "first)", st == ST_NEW ? "not started" : "still in progress");
 	}
 	sess_destroy_regions(s);
 	atomic_flag_clear(&s->busy);
@@ -199,11 +203,11 @@ int rdmae_session_release(struct rdmae_session *s, struct rdmae_err *err)
 }
 
 /* Piece k of b, starting off bytes in: PIECE_FIRST << k, capped, whole pages, not past the end. */
-static uint64_t piece_len(const struct sblock *b, size_t k, uint64_t off)
+static uint64_t piece_len(const struct sblock *b, bool whole, size_t k, uint64_t off)
 {
-	uint64_t len = PIECE_MAX, ps = b->b.page_size;
+	uint64_t len = whole ? PIECE_WHOLE_MAX : PIECE_MAX, ps = b->b.page_size;
 
-	if (k < 32 && (PIECE_FIRST << k) < PIECE_MAX)
+	if (!whole && k < 32 && (PIECE_FIRST << k) < PIECE_MAX)
 		len = PIECE_FIRST << k;
 	len = (len + ps - 1) / ps * ps;
 	return len < b->b.len - off ? len : b->b.len - off;
@@ -218,14 +222,14 @@ int sess_pieces_init(struct sblock *b, bool whole)
 	if (!b->b.len)
 		return -EINVAL;
 	for (off = 0; off < b->b.len; n++)
-		off += whole ? b->b.len : piece_len(b, n, off);
+		off += piece_len(b, whole, n, off);
 	b->loc = calloc(n, sizeof(*b->loc));
 	if (!b->loc)
 		return -ENOMEM;
 	b->nloc = n;
 	for (n = 0, off = 0; n < b->nloc; n++) {
 		b->loc[n].off = off;
-		b->loc[n].len = whole ? b->b.len : piece_len(b, n, off);
+		b->loc[n].len = piece_len(b, whole, n, off);
 		off += b->loc[n].len;
 	}
 	return 0;

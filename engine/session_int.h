@@ -51,6 +51,11 @@ _Static_assert(RUN_BATCH <= RDMAE_PROTO_MAX_RUNS, "a DATA_RUNS message describes
  */
 #define PIECE_FIRST		(8 * MIB)
 #define PIECE_MAX		(256 * MIB)
+/*
+ * A "whole" piece (ON_DEMAND, ODP) is the block up to what one DESCS can
+ * advertise: a destination's ODP block past 64 GiB takes several.
+ */
+#define PIECE_WHOLE_MAX		((uint64_t)RDMAE_PROTO_MAX_DESCS * RDMAE_DESC_SPAN)
 
 enum sess_state { ST_NEW, ST_READY, ST_DONE, ST_FAILED };
 

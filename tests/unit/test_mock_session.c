@@ -699,6 +699,41 @@ static void test_dest_advertise_all(void **state)
 }
 
 /*
+ * Whole pieces (ODP, ON_DEMAND) stop at what one DESCS can advertise
+ * (64 descriptors of 1 GiB): a 65 GiB ODP block on a destination takes two,
+ * where one would not fit its DESCS and fail pre-flight. Pinned pieces
+ * keep their 8 MiB doubling to 256 MiB.
+ */
+static void test_whole_pieces_fit_one_descs(void **state)
+{
+	struct sblock b;
+
+	(void)state;
+	memset(&b, 0, sizeof(b));
+	b.b.len = 65ull << 30;
+	b.b.page_size = 4096;
+	assert_int_equal(sess_pieces_init(&b, true), 0);
+	assert_int_equal(b.nloc, 2);
+	assert_int_equal(b.loc[0].len, (uint64_t)RDMAE_PROTO_MAX_DESCS * RDMAE_DESC_SPAN);
+	assert_int_equal(b.loc[1].off, 64ull << 30);
+	assert_int_equal(b.loc[1].len, 1ull << 30);
+	free(b.loc);
+	memset(&b, 0, sizeof(b));
+	b.b.len = 3ull << 30;
+	b.b.page_size = 4096;
+	assert_int_equal(sess_pieces_init(&b, true), 0);
+	assert_int_equal(b.nloc, 1);
+	free(b.loc);
+	memset(&b, 0, sizeof(b));
+	b.b.len = 40ull << 20;
+	b.b.page_size = 4096;
+	assert_int_equal(sess_pieces_init(&b, false), 0);
+	assert_int_equal(b.nloc, 3);	/* 8, 16, then the 16 MiB left of 32 */
+	assert_int_equal(b.loc[2].len, 16u << 20);
+	free(b.loc);
+}
+
+/*
  * rdmae_session_release deregisters this side's guest RAM once the
  * migration is over, and times it from COMMIT_OK; it refuses while pieces
  * may still take WRITEs. After it, destroy deregisters nothing more.
@@ -963,6 +998,7 @@ int main(void)
 		cmocka_unit_test_setup(test_dest_advertises_pieces, fixture_setup),
 		cmocka_unit_test_setup(test_dest_advertise_all, fixture_setup),
 		cmocka_unit_test_setup(test_release_after_commit, fixture_setup),
+		cmocka_unit_test_setup(test_whole_pieces_fit_one_descs, fixture_setup),
 		cmocka_unit_test_setup(test_dest_odp_where_device_has_it, fixture_setup),
 		cmocka_unit_test_setup(test_dest_pin_all_forced, fixture_setup),
 		cmocka_unit_test_setup(test_dest_odp_refused_without_device_support, fixture_setup),

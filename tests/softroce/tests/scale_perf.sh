@@ -82,11 +82,11 @@ for size in $SIZES; do
       src_reg_mode: $t.src_reg_mode, dst_reg_mode: $t.dst_reg_mode,
       src_dereg_ms: $t.src_dereg_ms, src_dereg_after_commit_ms: $t.src_dereg_after_commit_ms,
       dst_dereg_ms: $t.dst_dereg_ms, dst_dereg_after_commit_ms: $t.dst_dereg_after_commit_ms}' src.json)
-    echo "$row" | jq -r '"scale_perf: \(.guest_bytes / 1048576) MiB: connect+auth \(.connect_ms * 10 | round / 10) ms; " +
+    echo "$row" | jq -r '"scale_perf: \(.guest_bytes / 1048576) MiB: connect+auth \(.connect_ms // 0 | . * 10 | round / 10) ms; " +
       "dst populated \(.dst_populate_before_connect_ms // 0 | . * 10 | round / 10) ms before the connect; " +
-      "dst reg. \(.dst_reg_ms * 10 | round / 10) ms (\(.dst_reg_before_connect_ms // "n/a") ms before the connect); " +
-      "first WRITE \(.first_write_ms * 10 | round / 10) ms after connect; setup \(.setup_ms * 10 | round / 10) ms; " +
-      "total \(.total_ms | round) ms, \(.ms_per_gib | round) ms/GiB; downtime \(.downtime_ms * 10 | round / 10) ms" +
+      "dst reg. \(.dst_reg_ms // 0 | . * 10 | round / 10) ms (\(.dst_reg_before_connect_ms // "n/a") ms before the connect); " +
+      "first WRITE \(.first_write_ms // 0 | . * 10 | round / 10) ms after connect; setup \(.setup_ms // 0 | . * 10 | round / 10) ms; " +
+      "total \(.total_ms // 0 | round) ms, \(.ms_per_gib // 0 | round) ms/GiB; downtime \(.downtime_ms // 0 | . * 10 | round / 10) ms" +
       "; dereg after COMMIT_OK: src \(.src_dereg_after_commit_ms // 0 | . * 10 | round / 10) ms, dst \(.dst_dereg_after_commit_ms // 0 | . * 10 | round / 10) ms" +
       "; \(.rounds) rounds; verified \(.verified)"'
     echo "BENCH-RESULT $row"
