@@ -242,6 +242,14 @@ int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int 
 		l->cr.recv_posted = l->qp.nrx;
 		l->cr.recv_target = l->qp.nrx;
 		l->live = true;
+		c->setup.ring_alloc_us += l->qp.made.alloc_ns / 1000;
+		c->setup.ring_reg_us += l->qp.made.reg_ns / 1000;
+		c->setup.qp_create_us += l->qp.made.create_ns / 1000;
+		c->setup.post_recv_us += l->qp.made.post_ns / 1000;
+		if (idx == 0)
+			c->setup.lane0_recvs = l->qp.nrx;
+		else
+			c->setup.lane_recvs = l->qp.nrx;
 		if (idx >= c->nlanes)
 			c->nlanes = idx + 1;
 	}

@@ -266,9 +266,11 @@ static int accept_lane0(struct rdmae_listener *l, struct rdma_cm_id *id, bool *t
 	}
 	pd.auth = rdmae_negotiate_auth_mode(c);
 	memcpy(pd.nonce, c->nonce_s, sizeof(pd.nonce));
+	t = rdmae_now_ns();
 	ret = rdmae_conn_setup_device(c, id->verbs, err);
 	if (ret)
 		goto err_conn;
+	c->setup.device_us += (rdmae_now_ns() - t) / 1000;
 	t = rdmae_now_ns();
 	ret = rdmae_lane_create(c, id, 0, err);
 	if (ret)

@@ -126,6 +126,21 @@ struct rdmae_setup_times {
 	uint64_t negotiate_us;	/* client: negotiation and mutual authentication */
 	uint64_t more_lanes_us;	/* client: wall time of the lanes after lane 0 */
 	unsigned int lanes;
+	/*
+	 * Finer phases (appended, so that callers built against the fields
+	 * above still compile). The ring and QP phases are parts of lanes_us,
+	 * summed over lanes like it.
+	 */
+	uint64_t init_us;	/* client: connection, key and rdma_cm set up before lane 0 resolves */
+	uint64_t device_us;	/* the device's completion channel, CQ and progress thread */
+	uint64_t ring_alloc_us;	/* ring memory allocated and zeroed */
+	uint64_t ring_reg_us;	/* ibv_reg_mr of the rings */
+	uint64_t qp_create_us;	/* rdma_create_qp */
+	uint64_t post_recv_us;	/* the receive rings posted */
+	uint64_t auth_us;	/* negotiate messages made and handled: HMAC-SHA256 proofs,
+				 * their checks, lane tokens (part of negotiate_us) */
+	unsigned int lane0_recvs;	/* receives posted on lane 0 */
+	unsigned int lane_recvs;	/* receives posted on each further lane */
 };
 void rdmae_conn_setup_times(const struct rdmae_conn *c, struct rdmae_setup_times *t);
 
