@@ -200,9 +200,7 @@ int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int 
 		.dev = &c->dev_attr,
 		.dev_name = c->verbs->device ? ibv_get_device_name(c->verbs->device) : "?",
 		.numa_node = c->numa_node,
-		.nrx = c->opts.credits,
 		.rx_size = c->opts.recv_size,
-		.ntx = c->opts.credits,
 		.tx_size = c->opts.send_size,
 		.writes_in_flight = c->opts.writes_in_flight,
 		.idx = idx,
@@ -229,6 +227,14 @@ int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int 
 	rdmae_lane_reset(l);
 	l->conn = c;
 	l->idx = idx;
+	/*
+	 * Lanes after lane 0 are made once negotiated, so the version is known
+	 * and says how deep their rings are; lane 0 is made before (version
+	 * 0), and keeps the full ring. The send ring needs no more slots than
+	 * the peer will ever grant: it posts as many receives as we do.
+	 */
+	a.nrx = rdmae_lane_credits(c->neg.version, idx, c->opts.credits);
+	a.ntx = a.nrx;
 	rdmae_conn_unlock(c);
 
 	ret = rdmae_qp_create(&l->qp, id, &a, err);

@@ -53,11 +53,16 @@ static void derive_lane_tokens(struct rdmae_conn *c)
 		c->lane_token[i] = rdmae_auth_lane_token(&c->key, c->nonce_c, c->nonce_s, i);
 }
 
-/* Lanes after lane 0: both sides post their own credit count and start with the peer's. */
+/*
+ * Lanes after lane 0: each side posts its own lane depth and starts with
+ * the peer's, both derived by the same rule (rdmae_lane_credits) from what
+ * negotiation exchanged: no message is needed to open a lane's credits.
+ */
 void rdmae_negotiate_lane_credits_locked(struct rdmae_conn *c, struct rdmae_lane *l)
 {
-	rdmae_credits_init(&l->cr, c->neg.peer_credits_target, l->qp.nrx, l->qp.nrx,
-			   c->neg.peer_credits_target);
+	uint16_t peer = rdmae_lane_credits(c->neg.version, l->idx, c->neg.peer_credits_target);
+
+	rdmae_credits_init(&l->cr, peer, l->qp.nrx, l->qp.nrx, peer);
 	rdmae_reasm_init(&l->reasm, c->neg.max_fragmented_size);
 }
 

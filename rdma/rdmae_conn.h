@@ -29,7 +29,7 @@ struct rdmae_conn_opts {
 	int timeout_ms;			/* resolve, route, connect, negotiate; default 5000 */
 	uint16_t credits;		/* receives kept posted per lane; default 255 */
 	uint16_t lanes;			/* lanes asked for (client) / allowed (server) */
-	uint16_t min_version;		/* test knobs; default RDMAE_VERSION */
+	uint16_t min_version;		/* test knobs; default 2.0 (RDMAE_VERSION_2) .. RDMAE_VERSION */
 	uint16_t max_version;
 	uint32_t send_size;		/* preferred send size; default 8192 */
 	uint32_t recv_size;		/* max receive size; default 8192 */

@@ -255,8 +255,8 @@ static void test_accept_pd(void **state)
 	memset(raw, 0, sizeof(raw));	/* rdma_cm pads with zeros */
 	rdmae_accept_pd_encode(raw, &p);
 	assert_memory_equal(raw, "RDME", 4);
-	assert_int_equal(raw[4], 0x00);
-	assert_int_equal(raw[5], 0x02);
+	assert_int_equal(raw[4], RDMAE_VERSION & 0xff);
+	assert_int_equal(raw[5], RDMAE_VERSION >> 8);
 	assert_int_equal(raw[6], 0x01);
 	assert_int_equal(raw[7], 0x00);
 	assert_memory_equal(raw + 16, ns, 32);
