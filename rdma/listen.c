@@ -60,6 +60,8 @@ int rdmae_listen(struct rdmae_listener **out, const char *host, const char *port
 		if (ret)
 			goto err_free;
 	}
+	/* Before any client comes: a request's proof is then checked at full speed. */
+	rdmae_auth_warm();
 	l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (l->wake_fd < 0) {
 		ret = rdmae_err_set(err, -errno, "eventfd for listener %s: %s", l->addr,
