@@ -104,7 +104,7 @@ qm_pid() { cat "$1.pid"; }
 # trace events (rdmae: the phases of setup-time, on stderr, i.e. NAME.log).
 qm_trace_args() {
   case $1 in
-    rdmae) echo "-trace rdmae_setup_conn -trace rdmae_setup_src -trace rdmae_setup_dst -trace rdmae_setup_time -trace rdmae_dereg" ;;
+    rdmae) echo "-trace rdmae_setup_conn -trace rdmae_setup_conn_parts -trace rdmae_setup_src -trace rdmae_setup_dst -trace rdmae_setup_time -trace rdmae_dereg" ;;
   esac
 }
 
