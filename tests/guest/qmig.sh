@@ -111,7 +111,7 @@ qm_trace_args() {
 # qm_setup_phases NAME: one line with the setup trace events in NAME.log.
 qm_setup_phases() {
   local p
-  p=$(grep -o 'rdmae_setup_[a-z]* .*' "$1.log" 2>/dev/null | sed 's/^rdmae_setup_//' | tr '\n' ';' | sed 's/;$//') || true
+  p=$(grep -o 'rdmae_setup_[a-z_]* .*' "$1.log" 2>/dev/null | sed 's/^rdmae_setup_//' | tr '\n' ';' | sed 's/;$//') || true
   [ -z "$p" ] || qm_say "$1: setup phases: $p"
 }
 # qm_dereg NAME: the deregistration trace event in NAME.log (after QEMU has
