@@ -27,7 +27,8 @@ struct rdmae_listener;
 struct rdmae_conn_opts {
 	const char *bind_addr;		/* local address (dedicated network); NULL = any */
 	int timeout_ms;			/* resolve, route, connect, negotiate; default 5000 */
-	uint16_t credits;		/* receives kept posted per lane; default 255 */
+	uint16_t credits;		/* receives kept posted on lane 0; default 255 (on
+					 * the other lanes at most RDMAE_LANE_CREDITS, from 2.1) */
 	uint16_t lanes;			/* lanes asked for (client) / allowed (server) */
 	uint16_t min_version;		/* test knobs; default 2.0 (RDMAE_VERSION_2) .. RDMAE_VERSION */
 	uint16_t max_version;
