@@ -240,7 +240,12 @@ struct rdmae_conn {
 	uint64_t linger_until_ns;	/* DISCONNECTING: disconnect by then even if sends remain */
 	uint64_t setup_deadline_ns;	/* server: a pending connection gives up then */
 	uint64_t setup_t0_ns;		/* setup began (client: connect; server: lane 0's request) */
-	struct rdmae_setup_times setup;	/* written by the setup thread before connected */
+	/*
+	 * Written by the setup thread before connected, except auth_us: by
+	 * whoever handles a negotiate message (the server's progress thread), under
+	 * c->lock.
+	 */
+	struct rdmae_setup_times setup;
 	bool debug;			/* RDMAE_DEBUG=1 in the environment: trace to stderr */
 	char peer[80];
 	struct rdmae_conn_opts opts;

@@ -200,9 +200,7 @@ int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int 
 		.dev = &c->dev_attr,
 		.dev_name = c->verbs->device ? ibv_get_device_name(c->verbs->device) : "?",
 		.numa_node = c->numa_node,
-		.nrx = c->opts.credits,
 		.rx_size = c->opts.recv_size,
-		.ntx = c->opts.credits,
 		.tx_size = c->opts.send_size,
 		.writes_in_flight = c->opts.writes_in_flight,
 		.idx = idx,
@@ -229,6 +227,14 @@ int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int 
 	rdmae_lane_reset(l);
 	l->conn = c;
 	l->idx = idx;
+	/*
+	 * Lanes after lane 0 are made once negotiated, so the version is known
+	 * and says how deep their rings are; lane 0 is made before (version
+	 * 0), and keeps the full ring. The send ring needs no more slots than
+	 * the peer will ever grant: it posts as many receives as we do.
+	 */
+	a.nrx = rdmae_lane_credits(c->neg.version, idx, c->opts.credits);
+	a.ntx = a.nrx;
 	rdmae_conn_unlock(c);
 
 	ret = rdmae_qp_create(&l->qp, id, &a, err);
@@ -242,6 +248,14 @@ int rdmae_lane_create(struct rdmae_conn *c, struct rdma_cm_id *id, unsigned int 
 		l->cr.recv_posted = l->qp.nrx;
 		l->cr.recv_target = l->qp.nrx;
 		l->live = true;
+		c->setup.ring_alloc_us += l->qp.made.alloc_ns / 1000;
+		c->setup.ring_reg_us += l->qp.made.reg_ns / 1000;
+		c->setup.qp_create_us += l->qp.made.create_ns / 1000;
+		c->setup.post_recv_us += l->qp.made.post_ns / 1000;
+		if (idx == 0)
+			c->setup.lane0_recvs = l->qp.nrx;
+		else
+			c->setup.lane_recvs = l->qp.nrx;
 		if (idx >= c->nlanes)
 			c->nlanes = idx + 1;
 	}

@@ -53,11 +53,16 @@ static void derive_lane_tokens(struct rdmae_conn *c)
 		c->lane_token[i] = rdmae_auth_lane_token(&c->key, c->nonce_c, c->nonce_s, i);
 }
 
-/* Lanes after lane 0: both sides post their own credit count and start with the peer's. */
+/*
+ * Lanes after lane 0: each side posts its own lane depth and starts with
+ * the peer's, both derived by the same rule (rdmae_lane_credits) from what
+ * negotiation exchanged: no message is needed to open a lane's credits.
+ */
 void rdmae_negotiate_lane_credits_locked(struct rdmae_conn *c, struct rdmae_lane *l)
 {
-	rdmae_credits_init(&l->cr, c->neg.peer_credits_target, l->qp.nrx, l->qp.nrx,
-			   c->neg.peer_credits_target);
+	uint16_t peer = rdmae_lane_credits(c->neg.version, l->idx, c->neg.peer_credits_target);
+
+	rdmae_credits_init(&l->cr, peer, l->qp.nrx, l->qp.nrx, peer);
 	rdmae_reasm_init(&l->reasm, c->neg.max_fragmented_size);
 }
 
@@ -191,10 +196,13 @@ static void on_response_locked(struct rdmae_conn *c, const void *buf, size_t len
 
 void rdmae_negotiate_on_msg_locked(struct rdmae_conn *c, const void *buf, size_t len)
 {
+	uint64_t t = rdmae_now_ns();
+
 	if (c->server)
 		on_request_locked(c, buf, len);
 	else
 		on_response_locked(c, buf, len);
+	c->setup.auth_us += (rdmae_now_ns() - t) / 1000;
 	pthread_cond_broadcast(&c->cond);
 	if (c->notify_fd >= 0)
 		rdmae_conn_eventfd_kick(c->notify_fd);
@@ -224,9 +232,13 @@ int rdmae_negotiate_request(struct rdmae_conn *c, uint64_t deadline, struct rdma
 	req->auth = rdmae_negotiate_auth_mode(c);
 	memcpy(req->nonce, c->nonce_c, sizeof(req->nonce));
 	memset(req->proof, 0, sizeof(req->proof));
-	if (req->auth != RDMAE_WIRE_AUTH_NONE)
+	if (req->auth != RDMAE_WIRE_AUTH_NONE) {
+		uint64_t t = rdmae_now_ns();
+
 		ret = rdmae_auth_proof(&c->key, RDMAE_ROLE_CLIENT, c->nonce_c, c->nonce_s, req,
 				       NULL, req->proof);
+		c->setup.auth_us += (rdmae_now_ns() - t) / 1000;
+	}
 	rdmae_neg_req_encode(buf, req);
 	c->state = RDMAE_ST_NEGOTIATING;
 	/* Posted with c->lock held: a failed post must not take it again (conn_held). */

@@ -21,7 +21,8 @@ void rdmae_conn_opts_default(struct rdmae_conn_opts *o)
 	 * See doc/architecture.md.
 	 */
 	o->lanes = 4;
-	o->min_version = RDMAE_VERSION;
+	/* 2.0 peers too: only the depth of lanes after lane 0 differs (rdmae_lane_credits). */
+	o->min_version = RDMAE_VERSION_2;
 	o->max_version = RDMAE_VERSION;
 	o->send_size = 8192;
 	o->recv_size = 8192;

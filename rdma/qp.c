@@ -305,6 +305,7 @@ int rdmae_qp_create(struct rdmae_qp *qp, struct rdma_cm_id *id, const struct rdm
 {
 	struct ibv_qp_init_attr qa;
 	unsigned int idx = a->idx;
+	uint64_t t, t1;
 	uint32_t i;
 	int ret;
 
@@ -331,8 +332,11 @@ int rdmae_qp_create(struct rdmae_qp *qp, struct rdma_cm_id *id, const struct rdm
 		return ret;
 	}
 
+	t = rdmae_now_ns();
 	qp->rx_mem = rdmae_mem_alloc((size_t)qp->nrx * qp->rx_size, a->numa_node, &qp->rx_huge);
 	qp->rx = calloc(qp->nrx, sizeof(*qp->rx));
+	t1 = rdmae_now_ns();
+	qp->made.alloc_ns += t1 - t;
 	if (!qp->rx_mem || !qp->rx) {
 		ret = rdmae_err_set(err, -ENOMEM, "lane %u receive ring (%u x %u bytes): out of "
 				    "memory", idx, qp->nrx, qp->rx_size);
@@ -340,6 +344,8 @@ int rdmae_qp_create(struct rdmae_qp *qp, struct rdma_cm_id *id, const struct rdm
 	}
 	qp->rx_mr = ibv_reg_mr(a->pd, qp->rx_mem, (size_t)qp->nrx * qp->rx_size,
 			       IBV_ACCESS_LOCAL_WRITE);
+	t = rdmae_now_ns();
+	qp->made.reg_ns += t - t1;
 	if (!qp->rx_mr) {
 		ret = -errno;
 		rdmae_err_set(err, ret, "ibv_reg_mr of the receive ring of lane %u: %s", idx,
@@ -348,12 +354,16 @@ int rdmae_qp_create(struct rdmae_qp *qp, struct rdma_cm_id *id, const struct rdm
 	}
 	qp->tx_mem = rdmae_mem_alloc((size_t)qp->ntx * qp->tx_size, a->numa_node, &qp->tx_huge);
 	qp->wr = calloc(qp->sq_depth, sizeof(*qp->wr));
+	t1 = rdmae_now_ns();
+	qp->made.alloc_ns += t1 - t;
 	if (!qp->tx_mem || !qp->wr) {
 		ret = rdmae_err_set(err, -ENOMEM, "lane %u send ring (%u x %u bytes): out of "
 				    "memory", idx, qp->ntx, qp->tx_size);
 		goto err_tx;
 	}
 	qp->tx_mr = ibv_reg_mr(a->pd, qp->tx_mem, (size_t)qp->ntx * qp->tx_size, 0);
+	t = rdmae_now_ns();
+	qp->made.reg_ns += t - t1;
 	if (!qp->tx_mr) {
 		ret = -errno;
 		rdmae_err_set(err, ret, "ibv_reg_mr of the send ring of lane %u: %s", idx,
@@ -383,6 +393,8 @@ int rdmae_qp_create(struct rdmae_qp *qp, struct rdma_cm_id *id, const struct rdm
 		goto err_tx;
 	}
 	qp->ibqp = id->qp;
+	t1 = rdmae_now_ns();
+	qp->made.create_ns = t1 - t;
 
 	for (i = 0; i < qp->nrx; i++) {
 		qp->rx[i].cqe.done = rx_done;
@@ -394,6 +406,7 @@ int rdmae_qp_create(struct rdmae_qp *qp, struct rdma_cm_id *id, const struct rdm
 			goto err_qp;
 		}
 	}
+	qp->made.post_ns = rdmae_now_ns() - t1;
 	qp->id = id;
 	return 0;
 

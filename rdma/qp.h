@@ -162,6 +162,10 @@ struct rdmae_qp {
 	unsigned int drain_left;	/* markers not yet flushed back */
 	bool draining;			/* flush errors are expected, not failures */
 	struct rdmae_lane_stats st;
+	/* How long rdmae_qp_create took for each part, in ns (the connection's setup figures). */
+	struct {
+		uint64_t alloc_ns, reg_ns, create_ns, post_ns;
+	} made;
 };
 
 /* What a qp is made of; the depths follow from the owner's options. */

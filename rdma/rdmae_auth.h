@@ -73,5 +73,13 @@ uint64_t rdmae_auth_lane_token(const struct rdmae_key *k, const uint8_t nc[RDMAE
 			       const uint8_t ns[RDMAE_NONCE_SIZE], unsigned int lane);
 /* Constant-time equality of two tokens. */
 bool rdmae_auth_token_equal(uint64_t a, uint64_t b);
+/*
+ * One HMAC of nothing with no key, its result dropped: libcrypto's first
+ * HMAC in a process loads its configuration and provider and fetches the
+ * algorithms (2 ms natively, about 100 ms on the bench's emulated CPUs),
+ * and a caller that does this while it waits anyway keeps that off
+ * negotiation's round trip. Safe to call any number of times.
+ */
+void rdmae_auth_warm(void);
 
 #endif

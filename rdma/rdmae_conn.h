@@ -27,9 +27,10 @@ struct rdmae_listener;
 struct rdmae_conn_opts {
 	const char *bind_addr;		/* local address (dedicated network); NULL = any */
 	int timeout_ms;			/* resolve, route, connect, negotiate; default 5000 */
-	uint16_t credits;		/* receives kept posted per lane; default 255 */
+	uint16_t credits;		/* receives kept posted on lane 0; default 255 (on
+					 * the other lanes at most RDMAE_LANE_CREDITS, from 2.1) */
 	uint16_t lanes;			/* lanes asked for (client) / allowed (server) */
-	uint16_t min_version;		/* test knobs; default RDMAE_VERSION */
+	uint16_t min_version;		/* test knobs; default 2.0 (RDMAE_VERSION_2) .. RDMAE_VERSION */
 	uint16_t max_version;
 	uint32_t send_size;		/* preferred send size; default 8192 */
 	uint32_t recv_size;		/* max receive size; default 8192 */
@@ -128,6 +129,21 @@ struct rdmae_setup_times {
 	uint64_t negotiate_us;	/* client: negotiation and mutual authentication */
 	uint64_t more_lanes_us;	/* client: wall time of the lanes after lane 0 */
 	unsigned int lanes;
+	/*
+	 * Finer phases (appended, so that callers built against the fields
+	 * above still compile). The ring and QP phases are parts of lanes_us,
+	 * summed over lanes like it.
+	 */
+	uint64_t init_us;	/* client: connection, key and rdma_cm set up before lane 0 resolves */
+	uint64_t device_us;	/* the device's completion channel, CQ and progress thread */
+	uint64_t ring_alloc_us;	/* ring memory allocated and zeroed */
+	uint64_t ring_reg_us;	/* ibv_reg_mr of the rings */
+	uint64_t qp_create_us;	/* rdma_create_qp */
+	uint64_t post_recv_us;	/* the receive rings posted */
+	uint64_t auth_us;	/* negotiate messages made and handled: HMAC-SHA256 proofs,
+				 * their checks, lane tokens (part of negotiate_us) */
+	unsigned int lane0_recvs;	/* receives posted on lane 0 */
+	unsigned int lane_recvs;	/* receives posted on each further lane */
 };
 void rdmae_conn_setup_times(const struct rdmae_conn *c, struct rdmae_setup_times *t);
 

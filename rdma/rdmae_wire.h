@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * rdmae wire protocol v2: the messages that travel over SEND/RECV.
+ * rdmae wire protocol v2 (2.1): the messages that travel over SEND/RECV.
  * Semantics follow MS-SMBD (negotiate, credits, fragmentation, keepalive);
  * the format is our own. All integers are little-endian; each message is a
  * fixed-size struct whose size is checked at compile time. doc/protocol.md is
@@ -20,7 +20,12 @@
 #define RDMAE_VERSION_1		0x0100
 /* 2.0: mutual HMAC-SHA256 authentication in negotiate, lane tokens derived from it. */
 #define RDMAE_VERSION_2		0x0200
-#define RDMAE_VERSION		RDMAE_VERSION_2
+/*
+ * 2.1: the same messages; lanes after lane 0 keep fewer receives posted
+ * (rdmae_lane_credits), so each side starts them with fewer send credits.
+ */
+#define RDMAE_VERSION_2_1	0x0201
+#define RDMAE_VERSION		RDMAE_VERSION_2_1
 
 #define RDMAE_NEG_REQ_SIZE	96
 #define RDMAE_NEG_RESP_SIZE	80
@@ -55,6 +60,13 @@
  * received anything it has none to grant, so it could never send first.
  */
 #define RDMAE_MIN_INITIAL_GRANT	2
+/*
+ * From 2.1, receives kept posted on a lane after lane 0, at most: those
+ * lanes carry one-sided WRITEs and few messages (fences, one per batch), so
+ * a ring of 255 receives (2 MiB at 8 KiB) bought them nothing but setup
+ * time. Not on the wire: both sides derive it (rdmae_lane_credits).
+ */
+#define RDMAE_LANE_CREDITS	32
 
 /* Data-transfer flags. */
 #define RDMAE_FLAG_RESPONSE_REQUESTED	0x0001	/* reply at once (keepalive) */
@@ -313,6 +325,15 @@ int rdmae_negotiate_server(const struct rdmae_wire_limits *ours, const struct rd
 			   uint16_t credits_posted,
 			   struct rdmae_neg_resp *resp, struct rdmae_negotiated *out,
 			   enum rdmae_wire_field *field);
+/*
+ * The receives a side whose credits_requested is `credits` keeps posted on
+ * lane `lane` of a connection negotiated at `version`: its credits on lane
+ * 0 and before 2.1, at most RDMAE_LANE_CREDITS on the lanes after lane 0
+ * from 2.1. Each side applies it to its own credits for its rings and to
+ * the peer's (peer_credits_target) for the send credits it starts a lane
+ * with, so the two agree without a field of their own.
+ */
+uint16_t rdmae_lane_credits(uint16_t version, unsigned int lane, uint16_t credits);
 /* Client side: validate the response against what we asked for. */
 int rdmae_negotiate_client(const struct rdmae_wire_limits *ours, const struct rdmae_neg_req *sent,
 			   const struct rdmae_neg_resp *resp, struct rdmae_negotiated *out,

@@ -445,6 +445,13 @@ int rdmae_negotiate_server(const struct rdmae_wire_limits *ours, const struct rd
 	return 0;
 }
 
+uint16_t rdmae_lane_credits(uint16_t version, unsigned int lane, uint16_t credits)
+{
+	if (lane == 0 || version < RDMAE_VERSION_2_1)
+		return credits;
+	return min_u16(credits, RDMAE_LANE_CREDITS);
+}
+
 static int client_check(const struct rdmae_wire_limits *ours, const struct rdmae_neg_req *sent,
 			const struct rdmae_neg_resp *r, enum rdmae_wire_field *field)
 {

@@ -104,14 +104,14 @@ qm_pid() { cat "$1.pid"; }
 # trace events (rdmae: the phases of setup-time, on stderr, i.e. NAME.log).
 qm_trace_args() {
   case $1 in
-    rdmae) echo "-trace rdmae_setup_conn -trace rdmae_setup_src -trace rdmae_setup_dst -trace rdmae_setup_time -trace rdmae_reg_modes -trace rdmae_populate -trace rdmae_populate_skipped -trace rdmae_dereg" ;;
+    rdmae) echo "-trace rdmae_setup_conn -trace rdmae_setup_conn_parts -trace rdmae_setup_src -trace rdmae_setup_dst -trace rdmae_setup_time -trace rdmae_reg_modes -trace rdmae_populate -trace rdmae_populate_skipped -trace rdmae_dereg" ;;
   esac
 }
 
 # qm_setup_phases NAME: one line with the setup trace events in NAME.log.
 qm_setup_phases() {
   local p
-  p=$(grep -Eo 'rdmae_(setup_[a-z]*|reg_modes|populate[a-z_]*) .*' "$1.log" 2>/dev/null | sed 's/^rdmae_setup_//; s/^rdmae_//' | tr '\n' ';' | sed 's/;$//') || true
+  p=$(grep -Eo 'rdmae_(setup_[a-z_]*|reg_modes|populate[a-z_]*) .*' "$1.log" 2>/dev/null | sed 's/^rdmae_setup_//; s/^rdmae_//' | tr '\n' ';' | sed 's/;$//') || true
   [ -z "$p" ] || qm_say "$1: setup phases: $p"
 }
 # qm_dereg NAME: the deregistration trace event in NAME.log (after QEMU has

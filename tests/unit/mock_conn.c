@@ -76,6 +76,21 @@ struct rdmae_conn *mock_conn(unsigned int lanes, const struct rdmae_conn_opts *o
 		return NULL;
 	if (mock_conn_setup_device(c, &err))
 		goto fail;
+	/*
+	 * What negotiation between two peers with these options leaves: known
+	 * before the lanes after lane 0 are made, as in a real setup, since
+	 * their depth follows from it (rdmae_lane_credits).
+	 */
+	pthread_mutex_lock(&c->lock);
+	c->neg.version = c->opts.max_version;
+	c->neg.lanes = (uint16_t)lanes;
+	c->neg.send_credits = c->opts.credits;
+	c->neg.peer_credits_target = c->opts.credits;
+	c->neg.max_send_size = c->opts.send_size;
+	c->neg.max_receive_size = c->opts.recv_size;
+	c->neg.max_fragmented_size = c->opts.frag_size;
+	c->neg.max_rw_size = c->opts.rw_size;
+	pthread_mutex_unlock(&c->lock);
 	for (i = 0; i < lanes; i++) {
 		struct rdma_cm_id *id = mock_cm_id();
 
@@ -89,15 +104,6 @@ struct rdmae_conn *mock_conn(unsigned int lanes, const struct rdmae_conn_opts *o
 		c->lanes[i].established = true;
 		mock_qp_set_state(c->lanes[i].qp.ibqp, IBV_QPS_RTS);
 	}
-	/* What negotiation between two peers with these options leaves. */
-	c->neg.version = RDMAE_VERSION;
-	c->neg.lanes = (uint16_t)lanes;
-	c->neg.send_credits = c->opts.credits;
-	c->neg.peer_credits_target = c->opts.credits;
-	c->neg.max_send_size = c->opts.send_size;
-	c->neg.max_receive_size = c->opts.recv_size;
-	c->neg.max_fragmented_size = c->opts.frag_size;
-	c->neg.max_rw_size = c->opts.rw_size;
 	rdmae_credits_init(&c->lanes[0].cr, c->neg.send_credits, c->lanes[0].qp.nrx,
 			   c->lanes[0].qp.nrx, c->neg.peer_credits_target);
 	rdmae_reasm_init(&c->lanes[0].reasm, c->neg.max_fragmented_size);

@@ -611,6 +611,99 @@ static void test_detach_timeout_drains(void **state)
 	fixture_assert_clean();
 }
 
+/* ---- the rings of the lanes after lane 0 ---- */
+
+/*
+ * From 2.1 a lane after lane 0 posts only RDMAE_LANE_CREDITS receives and
+ * has as many send slots; it starts with the peer's equal depth as send
+ * credits, and sends stop there, before the peer's ring would overflow.
+ */
+static void test_lane_rings_small(void **state)
+{
+	struct rdmae_err err = { 0 };
+	struct rdmae_conn_opts o;
+	struct rdmae_setup_times st;
+	struct rdmae_conn *c;
+	struct rdmae_data_hdr h;
+	unsigned int i, n = 0;
+	void *buf;
+	size_t len;
+
+	(void)state;
+	mock_conn_opts(&o);
+	o.credits = 255;
+	c = mock_conn(3, &o);
+	assert_non_null(c);
+	assert_int_equal(c->neg.version, RDMAE_VERSION_2_1);
+	assert_int_equal(c->lanes[0].qp.nrx, 255);
+	assert_int_equal(c->lanes[0].qp.ntx, 255);
+	assert_int_equal(mock_qp_recvs_out(mock_lane_qp(c, 0)), 255);
+	for (i = 1; i < 3; i++) {
+		struct rdmae_lane *l = &c->lanes[i];
+
+		pthread_mutex_lock(&l->lock);
+		assert_int_equal(l->qp.nrx, RDMAE_LANE_CREDITS);
+		assert_int_equal(l->qp.ntx, RDMAE_LANE_CREDITS);
+		assert_int_equal(mock_qp_recvs_out(l->qp.ibqp), RDMAE_LANE_CREDITS);
+		assert_int_equal(l->cr.recv_posted, RDMAE_LANE_CREDITS);
+		assert_int_equal(l->cr.recv_target, RDMAE_LANE_CREDITS);
+		assert_int_equal(l->cr.send, RDMAE_LANE_CREDITS);
+		assert_int_equal(l->cr.peer_target, RDMAE_LANE_CREDITS);
+		pthread_mutex_unlock(&l->lock);
+	}
+	rdmae_conn_setup_times(c, &st);
+	assert_int_equal(st.lane0_recvs, 255);
+	assert_int_equal(st.lane_recvs, RDMAE_LANE_CREDITS);
+
+	/* Without a grant back, lane 1 sends one fewer than the peer posted (the last is kept). */
+	while (rdmae_send_lane(c, 1, "x", 1, 0, &err) == 0)
+		n++;
+	assert_int_equal(err.code, -ETIMEDOUT);
+	assert_int_equal(n, RDMAE_LANE_CREDITS - 1);
+	assert_int_equal(rdmae_conn_error(c, NULL), 0);
+	/* Each message asks the peer to keep the lane's own depth posted. */
+	h = send_hdr(mock_send_at(0));
+	assert_int_equal(h.credits_requested, RDMAE_LANE_CREDITS);
+	/* Lane 0 is not held back by lane 1's credits. */
+	assert_int_equal(rdmae_send_lane(c, 0, "y", 1, 0, &err), 0);
+
+	/* A message in, with a grant: its buffer goes back, never beyond the ring. */
+	assert_int_equal(mock_deliver_msg(c, 1, "back", 4, 5, 0, 0), 0);
+	mock_progress(c);
+	assert_int_equal(rdmae_recv_lane(c, 1, &buf, &len, 0, &err), 0);
+	free(buf);
+	complete_all(c);
+	pthread_mutex_lock(&c->lanes[1].lock);
+	assert_true(c->lanes[1].cr.recv_posted <= c->lanes[1].qp.nrx);
+	assert_true(mock_qp_recvs_out(c->lanes[1].qp.ibqp) <= RDMAE_LANE_CREDITS);
+	assert_true(c->lanes[1].cr.send >= 1 + 5 - 1);
+	pthread_mutex_unlock(&c->lanes[1].lock);
+	assert_int_equal(rdmae_conn_error(c, NULL), 0);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
+/* Negotiated at 2.0 (a peer of an earlier release): every lane keeps the full ring. */
+static void test_lane_rings_v2_0(void **state)
+{
+	struct rdmae_conn_opts o;
+	struct rdmae_conn *c;
+
+	(void)state;
+	mock_conn_opts(&o);
+	o.credits = 255;
+	o.max_version = RDMAE_VERSION_2;
+	c = mock_conn(2, &o);
+	assert_non_null(c);
+	assert_int_equal(c->lanes[1].qp.nrx, 255);
+	assert_int_equal(mock_qp_recvs_out(mock_lane_qp(c, 1)), 255);
+	pthread_mutex_lock(&c->lanes[1].lock);
+	assert_int_equal(c->lanes[1].cr.send, 255);
+	pthread_mutex_unlock(&c->lanes[1].lock);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
 /* ---- a failed post under both locks ---- */
 
 /*
@@ -652,6 +745,8 @@ int main(void)
 		cmocka_unit_test_setup(test_failure_wakes_all_lanes, fixture_setup),
 		cmocka_unit_test_setup(test_detach_timeout_drains, fixture_setup),
 		cmocka_unit_test_setup(test_negotiate_post_fails, fixture_setup),
+		cmocka_unit_test_setup(test_lane_rings_small, fixture_setup),
+		cmocka_unit_test_setup(test_lane_rings_v2_0, fixture_setup),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

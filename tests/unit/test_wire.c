@@ -881,7 +881,7 @@ static struct rdmae_neg_resp good_resp(void)
 static void test_negotiate_end_to_end(void **state)
 {
 	const struct rdmae_wire_limits srv = {
-		.min_version = RDMAE_VERSION, .max_version = 0x0200, .credits = 128,
+		.min_version = RDMAE_VERSION_2, .max_version = RDMAE_VERSION, .credits = 128,
 		.lanes = 4, .preferred_send_size = 4096, .max_receive_size = 16384,
 		.max_fragmented_size = 16 * MIB, .max_rw_size = 2 * MIB,
 	};
@@ -921,6 +921,59 @@ static void test_negotiate_end_to_end(void **state)
 	assert_int_equal(so.max_rw_size, co.max_rw_size);
 	assert_int_equal(so.send_credits, req.credits_granted);
 	assert_int_equal(so.peer_credits_target, cli.credits);
+}
+
+/*
+ * The lanes after lane 0: what each side posts on them, derived from its own
+ * credits, is what the other starts with, derived from the peer's target.
+ */
+static void test_lane_credits(void **state)
+{
+	struct rdmae_wire_limits srv = limits(), cli = limits();
+	struct rdmae_neg_req req;
+	struct rdmae_neg_resp resp;
+	struct rdmae_negotiated so, co;
+	enum rdmae_wire_field f;
+	unsigned int lane;
+
+	(void)state;
+	/* Lane 0 keeps the full ring; before 2.1 every lane does. */
+	assert_int_equal(rdmae_lane_credits(RDMAE_VERSION, 0, 255), 255);
+	assert_int_equal(rdmae_lane_credits(RDMAE_VERSION_2, 1, 255), 255);
+	assert_int_equal(rdmae_lane_credits(0, 3, 255), 255);
+	/* From 2.1 the others keep at most RDMAE_LANE_CREDITS, never more than asked. */
+	assert_int_equal(rdmae_lane_credits(RDMAE_VERSION_2_1, 1, 255), RDMAE_LANE_CREDITS);
+	assert_int_equal(rdmae_lane_credits(RDMAE_VERSION_2_1, RDMAE_MAX_LANES - 1, 4096),
+			 RDMAE_LANE_CREDITS);
+	assert_int_equal(rdmae_lane_credits(RDMAE_VERSION_2_1, 1, 3), 3);
+	assert_true(RDMAE_LANE_CREDITS >= RDMAE_MIN_INITIAL_GRANT + 1);
+
+	/* Two peers of different credits: each one's sends fit the other's posted ring. */
+	srv.credits = 20;
+	cli.credits = 300;
+	req = req_from(&cli, 299);
+	assert_int_equal(rdmae_negotiate_server(&srv, &req, 20, &resp, &so, &f), 0);
+	assert_int_equal(rdmae_negotiate_client(&cli, &req, &resp, &co, &f), 0);
+	assert_int_equal(so.version, RDMAE_VERSION_2_1);
+	for (lane = 1; lane < co.lanes; lane++) {
+		assert_int_equal(rdmae_lane_credits(co.version, lane, co.peer_credits_target),
+				 rdmae_lane_credits(so.version, lane, srv.credits));
+		assert_int_equal(rdmae_lane_credits(so.version, lane, so.peer_credits_target),
+				 rdmae_lane_credits(co.version, lane, cli.credits));
+	}
+	assert_int_equal(rdmae_lane_credits(co.version, 1, co.peer_credits_target), 20);
+	assert_int_equal(rdmae_lane_credits(so.version, 1, so.peer_credits_target),
+			 RDMAE_LANE_CREDITS);
+
+	/* A 2.0 server: 2.0 is negotiated and the lanes keep their full rings. */
+	srv.min_version = srv.max_version = RDMAE_VERSION_2;
+	cli.min_version = RDMAE_VERSION_2;
+	req = req_from(&cli, 299);
+	assert_int_equal(rdmae_negotiate_server(&srv, &req, 20, &resp, &so, &f), 0);
+	assert_int_equal(rdmae_negotiate_client(&cli, &req, &resp, &co, &f), 0);
+	assert_int_equal(co.version, RDMAE_VERSION_2);
+	assert_int_equal(rdmae_lane_credits(co.version, 1, cli.credits), 300);
+	assert_int_equal(rdmae_lane_credits(so.version, 1, so.peer_credits_target), 300);
 }
 
 static void test_negotiate_client_status(void **state)
@@ -1109,6 +1162,7 @@ int main(void)
 		cmocka_unit_test(test_negotiate_server_rules),
 		cmocka_unit_test(test_negotiate_server_sizes),
 		cmocka_unit_test(test_negotiate_end_to_end),
+		cmocka_unit_test(test_lane_credits),
 		cmocka_unit_test(test_negotiate_client_status),
 		cmocka_unit_test(test_negotiate_client_version),
 		cmocka_unit_test(test_negotiate_client_rules),

@@ -175,6 +175,28 @@ static int stop_on_drop(void *arg, const struct rdmae_err *e)
 	return e->code ? e->code : -EPROTO;
 }
 
+static double us_to_ms(uint64_t us)
+{
+	return (double)us / 1e3;
+}
+
+/* Where the connection's setup went (rdmae_conn_setup_times), for doc/performance.md. */
+static void print_setup(const struct args *a, struct rdmae_conn *c)
+{
+	struct rdmae_setup_times t;
+
+	rdmae_conn_setup_times(c, &t);
+	printf("%s setup: %u lanes, total %.1f ms: init %.1f, resolve %.1f, lanes %.1f (device "
+	       "%.1f, ring alloc %.1f, ring reg %.1f, qp %.1f, post recv %.1f; receives %u on "
+	       "lane 0, %u on the others), handshake %.1f, negotiate %.1f (HMAC and handling "
+	       "%.1f), lanes after 0 %.1f\n", a->server ? "server" : "client", t.lanes,
+	       us_to_ms(t.total_us), us_to_ms(t.init_us), us_to_ms(t.resolve_us),
+	       us_to_ms(t.lanes_us), us_to_ms(t.device_us), us_to_ms(t.ring_alloc_us),
+	       us_to_ms(t.ring_reg_us), us_to_ms(t.qp_create_us), us_to_ms(t.post_recv_us),
+	       t.lane0_recvs, t.lane_recvs, us_to_ms(t.handshake_us), us_to_ms(t.negotiate_us),
+	       us_to_ms(t.auth_us), us_to_ms(t.more_lanes_us));
+}
+
 static int open_conn(const struct args *a, struct rdmae_conn **c, struct rdmae_err *err)
 {
 	struct rdmae_conn_opts o;
@@ -182,8 +204,12 @@ static int open_conn(const struct args *a, struct rdmae_conn **c, struct rdmae_e
 	int ret;
 
 	opts_from_args(&o, a);
-	if (!a->server)
-		return rdmae_connect(c, a->addr, a->port, &o, err);
+	if (!a->server) {
+		ret = rdmae_connect(c, a->addr, a->port, &o, err);
+		if (!ret)
+			print_setup(a, *c);
+		return ret;
+	}
 	ret = rdmae_listen(&l, a->addr, a->port, &o, err);
 	if (ret)
 		return ret;
@@ -193,6 +219,8 @@ static int open_conn(const struct args *a, struct rdmae_conn **c, struct rdmae_e
 	fflush(stdout);
 	ret = rdmae_accept(l, c, 60000, err);
 	rdmae_listener_destroy(l);
+	if (!ret)
+		print_setup(a, *c);
 	return ret;
 }
 

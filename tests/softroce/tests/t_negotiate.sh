@@ -23,6 +23,11 @@ run_case() {
 }
 run_case "success, 4 lanes asked, server allows 2" "--lanes 2" "--lanes 4" "" ""
 grep -q "2 lanes" s.txt || { echo "server did not settle on 2 lanes"; exit 1; }
+grep -q "version 0x0201" s.txt || { echo "server did not settle on version 2.1"; exit 1; }
+grep -q "receives 255 on lane 0, 32 on the others" s.txt || { echo "2.1: lane 1 did not keep 32 receives"; exit 1; }
+run_case "a 2.0 server: 2.0 negotiated, every lane with the full ring" "--lanes 2 --min-version 0x0200 --max-version 0x0200" "--lanes 2" "" ""
+grep -q "version 0x0200" s.txt || { echo "server did not settle on version 2.0"; exit 1; }
+grep -q "receives 255 on lane 0, 255 on the others" s.txt || { echo "2.0: lane 1 did not keep the full ring"; exit 1; }
 run_case "version ranges do not overlap" "" "--min-version 0x0300 --max-version 0x0300" "version" "version"
 run_case "client's max fragmented size below the floor" "" "--frag-size 4096" "max_fragmented_size" "max_fragmented_size"
 run_case "client's max rw size below the floor" "" "--rw-size 1024" "max_rw_size" "max_rw_size"
