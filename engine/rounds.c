@@ -739,12 +739,19 @@ int rdmae_session_round(struct rdmae_session *s, const uint64_t *const *bitmaps,
 			else
 				snprintf(dt, sizeof(dt), "%" PRIu64 " ms",
 					 (uint64_t)(p.expected_downtime_ns / NSEC_PER_MSEC));
-			/* Not fatal: the caller cancels or goes on with the VM running. */
+			/*
+			 * Not fatal: the caller cancels or goes on with the VM
+			 * running. With nothing dirty, no further round can help:
+			 * the fixed costs alone are over the limit, so say which.
+			 */
 			rc = rdmae_err_set(e, -ETIME,
 					   "did not converge after %u rounds: %.1f MiB dirty,"
-					   " expected downtime %s > limit %" PRIu64 " ms",
+					   " expected downtime %s > limit %" PRIu64 " ms%s",
 					   s->precopy_rounds, (double)p.dirty_bytes / (double)MIB,
-					   dt, (uint64_t)(atomic_load(&s->downtime_ns) / NSEC_PER_MSEC));
+					   dt, (uint64_t)(atomic_load(&s->downtime_ns) / NSEC_PER_MSEC),
+					   p.dirty_bytes ? "" : " with nothing dirty: the device state,"
+					   " the hashing and the round trips alone exceed it; raise"
+					   " the limit");
 			goto out;
 		}
 	}

@@ -29,6 +29,7 @@ else
   "$HERE/bench.sh" "${tests[@]}" 2>&1 | tee "$log" || rc=$?
   [[ $rc == 0 ]] || echo "[bench_perf] bench.sh exited with status $rc; collecting what ran"
 fi
+BENCH_RC=${rc:-0}
 
 python3 - "$log" "$OUT" <<'EOF'
 import json, re, sys, time, os
@@ -267,3 +268,5 @@ print()
 print(text)
 print("bench_perf: wrote %s and %s (%d results)" % (os.path.join(out, "latest.json"), os.path.join(out, "latest.md"), len(rows)))
 EOF
+# What ran is collected either way; a benchmark test that failed still fails the run.
+exit "$BENCH_RC"
