@@ -23,7 +23,7 @@
  *   qp.c         one RC QP: its rings, send-queue slots, chain and doorbell,
  *                retire, drain; reports upward only through its ops table
  *   mem.c        ring memory on the device's NUMA node, on huge pages if any
- *   populate.c   populating guest RAM before it is registered
+ *   populate.c   populating memory before it is registered (guest RAM, rings)
  *   dev.c        a device and its PD, by local address or for a connection
  *   mr.c         MRs, the on-demand chunk cache and its refcounts; never
  *                waits (-EAGAIN), its cache lock is a leaf

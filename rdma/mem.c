@@ -16,10 +16,7 @@
 #include <numa.h>
 
 #include "mem.h"
-
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23	/* linux/mman.h, Linux 5.14 */
-#endif
+#include "rdmae_region.h"
 
 void *rdmae_mem_alloc(size_t len, int numa_node, bool *huge)
 {
@@ -50,10 +47,9 @@ void *rdmae_mem_alloc(size_t len, int numa_node, bool *huge)
 	 * write must not be pinned on the shared zero page), in one call: the
 	 * kernel zeroes them without a trap per page, which on the bench's
 	 * emulated CPUs was most of a lane's setup (memset: 20 ms per MiB).
-	 * The memory is zero either way; memset only where the kernel predates
-	 * MADV_POPULATE_WRITE (5.14).
+	 * The memory is zero either way; memset only if populating fails.
 	 */
-	if (madvise(p, len, MADV_POPULATE_WRITE))
+	if (rdmae_populate(p, len, *huge ? (size_t)hps : 4096))
 		memset(p, 0, len);
 	return p;
 }

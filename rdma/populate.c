@@ -12,12 +12,15 @@
 
 #include "rdmae_region.h"
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23	/* linux/mman.h, Linux 5.14 */
+#endif
+
 /* Write-populate: the kernel allocates every page now and leaves its contents as they are. */
 int rdmae_populate(void *mem, size_t len, size_t page_size)
 {
 	uint8_t *addr = mem;
 
-#ifdef MADV_POPULATE_WRITE
 	uintptr_t a = (uintptr_t)addr & ~(uintptr_t)(page_size - 1);
 
 	if (!madvise((void *)a, len + ((uintptr_t)addr - a), MADV_POPULATE_WRITE))
@@ -25,7 +28,6 @@ int rdmae_populate(void *mem, size_t len, size_t page_size)
 	/* EINVAL: a kernel before 5.14; anything else is a real failure (ENOMEM, EFAULT). */
 	if (errno != EINVAL)
 		return -errno;
-#endif
 	/*
 	 * Write-fault one byte per page without changing it: an atomic add of
 	 * zero is a write the compiler cannot drop, and stays right if someone

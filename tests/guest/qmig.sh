@@ -114,6 +114,26 @@ qm_setup_phases() {
   p=$(grep -Eo 'rdmae_(setup_[a-z_]*|reg_modes|populate[a-z_]*) .*' "$1.log" 2>/dev/null | sed 's/^rdmae_setup_//; s/^rdmae_//' | tr '\n' ';' | sed 's/;$//') || true
   [ -z "$p" ] || qm_say "$1: setup phases: $p"
 }
+# qm_dst_verify_ram XPORT WHAT: on dst, take the source's RAM hash at its
+# stop (or why it gave up) from port XPORT, wait for the incoming migration
+# to finish, and compare the destination's RAM before cont with it; WHAT
+# names the run in the messages.
+qm_dst_verify_ram() {
+  local msg hs hd
+  msg=$(qm_recv "$1" 1800)
+  case $msg in
+    hash\ *) hs=${msg#hash } ;;
+    *) qm_die "the source gave up: $msg" ;;
+  esac
+  qm_wait_incoming_done dst
+  qm_setup_phases dst
+  hd=$(qm_pmem_hash dst dst.mem)
+  qm_say "RAM sha256: source at stop $hs"
+  qm_say "RAM sha256: destination before cont $hd"
+  [ "$hs" = "$hd" ] || qm_die "$2: source RAM at stop and destination RAM before cont differ"
+  qm_say "$2: source and destination RAM are equal"
+}
+
 # qm_dereg NAME: the deregistration trace event in NAME.log (after QEMU has
 # closed the channel: on the destination after its guest resumed).
 qm_dereg() {
@@ -396,18 +416,7 @@ qm_e2e() {
     fi
     qm_say "dst: QEMU waits for the guest on $tr:$SELF:$port ($mode form)"
     qm_sync ready 900
-    msg=$(qm_recv "$(qm_xport 1)" 1800)
-    case $msg in
-      hash\ *) hs=${msg#hash } ;;
-      *) qm_die "the source gave up: $msg" ;;
-    esac
-    qm_wait_incoming_done dst
-    qm_setup_phases dst
-    hd=$(qm_pmem_hash dst dst.mem)
-    qm_say "RAM sha256: source at stop $hs"
-    qm_say "RAM sha256: destination before cont $hd"
-    [ "$hs" = "$hd" ] || qm_die "source RAM at stop and destination RAM before cont differ"
-    qm_say "source and destination RAM are equal ($GUEST_MEM MiB)"
+    qm_dst_verify_ram "$(qm_xport 1)" "$tr, $GUEST_MEM MiB"
     qm_qmp dst cont >/dev/null || qm_die "dst: cont failed"
     qm_verify_after_resume dst
     qm_ticking dst

@@ -38,7 +38,7 @@ qm_say "QEMU: $QEMU_VERSION"
 # One migration. N numbers the case: its two messages use qm_xport 2N-1
 # (dst to src: migrate-incoming done) and 2N (src to dst: RAM hash).
 run_case() { # TRANSPORT MiB PORT N
-  local tr="$1" mib="$2" port="$3" go=$(($4 * 2 - 1)) hashp=$(($4 * 2)) msg hs hd st
+  local tr="$1" mib="$2" port="$3" go=$(($4 * 2 - 1)) hashp=$(($4 * 2)) msg hs st
   GUEST_MEM=$mib
   if [ "$ROLE" = dst ]; then
     # shellcheck disable=SC2046
@@ -50,16 +50,7 @@ run_case() { # TRANSPORT MiB PORT N
       qm_die "dst: migrate-incoming refused"
     qm_send "$(qm_xport $go)" incoming
     QM_ON_DIE=
-    msg=$(qm_recv "$(qm_xport $hashp)" 1800)
-    case $msg in
-      hash\ *) hs=${msg#hash } ;;
-      *) qm_die "the source gave up: $msg" ;;
-    esac
-    qm_wait_incoming_done dst
-    qm_setup_phases dst
-    hd=$(qm_pmem_hash dst dst.mem)
-    [ "$hs" = "$hd" ] || qm_die "$tr, $mib MiB: source RAM at stop ($hs) and destination RAM before cont ($hd) differ"
-    qm_say "$tr, $mib MiB: source and destination RAM are equal (sha256 $hd)"
+    qm_dst_verify_ram "$(qm_xport $hashp)" "$tr, $mib MiB"
     qm_stop dst
     return 0
   fi
