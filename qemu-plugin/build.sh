@@ -18,7 +18,8 @@
 #   bin/KEY/    finished binaries; KEY hashes the tarball, the patches, this
 #               script and the installed library and headers. A run whose key
 #               has a binary costs only the key (about a second).
-# A lock (flock) serialises concurrent runs.
+# A lock (flock) serialises concurrent runs; RDMAE_QEMU_LOCK_HELD=1 says the
+# caller holds it already.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -40,10 +41,14 @@ log() { printf 'qemu-plugin/build.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 mkdir -p "$CACHE"
-exec 9>"$CACHE/lock"
-if ! flock -n 9; then
-  log "waiting for another build.sh run (lock $CACHE/lock)"
-  flock 9
+# A caller that already holds the lock (qemu-plugin/qtest.sh, which builds
+# QEMU's own tests in the same tree) says so, or the two would deadlock.
+if [[ -z ${RDMAE_QEMU_LOCK_HELD:-} ]]; then
+  exec 9>"$CACHE/lock"
+  if ! flock -n 9; then
+    log "waiting for another build.sh run (lock $CACHE/lock)"
+    flock 9
+  fi
 fi
 
 # ---- packages (meson >= 1.5 from bookworm-backports, -dev libraries) ----
