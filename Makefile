@@ -28,7 +28,11 @@ CFLAGS   ?= -O2 -g
 # public ones include each other as installed (<rdmae/...>), and a file can
 # move between directories without its includes changing.
 INCS     := -Irdma -Iengine -Iperf
-ALLFLAGS := $(CSTD) $(INCS) $(WARN) $(CFLAGS) -fPIC -pthread -MMD -MP
+# Debug info names the checkout as ".", so that the same sources build the
+# same bytes wherever they are cloned: the installed library is part of the
+# QEMU cache key (qemu-plugin/build.sh), the Linux guest of the initramfs's.
+REPRO    := -ffile-prefix-map=$(CURDIR)=.
+ALLFLAGS := $(CSTD) $(INCS) $(WARN) $(CFLAGS) $(REPRO) -fPIC -pthread -MMD -MP
 SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 LIBS     := -lrdmacm -libverbs -lnuma -lhugetlbfs -lxxhash -lcrypto -lpthread -lm
 
