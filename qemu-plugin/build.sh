@@ -13,21 +13,22 @@
 #   dl/         the orig tarball (SHA256 checked)
 #   rdmae/      `make install` of this tree's librdmae (headers, .a, rdmae.pc)
 #   src/        the unpacked, patched source (patches switched in place: only
-#               the files they touch change, so ninja rebuilds little)
+#               the files they touch change, so ninja rebuilds little), with
+#               our new files (qemu-plugin/src/) copied over it
 #   build/      the meson/ninja build directory (incremental)
-#   bin/KEY/    finished binaries; KEY hashes the tarball, the patches, this
-#               script and the installed library and headers. A run whose key
-#               has a binary costs only the key (about a second).
+#   bin/KEY/    finished binaries; KEY hashes the contents (never the paths)
+#               of the tarball, the patches, our files, these scripts and the
+#               installed library and headers, so every clone of the same
+#               sources shares it. A run whose key has a binary costs only
+#               the key (about a second).
 # A lock (flock) serialises concurrent runs; RDMAE_QEMU_LOCK_HELD=1 says the
 # caller holds it already.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 top=$(dirname "$here")
-CACHE=${RDMAE_CACHE:-$HOME/.cache/rdmae}/qemu
-VERSION=10.0.2
-TARBALL=qemu_${VERSION}+ds.orig.tar.xz
-SHA256=0901da33844a331bf8b3602b9c1fbd178e60b737c8e3ade678255bd090c9b9f1
+# shellcheck source=qemu-plugin/tarball.sh
+. "$here/tarball.sh"
 JOBS=${RDMAE_QEMU_JOBS:-2}
 CONFIGURE_ARGS=(
   --python=/usr/bin/python3 --target-list=x86_64-softmmu
@@ -59,28 +60,26 @@ make -s -C "$top" install PREFIX="$CACHE/rdmae" >&2
 export PKG_CONFIG_PATH="$CACHE/rdmae/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 
 # ---- the source tarball ----
-mkdir -p "$CACHE/dl"
-tarball=$CACHE/dl/$TARBALL
-have_sha() { [[ -f $tarball ]] && [[ $(sha256sum "$tarball" | cut -d' ' -f1) == "$SHA256" ]]; }
-if ! have_sha; then
-  rm -f "$tarball"
-  log "fetching $TARBALL (apt-get source qemu/bookworm-backports)"
-  # The .dsc and .debian.tar.xz answer 404 on this archive, so apt exits
-  # non-zero even when the orig tarball arrived: judge by the tarball.
-  (cd "$CACHE/dl" && apt-get source --download-only -q qemu/bookworm-backports >&2) ||
-    log "apt-get source exited non-zero (expected: the .dsc is missing); checking the tarball"
-  [[ -f $tarball ]] || die "$TARBALL did not arrive (is the bookworm-backports deb-src configured? qemu-plugin/deps.sh install)"
-  have_sha || die "$TARBALL: SHA256 is not $SHA256"
-fi
+tarball=$(qemu_tarball) || die "no QEMU $VERSION source"
 
 # ---- the cache key ----
 mapfile -t patches < <(find "$here/patches" -maxdepth 1 -name '*.patch' | LC_ALL=C sort)
 [[ ${#patches[@]} -gt 0 ]] || die "no patches in $here/patches"
 lib_sum=$(cd "$CACHE/rdmae" && find include lib -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-64)
+# Our new QEMU files (qemu-plugin/src/, paths as in QEMU's tree): copied over
+# the tree, never carried as hunks, so that the patches touch only QEMU's own
+# files. A patch that touches one of them is a mistake.
+mapfile -t ours < <(cd "$here/src" && find . -type f -printf '%P\n' | LC_ALL=C sort)
+while IFS= read -r f; do
+  [[ ! -f $here/src/$f ]] || die "a patch touches $f, which is ours (qemu-plugin/src/$f): edit the file instead"
+done < <(sed -n 's|^+++ [ab]/\([^[:space:]]*\).*|\1|p' "${patches[@]}" | LC_ALL=C sort -u)
+# Contents only, never paths: every clone of the same sources shares a key.
 key=$( {
   echo "$SHA256"
   for p in "${patches[@]}"; do echo "${p##*/}"; sha256sum <"$p"; done
+  for f in "${ours[@]}"; do echo "$f"; sha256sum <"$here/src/$f"; done
   sha256sum <"$here/build.sh"
+  sha256sum <"$here/tarball.sh"
   echo "$lib_sum"
 } | sha256sum | cut -c1-16)
 bin=$CACHE/bin/$key/qemu-system-x86_64
@@ -114,6 +113,21 @@ series_differs() {
 # The files a patch touches ("+++ b/path").
 patch_files() { sed -n 's|^+++ [ab]/\([^[:space:]]*\).*|\1|p' "$@" | LC_ALL=C sort -u; }
 
+# Copy our files in where they differ (unchanged ones keep their time stamps),
+# and remove those an earlier run copied that src/ no longer has.
+place_ours() {
+  local f list=$CACHE/src.ours
+  if [[ -f $list ]]; then
+    while IFS= read -r f; do
+      [[ -z $f || -f $here/src/$f ]] || rm -f "$src/$f"
+    done <"$list"
+  fi
+  for f in "${ours[@]}"; do
+    cmp -s "$here/src/$f" "$src/$f" || install -D -m 644 "$here/src/$f" "$src/$f"
+  done
+  printf '%s\n' "${ours[@]}" >"$list"
+}
+
 if series_differs; then
   mapfile -t old < <(find "$applied" -name '*.patch' | LC_ALL=C sort)
   mapfile -t touched < <(patch_files "${old[@]}" "${patches[@]}" /dev/null)
@@ -139,12 +153,15 @@ if series_differs; then
       die "${p##*/} does not apply to QEMU $VERSION"
     cp "$p" "$applied/"
   done
+  place_ours
   for f in "${!before[@]}"; do
     [[ -f $src/$f ]] || continue
     sum=${before[$f]% *}
     [[ $(sha256sum <"$src/$f" | cut -c1-64) == "$sum" ]] && touch -d "@${before[$f]#* }" "$src/$f"
   done
 fi
+
+place_ours
 
 # ---- configure (again only when the arguments change) ----
 build=$CACHE/build

@@ -1,0 +1,1578 @@
+/*
+ * rdmae: live migration over the librdmae RDMA engine
+ *
+ * Source:
+ *   rdmae_start_outgoing_migration (BQL): check, list the RAM blocks, start
+ *   a connect thread: rdmae_connect, HELLO (block names and used lengths),
+ *   session, pre-flight (both sides register, outside the BQL); then a
+ *   bottom half hands QEMU a QIOChannelRdmae (migration_channel_connect).
+ *   ram.c sends one engine round per iteration over a dirty-bitmap
+ *   snapshot and the final round after the last sync; the device state
+ *   goes through the channel (rdmae_session_send_state); migration.c calls
+ *   rdmae_complete() after the last byte: fence, verified commit.
+ *
+ * Destination:
+ *   rdmae_start_incoming_migration: listen; an accept thread takes one
+ *   connection and its HELLO, a bottom half resizes resizable blocks to the
+ *   source's lengths, the thread creates the session and pre-flights (pins
+ *   all of guest RAM); a pump thread then runs rdmae_session_dest_step and
+ *   buffers the device state until RDMAE_EV_COMMITTED: the loadvm coroutine
+ *   reads nothing before every page is placed and verified, so the VM never
+ *   runs on unverified memory and no post_load can race the checksums.
+ *
+ * This work is licensed under the terms of the GNU GPL, version 2 or
+ * later.  See the COPYING file in the top-level directory.
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qapi/qapi-types-migration.h"
+#include "qapi/qapi-visit-migration.h"
+#include "qapi/clone-visitor.h"
+#include "qemu/cutils.h"
+#include "qemu/ctype.h"
+#include "qemu/error-report.h"
+#include "qemu/event_notifier.h"
+#include "qemu/main-loop.h"
+#include "qemu/module.h"
+#include "qemu/rcu.h"
+#include "qemu/sockets.h"
+#include "qemu/thread.h"
+#include "qemu/units.h"
+#include "qemu/iov.h"
+#include "qom/object.h"
+#include "io/channel.h"
+#include "io/channel-watch.h"
+#include "io/channel-util.h"
+#include "block/aio.h"
+#include "exec/memory.h"
+#include "exec/ramblock.h"
+#include "exec/target_page.h"
+#include "migration.h"
+#include "migration/client-options.h"
+#include "channel.h"
+#include "options.h"
+#include "ram.h"
+#include "rdmae.h"
+#include "trace.h"
+
+#include <netdb.h>
+#include <sys/resource.h>
+
+#include <rdmae/rdmae_engine.h>
+
+#define RDMAE_LANES_DEFAULT     4
+#define RDMAE_LANES_MAX         16
+#define RDMAE_KEEPALIVE_MAX_MS  3600000u
+#define RDMAE_BLOCKS_MAX        4096
+
+/* ---- options ---- */
+
+static bool parse_u64(const char *key, const char *val, uint64_t min,
+                      uint64_t max, uint64_t *out, Error **errp)
+{
+    uint64_t v;
+
+    /* qemu_strtou64 would wrap "-1" around. */
+    if (!qemu_isdigit(val[0]) || qemu_strtou64(val, NULL, 10, &v) < 0 ||
+        v < min || v > max) {
+        error_setg(errp, "rdmae: option '%s': '%s' is not an integer in "
+                   "%" PRIu64 "..%" PRIu64, key, val, min, max);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool rdmae_parse_uri(const char *str, RdmaeMigrationArgs *args, Error **errp)
+{
+    g_autofree char *copy = g_strdup(str);
+    g_auto(GStrv) opts = NULL;
+    InetSocketAddress isa = { 0 };
+    char *comma = strchr(copy, ',');
+
+    if (comma) {
+        *comma = '\0';
+        opts = g_strsplit(comma + 1, ",", -1);
+    }
+    if (inet_parse(&isa, copy, errp) < 0) {
+        error_prepend(errp, "rdmae: address '%s': ", copy);
+        g_free(isa.host);
+        g_free(isa.port);
+        return false;
+    }
+    args->host = isa.host;
+    args->port = isa.port;
+
+    for (size_t i = 0; opts && opts[i]; i++) {
+        char *key = opts[i];
+        char *val = strchr(key, '=');
+        uint64_t v;
+
+        if (!val || !val[1]) {
+            error_setg(errp, "rdmae: option '%s' needs a value (key=value)",
+                       key);
+            return false;
+        }
+        *val++ = '\0';
+        if (!strcmp(key, "lanes")) {
+            if (args->has_lanes ||
+                !parse_u64(key, val, 1, RDMAE_LANES_MAX, &v, errp)) {
+                goto dup_or_bad;
+            }
+            args->has_lanes = true;
+            args->lanes = v;
+        } else if (!strcmp(key, "reg")) {
+            int r = qapi_enum_parse(&RdmaeRegistrationMode_lookup, val, -1,
+                                    NULL);
+
+            if (args->has_reg) {
+                goto dup_or_bad;
+            }
+            if (r < 0) {
+                error_setg(errp, "rdmae: option 'reg': '%s' is not pin-all, "
+                           "on-demand or odp", val);
+                return false;
+            }
+            args->has_reg = true;
+            args->reg = r;
+        } else if (!strcmp(key, "bind")) {
+            if (args->bind) {
+                goto dup_or_bad;
+            }
+            args->bind = g_strdup(val);
+        } else if (!strcmp(key, "keepalive")) {
+            if (args->has_keepalive ||
+                !parse_u64(key, val, 0, RDMAE_KEEPALIVE_MAX_MS, &v, errp)) {
+                goto dup_or_bad;
+            }
+            args->has_keepalive = true;
+            args->keepalive = v;
+        } else if (!strcmp(key, "verify")) {
+            bool b;
+
+            if (args->has_verify) {
+                goto dup_or_bad;
+            }
+            if (!qapi_bool_parse(key, val, &b, NULL)) {
+                error_setg(errp, "rdmae: option 'verify': '%s' is not on or "
+                           "off", val);
+                return false;
+            }
+            args->has_verify = true;
+            args->verify = b;
+        } else if (!strcmp(key, "key")) {
+            if (args->key) {
+                goto dup_or_bad;
+            }
+            args->key = g_strdup(val);
+        } else if (!strcmp(key, "auth")) {
+            int r = qapi_enum_parse(&RdmaeAuth_lookup, val, -1, NULL);
+
+            if (args->has_auth) {
+                goto dup_or_bad;
+            }
+            if (r < 0) {
+                error_setg(errp, "rdmae: option 'auth': '%s' is not none "
+                           "(to authenticate, give key=FILE)", val);
+                return false;
+            }
+            args->has_auth = true;
+            args->auth = r;
+        } else {
+            error_setg(errp, "rdmae: unknown option '%s' (lanes, reg, bind, "
+                       "keepalive, verify, key, auth)", key);
+            return false;
+        }
+        continue;
+dup_or_bad:
+        if (errp && !*errp) {
+            error_setg(errp, "rdmae: option '%s' given twice", key);
+        }
+        return false;
+    }
+    return rdmae_check_args(args, errp);
+}
+
+bool rdmae_check_args(const RdmaeMigrationArgs *args, Error **errp)
+{
+    uint64_t port;
+
+    if (!args->host || !*args->host) {
+        error_setg(errp, "rdmae: no host (rdmae:HOST:PORT)");
+        return false;
+    }
+    if (!args->port || qemu_strtou64(args->port, NULL, 10, &port) < 0 ||
+        port < 1 || port > 65535) {
+        error_setg(errp, "rdmae: port '%s' is not in 1..65535",
+                   args->port ? args->port : "");
+        return false;
+    }
+    if (args->has_lanes && (args->lanes < 1 || args->lanes > RDMAE_LANES_MAX)) {
+        error_setg(errp, "rdmae: option 'lanes': %u is not in 1..%d",
+                   args->lanes, RDMAE_LANES_MAX);
+        return false;
+    }
+    if (args->has_keepalive && args->keepalive > RDMAE_KEEPALIVE_MAX_MS) {
+        error_setg(errp, "rdmae: option 'keepalive': %u ms is not in 0..%u "
+                   "(0 = off)", args->keepalive, RDMAE_KEEPALIVE_MAX_MS);
+        return false;
+    }
+    /* The key file itself is read, and its mode checked, by librdmae. */
+    if (args->key && !*args->key) {
+        error_setg(errp, "rdmae: option 'key': empty file name");
+        return false;
+    }
+    if (args->key && args->has_auth) {
+        error_setg(errp, "rdmae: options 'key' and 'auth=none' exclude each "
+                   "other");
+        return false;
+    }
+    if (!args->key && !args->has_auth) {
+        error_setg(errp, "rdmae: no key: give key=FILE (the key shared with "
+                   "the peer, readable by its owner only), or auth=none to "
+                   "migrate without authentication");
+        return false;
+    }
+    if (args->bind) {
+        struct addrinfo hints = { .ai_flags = AI_PASSIVE | AI_NUMERICHOST };
+        struct addrinfo *res = NULL;
+        int rc;
+
+        if (!*args->bind) {
+            error_setg(errp, "rdmae: option 'bind': empty address");
+            return false;
+        }
+        rc = getaddrinfo(args->bind, NULL, &hints, &res);
+        if (rc) {
+            error_setg(errp, "rdmae: option 'bind': '%s' is not a numeric "
+                       "IPv4 or IPv6 address (%s)", args->bind,
+                       gai_strerror(rc));
+            return false;
+        }
+        freeaddrinfo(res);
+    }
+    return true;
+}
+
+bool rdmae_caps_check(const bool *caps, Error **errp)
+{
+    static const MigrationCapability refused[] = {
+        MIGRATION_CAPABILITY_POSTCOPY_RAM,
+        MIGRATION_CAPABILITY_MULTIFD,
+        MIGRATION_CAPABILITY_XBZRLE,
+        MIGRATION_CAPABILITY_RETURN_PATH,
+        MIGRATION_CAPABILITY_SWITCHOVER_ACK,
+        MIGRATION_CAPABILITY_MAPPED_RAM,
+        MIGRATION_CAPABILITY_X_COLO,
+        MIGRATION_CAPABILITY_BACKGROUND_SNAPSHOT,
+        MIGRATION_CAPABILITY_DIRTY_BITMAPS,
+        MIGRATION_CAPABILITY_POSTCOPY_PREEMPT,
+        MIGRATION_CAPABILITY_ZERO_COPY_SEND,
+    };
+
+    for (size_t i = 0; i < ARRAY_SIZE(refused); i++) {
+        if (caps[refused[i]]) {
+            error_setg(errp, "rdmae: capability '%s' is not supported by the "
+                       "rdmae transport; disable it or use tcp:",
+                       MigrationCapability_str(refused[i]));
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Parameters that rdmae refuses, checked when a migration starts. */
+static bool rdmae_params_check(Error **errp)
+{
+    if (migrate_tls()) {
+        error_setg(errp, "rdmae: TLS (tls-creds) is not supported by the "
+                   "rdmae transport; clear tls-creds or use tcp:");
+        return false;
+    }
+    if (migrate_mode() != MIG_MODE_NORMAL) {
+        error_setg(errp, "rdmae: migration mode '%s' is not supported; only "
+                   "'normal'", MigMode_str(migrate_mode()));
+        return false;
+    }
+    if (ram_block_discard_is_required()) {
+        error_setg(errp, "rdmae: a device needs RAM discards (e.g. virtio-mem),"
+                   " which pinned RDMA registrations cannot follow");
+        return false;
+    }
+    return true;
+}
+
+static void conn_opts_from_args(const RdmaeMigrationArgs *args,
+                                struct rdmae_conn_opts *o)
+{
+    rdmae_conn_opts_default(o);
+    o->lanes = args->has_lanes ? args->lanes : RDMAE_LANES_DEFAULT;
+    o->bind_addr = args->bind;
+    o->key_file = args->key;
+    o->auth_none = args->has_auth && args->auth == RDMAE_AUTH_NONE;
+    if (args->has_keepalive) {
+        /* 0 in the options means the default; off is negative. */
+        o->keepalive_ms = args->keepalive ? (int)args->keepalive : -1;
+    }
+}
+
+/* This side's registration mode; unset leaves the engine's default. */
+static enum rdmae_reg_mode reg_mode_from_args(const RdmaeMigrationArgs *args)
+{
+    if (!args->has_reg) {
+        return RDMAE_REG_AUTO;
+    }
+    switch (args->reg) {
+    case RDMAE_REGISTRATION_MODE_ON_DEMAND:
+        return RDMAE_REG_ON_DEMAND;
+    case RDMAE_REGISTRATION_MODE_ODP:
+        return RDMAE_REG_ODP;
+    default:
+        return RDMAE_REG_PIN_ALL;
+    }
+}
+
+/* ---- HELLO: the source's blocks, before the sessions exist ---- */
+
+#define HELLO_MAGIC     0x48514452u     /* "RDQH" on the wire */
+#define HELLO_VERSION   1
+#define HELLO_NAME_LEN  256             /* RAMBlock idstr, NUL included */
+
+typedef struct QEMU_PACKED HelloHdr {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t reserved0;
+    uint32_t count;
+    uint32_t reserved1;
+} HelloHdr;
+
+typedef struct QEMU_PACKED HelloBlock {
+    char name[HELLO_NAME_LEN];
+    uint64_t used_length;
+    uint32_t page_size;
+    uint32_t reserved;
+} HelloBlock;
+
+QEMU_BUILD_BUG_ON(sizeof(HelloHdr) != 16);
+QEMU_BUILD_BUG_ON(sizeof(HelloBlock) != 272);
+QEMU_BUILD_BUG_ON(sizeof(((RAMBlock *)0)->idstr) != HELLO_NAME_LEN);
+QEMU_BUILD_BUG_ON(RDMAE_BLOCK_NAME_MAX != HELLO_NAME_LEN);
+/* QEMU's dirty bitmaps are handed to the engine as they are. */
+QEMU_BUILD_BUG_ON(sizeof(unsigned long) != sizeof(uint64_t));
+
+typedef struct RdmaeBlockInfo {
+    char *name;
+    RAMBlock *rb;
+    void *host;
+    uint64_t len;
+    uint64_t page_size;
+    bool hugepages;
+} RdmaeBlockInfo;
+
+static void *hello_encode(const RdmaeBlockInfo *b, size_t n, size_t *len)
+{
+    HelloHdr h = {
+        .magic = cpu_to_le32(HELLO_MAGIC),
+        .version = cpu_to_le16(HELLO_VERSION),
+        .count = cpu_to_le32(n),
+    };
+    uint8_t *buf;
+
+    *len = sizeof(h) + n * sizeof(HelloBlock);
+    buf = g_malloc0(*len);
+    memcpy(buf, &h, sizeof(h));
+    for (size_t i = 0; i < n; i++) {
+        HelloBlock hb = { 0 };
+
+        pstrcpy(hb.name, sizeof(hb.name), b[i].name);
+        hb.used_length = cpu_to_le64(b[i].len);
+        hb.page_size = cpu_to_le32(b[i].page_size);
+        memcpy(buf + sizeof(h) + i * sizeof(hb), &hb, sizeof(hb));
+    }
+    return buf;
+}
+
+/* Strict: sizes, magic, version, reserved zero, names NUL-terminated. */
+static bool hello_decode(const void *buf, size_t len, HelloBlock **out,
+                         size_t *n, Error **errp)
+{
+    HelloHdr h;
+    uint32_t count;
+
+    if (len < sizeof(h)) {
+        error_setg(errp, "rdmae: HELLO of %zu bytes is too short", len);
+        return false;
+    }
+    memcpy(&h, buf, sizeof(h));
+    count = le32_to_cpu(h.count);
+    if (le32_to_cpu(h.magic) != HELLO_MAGIC) {
+        error_setg(errp, "rdmae: the peer did not send a HELLO (magic 0x%x): "
+                   "not an rdmae QEMU source?", le32_to_cpu(h.magic));
+        return false;
+    }
+    if (le16_to_cpu(h.version) != HELLO_VERSION) {
+        error_setg(errp, "rdmae: HELLO version %u, this QEMU speaks %u",
+                   le16_to_cpu(h.version), HELLO_VERSION);
+        return false;
+    }
+    if (h.reserved0 || h.reserved1 || !count || count > RDMAE_BLOCKS_MAX ||
+        len != sizeof(h) + (size_t)count * sizeof(HelloBlock)) {
+        error_setg(errp, "rdmae: malformed HELLO (%u blocks in %zu bytes)",
+                   count, len);
+        return false;
+    }
+    *out = g_new(HelloBlock, count);
+    memcpy(*out, (const uint8_t *)buf + sizeof(h), count * sizeof(HelloBlock));
+    for (uint32_t i = 0; i < count; i++) {
+        HelloBlock *hb = &(*out)[i];
+
+        hb->used_length = le64_to_cpu(hb->used_length);
+        hb->page_size = le32_to_cpu(hb->page_size);
+        if (!memchr(hb->name, '\0', sizeof(hb->name)) || !hb->name[0] ||
+            hb->reserved || !hb->used_length) {
+            error_setg(errp, "rdmae: malformed HELLO block %u", i);
+            g_free(*out);
+            *out = NULL;
+            return false;
+        }
+    }
+    *n = count;
+    return true;
+}
+
+/* Every migratable block, ROMs and resizable ones included. BQL held. */
+static RdmaeBlockInfo *list_blocks(size_t *n, Error **errp)
+{
+    GArray *a = g_array_new(false, true, sizeof(RdmaeBlockInfo));
+    size_t ps = qemu_target_page_size();
+    RAMBlock *rb;
+
+    WITH_RCU_READ_LOCK_GUARD() {
+        RAMBLOCK_FOREACH_NOT_IGNORED(rb) {
+            RdmaeBlockInfo bi = {
+                .name = g_strdup(rb->idstr),
+                .rb = rb,
+                .host = rb->host,
+                .len = rb->used_length,
+                .page_size = ps,
+                .hugepages = qemu_ram_pagesize(rb) > qemu_real_host_page_size(),
+            };
+
+            g_array_append_val(a, bi);
+        }
+    }
+    *n = a->len;
+    if (!a->len || a->len > RDMAE_BLOCKS_MAX) {
+        error_setg(errp, "rdmae: %u RAM blocks to migrate (1..%d allowed)",
+                   a->len, RDMAE_BLOCKS_MAX);
+        for (guint i = 0; i < a->len; i++) {
+            g_free(g_array_index(a, RdmaeBlockInfo, i).name);
+        }
+        g_array_free(a, true);
+        return NULL;
+    }
+    return (RdmaeBlockInfo *)g_array_free(a, false);
+}
+
+static void free_blocks(RdmaeBlockInfo *b, size_t n)
+{
+    for (size_t i = 0; b && i < n; i++) {
+        g_free(b[i].name);
+    }
+    g_free(b);
+}
+
+static struct rdmae_block *engine_blocks(const RdmaeBlockInfo *b, size_t n)
+{
+    struct rdmae_block *eb = g_new0(struct rdmae_block, n);
+
+    for (size_t i = 0; i < n; i++) {
+        eb[i].name = b[i].name;
+        eb[i].host = b[i].host;
+        eb[i].len = b[i].len;
+        eb[i].page_size = b[i].page_size;
+        eb[i].hugepages = b[i].hugepages;
+    }
+    return eb;
+}
+
+/* ---- the link: connection, session, blocks; owned by the channel ---- */
+
+typedef struct RdmaeLink {
+    bool source;
+    struct rdmae_conn *conn;
+    struct rdmae_session *sess;
+    RdmaeBlockInfo *blocks;
+    size_t nblocks;
+    struct rdmae_block *eblocks;
+    uint64_t **bitmaps;         /* source: round snapshots */
+    char *peer;
+    bool discard_disabled;
+    int64_t setup_ms;
+    int64_t start_us;           /* source: migrate; destination: accepted */
+} RdmaeLink;
+
+static void link_free(RdmaeLink *l)
+{
+    struct rdmae_session_stats st;
+
+    if (!l) {
+        return;
+    }
+    /* The trace says how long after COMMIT_OK the deregistration ended. */
+    if (l->sess && !rdmae_session_release(l->sess, NULL) &&
+        !rdmae_session_stats(l->sess, &st) && st.dereg_ns) {
+        trace_rdmae_dereg(l->source ? "source" : "destination",
+                          st.dereg_after_commit_ns / 1000, st.dereg_ns / 1000);
+    }
+    rdmae_session_destroy(l->sess);
+    rdmae_conn_destroy(l->conn);
+    for (size_t i = 0; l->bitmaps && i < l->nblocks; i++) {
+        g_free(l->bitmaps[i]);
+    }
+    g_free(l->bitmaps);
+    g_free(l->eblocks);
+    free_blocks(l->blocks, l->nblocks);
+    g_free(l->peer);
+    if (l->discard_disabled) {
+        ram_block_discard_disable(false);
+    }
+    g_free(l);
+}
+
+static void *link_free_thread(void *opaque)
+{
+    link_free(opaque);
+    return NULL;
+}
+
+/*
+ * The channel closes with the BQL held: on the destination in the
+ * incoming bottom half, after vm_start or, under -S (libvirt), before the
+ * `cont` that waits for the BQL. Deregistering a large guest takes
+ * seconds, so it runs on a thread of its own and stays out of the
+ * downtime either way.
+ */
+static void link_free_async(RdmaeLink *l)
+{
+    QemuThread th;
+
+    if (!l) {
+        return;
+    }
+    qemu_thread_create(&th, "rdmae-release", link_free_thread, l,
+                       QEMU_THREAD_DETACHED);
+}
+
+/* ---- the device-state channel ---- */
+
+#define TYPE_QIO_CHANNEL_RDMAE "qio-channel-rdmae"
+OBJECT_DECLARE_SIMPLE_TYPE(QIOChannelRdmae, QIO_CHANNEL_RDMAE)
+
+struct QIOChannelRdmae {
+    QIOChannel parent;
+    RdmaeLink *link;
+    bool blocking;
+
+    /* destination: filled by the pump, readable once committed */
+    QemuThread pump;
+    bool pump_started;
+    QemuMutex lock;
+    QemuCond cond;
+    GByteArray *state;          /* device state received */
+    size_t read_off;            /* served to loadvm so far */
+    bool committed;             /* every page placed and verified */
+    bool closing;
+    Error *err;                 /* the pump's failure */
+    EventNotifier readable;     /* set once committed or failed */
+};
+
+static ssize_t qio_channel_rdmae_writev(QIOChannel *ioc,
+                                        const struct iovec *iov, size_t niov,
+                                        int *fds, size_t nfds, int flags,
+                                        Error **errp)
+{
+    QIOChannelRdmae *rioc = QIO_CHANNEL_RDMAE(ioc);
+    struct rdmae_err e = { 0 };
+    size_t len = iov_size(iov, niov);
+    g_autofree uint8_t *buf = NULL;
+    int rc;
+
+    if (!rioc->link || !rioc->link->source) {
+        error_setg(errp, "rdmae: the channel is closed or not a source");
+        return -1;
+    }
+    if (!len) {
+        return 0;
+    }
+    /* One message per flush (QEMUFile buffers up to 32 KiB). */
+    if (niov == 1) {
+        rc = rdmae_session_send_state(rioc->link->sess, iov[0].iov_base, len,
+                                      &e);
+    } else {
+        buf = g_malloc(len);
+        iov_to_buf(iov, niov, 0, buf, len);
+        rc = rdmae_session_send_state(rioc->link->sess, buf, len, &e);
+    }
+    if (rc) {
+        error_setg_errno(errp, -rc, "rdmae: device state to %s: %s",
+                         rioc->link->peer, e.msg);
+        return -1;
+    }
+    return len;
+}
+
+static ssize_t qio_channel_rdmae_readv(QIOChannel *ioc,
+                                       const struct iovec *iov, size_t niov,
+                                       int **fds, size_t *nfds, int flags,
+                                       Error **errp)
+{
+    QIOChannelRdmae *rioc = QIO_CHANNEL_RDMAE(ioc);
+    size_t avail, n;
+
+    if (!rioc->link || rioc->link->source) {
+        error_setg(errp, "rdmae: the channel is closed or not a destination");
+        return -1;
+    }
+    QEMU_LOCK_GUARD(&rioc->lock);
+    while (!rioc->committed && !rioc->err && !rioc->closing) {
+        if (!rioc->blocking) {
+            return QIO_CHANNEL_ERR_BLOCK;
+        }
+        qemu_cond_wait(&rioc->cond, &rioc->lock);
+    }
+    if (rioc->err) {
+        error_propagate(errp, error_copy(rioc->err));
+        return -1;
+    }
+    if (!rioc->committed) {
+        error_setg(errp, "rdmae: the channel is closed");
+        return -1;
+    }
+    avail = rioc->state->len - rioc->read_off;
+    n = iov_from_buf(iov, niov, 0, rioc->state->data + rioc->read_off, avail);
+    rioc->read_off += n;
+    return n;       /* 0: the end of the stream */
+}
+
+/* Destination: every message in order; device state held until the commit. */
+static void *rdmae_pump_thread(void *opaque)
+{
+    QIOChannelRdmae *rioc = opaque;
+    RdmaeLink *l = rioc->link;
+
+    for (;;) {
+        struct rdmae_dest_event ev;
+        struct rdmae_err e = { 0 };
+        int rc = rdmae_session_dest_step(l->sess, &ev, &e);
+
+        if (rc == -ETIMEDOUT) {
+            /* A quiet source (e.g. pause-before-switchover): wait again. */
+            bool closing;
+
+            WITH_QEMU_LOCK_GUARD(&rioc->lock) {
+                closing = rioc->closing;
+            }
+            if (!closing) {
+                continue;
+            }
+        }
+        qemu_mutex_lock(&rioc->lock);
+        if (rc) {
+            if (!rioc->closing) {
+                error_setg_errno(&rioc->err, -rc, "rdmae: from %s: %s",
+                                 l->peer, e.msg);
+                /*
+                 * loadvm reports a failed read only as "not a migration
+                 * stream" or a bare errno: say why here.
+                 */
+                error_report("%s", error_get_pretty(rioc->err));
+            } else {
+                error_setg(&rioc->err, "rdmae: the channel is closed");
+            }
+        } else if (ev.kind == RDMAE_EV_STATE) {
+            g_byte_array_append(rioc->state, ev.data, ev.len);
+            qemu_mutex_unlock(&rioc->lock);
+            continue;
+        } else if (ev.kind == RDMAE_EV_ROUND) {
+            qemu_mutex_unlock(&rioc->lock);
+            continue;
+        } else {
+            rioc->committed = true;
+            if (!ev.verified) {
+                warn_report("rdmae: committed without verification "
+                            "(the source asked for verify=off)");
+            }
+        }
+        qemu_cond_broadcast(&rioc->cond);
+        qemu_mutex_unlock(&rioc->lock);
+        event_notifier_set(&rioc->readable);
+        return NULL;
+    }
+}
+
+static int qio_channel_rdmae_set_blocking(QIOChannel *ioc, bool enabled,
+                                          Error **errp)
+{
+    QIO_CHANNEL_RDMAE(ioc)->blocking = enabled;
+    return 0;
+}
+
+static int qio_channel_rdmae_shutdown(QIOChannel *ioc,
+                                      QIOChannelShutdown how, Error **errp)
+{
+    QIOChannelRdmae *rioc = QIO_CHANNEL_RDMAE(ioc);
+
+    /* Wakes any call blocked in the engine with -ECANCELED. */
+    if (rioc->link && rioc->link->sess) {
+        rdmae_session_cancel(rioc->link->sess, "migration channel shut down");
+    }
+    return 0;
+}
+
+static RdmaeLink *current_src_link;
+static QemuMutex src_lock;
+
+static int qio_channel_rdmae_close(QIOChannel *ioc, Error **errp)
+{
+    QIOChannelRdmae *rioc = QIO_CHANNEL_RDMAE(ioc);
+    RdmaeLink *l = rioc->link;
+
+    if (!l) {
+        return 0;
+    }
+    if (l->source) {
+        WITH_QEMU_LOCK_GUARD(&src_lock) {
+            if (current_src_link == l) {
+                current_src_link = NULL;
+            }
+        }
+    }
+    if (rioc->pump_started) {
+        WITH_QEMU_LOCK_GUARD(&rioc->lock) {
+            rioc->closing = true;
+            qemu_cond_broadcast(&rioc->cond);
+        }
+        /* Without a commit, this cancels and undoes the registrations. */
+        rdmae_session_cancel(l->sess, "the destination closed the channel");
+        qemu_thread_join(&rioc->pump);
+        rioc->pump_started = false;
+    }
+    rioc->link = NULL;
+    link_free_async(l);
+    return 0;
+}
+
+static void qio_channel_rdmae_set_aio_fd_handler(QIOChannel *ioc,
+                                                 AioContext *read_ctx,
+                                                 IOHandler *io_read,
+                                                 AioContext *write_ctx,
+                                                 IOHandler *io_write,
+                                                 void *opaque)
+{
+    QIOChannelRdmae *rioc = QIO_CHANNEL_RDMAE(ioc);
+
+    /* Reads wait on the pump's notifier; writes never block. */
+    if (read_ctx) {
+        aio_set_fd_handler(read_ctx, event_notifier_get_fd(&rioc->readable),
+                           io_read, NULL, NULL, NULL, opaque);
+    }
+}
+
+static GSource *qio_channel_rdmae_create_watch(QIOChannel *ioc,
+                                               GIOCondition condition)
+{
+    QIOChannelRdmae *rioc = QIO_CHANNEL_RDMAE(ioc);
+
+    return qio_channel_create_fd_watch(ioc,
+                                       event_notifier_get_fd(&rioc->readable),
+                                       condition);
+}
+
+static void qio_channel_rdmae_init(Object *obj)
+{
+    QIOChannelRdmae *rioc = QIO_CHANNEL_RDMAE(obj);
+
+    rioc->blocking = true;
+    qemu_mutex_init(&rioc->lock);
+    qemu_cond_init(&rioc->cond);
+    rioc->state = g_byte_array_new();
+    event_notifier_init(&rioc->readable, false);
+    qio_channel_set_feature(QIO_CHANNEL(obj), QIO_CHANNEL_FEATURE_SHUTDOWN);
+}
+
+static void qio_channel_rdmae_finalize(Object *obj)
+{
+    QIOChannelRdmae *rioc = QIO_CHANNEL_RDMAE(obj);
+
+    qio_channel_rdmae_close(QIO_CHANNEL(obj), NULL);
+    event_notifier_cleanup(&rioc->readable);
+    g_byte_array_unref(rioc->state);
+    error_free(rioc->err);
+    qemu_cond_destroy(&rioc->cond);
+    qemu_mutex_destroy(&rioc->lock);
+}
+
+static void qio_channel_rdmae_class_init(ObjectClass *klass, void *data)
+{
+    QIOChannelClass *ioc_klass = QIO_CHANNEL_CLASS(klass);
+
+    ioc_klass->io_writev = qio_channel_rdmae_writev;
+    ioc_klass->io_readv = qio_channel_rdmae_readv;
+    ioc_klass->io_set_blocking = qio_channel_rdmae_set_blocking;
+    ioc_klass->io_close = qio_channel_rdmae_close;
+    ioc_klass->io_shutdown = qio_channel_rdmae_shutdown;
+    ioc_klass->io_create_watch = qio_channel_rdmae_create_watch;
+    ioc_klass->io_set_aio_fd_handler = qio_channel_rdmae_set_aio_fd_handler;
+}
+
+static const TypeInfo qio_channel_rdmae_info = {
+    .parent = TYPE_QIO_CHANNEL,
+    .name = TYPE_QIO_CHANNEL_RDMAE,
+    .instance_size = sizeof(QIOChannelRdmae),
+    .instance_init = qio_channel_rdmae_init,
+    .instance_finalize = qio_channel_rdmae_finalize,
+    .class_init = qio_channel_rdmae_class_init,
+};
+
+static void qio_channel_rdmae_register_types(void)
+{
+    qemu_mutex_init(&src_lock);
+    type_register_static(&qio_channel_rdmae_info);
+}
+
+type_init(qio_channel_rdmae_register_types);
+
+/* ---- source ---- */
+
+typedef struct RdmaeConnectJob {
+    MigrationState *s;
+    RdmaeMigrationArgs *args;
+    RdmaeLink *link;
+    Error *err;
+} RdmaeConnectJob;
+
+/* The job between migrate and the channel: migrate_cancel reaches it here. */
+static RdmaeConnectJob *pending_job;
+static bool pending_cancelled;
+static bool src_outcome_unknown;
+
+static bool job_cancelled(void)
+{
+    QEMU_LOCK_GUARD(&src_lock);
+    return pending_cancelled;
+}
+
+static void rdmae_connect_bh(void *opaque)
+{
+    RdmaeConnectJob *job = opaque;
+    MigrationState *s = job->s;
+
+    WITH_QEMU_LOCK_GUARD(&src_lock) {
+        pending_job = NULL;
+        if (pending_cancelled && !job->err) {
+            error_setg(&job->err, "rdmae: cancelled during setup");
+        }
+    }
+    if (job->err) {
+        link_free(job->link);
+        migration_connect(s, job->err);
+        error_free(job->err);
+    } else {
+        QIOChannelRdmae *rioc =
+            QIO_CHANNEL_RDMAE(object_new(TYPE_QIO_CHANNEL_RDMAE));
+
+        rioc->link = job->link;
+        WITH_QEMU_LOCK_GUARD(&src_lock) {
+            current_src_link = job->link;
+        }
+        qio_channel_set_name(QIO_CHANNEL(rioc), "migration-rdmae-outgoing");
+        migration_channel_connect(s, QIO_CHANNEL(rioc), job->args->host, NULL);
+        object_unref(OBJECT(rioc));
+    }
+    qapi_free_RdmaeMigrationArgs(job->args);
+    object_unref(OBJECT(s));
+    g_free(job);
+}
+
+/* The connection's setup phases, as rdma/ timed them. */
+static void trace_setup_conn(RdmaeLink *l)
+{
+    struct rdmae_setup_times st;
+
+    rdmae_conn_setup_times(l->conn, &st);
+    trace_rdmae_setup_conn(l->source ? "source" : "destination", st.lanes,
+                           st.total_us, st.resolve_us, st.lanes_us,
+                           st.handshake_us, st.negotiate_us, st.more_lanes_us);
+    trace_rdmae_setup_conn_parts(l->source ? "source" : "destination",
+                                 st.init_us, st.device_us, st.ring_alloc_us,
+                                 st.ring_reg_us, st.qp_create_us,
+                                 st.post_recv_us, st.auth_us, st.lane0_recvs,
+                                 st.lane_recvs);
+}
+
+/* How each side registers guest RAM, as pre-flight told both. */
+static void trace_reg_modes(RdmaeLink *l)
+{
+    struct rdmae_session_stats st;
+
+    if (!rdmae_session_stats(l->sess, &st)) {
+        trace_rdmae_reg_modes(l->source ? "source" : "destination",
+                              rdmae_reg_mode_name(st.src_reg_mode),
+                              rdmae_reg_mode_name(st.dst_reg_mode));
+    }
+}
+
+static void *rdmae_connect_thread(void *opaque)
+{
+    RdmaeConnectJob *job = opaque;
+    RdmaeLink *l = job->link;
+    struct rdmae_session *sess = NULL;
+    bool cancelled;
+    struct rdmae_conn_opts co;
+    struct rdmae_session_opts so;
+    struct rdmae_err e = { 0 };
+    g_autofree void *hello = NULL;
+    size_t hello_len;
+    int64_t t0 = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    int64_t t[5];
+    int rc;
+
+    t[0] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    conn_opts_from_args(job->args, &co);
+    rc = rdmae_connect(&l->conn, job->args->host, job->args->port, &co, &e);
+    t[1] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    if (rc) {
+        error_setg_errno(&job->err, -rc, "rdmae: connect to %s:%s: %s",
+                         job->args->host, job->args->port, e.msg);
+        goto out;
+    }
+    l->peer = g_strdup(rdmae_conn_peer(l->conn));
+    if (job_cancelled()) {
+        goto out;
+    }
+
+    trace_setup_conn(l);
+    hello = hello_encode(l->blocks, l->nblocks, &hello_len);
+    rc = rdmae_send(l->conn, hello, hello_len, &e);
+    t[2] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    if (rc) {
+        error_setg_errno(&job->err, -rc, "rdmae: HELLO to %s: %s", l->peer,
+                         e.msg);
+        goto out;
+    }
+
+    rdmae_session_opts_default(&so);
+    so.reg_mode = reg_mode_from_args(job->args);
+    so.no_verify = job->args->has_verify && !job->args->verify;
+    so.no_zero_detect =
+        migrate_zero_page_detection() == ZERO_PAGE_DETECTION_NONE;
+    so.max_bandwidth = migrate_max_bandwidth();
+    so.downtime_limit_ns = migrate_downtime_limit() * 1000000ull;
+    /* QEMU decides convergence (threshold, downtime-limit, auto-converge). */
+    so.max_rounds = RDMAE_ROUNDS_UNLIMITED;
+    rc = rdmae_session_create(&sess, RDMAE_SOURCE, l->conn, l->eblocks,
+                              l->nblocks, &so, &e);
+    t[3] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    if (rc) {
+        error_setg_errno(&job->err, -rc, "rdmae: %s", e.msg);
+        goto out;
+    }
+    /* From here, migrate_cancel cancels the session. */
+    qemu_mutex_lock(&src_lock);
+    l->sess = sess;
+    cancelled = pending_cancelled;
+    qemu_mutex_unlock(&src_lock);
+    if (cancelled) {
+        goto out;
+    }
+    rc = rdmae_session_preflight(l->sess, &e);
+    if (rc) {
+        error_setg_errno(&job->err, -rc, "rdmae: pre-flight with %s: %s",
+                         l->peer, e.msg);
+        goto out;
+    }
+    t[4] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    l->setup_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) - t0;
+    trace_rdmae_setup_src(t[0] - l->start_us, t[1] - t[0], t[2] - t[1],
+                          t[3] - t[2], t[4] - t[3]);
+    trace_reg_modes(l);
+
+out:
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), rdmae_connect_bh, job);
+    return NULL;
+}
+
+void rdmae_start_outgoing_migration(MigrationState *s,
+                                    RdmaeMigrationArgs *args, Error **errp)
+{
+    RdmaeConnectJob *job;
+    RdmaeLink *l;
+    QemuThread th;
+
+    if (!rdmae_check_args(args, errp) || !rdmae_caps_check(s->capabilities,
+                                                            errp) ||
+        !rdmae_params_check(errp)) {
+        return;
+    }
+    l = g_new0(RdmaeLink, 1);
+    l->source = true;
+    l->start_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    l->blocks = list_blocks(&l->nblocks, errp);
+    if (!l->blocks) {
+        g_free(l);
+        return;
+    }
+    l->eblocks = engine_blocks(l->blocks, l->nblocks);
+    l->bitmaps = g_new0(uint64_t *, l->nblocks);
+    for (size_t i = 0; i < l->nblocks; i++) {
+        l->bitmaps[i] = g_new0(uint64_t,
+                               BITS_TO_LONGS(l->blocks[i].len /
+                                             l->blocks[i].page_size));
+    }
+    {
+        struct rdmae_err e = { 0 };
+
+        if (rdmae_session_check_blocks(l->eblocks, l->nblocks, &e)) {
+            error_setg(errp, "rdmae: %s", e.msg);
+            link_free(l);
+            return;
+        }
+    }
+    /* A discarded page would leave its pinned registration stale. */
+    if (ram_block_discard_disable(true)) {
+        error_setg(errp, "rdmae: RAM discards (e.g. a balloon) cannot be "
+                   "disabled");
+        link_free(l);
+        return;
+    }
+    l->discard_disabled = true;
+
+    job = g_new0(RdmaeConnectJob, 1);
+    job->s = s;
+    job->args = QAPI_CLONE(RdmaeMigrationArgs, args);
+    job->link = l;
+    WITH_QEMU_LOCK_GUARD(&src_lock) {
+        pending_job = job;
+        pending_cancelled = false;
+        src_outcome_unknown = false;
+    }
+    s->rdmae_migration = true;
+    object_ref(OBJECT(s));
+    qemu_thread_create(&th, "rdmae-connect", rdmae_connect_thread, job,
+                       QEMU_THREAD_DETACHED);
+}
+
+void rdmae_cancel_setup(void)
+{
+    QEMU_LOCK_GUARD(&src_lock);
+    if (pending_job) {
+        pending_cancelled = true;
+        if (pending_job->link && pending_job->link->sess) {
+            rdmae_session_cancel(pending_job->link->sess,
+                                 "migrate_cancel during setup");
+        }
+    }
+}
+
+void rdmae_params_changed(void)
+{
+    QEMU_LOCK_GUARD(&src_lock);
+    if (current_src_link && current_src_link->sess) {
+        rdmae_session_set_max_bandwidth(current_src_link->sess,
+                                        migrate_max_bandwidth());
+        rdmae_session_set_downtime_limit(current_src_link->sess,
+                                         migrate_downtime_limit() * 1000000ull);
+    }
+}
+
+int64_t rdmae_setup_ms(void)
+{
+    QEMU_LOCK_GUARD(&src_lock);
+    return current_src_link ? current_src_link->setup_ms : 0;
+}
+
+size_t rdmae_round_nblocks(void)
+{
+    return current_src_link ? current_src_link->nblocks : 0;
+}
+
+unsigned long *rdmae_round_bitmap(size_t index, RAMBlock *rb, Error **errp)
+{
+    RdmaeLink *l = current_src_link;
+
+    /* The migration thread owns the link while it runs rounds. */
+    if (!l) {
+        error_setg(errp, "rdmae: no session");
+        return NULL;
+    }
+    if (index >= l->nblocks || l->blocks[index].rb != rb ||
+        l->blocks[index].len != rb->used_length ||
+        l->blocks[index].host != rb->host) {
+        error_setg(errp, "rdmae: RAM block '%s' appeared, moved or changed "
+                   "size during the migration", rb->idstr);
+        return NULL;
+    }
+    return (unsigned long *)l->bitmaps[index];
+}
+
+int rdmae_round(bool final, RdmaeRoundResult *res, Error **errp)
+{
+    RdmaeLink *l = current_src_link;
+    struct rdmae_round_stats rs;
+    struct rdmae_err e = { 0 };
+    int rc;
+
+    if (!l) {
+        error_setg(errp, "rdmae: no session");
+        return -EINVAL;
+    }
+    if (final) {
+        /* QEMU lifts the rate limit for the final stage; so does the round. */
+        rdmae_session_set_max_bandwidth(l->sess, 0);
+    }
+    rc = rdmae_session_round(l->sess, (const uint64_t *const *)l->bitmaps,
+                             &rs, &e);
+    if (rc) {
+        error_setg_errno(errp, -rc, "rdmae: %sround to %s: %s",
+                         final ? "final " : "", l->peer, e.msg);
+        return rc;
+    }
+    res->pages = rs.pages;
+    res->zero_pages = rs.zero_pages;
+    res->bytes = rs.bytes;
+    return 0;
+}
+
+void rdmae_mark_stopped(void)
+{
+    if (current_src_link) {
+        rdmae_session_mark_stopped(current_src_link->sess);
+    }
+}
+
+int rdmae_complete(Error **errp)
+{
+    RdmaeLink *l = current_src_link;
+    struct rdmae_err e = { 0 };
+    int rc;
+
+    if (!l) {
+        error_setg(errp, "rdmae: no session");
+        return -EINVAL;
+    }
+    rc = rdmae_session_complete(l->sess, &e);
+    if (rc == -ENOTRECOVERABLE) {
+        WITH_QEMU_LOCK_GUARD(&src_lock) {
+            src_outcome_unknown = true;
+        }
+        error_setg(errp, "rdmae: %s; the source VM stays paused: resume it "
+                   "with 'cont' only once the destination (%s) is known not "
+                   "to run", e.msg, l->peer);
+    } else if (rc) {
+        error_setg_errno(errp, -rc, "rdmae: commit with %s: %s", l->peer,
+                         e.msg);
+    }
+    return rc;
+}
+
+bool rdmae_outcome_unknown(void)
+{
+    QEMU_LOCK_GUARD(&src_lock);
+    return src_outcome_unknown;
+}
+
+/* ---- destination ---- */
+
+/* A RAM block to populate while -incoming waits, referenced until done. */
+typedef struct PopulateRange {
+    MemoryRegion *mr;
+    char *host;
+    size_t len;
+    int fd;
+} PopulateRange;
+
+typedef struct RdmaeIncoming {
+    RdmaeMigrationArgs *args;
+    struct rdmae_listener *listener;
+    RdmaeLink *link;            /* until the channel takes it */
+    HelloBlock *hello;
+    size_t nhello;
+    QemuEvent resized;
+    Error *err;
+    bool accept_done;           /* the accept thread has finished */
+    QemuThread populate;
+    bool populating;            /* the populate thread is to be joined */
+    bool populate_started;      /* set before the accept thread starts */
+    bool populate_stop;         /* qatomic: stop at the next step */
+    QemuEvent populate_done;    /* set when the populate thread ends */
+    bool discard_disabled;      /* by the populating, undone at cleanup */
+    PopulateRange *ranges;
+    size_t nranges;
+} RdmaeIncoming;
+
+static RdmaeIncoming *incoming;
+
+bool rdmae_incoming_active(void)
+{
+    return incoming != NULL;
+}
+
+/* ---- populating guest RAM while -incoming waits ---- */
+
+/*
+ * Pinning fresh memory is mostly allocating and zeroing it. Done here,
+ * before any source connects, registration later only pins. Nothing is
+ * registered: that waits for authentication. A source that connects
+ * meanwhile is served at once, and populating stops at the next step
+ * (16 MiB): registration faults in what is left.
+ */
+#define RDMAE_POPULATE_STEP     (16 * MiB)
+/*
+ * Under libvirt, migrate follows migrate-incoming at once: there is no
+ * wait to use, and populating beside the connection's setup only slows it
+ * (page faults contend for the same mm, even at nice 19: a 512 MiB
+ * destination's lanes took 3.4 s to set up against 0.2 s). A destination
+ * that has waited this long is waiting for real.
+ */
+#define RDMAE_POPULATE_GRACE_MS 2000
+#define RDMAE_POPULATE_THREADS  4
+
+static void *rdmae_populate_thread(void *opaque)
+{
+    RdmaeIncoming *in = opaque;
+    int64_t t0 = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    uint64_t done = 0;
+    bool stopped = false;
+    Error *err = NULL;
+
+    while (qemu_clock_get_ms(QEMU_CLOCK_REALTIME) - t0 < RDMAE_POPULATE_GRACE_MS
+           && !qatomic_read(&in->populate_stop)) {
+        g_usleep(50 * 1000);
+    }
+    t0 = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+
+    /*
+     * Lowest priority, inherited by qemu_prealloc_mem's threads: a source
+     * may connect at any moment, and its negotiation must not wait behind
+     * populating (measured: on one vCPU, a 512 MiB destination populating
+     * at normal priority answered too late, and the source's connect
+     * timed out).
+     */
+    setpriority(PRIO_PROCESS, qemu_get_thread_id(), 19);
+
+    for (size_t i = 0; i < in->nranges && !stopped; i++) {
+        PopulateRange *r = &in->ranges[i];
+
+        for (size_t off = 0; off < r->len; off += RDMAE_POPULATE_STEP) {
+            size_t n = MIN(RDMAE_POPULATE_STEP, r->len - off);
+
+            stopped = qatomic_read(&in->populate_stop);
+            if (stopped) {
+                break;
+            }
+            if (!qemu_prealloc_mem(r->fd, r->host + off, n,
+                                   RDMAE_POPULATE_THREADS, NULL, false,
+                                   &err)) {
+                /* Registration faults this block in later: only slower. */
+                warn_reportf_err(err, "rdmae: populating guest RAM while "
+                                 "waiting: ");
+                err = NULL;
+                break;
+            }
+            done += n;
+        }
+    }
+    trace_rdmae_populate(done, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) - t0,
+                         stopped);
+    qemu_event_set(&in->populate_done);
+    return NULL;
+}
+
+/* BQL held. */
+static void rdmae_populate_start(RdmaeIncoming *in)
+{
+    GArray *a;
+    RAMBlock *rb;
+
+    /* ODP pins nothing: populating would commit what it exists to spare. */
+    if (in->args->has_reg && in->args->reg == RDMAE_REGISTRATION_MODE_ODP) {
+        trace_rdmae_populate_skipped("reg=odp");
+        return;
+    }
+    /* A balloon or virtio-mem discard would undo what is populated. */
+    if (ram_block_discard_disable(true)) {
+        trace_rdmae_populate_skipped("a device needs RAM discards");
+        return;
+    }
+    in->discard_disabled = true;
+    a = g_array_new(false, true, sizeof(PopulateRange));
+    WITH_RCU_READ_LOCK_GUARD() {
+        RAMBLOCK_FOREACH_NOT_IGNORED(rb) {
+            PopulateRange r;
+
+            /* Nothing writes these; a write fault would only fail. */
+            if (memory_region_is_rom(rb->mr) || (rb->flags & RAM_READONLY)) {
+                continue;
+            }
+            r = (PopulateRange) {
+                .mr = rb->mr,
+                .host = (char *)rb->host,
+                .len = rb->used_length,
+                .fd = qemu_ram_get_fd(rb),
+            };
+
+            memory_region_ref(rb->mr);
+            g_array_append_val(a, r);
+        }
+    }
+    in->nranges = a->len;
+    in->ranges = (PopulateRange *)g_array_free(a, false);
+    in->populating = true;
+    in->populate_started = true;
+    qemu_event_init(&in->populate_done, false);
+    qemu_thread_create(&in->populate, "rdmae-populate", rdmae_populate_thread,
+                       in, QEMU_THREAD_JOINABLE);
+}
+
+/* BQL held: stops at the next step, waits, lets the blocks and discards go. */
+static void rdmae_populate_finish(RdmaeIncoming *in)
+{
+    if (in->populating) {
+        qatomic_set(&in->populate_stop, true);
+        qemu_thread_join(&in->populate);
+        in->populating = false;
+    }
+    for (size_t i = 0; i < in->nranges; i++) {
+        memory_region_unref(in->ranges[i].mr);
+    }
+    g_free(in->ranges);
+    in->ranges = NULL;
+    in->nranges = 0;
+    if (in->discard_disabled) {
+        ram_block_discard_disable(false);
+        in->discard_disabled = false;
+    }
+}
+
+static void rdmae_incoming_fail_bh(void *opaque)
+{
+    RdmaeIncoming *in = opaque;
+    MigrationIncomingState *mis = migration_incoming_get_current();
+
+    if (in != incoming) {
+        return;
+    }
+    error_report_err(error_copy(in->err));
+    rdmae_populate_finish(in);
+    link_free(in->link);
+    in->link = NULL;
+    migrate_set_state(&mis->state, mis->state, MIGRATION_STATUS_FAILED);
+    if (mis->exit_on_error) {
+        /* Registrations are undone above; nothing stays pinned. */
+        exit(EXIT_FAILURE);
+    }
+}
+
+/*
+ * BQL: resizable blocks take the source's used length, as parse_ramblock
+ * does. A block that cannot take it stays as it is, with a warning: the
+ * engine's pre-flight then refuses the migration and tells the source
+ * which block differs, where failing here would only hang up on it.
+ */
+static void rdmae_resize_bh(void *opaque)
+{
+    RdmaeIncoming *in = opaque;
+
+    for (size_t i = 0; i < in->nhello; i++) {
+        RAMBlock *rb = qemu_ram_block_by_name(in->hello[i].name);
+        Error *err = NULL;
+
+        if (rb && rb->used_length != in->hello[i].used_length &&
+            (memory_region_ram_resize(rb->mr, in->hello[i].used_length,
+                                      &err), err)) {
+            warn_reportf_err(err, "rdmae: block '%s' is %" PRIu64 " bytes at"
+                             " the source, " RAM_ADDR_FMT " here: ",
+                             in->hello[i].name, in->hello[i].used_length,
+                             rb->used_length);
+        }
+    }
+    in->link->blocks = list_blocks(&in->link->nblocks, &in->err);
+    qemu_event_set(&in->resized);
+}
+
+static void rdmae_incoming_bh(void *opaque)
+{
+    QIOChannelRdmae *rioc = opaque;
+
+    migration_channel_process_incoming(QIO_CHANNEL(rioc));
+    object_unref(OBJECT(rioc));
+}
+
+static void *rdmae_accept_thread(void *opaque)
+{
+    RdmaeIncoming *in = opaque;
+    RdmaeLink *l = g_new0(RdmaeLink, 1);
+    struct rdmae_session_opts so;
+    struct rdmae_err e = { 0 };
+    QIOChannelRdmae *rioc;
+    void *buf = NULL;
+    size_t len;
+    int64_t t0, t[4];
+    int rc;
+
+    in->link = l;
+    rc = rdmae_accept(in->listener, &l->conn, -1, &e);
+    /*
+     * The source is here: populating on would only take CPU and memory
+     * bandwidth from its setup (measured: a 512 MiB destination's connect
+     * took 4.1 s against 1.3 s). Registration faults in the rest.
+     */
+    qatomic_set(&in->populate_stop, true);
+    /*
+     * And wait for its last step: registration and the source's WRITEs
+     * must not meet a populate that writes the pages (the fallback of
+     * qemu_prealloc_mem without MADV_POPULATE_WRITE does).
+     */
+    if (in->populate_started) {
+        qemu_event_wait(&in->populate_done);
+    }
+    rdmae_listener_destroy(in->listener);
+    in->listener = NULL;
+    if (rc) {
+        error_setg_errno(&in->err, -rc, "rdmae: accept on %s:%s: %s",
+                         in->args->host, in->args->port, e.msg);
+        goto fail;
+    }
+    t0 = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    l->start_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    l->peer = g_strdup(rdmae_conn_peer(l->conn));
+    trace_setup_conn(l);
+    rc = rdmae_recv(l->conn, &buf, &len, 30000, &e);
+    if (rc) {
+        error_setg_errno(&in->err, -rc, "rdmae: HELLO from %s: %s", l->peer,
+                         e.msg);
+        goto fail;
+    }
+    if (!hello_decode(buf, len, &in->hello, &in->nhello, &in->err)) {
+        free(buf);
+        goto fail;
+    }
+    free(buf);
+    t[0] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+
+    /* Resizing takes the BQL; the pinning below must not. */
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), rdmae_resize_bh, in);
+    qemu_event_wait(&in->resized);
+    t[1] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    if (in->err) {
+        goto fail;
+    }
+    l->eblocks = engine_blocks(l->blocks, l->nblocks);
+
+    rdmae_session_opts_default(&so);
+    so.reg_mode = reg_mode_from_args(in->args);
+    so.max_rounds = RDMAE_ROUNDS_UNLIMITED;
+    rc = rdmae_session_create(&l->sess, RDMAE_DEST, l->conn, l->eblocks,
+                              l->nblocks, &so, &e);
+    t[2] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    if (!rc) {
+        rc = rdmae_session_preflight(l->sess, &e);
+    }
+    t[3] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    if (rc) {
+        error_setg_errno(&in->err, -rc, "rdmae: pre-flight with %s: %s",
+                         l->peer, e.msg);
+        goto fail;
+    }
+    l->setup_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) - t0;
+    trace_rdmae_setup_dst(t[0] - l->start_us, t[1] - t[0], t[2] - t[1],
+                          t[3] - t[2]);
+    trace_reg_modes(l);
+
+    rioc = QIO_CHANNEL_RDMAE(object_new(TYPE_QIO_CHANNEL_RDMAE));
+    qio_channel_set_name(QIO_CHANNEL(rioc), "migration-rdmae-incoming");
+    rioc->link = l;
+    in->link = NULL;
+    rioc->pump_started = true;
+    qemu_thread_create(&rioc->pump, "rdmae-pump", rdmae_pump_thread, rioc,
+                       QEMU_THREAD_JOINABLE);
+    qatomic_set(&in->accept_done, true);
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), rdmae_incoming_bh, rioc);
+    return NULL;
+
+fail:
+    qatomic_set(&in->accept_done, true);
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), rdmae_incoming_fail_bh,
+                            in);
+    return NULL;
+}
+
+static void rdmae_incoming_cleanup(void *opaque)
+{
+    RdmaeIncoming *in = opaque;
+
+    if (in != incoming) {
+        return;
+    }
+    rdmae_populate_finish(in);
+    /*
+     * Still waiting in rdmae_accept (e.g. QEMU quits while listening): the
+     * thread owns everything else; the process exit releases it.
+     */
+    if (!qatomic_read(&in->accept_done)) {
+        return;
+    }
+    link_free(in->link);
+    rdmae_listener_destroy(in->listener);
+    g_free(in->hello);
+    qemu_event_destroy(&in->resized);
+    if (in->populate_started) {
+        qemu_event_destroy(&in->populate_done);
+    }
+    error_free(in->err);
+    qapi_free_RdmaeMigrationArgs(in->args);
+    g_free(in);
+    incoming = NULL;
+}
+
+void rdmae_start_incoming_migration(RdmaeMigrationArgs *args, Error **errp)
+{
+    MigrationIncomingState *mis = migration_incoming_get_current();
+    MigrationState *s = migrate_get_current();
+    struct rdmae_conn_opts co;
+    struct rdmae_err e = { 0 };
+    RdmaeIncoming *in;
+    QemuThread th;
+    int rc;
+
+    if (!rdmae_check_args(args, errp) || !rdmae_caps_check(s->capabilities,
+                                                            errp) ||
+        !rdmae_params_check(errp)) {
+        return;
+    }
+    if (incoming) {
+        error_setg(errp, "rdmae: already listening");
+        return;
+    }
+    in = g_new0(RdmaeIncoming, 1);
+    in->args = QAPI_CLONE(RdmaeMigrationArgs, args);
+    qemu_event_init(&in->resized, false);
+    conn_opts_from_args(args, &co);
+    rc = rdmae_listen(&in->listener, args->host, args->port, &co, &e);
+    if (rc) {
+        error_setg_errno(errp, -rc, "rdmae: listen on %s:%s: %s", args->host,
+                         args->port, e.msg);
+        qemu_event_destroy(&in->resized);
+        qapi_free_RdmaeMigrationArgs(in->args);
+        g_free(in);
+        return;
+    }
+    incoming = in;
+    mis->transport_data = in;
+    mis->transport_cleanup = rdmae_incoming_cleanup;
+    rdmae_populate_start(in);
+    qemu_thread_create(&th, "rdmae-accept", rdmae_accept_thread, in,
+                       QEMU_THREAD_DETACHED);
+}
