@@ -24,13 +24,21 @@ GUEST_MEM=${GUEST_MEM:-128}
 GUEST_HOT=${GUEST_HOT:-1024}
 QMP_TIMEOUT=${QMP_TIMEOUT:-120}
 # The rdmae: channel authenticates both sides with a pre-shared key: every
-# rdmae: URI and channel built here carries key=QM_KEY, a file written by
-# bench_key in the test's directory (the same key in both VMs). A test can
-# set QM_KEY before sourcing this file.
+# QEMU started here has a 'secret' object, rdmae-key, read from QM_KEY (a
+# file written by bench_key in the test's directory, the same key in both
+# VMs), and the migration parameter rdmae-secret naming it. A test can set
+# QM_KEY before sourcing this file.
 QM_KEY=${QM_KEY:-$(bench_key 2>/dev/null || echo "$PWD/key")}
+# Lanes: rdmae connects multifd-channels + 1 of them.
+QM_LANES=${QM_LANES:-4}
 
-# qm_auth TRANSPORT: the authentication option to append to an rdmae: URI.
-qm_auth() { [ "$1" = rdmae ] && echo ",key=$QM_KEY" || true; }
+# qm_rdmae_args: the QEMU arguments that give rdmae: its key and lanes, as
+# an operator sets them (-global sets a migration parameter for an
+# -incoming given on the command line; QMP migrate-set-parameters also
+# works). Harmless to other transports.
+qm_rdmae_args() {
+  echo "-object secret,id=rdmae-key,file=$QM_KEY,format=raw -global migration.rdmae-secret=rdmae-key -global migration.multifd-channels=$((QM_LANES - 1))"
+}
 
 qm_say() { echo "${QM_PREFIX:-q}: $*"; }
 # QM_ON_DIE: a command qm_die runs first, once (e.g. tell the peer VM).
@@ -93,9 +101,10 @@ qm_start() {
   local n=$1
   shift
   if [ -n "${GUEST_INITRD:-}" ]; then set -- -initrd "$GUEST_INITRD" "$@"; fi
+  # shellcheck disable=SC2046
   qm_launch "$n" -accel tcg -smp "${GUEST_SMP:-1}" -m "$GUEST_MEM" -no-reboot -L "$QEMU_FW" \
     -kernel "${GUEST_KERNEL:-$GUEST_ELF}" -append "${GUEST_APPEND:-hot=$GUEST_HOT}" \
-    -serial "file:$n.serial" "$@"
+    -serial "file:$n.serial" $(qm_rdmae_args) "$@"
 }
 
 qm_pid() { cat "$1.pid"; }
@@ -373,19 +382,19 @@ qm_wait_incoming_done() {
 
 # qm_migrate_cmd TRANSPORT MODE HOST PORT: the source's migrate command.
 # MODE: uri (QMP migrate "uri"), channels (QMP "channels"), hmp (migrate -d).
-# QM_URI_OPTS (e.g. ",lanes=2") is appended to the URI in the uri/hmp forms;
-# QM_CHANNEL_OPTS (JSON members, e.g. "lanes": 2) to the channel's address.
-# An rdmae: address carries key=QM_KEY (qm_auth) in every form.
+# QM_URI_OPTS is appended to the URI in the uri/hmp forms; QM_CHANNEL_OPTS
+# (JSON members, e.g. "to": 5000) to the channel's address. The key and the
+# lanes are migration parameters (qm_rdmae_args), never in the address.
 qm_migrate_cmd() {
   local tr=$1 mode=$2 host=$3 port=$4 addr
   case $mode in
-    uri) echo "{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"$tr:$host:$port$(qm_auth "$tr")${QM_URI_OPTS:-}\"}}" ;;
-    hmp) echo "hmp:migrate -d $tr:$host:$port$(qm_auth "$tr")${QM_URI_OPTS:-}" ;;
+    uri) echo "{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"$tr:$host:$port${QM_URI_OPTS:-}\"}}" ;;
+    hmp) echo "hmp:migrate -d $tr:$host:$port${QM_URI_OPTS:-}" ;;
     channels)
       if [ "$tr" = tcp ]; then
         addr="{\"transport\":\"socket\",\"type\":\"inet\",\"host\":\"$host\",\"port\":\"$port\"}"
       else
-        addr="{\"transport\":\"$tr\",\"host\":\"$host\",\"port\":\"$port\",\"key\":\"$QM_KEY\"${QM_CHANNEL_OPTS:+,$QM_CHANNEL_OPTS}}"
+        addr="{\"transport\":\"$tr\",\"host\":\"$host\",\"port\":\"$port\"${QM_CHANNEL_OPTS:+,$QM_CHANNEL_OPTS}}"
       fi
       echo "{\"execute\":\"migrate\",\"arguments\":{\"channels\":[{\"channel-type\":\"main\",\"addr\":$addr}]}}" ;;
   esac
@@ -412,7 +421,7 @@ qm_e2e() {
       qm_qmp dst "$ch" >/dev/null || qm_die "dst: migrate-incoming refused"
     else
       # shellcheck disable=SC2046
-      qm_start dst -S -incoming "$tr:$SELF:$port$(qm_auth "$tr")${QM_URI_OPTS:-}" $(qm_trace_args "$tr")
+      qm_start dst -S -incoming "$tr:$SELF:$port${QM_URI_OPTS:-}" $(qm_trace_args "$tr")
     fi
     qm_say "dst: QEMU waits for the guest on $tr:$SELF:$port ($mode form)"
     qm_sync ready 900

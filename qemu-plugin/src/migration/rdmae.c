@@ -29,8 +29,8 @@
 #include "qapi/qapi-types-migration.h"
 #include "qapi/qapi-visit-migration.h"
 #include "qapi/clone-visitor.h"
+#include "crypto/secret_common.h"
 #include "qemu/cutils.h"
-#include "qemu/ctype.h"
 #include "qemu/error-report.h"
 #include "qemu/event_notifier.h"
 #include "qemu/main-loop.h"
@@ -56,203 +56,186 @@
 #include "rdmae.h"
 #include "trace.h"
 
-#include <netdb.h>
 #include <sys/resource.h>
 
 #include <rdmae/rdmae_engine.h>
 
-#define RDMAE_LANES_DEFAULT     4
 #define RDMAE_LANES_MAX         16
-#define RDMAE_KEEPALIVE_MAX_MS  3600000u
+#define RDMAE_KEY_MIN           16
+#define RDMAE_KEY_MAX           1024
 #define RDMAE_BLOCKS_MAX        4096
 
-/* ---- options ---- */
+/* ---- address and parameters ---- */
 
-static bool parse_u64(const char *key, const char *val, uint64_t min,
-                      uint64_t max, uint64_t *out, Error **errp)
+bool rdmae_parse_uri(const char *str, InetSocketAddress *addr, Error **errp)
 {
-    uint64_t v;
+    const char *comma = strchr(str, ',');
 
-    /* qemu_strtou64 would wrap "-1" around. */
-    if (!qemu_isdigit(val[0]) || qemu_strtou64(val, NULL, 10, &v) < 0 ||
-        v < min || v > max) {
-        error_setg(errp, "rdmae: option '%s': '%s' is not an integer in "
-                   "%" PRIu64 "..%" PRIu64, key, val, min, max);
+    /*
+     * The options that used to follow the address are migration
+     * parameters now; say where each went rather than "bad address".
+     */
+    if (comma) {
+        error_setg(errp, "rdmae: '%s' after the address: rdmae:HOST:PORT "
+                   "takes no options; set migration parameters instead "
+                   "(multifd-channels for the lanes, rdmae-secret for the "
+                   "key, x-rdmae-insecure, x-rdmae-verify, "
+                   "x-rdmae-registration)", comma + 1);
         return false;
     }
-    *out = v;
+    if (inet_parse(addr, str, errp) < 0) {
+        error_prepend(errp, "rdmae: address '%s': ", str);
+        return false;
+    }
     return true;
 }
 
-bool rdmae_parse_uri(const char *str, RdmaeMigrationArgs *args, Error **errp)
+/* Parameters that rdmae refuses, whatever the address. */
+static bool rdmae_params_check(Error **errp)
 {
-    g_autofree char *copy = g_strdup(str);
-    g_auto(GStrv) opts = NULL;
-    InetSocketAddress isa = { 0 };
-    char *comma = strchr(copy, ',');
+    const char *secret = migrate_rdmae_secret();
+    bool has_secret = secret && *secret;
 
-    if (comma) {
-        *comma = '\0';
-        opts = g_strsplit(comma + 1, ",", -1);
-    }
-    if (inet_parse(&isa, copy, errp) < 0) {
-        error_prepend(errp, "rdmae: address '%s': ", copy);
-        g_free(isa.host);
-        g_free(isa.port);
+    if (migrate_tls()) {
+        error_setg(errp, "rdmae: TLS (tls-creds) is not supported by the "
+                   "rdmae transport; clear tls-creds or use tcp:");
         return false;
     }
-    args->host = isa.host;
-    args->port = isa.port;
-
-    for (size_t i = 0; opts && opts[i]; i++) {
-        char *key = opts[i];
-        char *val = strchr(key, '=');
-        uint64_t v;
-
-        if (!val || !val[1]) {
-            error_setg(errp, "rdmae: option '%s' needs a value (key=value)",
-                       key);
-            return false;
-        }
-        *val++ = '\0';
-        if (!strcmp(key, "lanes")) {
-            if (args->has_lanes ||
-                !parse_u64(key, val, 1, RDMAE_LANES_MAX, &v, errp)) {
-                goto dup_or_bad;
-            }
-            args->has_lanes = true;
-            args->lanes = v;
-        } else if (!strcmp(key, "reg")) {
-            int r = qapi_enum_parse(&RdmaeRegistrationMode_lookup, val, -1,
-                                    NULL);
-
-            if (args->has_reg) {
-                goto dup_or_bad;
-            }
-            if (r < 0) {
-                error_setg(errp, "rdmae: option 'reg': '%s' is not pin-all, "
-                           "on-demand or odp", val);
-                return false;
-            }
-            args->has_reg = true;
-            args->reg = r;
-        } else if (!strcmp(key, "bind")) {
-            if (args->bind) {
-                goto dup_or_bad;
-            }
-            args->bind = g_strdup(val);
-        } else if (!strcmp(key, "keepalive")) {
-            if (args->has_keepalive ||
-                !parse_u64(key, val, 0, RDMAE_KEEPALIVE_MAX_MS, &v, errp)) {
-                goto dup_or_bad;
-            }
-            args->has_keepalive = true;
-            args->keepalive = v;
-        } else if (!strcmp(key, "verify")) {
-            bool b;
-
-            if (args->has_verify) {
-                goto dup_or_bad;
-            }
-            if (!qapi_bool_parse(key, val, &b, NULL)) {
-                error_setg(errp, "rdmae: option 'verify': '%s' is not on or "
-                           "off", val);
-                return false;
-            }
-            args->has_verify = true;
-            args->verify = b;
-        } else if (!strcmp(key, "key")) {
-            if (args->key) {
-                goto dup_or_bad;
-            }
-            args->key = g_strdup(val);
-        } else if (!strcmp(key, "auth")) {
-            int r = qapi_enum_parse(&RdmaeAuth_lookup, val, -1, NULL);
-
-            if (args->has_auth) {
-                goto dup_or_bad;
-            }
-            if (r < 0) {
-                error_setg(errp, "rdmae: option 'auth': '%s' is not none "
-                           "(to authenticate, give key=FILE)", val);
-                return false;
-            }
-            args->has_auth = true;
-            args->auth = r;
-        } else {
-            error_setg(errp, "rdmae: unknown option '%s' (lanes, reg, bind, "
-                       "keepalive, verify, key, auth)", key);
-            return false;
-        }
-        continue;
-dup_or_bad:
-        if (errp && !*errp) {
-            error_setg(errp, "rdmae: option '%s' given twice", key);
-        }
+    if (migrate_mode() != MIG_MODE_NORMAL) {
+        error_setg(errp, "rdmae: migration mode '%s' is not supported; only "
+                   "'normal'", MigMode_str(migrate_mode()));
         return false;
     }
-    return rdmae_check_args(args, errp);
+    if (ram_block_discard_is_required()) {
+        error_setg(errp, "rdmae: a device needs RAM discards (e.g. virtio-mem),"
+                   " which pinned RDMA registrations cannot follow");
+        return false;
+    }
+    if (migrate_multifd_channels() + 1 > RDMAE_LANES_MAX) {
+        error_setg(errp, "rdmae: multifd-channels is %d: rdmae connects "
+                   "multifd-channels + 1 lanes, at most %d; set it to %d or "
+                   "fewer", migrate_multifd_channels(), RDMAE_LANES_MAX,
+                   RDMAE_LANES_MAX - 1);
+        return false;
+    }
+    if (has_secret && migrate_rdmae_insecure()) {
+        error_setg(errp, "rdmae: rdmae-secret names a key ('%s') and "
+                   "x-rdmae-insecure is on: set one of them", secret);
+        return false;
+    }
+    if (!has_secret && !migrate_rdmae_insecure()) {
+        error_setg(errp, "rdmae: no key: set the rdmae-secret parameter to "
+                   "the id of a 'secret' object that holds the key shared "
+                   "with the peer (%d to %d bytes), or x-rdmae-insecure=on "
+                   "to migrate without authentication", RDMAE_KEY_MIN,
+                   RDMAE_KEY_MAX);
+        return false;
+    }
+    return true;
 }
 
-bool rdmae_check_args(const RdmaeMigrationArgs *args, Error **errp)
+bool rdmae_check_addr(const InetSocketAddress *addr, Error **errp)
 {
     uint64_t port;
 
-    if (!args->host || !*args->host) {
+    if (!addr->host || !*addr->host) {
         error_setg(errp, "rdmae: no host (rdmae:HOST:PORT)");
         return false;
     }
-    if (!args->port || qemu_strtou64(args->port, NULL, 10, &port) < 0 ||
+    if (!addr->port || qemu_strtou64(addr->port, NULL, 10, &port) < 0 ||
         port < 1 || port > 65535) {
         error_setg(errp, "rdmae: port '%s' is not in 1..65535",
-                   args->port ? args->port : "");
+                   addr->port ? addr->port : "");
         return false;
     }
-    if (args->has_lanes && (args->lanes < 1 || args->lanes > RDMAE_LANES_MAX)) {
-        error_setg(errp, "rdmae: option 'lanes': %u is not in 1..%d",
-                   args->lanes, RDMAE_LANES_MAX);
+    /* rdma_cm resolves and routes by itself: socket options mean nothing. */
+    if (addr->has_to || addr->has_ipv4 || addr->has_ipv6 ||
+        addr->has_keep_alive) {
+        error_setg(errp, "rdmae: the address takes only host and port, not "
+                   "'%s'", addr->has_to ? "to" : addr->has_ipv4 ? "ipv4" :
+                   addr->has_ipv6 ? "ipv6" : "keep-alive");
         return false;
     }
-    if (args->has_keepalive && args->keepalive > RDMAE_KEEPALIVE_MAX_MS) {
-        error_setg(errp, "rdmae: option 'keepalive': %u ms is not in 0..%u "
-                   "(0 = off)", args->keepalive, RDMAE_KEEPALIVE_MAX_MS);
+#ifdef HAVE_IPPROTO_MPTCP
+    if (addr->has_mptcp) {
+        error_setg(errp, "rdmae: the address takes only host and port, not "
+                   "'mptcp'");
         return false;
     }
-    /* The key file itself is read, and its mode checked, by librdmae. */
-    if (args->key && !*args->key) {
-        error_setg(errp, "rdmae: option 'key': empty file name");
-        return false;
-    }
-    if (args->key && args->has_auth) {
-        error_setg(errp, "rdmae: options 'key' and 'auth=none' exclude each "
-                   "other");
-        return false;
-    }
-    if (!args->key && !args->has_auth) {
-        error_setg(errp, "rdmae: no key: give key=FILE (the key shared with "
-                   "the peer, readable by its owner only), or auth=none to "
-                   "migrate without authentication");
-        return false;
-    }
-    if (args->bind) {
-        struct addrinfo hints = { .ai_flags = AI_PASSIVE | AI_NUMERICHOST };
-        struct addrinfo *res = NULL;
-        int rc;
+#endif
+    return rdmae_params_check(errp);
+}
 
-        if (!*args->bind) {
-            error_setg(errp, "rdmae: option 'bind': empty address");
+/*
+ * What a migration takes from the parameters, read once under the BQL
+ * when it starts: a parameter changed later applies to the next one.
+ */
+typedef struct RdmaeParams {
+    unsigned int lanes;
+    enum rdmae_reg_mode reg;
+    bool verify;
+    uint8_t *key;               /* the secret's bytes; NULL: insecure */
+    size_t key_len;
+} RdmaeParams;
+
+static void rdmae_params_wipe(RdmaeParams *p)
+{
+    if (p->key) {
+        explicit_bzero(p->key, p->key_len);
+        g_free(p->key);
+        p->key = NULL;
+    }
+}
+
+/* BQL held: the secret object is looked up here. */
+static bool rdmae_params_get(RdmaeParams *p, Error **errp)
+{
+    const char *secret = migrate_rdmae_secret();
+
+    memset(p, 0, sizeof(*p));
+    if (!rdmae_params_check(errp)) {
+        return false;
+    }
+    p->lanes = migrate_multifd_channels() + 1;
+    p->verify = migrate_rdmae_verify();
+    switch (migrate_rdmae_registration()) {
+    case RDMAE_REGISTRATION_MODE_PIN_ALL:
+        p->reg = RDMAE_REG_PIN_ALL;
+        break;
+    case RDMAE_REGISTRATION_MODE_ON_DEMAND:
+        p->reg = RDMAE_REG_ON_DEMAND;
+        break;
+    case RDMAE_REGISTRATION_MODE_ODP:
+        p->reg = RDMAE_REG_ODP;
+        break;
+    default:
+        p->reg = RDMAE_REG_AUTO;
+        break;
+    }
+    if (secret && *secret) {
+        if (qcrypto_secret_lookup(secret, &p->key, &p->key_len, errp) < 0) {
+            error_prepend(errp, "rdmae: rdmae-secret: ");
             return false;
         }
-        rc = getaddrinfo(args->bind, NULL, &hints, &res);
-        if (rc) {
-            error_setg(errp, "rdmae: option 'bind': '%s' is not a numeric "
-                       "IPv4 or IPv6 address (%s)", args->bind,
-                       gai_strerror(rc));
+        if (p->key_len < RDMAE_KEY_MIN || p->key_len > RDMAE_KEY_MAX) {
+            error_setg(errp, "rdmae: secret '%s' holds %zu bytes; the key "
+                       "must have %d to %d", secret, p->key_len,
+                       RDMAE_KEY_MIN, RDMAE_KEY_MAX);
+            rdmae_params_wipe(p);
             return false;
         }
-        freeaddrinfo(res);
     }
     return true;
+}
+
+static void conn_opts_from_params(const RdmaeParams *p,
+                                  struct rdmae_conn_opts *o)
+{
+    rdmae_conn_opts_default(o);
+    o->lanes = p->lanes;
+    o->key = p->key;
+    o->key_len = p->key_len;
+    o->auth_none = !p->key;
 }
 
 bool rdmae_caps_check(const bool *caps, Error **errp)
@@ -280,57 +263,6 @@ bool rdmae_caps_check(const bool *caps, Error **errp)
         }
     }
     return true;
-}
-
-/* Parameters that rdmae refuses, checked when a migration starts. */
-static bool rdmae_params_check(Error **errp)
-{
-    if (migrate_tls()) {
-        error_setg(errp, "rdmae: TLS (tls-creds) is not supported by the "
-                   "rdmae transport; clear tls-creds or use tcp:");
-        return false;
-    }
-    if (migrate_mode() != MIG_MODE_NORMAL) {
-        error_setg(errp, "rdmae: migration mode '%s' is not supported; only "
-                   "'normal'", MigMode_str(migrate_mode()));
-        return false;
-    }
-    if (ram_block_discard_is_required()) {
-        error_setg(errp, "rdmae: a device needs RAM discards (e.g. virtio-mem),"
-                   " which pinned RDMA registrations cannot follow");
-        return false;
-    }
-    return true;
-}
-
-static void conn_opts_from_args(const RdmaeMigrationArgs *args,
-                                struct rdmae_conn_opts *o)
-{
-    rdmae_conn_opts_default(o);
-    o->lanes = args->has_lanes ? args->lanes : RDMAE_LANES_DEFAULT;
-    o->bind_addr = args->bind;
-    o->key_file = args->key;
-    o->auth_none = args->has_auth && args->auth == RDMAE_AUTH_NONE;
-    if (args->has_keepalive) {
-        /* 0 in the options means the default; off is negative. */
-        o->keepalive_ms = args->keepalive ? (int)args->keepalive : -1;
-    }
-}
-
-/* This side's registration mode; unset leaves the engine's default. */
-static enum rdmae_reg_mode reg_mode_from_args(const RdmaeMigrationArgs *args)
-{
-    if (!args->has_reg) {
-        return RDMAE_REG_AUTO;
-    }
-    switch (args->reg) {
-    case RDMAE_REGISTRATION_MODE_ON_DEMAND:
-        return RDMAE_REG_ON_DEMAND;
-    case RDMAE_REGISTRATION_MODE_ODP:
-        return RDMAE_REG_ODP;
-    default:
-        return RDMAE_REG_PIN_ALL;
-    }
 }
 
 /* ---- HELLO: the source's blocks, before the sessions exist ---- */
@@ -848,7 +780,8 @@ type_init(qio_channel_rdmae_register_types);
 
 typedef struct RdmaeConnectJob {
     MigrationState *s;
-    RdmaeMigrationArgs *args;
+    InetSocketAddress *addr;
+    RdmaeParams params;
     RdmaeLink *link;
     Error *err;
 } RdmaeConnectJob;
@@ -888,10 +821,11 @@ static void rdmae_connect_bh(void *opaque)
             current_src_link = job->link;
         }
         qio_channel_set_name(QIO_CHANNEL(rioc), "migration-rdmae-outgoing");
-        migration_channel_connect(s, QIO_CHANNEL(rioc), job->args->host, NULL);
+        migration_channel_connect(s, QIO_CHANNEL(rioc), job->addr->host, NULL);
         object_unref(OBJECT(rioc));
     }
-    qapi_free_RdmaeMigrationArgs(job->args);
+    qapi_free_InetSocketAddress(job->addr);
+    rdmae_params_wipe(&job->params);
     object_unref(OBJECT(s));
     g_free(job);
 }
@@ -940,12 +874,14 @@ static void *rdmae_connect_thread(void *opaque)
     int rc;
 
     t[0] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
-    conn_opts_from_args(job->args, &co);
-    rc = rdmae_connect(&l->conn, job->args->host, job->args->port, &co, &e);
+    conn_opts_from_params(&job->params, &co);
+    rc = rdmae_connect(&l->conn, job->addr->host, job->addr->port, &co, &e);
+    /* The library keeps its own copy of the key. */
+    rdmae_params_wipe(&job->params);
     t[1] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
     if (rc) {
         error_setg_errno(&job->err, -rc, "rdmae: connect to %s:%s: %s",
-                         job->args->host, job->args->port, e.msg);
+                         job->addr->host, job->addr->port, e.msg);
         goto out;
     }
     l->peer = g_strdup(rdmae_conn_peer(l->conn));
@@ -964,8 +900,8 @@ static void *rdmae_connect_thread(void *opaque)
     }
 
     rdmae_session_opts_default(&so);
-    so.reg_mode = reg_mode_from_args(job->args);
-    so.no_verify = job->args->has_verify && !job->args->verify;
+    so.reg_mode = job->params.reg;
+    so.no_verify = !job->params.verify;
     so.no_zero_detect =
         migrate_zero_page_detection() == ZERO_PAGE_DETECTION_NONE;
     so.max_bandwidth = migrate_max_bandwidth();
@@ -1005,15 +941,16 @@ out:
 }
 
 void rdmae_start_outgoing_migration(MigrationState *s,
-                                    RdmaeMigrationArgs *args, Error **errp)
+                                    InetSocketAddress *addr, Error **errp)
 {
     RdmaeConnectJob *job;
+    RdmaeParams params;
     RdmaeLink *l;
     QemuThread th;
 
-    if (!rdmae_check_args(args, errp) || !rdmae_caps_check(s->capabilities,
-                                                            errp) ||
-        !rdmae_params_check(errp)) {
+    if (!rdmae_check_addr(addr, errp) ||
+        !rdmae_caps_check(s->capabilities, errp) ||
+        !rdmae_params_get(&params, errp)) {
         return;
     }
     l = g_new0(RdmaeLink, 1);
@@ -1022,6 +959,7 @@ void rdmae_start_outgoing_migration(MigrationState *s,
     l->blocks = list_blocks(&l->nblocks, errp);
     if (!l->blocks) {
         g_free(l);
+        rdmae_params_wipe(&params);
         return;
     }
     l->eblocks = engine_blocks(l->blocks, l->nblocks);
@@ -1037,6 +975,7 @@ void rdmae_start_outgoing_migration(MigrationState *s,
         if (rdmae_session_check_blocks(l->eblocks, l->nblocks, &e)) {
             error_setg(errp, "rdmae: %s", e.msg);
             link_free(l);
+            rdmae_params_wipe(&params);
             return;
         }
     }
@@ -1045,13 +984,15 @@ void rdmae_start_outgoing_migration(MigrationState *s,
         error_setg(errp, "rdmae: RAM discards (e.g. a balloon) cannot be "
                    "disabled");
         link_free(l);
+        rdmae_params_wipe(&params);
         return;
     }
     l->discard_disabled = true;
 
     job = g_new0(RdmaeConnectJob, 1);
     job->s = s;
-    job->args = QAPI_CLONE(RdmaeMigrationArgs, args);
+    job->addr = QAPI_CLONE(InetSocketAddress, addr);
+    job->params = params;
     job->link = l;
     WITH_QEMU_LOCK_GUARD(&src_lock) {
         pending_job = job;
@@ -1194,7 +1135,9 @@ typedef struct PopulateRange {
 } PopulateRange;
 
 typedef struct RdmaeIncoming {
-    RdmaeMigrationArgs *args;
+    InetSocketAddress *addr;
+    enum rdmae_reg_mode reg;
+    bool verify;
     struct rdmae_listener *listener;
     RdmaeLink *link;            /* until the channel takes it */
     HelloBlock *hello;
@@ -1297,8 +1240,8 @@ static void rdmae_populate_start(RdmaeIncoming *in)
     RAMBlock *rb;
 
     /* ODP pins nothing: populating would commit what it exists to spare. */
-    if (in->args->has_reg && in->args->reg == RDMAE_REGISTRATION_MODE_ODP) {
-        trace_rdmae_populate_skipped("reg=odp");
+    if (in->reg == RDMAE_REG_ODP) {
+        trace_rdmae_populate_skipped("x-rdmae-registration=odp");
         return;
     }
     /* A balloon or virtio-mem discard would undo what is populated. */
@@ -1442,7 +1385,7 @@ static void *rdmae_accept_thread(void *opaque)
     in->listener = NULL;
     if (rc) {
         error_setg_errno(&in->err, -rc, "rdmae: accept on %s:%s: %s",
-                         in->args->host, in->args->port, e.msg);
+                         in->addr->host, in->addr->port, e.msg);
         goto fail;
     }
     t0 = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
@@ -1472,7 +1415,9 @@ static void *rdmae_accept_thread(void *opaque)
     l->eblocks = engine_blocks(l->blocks, l->nblocks);
 
     rdmae_session_opts_default(&so);
-    so.reg_mode = reg_mode_from_args(in->args);
+    so.reg_mode = in->reg;
+    /* A destination that verifies refuses a source that would not. */
+    so.require_verify = in->verify;
     so.max_rounds = RDMAE_ROUNDS_UNLIMITED;
     rc = rdmae_session_create(&l->sess, RDMAE_DEST, l->conn, l->eblocks,
                               l->nblocks, &so, &e);
@@ -1532,40 +1477,47 @@ static void rdmae_incoming_cleanup(void *opaque)
         qemu_event_destroy(&in->populate_done);
     }
     error_free(in->err);
-    qapi_free_RdmaeMigrationArgs(in->args);
+    qapi_free_InetSocketAddress(in->addr);
     g_free(in);
     incoming = NULL;
 }
 
-void rdmae_start_incoming_migration(RdmaeMigrationArgs *args, Error **errp)
+void rdmae_start_incoming_migration(InetSocketAddress *addr, Error **errp)
 {
     MigrationIncomingState *mis = migration_incoming_get_current();
     MigrationState *s = migrate_get_current();
     struct rdmae_conn_opts co;
     struct rdmae_err e = { 0 };
     RdmaeIncoming *in;
+    RdmaeParams params;
     QemuThread th;
     int rc;
 
-    if (!rdmae_check_args(args, errp) || !rdmae_caps_check(s->capabilities,
-                                                            errp) ||
-        !rdmae_params_check(errp)) {
+    if (!rdmae_check_addr(addr, errp) ||
+        !rdmae_caps_check(s->capabilities, errp)) {
         return;
     }
     if (incoming) {
         error_setg(errp, "rdmae: already listening");
         return;
     }
+    if (!rdmae_params_get(&params, errp)) {
+        return;
+    }
     in = g_new0(RdmaeIncoming, 1);
-    in->args = QAPI_CLONE(RdmaeMigrationArgs, args);
+    in->addr = QAPI_CLONE(InetSocketAddress, addr);
+    in->reg = params.reg;
+    in->verify = params.verify;
     qemu_event_init(&in->resized, false);
-    conn_opts_from_args(args, &co);
-    rc = rdmae_listen(&in->listener, args->host, args->port, &co, &e);
+    conn_opts_from_params(&params, &co);
+    rc = rdmae_listen(&in->listener, addr->host, addr->port, &co, &e);
+    /* The listener keeps its own copy of the key. */
+    rdmae_params_wipe(&params);
     if (rc) {
-        error_setg_errno(errp, -rc, "rdmae: listen on %s:%s: %s", args->host,
-                         args->port, e.msg);
+        error_setg_errno(errp, -rc, "rdmae: listen on %s:%s: %s", addr->host,
+                         addr->port, e.msg);
         qemu_event_destroy(&in->resized);
-        qapi_free_RdmaeMigrationArgs(in->args);
+        qapi_free_InetSocketAddress(in->addr);
         g_free(in);
         return;
     }

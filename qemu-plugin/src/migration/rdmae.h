@@ -26,12 +26,17 @@ typedef struct RdmaeRoundResult {
 #ifdef CONFIG_RDMAE
 
 /*
- * "HOST:PORT[,key=value...]" (after "rdmae:") into args; errors name the
- * option.
+ * "HOST:PORT" (after "rdmae:") into addr. Anything after a comma is
+ * refused, naming the migration parameters that took the old options'
+ * place.
  */
-bool rdmae_parse_uri(const char *str, RdmaeMigrationArgs *args, Error **errp);
-/* Every field in range, for the URI and the QMP channels form alike. */
-bool rdmae_check_args(const RdmaeMigrationArgs *args, Error **errp);
+bool rdmae_parse_uri(const char *str, InetSocketAddress *addr, Error **errp);
+/*
+ * The address (host and port only, for the URI and the QMP channels form
+ * alike) and the migration parameters an rdmae migration reads
+ * (multifd-channels for the lanes, rdmae-secret or x-rdmae-insecure).
+ */
+bool rdmae_check_addr(const InetSocketAddress *addr, Error **errp);
 /*
  * Capabilities and parameters rdmae cannot serve; caps is indexed by
  * MigrationCapability.
@@ -40,9 +45,9 @@ bool rdmae_caps_check(const bool *caps, Error **errp);
 /* The destination is listening for (or receiving) an rdmae migration. */
 bool rdmae_incoming_active(void);
 
-void rdmae_start_outgoing_migration(MigrationState *s, RdmaeMigrationArgs *args,
+void rdmae_start_outgoing_migration(MigrationState *s, InetSocketAddress *addr,
                                     Error **errp);
-void rdmae_start_incoming_migration(RdmaeMigrationArgs *args, Error **errp);
+void rdmae_start_incoming_migration(InetSocketAddress *addr, Error **errp);
 
 /*
  * Source, migration thread (ram.c). For each RAMBlock in

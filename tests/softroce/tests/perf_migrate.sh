@@ -144,7 +144,7 @@ run_case() { # TRANSPORT CASE PORT
     # shellcheck disable=SC2046
     qm_start dst -name dst,debug-threads=on -S -incoming defer $(trace_opts "$tr" dst)
     set_caps dst "$tr"
-    qm_qmp dst "{\"execute\":\"migrate-incoming\",\"arguments\":{\"uri\":\"$tr:$SELF:$port$(qm_auth "$tr")\"}}" >/dev/null ||
+    qm_qmp dst "{\"execute\":\"migrate-incoming\",\"arguments\":{\"uri\":\"$tr:$SELF:$port\"}}" >/dev/null ||
       qm_die "dst: migrate-incoming $tr:$SELF:$port refused"
     qm_sync "ready-$tr-$cs" 900
     msg=$(qm_recv "$(qm_xport "$CASE_N")" $((WAIT + 900)))
@@ -171,7 +171,7 @@ run_case() { # TRANSPORT CASE PORT
   t=0
   st=none
   qm_say "src: migrate $tr:$PEER:$port ($cs guest: hot set $hot KiB, $GUEST_MEM MiB)"
-  qm_qmp src "{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"$tr:$PEER:$port$(qm_auth "$tr")\"}}" >migrate.out ||
+  qm_qmp src "{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"$tr:$PEER:$port\"}}" >migrate.out ||
     qm_say "src: migrate refused: $(cat migrate.out)"
   : >progress.txt
   maxdr=0

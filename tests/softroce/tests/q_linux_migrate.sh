@@ -40,7 +40,7 @@ move() { # FROM TRANSPORT PORT STEP
   old=g$((step - 1)) new=g$step
   if [ "$ROLE" != "$from" ]; then
     # shellcheck disable=SC2046
-    qm_start "$new" -S -incoming "$tr:$SELF:$port$(qm_auth "$tr")" $(lg_devices "$new")
+    qm_start "$new" -S -incoming "$tr:$SELF:$port" $(lg_devices "$new")
     lg_tap "$new"
     qm_say "$new: waits for the guest on $tr:$SELF:$port"
     qm_sync "incoming-$step" 900

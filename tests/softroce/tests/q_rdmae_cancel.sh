@@ -13,7 +13,7 @@ QM_PREFIX="q_rdmae_cancel $ROLE"
 qm_need_rdmae
 PORT=4452
 if [ "$ROLE" = dst ]; then
-  qm_start dst -S -incoming "rdmae:$SELF:$PORT$(qm_auth rdmae)"
+  qm_start dst -S -incoming "rdmae:$SELF:$PORT"
   qm_sync ready 900
   qm_dst_exit_error 600
   qm_sync end 900

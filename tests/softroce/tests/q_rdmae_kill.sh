@@ -12,7 +12,7 @@ QM_PREFIX="q_rdmae_kill $ROLE"
 qm_need_rdmae
 PORT=4453
 if [ "$ROLE" = dst ]; then
-  qm_start dst -S -incoming "rdmae:$SELF:$PORT$(qm_auth rdmae)"
+  qm_start dst -S -incoming "rdmae:$SELF:$PORT"
   qm_sync ready 900
   msg=$(qm_recv "$(qm_xport 1)" 1800)
   [ "$msg" = kill ] || qm_die "the source gave up: $msg"

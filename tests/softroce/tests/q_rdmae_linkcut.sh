@@ -13,7 +13,7 @@ QM_PREFIX="q_rdmae_linkcut $ROLE"
 qm_need_rdmae
 PORT=4456
 if [ "$ROLE" = dst ]; then
-  qm_start dst -S -incoming "rdmae:$SELF:$PORT$(qm_auth rdmae)"
+  qm_start dst -S -incoming "rdmae:$SELF:$PORT"
   qm_sync ready 900
   # The source cuts the cable; this side notices on its own (keepalive).
   qm_dst_exit_error 900
