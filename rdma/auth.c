@@ -84,6 +84,24 @@ out:
 	return ret;
 }
 
+int rdmae_key_set(struct rdmae_key *k, const void *bytes, size_t len, const char *what,
+		  struct rdmae_err *err)
+{
+	rdmae_key_wipe(k);
+	if (!bytes)
+		return rdmae_err_set(err, -EINVAL, "%s: key: no bytes given (key_len %zu)", what,
+				     len);
+	if (len > RDMAE_KEY_MAX)
+		return rdmae_err_set(err, -EINVAL, "%s: key: too long (%zu bytes, at most %d)",
+				     what, len, RDMAE_KEY_MAX);
+	if (len < RDMAE_KEY_MIN)
+		return rdmae_err_set(err, -EINVAL, "%s: key: too short (%zu bytes, at least %d)",
+				     what, len, RDMAE_KEY_MIN);
+	memcpy(k->bytes, bytes, len);
+	k->len = len;
+	return 0;
+}
+
 void rdmae_auth_transcript(uint8_t out[RDMAE_AUTH_TRANSCRIPT_SIZE], enum rdmae_auth_role role,
 			   const uint8_t nc[RDMAE_NONCE_SIZE], const uint8_t ns[RDMAE_NONCE_SIZE],
 			   const struct rdmae_neg_req *req, const struct rdmae_neg_resp *resp)

@@ -445,6 +445,9 @@ int rdmae_connect(struct rdmae_conn **out, const char *host, const char *port,
 
 		snprintf(what, sizeof(what), "connection to %s", c->peer);
 		ret = rdmae_negotiate_auth_setup(&c->opts, &c->key, what, err);
+		/* The caller's key bytes are copied: never read again, nor kept a pointer to. */
+		c->opts.key = NULL;
+		c->opts.key_len = 0;
 		if (ret)
 			goto err_conn;
 	}

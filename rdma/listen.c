@@ -57,6 +57,9 @@ int rdmae_listen(struct rdmae_listener **out, const char *host, const char *port
 
 		snprintf(what, sizeof(what), "listener %s", l->addr);
 		ret = rdmae_negotiate_auth_setup(&l->opts, &l->key, what, err);
+		/* The caller's key bytes are copied: never read again, nor kept a pointer to. */
+		l->opts.key = NULL;
+		l->opts.key_len = 0;
 		if (ret)
 			goto err_free;
 	}

@@ -25,11 +25,19 @@ int rdmae_negotiate_auth_setup(const struct rdmae_conn_opts *o, struct rdmae_key
 				const char *what, struct rdmae_err *err)
 {
 	rdmae_key_wipe(k);
+	if (o->key_file && (o->key || o->key_len))
+		return rdmae_err_set(err, -EINVAL, "%s: both a key (%zu bytes) and a key file (%s) "
+				     "given; choose one", what, o->key_len, o->key_file);
 	if (o->key_file && o->auth_none)
 		return rdmae_err_set(err, -EINVAL, "%s: both a key file (%s) and auth=none given; "
 				     "choose one", what, o->key_file);
+	if ((o->key || o->key_len) && o->auth_none)
+		return rdmae_err_set(err, -EINVAL, "%s: both a key (%zu bytes) and auth=none given; "
+				     "choose one", what, o->key_len);
 	if (o->key_file)
 		return rdmae_key_load(k, o->key_file, err);
+	if (o->key || o->key_len)
+		return rdmae_key_set(k, o->key, o->key_len, what, err);
 	if (!o->auth_none)
 		return rdmae_err_set(err, -EACCES, "%s: no key: give a key file (key=FILE, --key "
 				     "FILE), or auth=none to run without authentication", what);

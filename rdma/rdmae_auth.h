@@ -44,6 +44,12 @@ enum rdmae_auth_role { RDMAE_ROLE_CLIENT = 0, RDMAE_ROLE_SERVER = 1 };
  * 077), or holds fewer than RDMAE_KEY_MIN or more than RDMAE_KEY_MAX bytes.
  */
 int rdmae_key_load(struct rdmae_key *k, const char *path, struct rdmae_err *err);
+/*
+ * The key from bytes (rdmae_conn_opts.key): copied, under the same length
+ * rules as a key file; what names the owner in the message.
+ */
+int rdmae_key_set(struct rdmae_key *k, const void *bytes, size_t len, const char *what,
+		  struct rdmae_err *err);
 /* Wipe a key (also a key that was never loaded). */
 void rdmae_key_wipe(struct rdmae_key *k);
 

@@ -55,8 +55,17 @@ struct rdmae_conn_opts {
 	 * prove knowledge of it during negotiate, before anything is pinned or
 	 * advertised. Without a key file the connection is refused unless
 	 * auth_none is set, which runs unauthenticated and says so on stderr.
+	 *
+	 * key/key_len: the key as bytes instead of a file (QEMU passes the
+	 * bytes of a secret object), under the same length rules (16..1024
+	 * bytes). listen or connect copies them; the caller's buffer is not
+	 * read afterwards, and the library's copy is wiped (OPENSSL_cleanse)
+	 * when the listener or connection is freed. key and key_file together
+	 * are refused (-EINVAL), as is either with auth_none.
 	 */
 	const char *key_file;
+	const void *key;
+	size_t key_len;
 	bool auth_none;
 	/*
 	 * The device to use (rdmae_dev.h), and its PD, so regions prepared on

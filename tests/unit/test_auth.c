@@ -20,6 +20,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "internal.h"
 #include "rdmae_auth.h"
 #include "rdmae_wire.h"
 
@@ -382,6 +383,96 @@ static void test_key_file(void **state)
 	}
 }
 
+/*
+ * The key as bytes (rdmae_conn_opts.key, E1): the same rules as a key
+ * file, never together with one or with auth=none, and a side that took
+ * its key as bytes authenticates a peer that read the same bytes from a
+ * file, and only such a peer.
+ */
+static void test_key_bytes(void **state)
+{
+	static const char secret[] = "0123456789abcdef-from-a-secret";
+	struct rdmae_neg_req req = a_req();
+	struct rdmae_neg_resp resp = a_resp();
+	struct rdmae_conn_opts o;
+	struct rdmae_key k, kf, other;
+	struct rdmae_err e;
+	uint8_t p[RDMAE_PROOF_SIZE], big[RDMAE_KEY_MAX + 1];
+	char path[128];
+
+	(void)state;
+	rdmae_conn_opts_default(&o);
+	o.key = secret;
+	o.key_len = strlen(secret);
+	memset(&e, 0, sizeof(e));
+	assert_int_equal(rdmae_negotiate_auth_setup(&o, &k, "connection to x:1", &e), 0);
+	assert_int_equal(k.len, strlen(secret));
+	assert_memory_equal(k.bytes, secret, k.len);
+
+	/* The same bytes from a file: each side's proof checks at the other. */
+	snprintf(dir, sizeof(dir), "/tmp/rdmae-test-auth-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s", write_file("same", secret, strlen(secret), 0600));
+	assert_int_equal(rdmae_key_load(&kf, path, &e), 0);
+	assert_int_equal(rdmae_auth_proof(&k, RDMAE_ROLE_CLIENT, nc, ns, &req, NULL, p), 0);
+	assert_int_equal(rdmae_auth_verify(&kf, RDMAE_ROLE_CLIENT, nc, ns, &req, NULL, p), 0);
+	assert_int_equal(rdmae_auth_proof(&kf, RDMAE_ROLE_SERVER, nc, ns, &req, &resp, p), 0);
+	assert_int_equal(rdmae_auth_verify(&k, RDMAE_ROLE_SERVER, nc, ns, &req, &resp, p), 0);
+	/* Other bytes: refused both ways. */
+	o.key = "0123456789abcdef-another-secret";
+	o.key_len = strlen(o.key);
+	assert_int_equal(rdmae_negotiate_auth_setup(&o, &other, "listener *:1", &e), 0);
+	assert_int_equal(rdmae_auth_proof(&other, RDMAE_ROLE_CLIENT, nc, ns, &req, NULL, p), 0);
+	assert_int_not_equal(rdmae_auth_verify(&k, RDMAE_ROLE_CLIENT, nc, ns, &req, NULL, p), 0);
+	assert_int_equal(rdmae_auth_proof(&k, RDMAE_ROLE_SERVER, nc, ns, &req, &resp, p), 0);
+	assert_int_not_equal(rdmae_auth_verify(&other, RDMAE_ROLE_SERVER, nc, ns, &req, &resp, p),
+			     0);
+
+	/* Both a key and a key file: named, nothing loaded. */
+	o.key_file = path;
+	assert_int_equal(rdmae_negotiate_auth_setup(&o, &k, "connection to x:1", &e), -EINVAL);
+	assert_non_null(strstr(e.msg, "connection to x:1: both a key ("));
+	assert_non_null(strstr(e.msg, path));
+	assert_int_equal(k.len, 0);
+	o.key_file = NULL;
+	o.auth_none = true;
+	assert_int_equal(rdmae_negotiate_auth_setup(&o, &k, "listener *:1", &e), -EINVAL);
+	assert_non_null(strstr(e.msg, "both a key (31 bytes) and auth=none"));
+	o.auth_none = false;
+
+	/* Lengths as for a key file, and the owner named. */
+	o.key = secret;
+	o.key_len = 15;
+	assert_int_equal(rdmae_negotiate_auth_setup(&o, &k, "listener *:1", &e), -EINVAL);
+	assert_non_null(strstr(e.msg, "listener *:1: key: too short (15 bytes, at least 16)"));
+	assert_int_equal(k.len, 0);
+	memset(big, 'k', sizeof(big));
+	o.key = big;
+	o.key_len = RDMAE_KEY_MAX;
+	assert_int_equal(rdmae_negotiate_auth_setup(&o, &k, "listener *:1", &e), 0);
+	assert_int_equal(k.len, RDMAE_KEY_MAX);
+	o.key_len = sizeof(big);
+	assert_int_equal(rdmae_negotiate_auth_setup(&o, &k, "listener *:1", &e), -EINVAL);
+	assert_non_null(strstr(e.msg, "key: too long (1025 bytes, at most 1024)"));
+	o.key = NULL;
+	o.key_len = 16;
+	assert_int_equal(rdmae_negotiate_auth_setup(&o, &k, "listener *:1", &e), -EINVAL);
+	assert_non_null(strstr(e.msg, "key: no bytes given"));
+
+	/* The library's copy is wiped. */
+	o.key = secret;
+	o.key_len = strlen(secret);
+	assert_int_equal(rdmae_negotiate_auth_setup(&o, &k, "x", &e), 0);
+	rdmae_key_wipe(&k);
+	assert_int_equal(k.len, 0);
+	for (size_t i = 0; i < sizeof(k.bytes); i++)
+		assert_int_equal(k.bytes[i], 0);
+	rdmae_key_wipe(&kf);
+	rdmae_key_wipe(&other);
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -393,6 +484,7 @@ int main(void)
 		cmocka_unit_test(test_lane_tokens),
 		cmocka_unit_test(test_accept_pd),
 		cmocka_unit_test(test_key_file),
+		cmocka_unit_test(test_key_bytes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
