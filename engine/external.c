@@ -79,7 +79,7 @@ int rdmae_session_block_index(const struct rdmae_session *s, const char *name)
 static int x_check(struct rdmae_session *s, enum rdmae_role role, const char *op,
 		   struct rdmae_err *err)
 {
-	int st, rc;
+	int st;
 
 	if (!s->external)
 		return rdmae_err_set(err, -EINVAL, "%s: the session's data path is the engine's "
@@ -91,6 +91,8 @@ static int x_check(struct rdmae_session *s, enum rdmae_role role, const char *op
 		return sess_stopped_err(s, err);
 	st = atomic_load(&s->state);
 	if (st == ST_FAILED) {
+		int rc;
+
 		pthread_mutex_lock(&s->lock);
 		rc = rdmae_err_set(err, s->fail_code, "%s", s->fail_msg);
 		pthread_mutex_unlock(&s->lock);
@@ -354,7 +356,7 @@ static uint64_t ns_at(uint64_t bytes, double rate)
 
 uint64_t rdmae_session_switchover_cost_ns(struct rdmae_session *s, uint64_t final_bytes)
 {
-	uint64_t hash_ns, hash_bytes, rtt = 0, pages = 0, cost = 0;
+	uint64_t hash_ns, hash_bytes, rtt, cost = 0;
 	struct rdmae_pace_stats ps;
 	double rate, bw = 0.0;
 	size_t i;
@@ -384,6 +386,8 @@ uint64_t rdmae_session_switchover_cost_ns(struct rdmae_session *s, uint64_t fina
 	rate = hash_ns && hash_bytes ? (double)hash_bytes * (double)NSEC_PER_SEC / (double)hash_ns
 				     : (double)DEF_RATE;
 	if (s->sums) {
+		uint64_t pages = 0;
+
 		for (i = 0; i < s->nblocks; i++)
 			pages += s->blk[i].npages;
 		/* The final pass hashed on both sides (the destination's rate taken to be ours). */

@@ -364,8 +364,9 @@ int rdmae_session_page_zero(struct rdmae_session *s, size_t block, uint64_t page
  *   digesting every page sum at commit:    total pages x 8 bytes, once
  *       (the sides digest at the same time);
  *   round trips: the final per-lane sync ack, COMPLETE -> COMMIT_OK and
- *       the revoke before it: 3 x RTT (RTT: the commit's last measured
- *       round trip, else the connection's WRITE latency, else 1 ms);
+ *       the revoke before it: 3 x RTT (RTT: the last COMPLETE -> COMMIT_OK
+ *       measured, else the engine rounds' shortest fence-to-ack wait, else
+ *       the connection's measured WRITE latency, else 1 ms);
  *   the device state: expected_state_bytes at the measured WRITE rate
  *       (else 1 GiB/s).
  * Without verification the hashing terms are 0. 0 before pre-flight, on

@@ -430,7 +430,7 @@ static void proto(void)
 		};
 
 		const struct rdmae_msg_complete cx = {
-			.flags = RDMAE_COMPLETE_STOPPED, .nblocks = FUZZ_NBLOCKS,
+			.fence_seq = 7, .flags = RDMAE_COMPLETE_STOPPED, .nblocks = FUZZ_NBLOCKS,
 			.state_bytes = 4096,
 		};
 

@@ -43,7 +43,7 @@
 #include "mock_verbs.h"
 
 #define LANES		3		/* lane 0 the engine's, 1..2 the caller's */
-#define PS		4096u
+#define PS		((size_t)4096)
 #define BLK0_PAGES	48u
 #define BLK1_PAGES	16u
 #define SKIPPED_PAGE	7u		/* block 0: never sent (free-page hinting) */
