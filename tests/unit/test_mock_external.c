@@ -36,8 +36,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
+#include "internal.h"
 #include "session_int.h"
 #include "mock_fixture.h"
 #include "mock_verbs.h"
@@ -170,6 +172,7 @@ struct dest_run {
 	size_t state_len;
 	struct rdmae_err err;
 	atomic_bool preflighted;
+	atomic_bool hold;		/* after pre-flight, take no step (advertise nothing) until cleared */
 };
 
 static void *dest_main(void *arg)
@@ -180,6 +183,8 @@ static void *dest_main(void *arg)
 	atomic_store(&d->preflighted, true);
 	if (d->preflight_rc)
 		return NULL;
+	while (atomic_load(&d->hold))
+		sched_yield();
 	for (;;) {
 		struct rdmae_dest_event ev;
 
@@ -205,6 +210,7 @@ static void dest_start(struct dest_run *d, struct rdmae_session *s)
 	memset(d, 0, sizeof(*d));
 	d->s = s;
 	atomic_init(&d->preflighted, false);
+	atomic_init(&d->hold, false);
 	assert_int_equal(pthread_create(&d->th, NULL, dest_main, d), 0);
 }
 
@@ -629,6 +635,64 @@ static void test_external_cancel(void **state)
 	pair_down(&p);
 }
 
+struct writer {
+	struct rdmae_session *s;
+	size_t block;
+	pthread_t th;
+	int rc;
+	struct rdmae_err err;
+	atomic_bool done;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	struct rdmae_run run = { .local = PS, .remote = PS, .len = PS };
+
+	w->rc = rdmae_session_write_lane(w->s, 2, w->block, &run, 1, &w->err);
+	atomic_store(&w->done, true);
+	return NULL;
+}
+
+/*
+ * A WRITE into a piece the destination has not advertised yet waits for
+ * its DESCS (read from lane 0 by the writer itself), then goes.
+ */
+static void test_external_write_waits_for_descs(void **state)
+{
+	struct rdmae_err err = { 0 };
+	struct writer w = { .block = 1 };
+	struct timespec ms20 = { .tv_nsec = 20 * 1000 * 1000 };
+	struct dest_run d;
+	struct pair p;
+
+	(void)state;
+	pair_up(&p, RDMAE_DATA_PATH_EXTERNAL, RDMAE_DATA_PATH_EXTERNAL, true);
+	fill_source();
+	dest_start(&d, p.dst);
+	atomic_store(&d.hold, true);
+	assert_int_equal(rdmae_session_preflight(p.src, &err), 0);
+	while (!atomic_load(&d.preflighted))
+		sched_yield();
+	/* Pre-flight advertised block 0's piece only: block 1 ("vga.vram") waits. */
+	w.s = p.src;
+	atomic_init(&w.done, false);
+	assert_int_equal(pthread_create(&w.th, NULL, writer_main, &w), 0);
+	nanosleep(&ms20, NULL);
+	assert_false(atomic_load(&w.done));
+	assert_int_equal(p.src->advertised[1], 0);
+	atomic_store(&d.hold, false);
+	assert_int_equal(pthread_join(w.th, NULL), 0);
+	if (w.rc)
+		fail_msg("write: %s", w.err.msg);
+	assert_int_equal(p.src->advertised[1], sizeof(src1));
+	/* Placed once a message after it on the same lane arrives; the mock places at once. */
+	assert_memory_equal(dst1 + PS, src1 + PS, PS);
+	assert_true(rdmae_session_cancel(p.src, "test over"));
+	assert_int_equal(pthread_join(d.th, NULL), 0);
+	pair_down(&p);
+}
+
 /* What the calls refuse: lane 0, other modes, bad blocks and runs, complete before the stop. */
 static void test_external_refusals(void **state)
 {
@@ -724,6 +788,93 @@ static void test_external_refusals(void **state)
 	rdmae_pagesums_free(&ps);
 }
 
+/* ---- E1: the key as bytes, through a real negotiation ---- */
+
+/* Lane 0 of a connection as setup leaves it before negotiating, its key from bytes. */
+static struct rdmae_conn *neg_conn(bool server, const char *key)
+{
+	static const uint8_t nonce_s[RDMAE_NONCE_SIZE] = { 0x5e, 0x5f, [31] = 0x60 };
+	struct rdmae_conn_opts o;
+	struct rdmae_err err = { 0 };
+	struct rdmae_conn *c;
+
+	mock_conn_opts(&o);
+	o.auth_none = false;
+	o.key = key;
+	o.key_len = strlen(key);
+	o.lanes = 1;
+	c = rdmae_conn_alloc(&o, server, NULL);
+	assert_non_null(c);
+	snprintf(c->peer, sizeof(c->peer), "%s", server ? "client" : "server");
+	/* As rdmae_listen / rdmae_connect do: copied, and the caller's pointer dropped. */
+	assert_int_equal(rdmae_negotiate_auth_setup(&c->opts, &c->key, c->peer, &err), 0);
+	c->opts.key = NULL;
+	c->opts.key_len = 0;
+	/* The server's nonce and mode, which the client reads from the accept private data. */
+	memcpy(c->nonce_s, nonce_s, sizeof(c->nonce_s));
+	c->peer_auth = RDMAE_WIRE_AUTH_HMAC_SHA256;
+	assert_int_equal(mock_conn_setup_device(c, &err), 0);
+	assert_int_equal(rdmae_lane_create(c, mock_cm_id(), 0, &err), 0);
+	mock_qp_set_state(c->lanes[0].qp.ibqp, IBV_QPS_RTS);
+	if (server) {
+		pthread_mutex_lock(&c->lock);
+		c->state = RDMAE_ST_NEGOTIATING;
+		pthread_mutex_unlock(&c->lock);
+	}
+	return c;
+}
+
+/*
+ * A client and a server that took their keys as bytes negotiate and
+ * authenticate each other when the bytes are the same, and refuse each
+ * other, both saying why, when they are not.
+ */
+static void test_negotiate_key_bytes(void **state)
+{
+	static const char *const server_keys[2] = { "0123456789abcdef-secret-object",
+						    "0123456789abcdef-another-object" };
+
+	(void)state;
+	for (size_t i = 0; i < 2; i++) {
+		struct fixture_progress pc, ps;
+		struct rdmae_err err = { 0 }, serr = { 0 };
+		struct wire w;
+		int rc;
+
+		w.a = neg_conn(false, "0123456789abcdef-secret-object");
+		w.b = neg_conn(true, server_keys[i]);
+		mock_set_send_hook(wire_hook, &w);
+		fixture_progress_start(&pc, w.a);
+		fixture_progress_start(&ps, w.b);
+		rc = rdmae_negotiate_request(w.a, rdmae_deadline_after(5000), &err);
+		if (!i) {
+			if (rc)
+				fail_msg("negotiate: %s", err.msg);
+			assert_int_equal(rdmae_negotiate_auth_mode(w.a), RDMAE_WIRE_AUTH_HMAC_SHA256);
+			pthread_mutex_lock(&w.b->lock);
+			assert_int_equal(w.b->state, RDMAE_ST_LANES);
+			pthread_mutex_unlock(&w.b->lock);
+		} else {
+			assert_int_equal(rc, -EACCES);
+			assert_non_null(strstr(err.msg, "authentication failed with server: the peer "
+						"does not know the key (it rejected our proof)"));
+			/* The server failed after its refusal went out, saying why. */
+			while (!rdmae_conn_error(w.b, NULL))
+				sched_yield();
+			assert_int_equal(rdmae_conn_error(w.b, &serr), -EACCES);
+			assert_non_null(strstr(serr.msg, "authentication failed with client: the peer "
+						 "does not know the key (its proof does not match)"));
+		}
+		fixture_progress_stop(&pc);
+		fixture_progress_stop(&ps);
+		mock_set_send_hook(NULL, NULL);
+		rdmae_conn_destroy(w.a);
+		rdmae_conn_destroy(w.b);
+		fixture_assert_clean();
+		mock_reset();
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -734,6 +885,8 @@ int main(void)
 		cmocka_unit_test_setup(test_external_mode_mismatch, fixture_setup),
 		cmocka_unit_test_setup(test_external_cancel, fixture_setup),
 		cmocka_unit_test_setup(test_external_refusals, fixture_setup),
+		cmocka_unit_test_setup(test_external_write_waits_for_descs, fixture_setup),
+		cmocka_unit_test_setup(test_negotiate_key_bytes, fixture_setup),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
