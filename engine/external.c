@@ -104,6 +104,23 @@ static int x_check(struct rdmae_session *s, enum rdmae_role role, const char *op
 	return 0;
 }
 
+/*
+ * The connection failed under a writer. In this data path nobody else
+ * reads lane 0 during pre-copy, so a CANCEL the destination sent before it
+ * hung up would go unread and the caller would see only "disconnected":
+ * sess_fail looks for it (under rx_lock, as the one reader of lane 0) and
+ * makes it, or the connection's error, the session's sticky reason.
+ */
+static int x_failed(struct rdmae_session *s, int rc, struct rdmae_err *err)
+{
+	if (!rdmae_conn_error(s->conn, NULL) || atomic_load(&s->state) == ST_FAILED)
+		return rc;
+	pthread_mutex_lock(&s->rx_lock);
+	rc = sess_fail(s, rdmae_conn_error(s->conn, err), err);
+	pthread_mutex_unlock(&s->rx_lock);
+	return rc;
+}
+
 static uint64_t x_advertised(struct rdmae_session *s, size_t block)
 {
 	uint64_t v;
@@ -171,7 +188,8 @@ int rdmae_session_wait_advertised(struct rdmae_session *s, size_t block, uint64_
 	    len > s->blk[block].b.len - offset)
 		return rdmae_err_set(err, -EINVAL, "wait advertised: block %zu: range %" PRIu64
 				     "+%" PRIu64 " not in the session's blocks", block, offset, len);
-	return x_wait(s, block, offset + len, err);
+	rc = x_wait(s, block, offset + len, err);
+	return rc ? x_failed(s, rc, err) : 0;
 }
 
 /* One rdmae_write_lane: a batch of runs, all in one local and one remote piece. */
@@ -261,6 +279,8 @@ int rdmae_session_write_lane(struct rdmae_session *s, unsigned int lane, size_t 
 	if (!s)
 		return rdmae_err_set(err, -EINVAL, "write: no session");
 	rc = x_check(s, RDMAE_SOURCE, "write", err);
+	if (!rc && rdmae_conn_error(s->conn, NULL))
+		rc = x_failed(s, -ENOTCONN, err);
 	if (rc)
 		return rc;
 	/* Lane 0 is the engine's: a WRITE there would not be ordered with anything of the caller's. */
@@ -295,7 +315,7 @@ int rdmae_session_write_lane(struct rdmae_session *s, unsigned int lane, size_t 
 	}
 	if (!rc)
 		atomic_fetch_add_explicit(&s->x_bytes, bytes, memory_order_relaxed);
-	return rc;
+	return rc ? x_failed(s, rc, err) : 0;
 }
 
 /* ---- page sums, both sides ---- */

@@ -313,7 +313,9 @@ int rdmae_session_block_index(const struct rdmae_session *s, const char *name);
  * own lane, concurrently with the engine's calls on lane 0. -EINVAL for
  * lane 0, a lane the connection lacks, a bad block or run, or a session
  * not in the external data path; the session's stop reason once it is
- * cancelled or failed; the connection's error once that has failed.
+ * cancelled or failed. Once the connection has failed, the session fails
+ * too, with the destination's reason when it sent CANCEL before hanging up
+ * (nothing else reads lane 0 during pre-copy), else the connection's error.
  */
 int rdmae_session_write_lane(struct rdmae_session *s, unsigned int lane, size_t block,
 			     const struct rdmae_run *runs, size_t n, struct rdmae_err *err);

@@ -693,6 +693,44 @@ static void test_external_write_waits_for_descs(void **state)
 	pair_down(&p);
 }
 
+/*
+ * The destination cancels during pre-copy and hangs up: the source's next
+ * WRITE fails with the destination's reason, not a bare disconnect, and
+ * the session keeps it.
+ */
+static void test_external_dest_cancel_reason(void **state)
+{
+	struct rdmae_run run = { .local = 0, .remote = 0, .len = PS };
+	struct rdmae_err err = { 0 };
+	struct dest_run d;
+	struct pair p;
+
+	(void)state;
+	pair_up(&p, RDMAE_DATA_PATH_EXTERNAL, RDMAE_DATA_PATH_EXTERNAL, true);
+	fill_source();
+	dest_start(&d, p.dst);
+	assert_int_equal(rdmae_session_preflight(p.src, &err), 0);
+	assert_int_equal(rdmae_session_write_lane(p.src, 1, 0, &run, 1, &err), 0);
+	assert_true(rdmae_session_cancel(p.dst, "disk full"));
+	assert_int_equal(pthread_join(d.th, NULL), 0);
+	/*
+	 * The hang-up as the source's transport would see it (the mock has no
+	 * CM peer), once the CANCEL that came before it has been received.
+	 */
+	for (bool queued = false; !queued; sched_yield()) {
+		pthread_mutex_lock(&p.w.a->lanes[0].lock);
+		queued = p.w.a->lanes[0].q_head != NULL;
+		pthread_mutex_unlock(&p.w.a->lanes[0].lock);
+	}
+	rdmae_conn_abort(p.w.a, -ECONNRESET, "disconnected by the peer");
+	assert_int_equal(rdmae_session_write_lane(p.src, 1, 0, &run, 1, &err), -ECANCELED);
+	assert_non_null(strstr(err.msg, "cancelled by the destination: disk full"));
+	assert_int_equal(rdmae_session_write_lane(p.src, 2, 0, &run, 1, &err), -ECANCELED);
+	assert_non_null(strstr(err.msg, "disk full"));
+	assert_int_equal(rdmae_session_complete(p.src, &err), -ECANCELED);
+	pair_down(&p);
+}
+
 /* What the calls refuse: lane 0, other modes, bad blocks and runs, complete before the stop. */
 static void test_external_refusals(void **state)
 {
@@ -885,6 +923,7 @@ int main(void)
 		cmocka_unit_test_setup(test_external_mode_mismatch, fixture_setup),
 		cmocka_unit_test_setup(test_external_cancel, fixture_setup),
 		cmocka_unit_test_setup(test_external_refusals, fixture_setup),
+		cmocka_unit_test_setup(test_external_dest_cancel_reason, fixture_setup),
 		cmocka_unit_test_setup(test_external_write_waits_for_descs, fixture_setup),
 		cmocka_unit_test_setup(test_negotiate_key_bytes, fixture_setup),
 	};
