@@ -662,7 +662,7 @@ static void test_external_write_waits_for_descs(void **state)
 {
 	struct rdmae_err err = { 0 };
 	struct writer w = { .block = 1 };
-	struct timespec ms20 = { .tv_nsec = 20 * 1000 * 1000 };
+	struct timespec ms20 = { .tv_nsec = 20000000L };
 	struct dest_run d;
 	struct pair p;
 
