@@ -116,6 +116,9 @@ struct pair {
 	struct rdmae_session *src, *dst;
 };
 
+/* The source's registration mode for the next pair_up (AUTO: pin-all). */
+static enum rdmae_reg_mode src_reg_mode = RDMAE_REG_AUTO;
+
 static void pair_up(struct pair *p, enum rdmae_data_path src_path, enum rdmae_data_path dst_path,
 		    bool verify)
 {
@@ -137,6 +140,7 @@ static void pair_up(struct pair *p, enum rdmae_data_path src_path, enum rdmae_da
 	o.data_path = src_path;
 	o.no_verify = !verify;
 	o.expected_state_bytes = 4096;
+	o.reg_mode = src_reg_mode;
 	if (rdmae_session_create(&p->src, RDMAE_SOURCE, p->w.a, src_blocks, 2, &o, &err))
 		fail_msg("source session: %s", err.msg);
 	rdmae_session_opts_default(&o);
@@ -534,6 +538,32 @@ static void test_external_migration(void **state)
 	pair_down(&p);
 }
 
+/*
+ * The same with the source registering on demand: the caller's threads
+ * share one on-demand region per block, whose chunks are pinned as they
+ * WRITE, from several lanes at once.
+ */
+static void test_external_migration_on_demand(void **state)
+{
+	struct rdmae_session_stats st;
+	struct outcome o;
+	struct pair p;
+
+	(void)state;
+	src_reg_mode = RDMAE_REG_ON_DEMAND;
+	pair_up(&p, RDMAE_DATA_PATH_EXTERNAL, RDMAE_DATA_PATH_EXTERNAL, true);
+	src_reg_mode = RDMAE_REG_AUTO;
+	migrate(&p, F_NONE, &o);
+	if (o.src_rc)
+		fail_msg("complete: %s", o.src_err.msg);
+	assert_true(o.d.committed);
+	assert_true(o.d.verified);
+	assert_memory_equal(dst1, src1, sizeof(src1));
+	assert_int_equal(rdmae_session_stats(p.src, &st), 0);
+	assert_int_equal(st.src_reg_mode, RDMAE_REG_ON_DEMAND);
+	pair_down(&p);
+}
+
 /* A destination page corrupted before its sum: both sides name the block and page. */
 static void test_external_verify_mismatch(void **state)
 {
@@ -917,6 +947,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup(test_external_migration, fixture_setup),
+		cmocka_unit_test_setup(test_external_migration_on_demand, fixture_setup),
 		cmocka_unit_test_setup(test_external_verify_mismatch, fixture_setup),
 		cmocka_unit_test_setup(test_external_dest_only_page, fixture_setup),
 		cmocka_unit_test_setup(test_external_no_verify, fixture_setup),
