@@ -224,7 +224,7 @@ clean:
 # on the installed headers does not rebuild for nothing.
 PREFIX     ?= /usr/local
 PUB_HDRS   := engine/rdmae_engine.h rdma/rdmae_conn.h rdma/rdmae_region.h rdma/rdmae_err.h \
-              rdma/rdmae_wire.h rdma/rdmae_dev.h
+              rdma/rdmae_wire.h rdma/rdmae_dev.h rdma/rdmae_runs.h
 REL_ONE_LIB := $(BUILD)/rel/librdmae.a
 
 $(REL_ONE_LIB): $(call rel_obj,$(ENGINE_SRC)) $(call rel_obj,$(RDMA_SRC))

@@ -22,7 +22,10 @@
 /*
  * Block sums from the page sums kept through the rounds. Only pages that
  * never had a current sum (not sent in any round: normally none, since the
- * first round covers all of memory) are hashed from memory now.
+ * first round covers all of memory) are hashed from memory now. In the
+ * external data path nothing is: the sums are what the caller's threads
+ * stored (rdmae_session_page_sum), and a page never named keeps the
+ * "never sent" sentinel on both sides, so that it is not compared.
  */
 int sess_block_sums(struct rdmae_session *s, uint64_t *sums, struct rdmae_err *err)
 {
@@ -36,7 +39,8 @@ int sess_block_sums(struct rdmae_session *s, uint64_t *sums, struct rdmae_err *e
 		struct sblock *b = &s->blk[i];
 		uint64_t n = 0;
 
-		rc = rdmae_pagesums_hash_stale(&b->ps, b->b.host, &s->stop, &n, err);
+		if (!s->external)
+			rc = rdmae_pagesums_hash_stale(&b->ps, b->b.host, &s->stop, &n, err);
 		if (!rc)
 			rc = rdmae_pagesums_digest(&b->ps, &sums[i], err);
 		bytes += n * b->b.page_size + b->npages * sizeof(uint64_t);
@@ -132,13 +136,24 @@ static int src_complete(struct rdmae_session *s, struct rdmae_err *err)
 	struct rdmae_msg m;
 	uint64_t commit_start;
 	void *buf;
-	int rc;
+	int rc = 0;
 
-	/* The final fence proves every WRITE of every round is placed. */
-	rc = rdmae_fence(s->conn, &c.fence_seq, err);
+	/*
+	 * The final fence proves every WRITE of every round is placed. In the
+	 * external data path it goes on lane 0 only: the caller's WRITEs on
+	 * lanes >= 1 are proven placed by its own per-lane sync before it
+	 * calls complete, and a fence there would reach the caller's readers
+	 * as a message of theirs.
+	 */
+	if (s->external)
+		rc = rdmae_fence_lane(s->conn, 0, &c.fence_seq, err);
+	else
+		rc = rdmae_fence(s->conn, &c.fence_seq, err);
 	if (rc)
 		return sess_fail(s, rc, err);
 	c.flags = s->o.no_verify ? RDMAE_COMPLETE_NO_VERIFY : 0;
+	if (atomic_load(&s->x_stopped))
+		c.flags |= RDMAE_COMPLETE_STOPPED;
 	c.nblocks = (uint32_t)s->nblocks;
 	c.rounds = s->st.rounds;
 	c.state_bytes = s->state_off;
@@ -212,13 +227,25 @@ int rdmae_session_complete(struct rdmae_session *s, struct rdmae_err *err)
 	if (rc)
 		return rc;
 	/* Without a round after the stop, the destination would commit stale pages. */
-	if (!s->final_round) {
+	if (!s->external && !s->final_round) {
 		rc = rdmae_err_set(e, -EINVAL, "complete: no round since the VM was stopped "
 				   "(mark_stopped, then a final round)");
 		sess_leave(s);
 		return rc;
 	}
+	/* External: the caller's final pass ran with the VM stopped, and said so. */
+	if (s->external && !atomic_load(&s->x_stopped)) {
+		rc = rdmae_err_set(e, -EINVAL, "complete: the VM is not marked stopped "
+				   "(rdmae_session_mark_stopped before the final pass)");
+		sess_leave(s);
+		return rc;
+	}
+	/* Lane 0 is ours alone from here: no writer still waits there for DESCS. */
+	if (s->external)
+		pthread_mutex_lock(&s->rx_lock);
 	rc = src_complete(s, e);
+	if (s->external)
+		pthread_mutex_unlock(&s->rx_lock);
 	if (!rc) {
 		uint64_t t = rdmae_now_ns();
 

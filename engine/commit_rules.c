@@ -24,6 +24,24 @@ int rdmae_gate_decide(struct rdmae_commit_gate *g)
 int rdmae_commit_check(const struct rdmae_dst_progress *p, const struct rdmae_msg_complete *c,
 		       char *why, size_t len)
 {
+	/*
+	 * External: the caller moved the pages, its last pass with the VM
+	 * stopped, which COMPLETE must say; engine rounds have no place here.
+	 */
+	if (p->external) {
+		if (p->rounds || c->rounds) {
+			snprintf(why, len, "complete: %u engine rounds placed and %" PRIu32 " sent "
+				 "in the external data path; refusing to commit", p->rounds,
+				 c->rounds);
+			return -EPROTO;
+		}
+		if (!(c->flags & RDMAE_COMPLETE_STOPPED)) {
+			snprintf(why, len, "complete: the source's VM is not stopped; refusing to "
+				 "commit");
+			return -EPROTO;
+		}
+		goto counts;
+	}
 	/* Without a FINAL round last, pages dirtied after the last round would run stale. */
 	if (!p->rounds) {
 		snprintf(why, len, "complete: no round was placed; refusing to commit");
@@ -34,6 +52,7 @@ int rdmae_commit_check(const struct rdmae_dst_progress *p, const struct rdmae_ms
 			 "VM was still running); refusing to commit", p->rounds);
 		return -EPROTO;
 	}
+counts:
 	if (c->rounds != p->rounds || c->state_bytes != p->state_bytes) {
 		snprintf(why, len, "complete: the source sent %" PRIu32 " rounds and %" PRIu64
 			 " state bytes, %u and %" PRIu64 " arrived", c->rounds, c->state_bytes,

@@ -42,11 +42,14 @@ struct rdmae_dst_progress {
 	bool last_final;		/* the last of them had the FINAL flag */
 	uint64_t state_bytes;		/* device state received */
 	bool require_verify;		/* refuse NO_VERIFY */
+	bool external;			/* the external data path: no engine rounds */
 };
 
 /*
  * 0 when the destination may go on to commit after c, else -EPROTO (no
- * round, a last round without FINAL, counts that differ) or -EPERM (the
+ * round, a last round without FINAL, counts that differ; in the external
+ * data path: any engine round, or a COMPLETE that does not say the
+ * source's VM is stopped) or -EPERM (the
  * source asks to skip a verification this destination requires), with the
  * reason in why (sent in COMMIT_FAIL).
  */

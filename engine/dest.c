@@ -284,7 +284,9 @@ out:
 static int dcs_fence_wait(void *arg, uint32_t seq, struct rdmae_err *err)
 {
 	struct rdmae_session *s = arg;
-	int rc = rdmae_fence_wait(s->conn, seq, s->slow_timeout_ms, err);
+	/* External: the source fenced lane 0 only; the other lanes' streams are the caller's. */
+	int rc = s->external ? rdmae_fence_wait_lane(s->conn, 0, seq, s->slow_timeout_ms, err)
+			     : rdmae_fence_wait(s->conn, seq, s->slow_timeout_ms, err);
 
 	return rc ? sess_fail(s, rc, err) : 0;
 }
@@ -330,6 +332,13 @@ static int dcs_commit_ok(void *arg, bool verified, struct rdmae_err *err)
 	rc = sess_send_msg(s, msg,
 			   rdmae_msg_commit_ok_encode(msg, verified ? RDMAE_COMMIT_VERIFIED : 0),
 			   err);
+	/*
+	 * External (QEMU): COMMITTED starts the guest here and the caller may
+	 * tear the connection down right after; COMMIT_OK must have left by
+	 * then, or the source would be left not knowing (and paused).
+	 */
+	if (!rc && s->external)
+		rc = rdmae_send_drain_lane(s->conn, 0, s->o.timeout_ms, err);
 	if (rc)
 		return sess_fail(s, rc, err);
 	/* Pinned (but unwritable) until released, after the guest runs. */
@@ -356,6 +365,7 @@ static int dst_complete(struct rdmae_session *s, const struct rdmae_msg_complete
 		.last_final = s->rx_last_final,
 		.state_bytes = s->rx_state,
 		.require_verify = s->o.require_verify,
+		.external = s->external,
 	};
 
 	return rdmae_dst_commit(&dst_commit_ops, s, &p, c, verified, err);
@@ -413,6 +423,13 @@ static int dst_step(struct rdmae_session *s, struct rdmae_dest_event *ev, struct
 			if (rc == -ETIMEDOUT && !rdmae_conn_error(s->conn, NULL))
 				return rc;
 			return atomic_load(&s->state) == ST_FAILED ? rc : sess_fail(s, rc, err);
+		}
+		/* The external data path has no engine rounds: their messages are out of place. */
+		if (s->external && (m.type == RDMAE_MSG_ZERO_RUNS || m.type == RDMAE_MSG_DATA_RUNS ||
+				    m.type == RDMAE_MSG_ROUND_END)) {
+			rc = sess_unexpected(s, &m, "state or COMPLETE (external data path)", err);
+			free(buf);
+			return rc;
 		}
 		switch (m.type) {
 		case RDMAE_MSG_PROGRESS:

@@ -127,6 +127,13 @@ uint64_t rdmae_pagesums_stale(const struct rdmae_pagesums *ps)
 	return n;
 }
 
+void rdmae_pagesums_store(struct rdmae_pagesums *ps, uint64_t page, uint64_t sum)
+{
+	if (sum == RDMAE_PAGESUM_UNSENT)
+		sum = 1;
+	__atomic_store_n(&ps->sums[page], sum, __ATOMIC_RELAXED);
+}
+
 int rdmae_pagesums_digest(const struct rdmae_pagesums *ps, uint64_t *sum, struct rdmae_err *err)
 {
 	uint64_t vec[SUMS_PER_UPDATE];
@@ -140,7 +147,8 @@ int rdmae_pagesums_digest(const struct rdmae_pagesums *ps, uint64_t *sum, struct
 		return rdmae_err_set(err, -ENOMEM, "page sums: cannot allocate XXH3 state");
 	XXH3_64bits_reset(st);
 	for (i = 0; i < ps->npages; i++) {
-		vec[n++] = htole64(ps->sums[i]);
+		/* Relaxed: the external path's threads store with atomics (rdmae_pagesums_store). */
+		vec[n++] = htole64(__atomic_load_n(&ps->sums[i], __ATOMIC_RELAXED));
 		if (n == SUMS_PER_UPDATE) {
 			XXH3_64bits_update(st, vec, n * sizeof(vec[0]));
 			n = 0;

@@ -56,6 +56,17 @@ int rdmae_pagesums_hash_stale(struct rdmae_pagesums *ps, const void *base,
 			      const atomic_bool *stop, uint64_t *hashed, struct rdmae_err *err);
 /* Pages without a current sum: what hash_stale would hash now. */
 uint64_t rdmae_pagesums_stale(const struct rdmae_pagesums *ps);
+/*
+ * The external data path (rdmae_session_page_sum): the caller's threads
+ * store sums themselves, and the stale bitmap is not used. A sum of 0 means
+ * "never sent" on both sides (calloc's), so a stored sum of 0 is kept as 1:
+ * the block digest then covers exactly the pages some side named, and a
+ * page named on one side only differs. Lock-free: one relaxed atomic store,
+ * from any thread; the digest reads with relaxed atomic loads, after the
+ * caller's own synchronisation (every store returned before the commit).
+ */
+#define RDMAE_PAGESUM_UNSENT 0ull
+void rdmae_pagesums_store(struct rdmae_pagesums *ps, uint64_t page, uint64_t sum);
 /* Block sum over the page sums (all of them current: hash_stale first). */
 int rdmae_pagesums_digest(const struct rdmae_pagesums *ps, uint64_t *sum, struct rdmae_err *err);
 

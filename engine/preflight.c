@@ -77,7 +77,8 @@ static int src_announce(struct rdmae_session *s, struct rdmae_err *err)
 		b[i].page_size = (uint32_t)s->blk[i].b.page_size;
 		b[i].flags = s->blk[i].b.hugepages ? RDMAE_BLOCK_HUGEPAGES : 0;
 	}
-	rdmae_msg_blocks_encode(buf, b, (uint32_t)s->nblocks, sess_wire_mode(s->mode));
+	rdmae_msg_blocks_encode(buf, b, (uint32_t)s->nblocks, sess_wire_mode(s->mode),
+				sess_wire_flags(s));
 	rc = sess_send_msg(s, buf, len, err);
 out:
 	free(b);
@@ -139,27 +140,35 @@ int sess_src_take_descs(struct rdmae_session *s, const struct rdmae_msg *m,
 			struct rdmae_err *err)
 {
 	struct sblock *b = &s->blk[m->u.descs.block];
+	struct rdmae_bufdesc *descs;
 	struct piece *p;
 	uint32_t j;
+	int rc = 0;
 
+	descs = calloc(m->u.descs.ndescs, sizeof(*descs));
+	if (!descs)
+		return rdmae_err_set(err, -ENOMEM, "DESCS: block '%s': out of memory for piece %zu",
+				     b->b.name, b->nrem);
+	for (j = 0; j < m->u.descs.ndescs; j++)
+		rdmae_msg_descs_get(m, j, &descs[j]);
+	/* Written under rem_lock: the external path's writers read rem while we grow it. */
+	pthread_rwlock_wrlock(&s->rem_lock);
 	if (b->nrem == b->rem_cap) {
 		size_t cap = b->rem_cap ? 2 * b->rem_cap : 16;
 		struct piece *n = realloc(b->rem, cap * sizeof(*n));
 
-		if (!n)
-			return rdmae_err_set(err, -ENOMEM, "DESCS: block '%s': out of memory for"
-					     " piece %zu", b->b.name, b->nrem);
+		if (!n) {
+			rc = rdmae_err_set(err, -ENOMEM, "DESCS: block '%s': out of memory for"
+					   " piece %zu", b->b.name, b->nrem);
+			goto out;
+		}
 		b->rem = n;
 		b->rem_cap = cap;
 	}
 	p = &b->rem[b->nrem];
 	memset(p, 0, sizeof(*p));
-	p->descs = calloc(m->u.descs.ndescs, sizeof(*p->descs));
-	if (!p->descs)
-		return rdmae_err_set(err, -ENOMEM, "DESCS: block '%s': out of memory for piece %zu",
-				     b->b.name, b->nrem);
-	for (j = 0; j < m->u.descs.ndescs; j++)
-		rdmae_msg_descs_get(m, j, &p->descs[j]);
+	p->descs = descs;
+	descs = NULL;
 	p->off = m->u.descs.offset;
 	p->len = m->u.descs.len;
 	p->remote.descs = p->descs;
@@ -168,7 +177,10 @@ int sess_src_take_descs(struct rdmae_session *s, const struct rdmae_msg *m,
 	b->nrem++;
 	/* The decoder checked offset == advertised: the pieces stay consecutive. */
 	s->advertised[m->u.descs.block] += p->len;
-	return 0;
+out:
+	pthread_rwlock_unlock(&s->rem_lock);
+	free(descs);
+	return rc;
 }
 
 /*
@@ -277,6 +289,13 @@ static int src_preflight(struct rdmae_session *s, struct rdmae_err *err)
 					   " for its pieces", s->blk[i].b.name);
 	if (!rc && s->mode == RDMAE_REG_PIN_ALL)
 		rc = sess_src_pin(s, 0, 1, err);
+	/*
+	 * The external path's writers post from many threads at once and
+	 * never pin: everything is pinned here, while the destination
+	 * registers, and the local pieces are fixed from then on.
+	 */
+	for (i = 0; i < s->nblocks && !rc && s->external && s->mode == RDMAE_REG_PIN_ALL; i++)
+		rc = sess_src_pin(s, i, s->blk[i].nloc - 1, err);
 	for (i = 0; i < s->nblocks && !rc && s->mode != RDMAE_REG_PIN_ALL; i++)
 		rc = sess_src_pin(s, i, 0, err);
 	if (rc)
@@ -290,6 +309,15 @@ static int src_preflight(struct rdmae_session *s, struct rdmae_err *err)
 	}
 	switch (m.type) {
 	case RDMAE_MSG_PREFLIGHT_OK:
+		/* A destination of the other data path: refused (it checks too, this is its echo). */
+		if (m.u.preflight_ok.flags != sess_wire_flags(s)) {
+			rdmae_err_set(err, -EPROTO, "preflight: the destination's data path is %s, "
+				      "this source's %s; both sides must use the same",
+				      sess_data_path_name(m.u.preflight_ok.flags),
+				      sess_data_path_name(sess_wire_flags(s)));
+			rc = sess_fail(s, -EPROTO, err);
+			break;
+		}
 		/* From here on (not before) DESCS are taken, each where the last ended. */
 		s->ctx.advertised = s->advertised;
 		pthread_mutex_lock(&s->lock);
@@ -342,6 +370,12 @@ static int dst_match(struct rdmae_session *s, const struct rdmae_msg *m, struct 
 	size_t j;
 	int rc = 0;
 
+	if (m->u.blocks.flags != sess_wire_flags(s))
+		return pf_fail(pe, -EPROTO, RDMAE_PROTO_NO_BLOCK,
+			       "preflight: the source's data path is %s, this destination's %s; "
+			       "both sides must use the same",
+			       sess_data_path_name(m->u.blocks.flags),
+			       sess_data_path_name(sess_wire_flags(s)));
 	if (m->u.blocks.count != s->nblocks)
 		return pf_fail(pe, -EINVAL, RDMAE_PROTO_NO_BLOCK,
 			       "preflight: %zu blocks here, %" PRIu32 " at the source", s->nblocks,
@@ -455,7 +489,8 @@ static int dst_answer(struct rdmae_session *s, struct pf_err *pe, struct rdmae_e
 		return pf_fail(pe, rc ? rc : -ECANCELED, (uint32_t)blk, "preflight: %s", e2.msg);
 	}
 	rc = sess_send_msg(s, small, rdmae_msg_preflight_ok_encode(small, (uint32_t)s->nblocks,
-								   sess_wire_mode(s->mode)), err);
+								   sess_wire_mode(s->mode),
+								   sess_wire_flags(s)), err);
 	if (!rc)
 		rc = dst_send_descs(s, blk, off, descs, n, err);
 	return rc ? sess_fail(s, rc, err) : 0;

@@ -87,10 +87,13 @@ size_t rdmae_msg_blocks_size(uint32_t count)
 }
 
 size_t rdmae_msg_blocks_encode(void *buf, const struct rdmae_msg_block *b, uint32_t count,
-			       uint32_t reg_mode)
+			       uint32_t reg_mode, uint32_t flags)
 {
 	uint8_t *p = (uint8_t *)buf + HDR;
-	struct rdmae_wire_blocks w = { .count = htole32(count), .reg_mode = htole32(reg_mode) };
+	struct rdmae_wire_blocks w = {
+		.count = htole32(count), .reg_mode = htole16((uint16_t)reg_mode),
+		.flags = htole16((uint16_t)flags),
+	};
 	uint32_t i;
 
 	memcpy(p, &w, sizeof(w));
@@ -108,10 +111,12 @@ size_t rdmae_msg_blocks_encode(void *buf, const struct rdmae_msg_block *b, uint3
 	return put_hdr(buf, RDMAE_MSG_BLOCKS, rdmae_msg_blocks_size(count) - HDR);
 }
 
-size_t rdmae_msg_preflight_ok_encode(void *buf, uint32_t nblocks, uint32_t reg_mode)
+size_t rdmae_msg_preflight_ok_encode(void *buf, uint32_t nblocks, uint32_t reg_mode,
+				     uint32_t flags)
 {
 	struct rdmae_wire_preflight_ok w = {
-		.nblocks = htole32(nblocks), .reg_mode = htole32(reg_mode),
+		.nblocks = htole32(nblocks), .reg_mode = htole16((uint16_t)reg_mode),
+		.flags = htole16((uint16_t)flags),
 	};
 
 	memcpy((uint8_t *)buf + HDR, &w, sizeof(w));
@@ -491,10 +496,14 @@ static int dec_blocks(const uint8_t *b, size_t body, struct rdmae_msg *m, struct
 		return bad(err, -EBADMSG, m->type, "body shorter than its struct", body, sizeof(w));
 	memcpy(&w, b, sizeof(w));
 	m->u.blocks.count = le32toh(w.count);
-	m->u.blocks.reg_mode = le32toh(w.reg_mode);
+	m->u.blocks.reg_mode = le16toh(w.reg_mode);
+	m->u.blocks.flags = le16toh(w.flags);
 	if (m->u.blocks.reg_mode > RDMAE_WIRE_REG_ODP)
 		return rdmae_err_set(err, -EPROTO, "decode BLOCKS: registration mode %" PRIu32
 				     " unknown (0 pin, 1 on-demand, 2 ODP)", m->u.blocks.reg_mode);
+	rc = check_flags(m->type, m->u.blocks.flags, RDMAE_SESS_FLAGS_KNOWN, err);
+	if (rc)
+		return rc;
 	if (!m->u.blocks.count || m->u.blocks.count > RDMAE_PROTO_MAX_BLOCKS)
 		return rdmae_err_set(err, -EPROTO, "decode BLOCKS: block count %" PRIu32
 				     " not in 1..%d", m->u.blocks.count, RDMAE_PROTO_MAX_BLOCKS);
@@ -533,7 +542,11 @@ static int dec_preflight_ok(const uint8_t *b, size_t body, const struct rdmae_pr
 	rc = dec_fixed(m->type, b, body, &w, sizeof(w), err);
 	if (rc)
 		return rc;
-	m->u.preflight_ok.reg_mode = le32toh(w.reg_mode);
+	m->u.preflight_ok.reg_mode = le16toh(w.reg_mode);
+	m->u.preflight_ok.flags = le16toh(w.flags);
+	rc = check_flags(m->type, m->u.preflight_ok.flags, RDMAE_SESS_FLAGS_KNOWN, err);
+	if (rc)
+		return rc;
 	/* On-demand chunks cannot take remote WRITEs: a destination never says so. */
 	if (m->u.preflight_ok.reg_mode != RDMAE_WIRE_REG_PIN &&
 	    m->u.preflight_ok.reg_mode != RDMAE_WIRE_REG_ODP)

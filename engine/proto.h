@@ -22,12 +22,15 @@
 #include "rdmae_wire.h"
 
 #define RDMAE_PROTO_MAGIC	0x47454452u	/* "RDEG" on the wire */
-#define RDMAE_PROTO_VERSION	6		/* 2: block names of 256 bytes; 3: DATA_RUNS;
+#define RDMAE_PROTO_VERSION	7		/* 2: block names of 256 bytes; 3: DATA_RUNS;
 					 * 4: ROUND_ACK carries the hashing backlog;
 					 * 5: descriptors in DESCS, piece by piece,
 					 *    PREFLIGHT_OK carries none;
 					 * 6: BLOCKS and PREFLIGHT_OK say how each
-					 *    side registers (RDMAE_WIRE_REG_*) */
+					 *    side registers (RDMAE_WIRE_REG_*);
+					 * 7: BLOCKS and PREFLIGHT_OK carry flags
+					 *    (the external data path), COMPLETE
+					 *    says the VM is stopped */
 #define RDMAE_PROTO_HDR_SIZE	16
 #define RDMAE_PROTO_NAME_LEN	256		/* block name, NUL included (QEMU idstr) */
 #define RDMAE_PROTO_REASON_LEN	192		/* error text, NUL included */
@@ -69,15 +72,23 @@ enum rdmae_msg_type {
 	RDMAE_MSG_TYPE_END
 };
 
-/* BLOCKS flags */
+/* BLOCKS, per block flags */
 #define RDMAE_BLOCK_HUGEPAGES	0x1u
 #define RDMAE_BLOCK_FLAGS_KNOWN	0x1u
+/*
+ * BLOCKS and PREFLIGHT_OK, session flags (v7): each side says its own; a
+ * destination refuses BLOCKS, and a source PREFLIGHT_OK, whose data path
+ * differs from its own.
+ */
+#define RDMAE_SESS_EXTERNAL	0x1u	/* the caller writes lanes >= 1 (QEMU multifd) */
+#define RDMAE_SESS_FLAGS_KNOWN	0x1u
 /* ROUND_END flags */
 #define RDMAE_ROUND_FINAL	0x1u	/* the VM was stopped */
 #define RDMAE_ROUND_FLAGS_KNOWN	0x1u
 /* COMPLETE flags */
 #define RDMAE_COMPLETE_NO_VERIFY	0x1u	/* no BLOCK_SUMS follows */
-#define RDMAE_COMPLETE_FLAGS_KNOWN	0x1u
+#define RDMAE_COMPLETE_STOPPED		0x2u	/* the source's VM is stopped (v7) */
+#define RDMAE_COMPLETE_FLAGS_KNOWN	0x3u
 /* COMMIT_OK flags */
 #define RDMAE_COMMIT_VERIFIED	0x1u
 #define RDMAE_COMMIT_FLAGS_KNOWN	0x1u
@@ -103,7 +114,8 @@ struct rdmae_wire_eng_hdr {
 
 struct rdmae_wire_blocks {		/* + count * struct rdmae_wire_block */
 	uint32_t count;
-	uint32_t reg_mode;		/* the source's, RDMAE_WIRE_REG_* (v6; was reserved) */
+	uint16_t reg_mode;		/* the source's, RDMAE_WIRE_REG_* (v6; was reserved) */
+	uint16_t flags;			/* RDMAE_SESS_* (v7; was reg_mode's high half) */
 };
 
 struct rdmae_wire_block {
@@ -115,7 +127,8 @@ struct rdmae_wire_block {
 
 struct rdmae_wire_preflight_ok {
 	uint32_t nblocks;
-	uint32_t reg_mode;		/* the destination's: PIN or ODP (v6; was reserved) */
+	uint16_t reg_mode;		/* the destination's: PIN or ODP (v6; was reserved) */
+	uint16_t flags;			/* RDMAE_SESS_* (v7; was reg_mode's high half) */
 };
 
 /*
@@ -285,11 +298,13 @@ struct rdmae_msg {
 		struct {
 			uint32_t count;
 			uint32_t reg_mode;	/* RDMAE_WIRE_REG_* */
+			uint32_t flags;		/* RDMAE_SESS_* */
 			const uint8_t *raw;
 		} blocks;
 		struct {
 			uint32_t nblocks;
 			uint32_t reg_mode;	/* RDMAE_WIRE_REG_PIN or _ODP */
+			uint32_t flags;		/* RDMAE_SESS_* */
 		} preflight_ok;
 		struct {
 			uint32_t block;
@@ -374,9 +389,10 @@ uint64_t rdmae_msg_page_sums_get(const struct rdmae_msg *m, uint64_t i);
  */
 size_t rdmae_msg_blocks_size(uint32_t count);
 size_t rdmae_msg_blocks_encode(void *buf, const struct rdmae_msg_block *b, uint32_t count,
-			       uint32_t reg_mode);
+			       uint32_t reg_mode, uint32_t flags);
 
-size_t rdmae_msg_preflight_ok_encode(void *buf, uint32_t nblocks, uint32_t reg_mode);
+size_t rdmae_msg_preflight_ok_encode(void *buf, uint32_t nblocks, uint32_t reg_mode,
+				     uint32_t flags);
 
 /* n descriptors of block's piece starting offset bytes in, each RDMAE_DESC_SPAN long but the last. */
 size_t rdmae_msg_descs_size(uint32_t n);

@@ -8,6 +8,15 @@
  * Destination: create -> preflight -> dest_step ... until COMMITTED
  * Either side may cancel at any point; the source's memory is never
  * written by the engine, the destination's registrations are undone.
+ *
+ * The external data path (RDMAE_DATA_PATH_EXTERNAL, QEMU multifd): the
+ * engine runs no rounds; the caller's threads move the pages themselves.
+ * Source:      create -> preflight -> [threads: write_lane + page_sum/
+ *              page_zero on lanes >= 1, their own messages after them]
+ *              ... send_state ... -> (stop the VM, final pass) ->
+ *              mark_stopped -> complete
+ * Destination: create -> preflight -> dest_step ... until COMMITTED, while
+ *              its threads read lanes >= 1 and call page_sum/page_zero.
  */
 #ifndef RDMAE_ENGINE_H
 #define RDMAE_ENGINE_H
@@ -19,6 +28,7 @@
 
 #include "rdmae_conn.h"
 #include "rdmae_region.h"
+#include "rdmae_runs.h"
 
 struct rdmae_session;
 
@@ -37,6 +47,16 @@ struct rdmae_block {
 	size_t page_size;		/* dirty-tracking granularity, e.g. 4096 */
 	bool hugepages;			/* destination: the mapping must be on huge pages */
 };
+
+/*
+ * Who moves guest RAM. ENGINE (the default): rdmae_session_round, on every
+ * lane. EXTERNAL: the caller, on lanes 1..n-1 (rdmae_session_write_lane
+ * and its own rdmae_send_lane/rdmae_recv_lane); the engine keeps lane 0
+ * (pre-flight, DESCS, device state, COMPLETE / COMMIT_OK, CANCEL) and
+ * never sends, receives, fences or WRITEs on the other lanes. Both sides
+ * must agree: pre-flight refuses a peer in the other mode, naming both.
+ */
+enum rdmae_data_path { RDMAE_DATA_PATH_ENGINE = 0, RDMAE_DATA_PATH_EXTERNAL };
 
 struct rdmae_session_opts {
 	/*
@@ -58,6 +78,7 @@ struct rdmae_session_opts {
 	int timeout_ms;			/* per message wait; default 30000 */
 	uint64_t expected_state_bytes;	/* source: device state at the stop, for the
 					 * expected downtime (0: none expected) */
+	enum rdmae_data_path data_path;	/* ENGINE (default) or EXTERNAL (see above) */
 };
 
 struct rdmae_round_stats {
@@ -204,7 +225,12 @@ int rdmae_session_send_state(struct rdmae_session *s, const void *buf, size_t le
  * Source: finish. Fences every lane, waits for the destination to confirm
  * placement and matching checksums. Returns 0 only then; a mismatch fails
  * with a message naming the block and the first differing page. Refused
- * (-EINVAL) unless a round was sent after rdmae_session_mark_stopped.
+ * (-EINVAL) unless a round was sent after rdmae_session_mark_stopped; in
+ * the external data path, unless rdmae_session_mark_stopped was called
+ * (no round is needed; nothing is fenced: lane 0 carries no WRITE, and the
+ * caller has proven its own lanes placed before it calls this, e.g. by
+ * QEMU's per-lane SYNC acks). Every page_sum/page_zero and write_lane call
+ * must have returned first.
  * Once COMPLETE has left, the destination may commit at any moment: a
  * failure that the destination did not explain (CANCEL, COMMIT_FAIL)
  * returns -ENOTRECOVERABLE, meaning the outcome is unknown and the source
@@ -259,6 +285,96 @@ int rdmae_session_dest_advertise_all(struct rdmae_session *s, struct rdmae_err *
 bool rdmae_session_cancel(struct rdmae_session *s, const char *why);
 
 int rdmae_session_stats(struct rdmae_session *s, struct rdmae_session_stats *st);
+
+/* ---- the external data path (RDMAE_DATA_PATH_EXTERNAL) ---- */
+
+/*
+ * The session's blocks: how many, and the index of one by name. Indices
+ * are the source's order, on the destination too once pre-flight matched
+ * the blocks (before it, -EAGAIN there). -ENOENT for a name not in the
+ * session.
+ */
+size_t rdmae_session_block_count(const struct rdmae_session *s);
+int rdmae_session_block_index(const struct rdmae_session *s, const char *name);
+
+/*
+ * Source, external data path, after pre-flight: post RDMA WRITEs of runs
+ * of block on lane (1..lanes-1), from this side's guest RAM into the
+ * destination's at the same offsets. runs[i].local is the offset into the
+ * block, runs[i].remote must equal it, and every run lies inside the
+ * block; runs are cut at both sides' registration pieces here (the array
+ * is not changed) and coalesced by rdmae_write_lane.
+ * Waits, like wait_advertised, while the destination has not made a run's
+ * range writable yet. Returns once everything is posted (not placed): a
+ * message the caller then sends on the same lane (rdmae_send_lane) arrives
+ * after the WRITEs are placed (RC ordering within one QP).
+ *
+ * Thread safety: any number of threads may call this at once, each on its
+ * own lane, concurrently with the engine's calls on lane 0. -EINVAL for
+ * lane 0, a lane the connection lacks, a bad block or run, or a session
+ * not in the external data path; the session's stop reason once it is
+ * cancelled or failed. Once the connection has failed, the session fails
+ * too, with the destination's reason when it sent CANCEL before hanging up
+ * (nothing else reads lane 0 during pre-copy), else the connection's error.
+ */
+int rdmae_session_write_lane(struct rdmae_session *s, unsigned int lane, size_t block,
+			     const struct rdmae_run *runs, size_t n, struct rdmae_err *err);
+
+/*
+ * Source, external data path: wait until the destination has made bytes
+ * [offset, offset + len) of block writable (its DESCS, which arrive on
+ * lane 0 while it registers piece by piece). Thread safe as write_lane:
+ * one waiting thread reads lane 0 for all of them. A destination that
+ * advertises nothing more for the session's timeout fails the wait
+ * (-ETIMEDOUT) naming the block and how far it got.
+ */
+int rdmae_session_wait_advertised(struct rdmae_session *s, size_t block, uint64_t offset,
+				  uint64_t len, struct rdmae_err *err);
+
+/*
+ * Page sums for a caller that moves the pages (external data path; both
+ * sides). page_sum hashes the page_size bytes at ptr (NULL: the page in the
+ * block's own mapping) now and keeps the sum as page page of block;
+ * page_zero records that the page is all zeros. The source calls them for
+ * every page it posts (each time it posts it), the destination for every
+ * page a packet names, once the page is placed (or zero-filled).
+ *
+ * The commit compares, per block, a digest over these sums. A page no side
+ * ever named is not compared (QEMU skips pages, e.g. free-page hinting); a
+ * page named on one side only is a mismatch, reported with the block and
+ * the page. The last call for a page wins: with the VM stopped, the final
+ * pass re-sums every page it resends on both sides, so the sums are
+ * current. Nothing is rehashed at commit.
+ *
+ * Thread safety: lock-free (one relaxed atomic store per page), callable
+ * from any number of threads at once, for different pages, concurrently
+ * with every other call; two threads on the same page race and the last
+ * store wins. On the source without verification (no_verify) both are
+ * no-ops. Return 0, or -EINVAL for a bad block or page or a session not in
+ * the external data path. Fast: no message, no lock, no allocation.
+ */
+int rdmae_session_page_sum(struct rdmae_session *s, size_t block, uint64_t page,
+			   const void *ptr);
+int rdmae_session_page_zero(struct rdmae_session *s, size_t block, uint64_t page);
+
+/*
+ * Source: what the switchover costs beyond moving the final pass's data
+ * (which the caller estimates itself from its bandwidth), in ns, for a
+ * final pass of final_bytes:
+ *   hashing the final pass on both sides:  2 x final pages x ns per page
+ *       (measured from this side's hashing so far, else 1 GiB/s assumed);
+ *   digesting every page sum at commit:    total pages x 8 bytes, once
+ *       (the sides digest at the same time);
+ *   round trips: the final per-lane sync ack, COMPLETE -> COMMIT_OK and
+ *       the revoke before it: 3 x RTT (RTT: the last COMPLETE -> COMMIT_OK
+ *       measured, else the engine rounds' shortest fence-to-ack wait, else
+ *       the connection's measured WRITE latency, else 1 ms);
+ *   the device state: expected_state_bytes at the measured WRITE rate
+ *       (else 1 GiB/s).
+ * Without verification the hashing terms are 0. 0 before pre-flight, on
+ * the destination and for NULL; never 0 after pre-flight. Thread safe.
+ */
+uint64_t rdmae_session_switchover_cost_ns(struct rdmae_session *s, uint64_t final_bytes);
 int rdmae_session_lane_stats(struct rdmae_session *s, unsigned int lane,
 			     struct rdmae_lane_stats *out);
 

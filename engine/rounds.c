@@ -123,7 +123,7 @@ int rdmae_session_plan(struct rdmae_session *s, const uint64_t *const *bitmaps,
 	struct rdmae_downtime_model dm;
 	uint64_t pages, bytes;
 
-	if (!s || !plan || s->role != RDMAE_SOURCE || check_bitmaps(s, bitmaps))
+	if (!s || !plan || s->role != RDMAE_SOURCE || s->external || check_bitmaps(s, bitmaps))
 		return -EINVAL;
 	bytes = dirty_bytes(s, bitmaps, &pages);
 
@@ -719,6 +719,11 @@ int rdmae_session_round(struct rdmae_session *s, const uint64_t *const *bitmaps,
 	rc = sess_enter(s, RDMAE_SOURCE, ST_READY, "round", e);
 	if (rc)
 		return rc;
+	if (s->external) {
+		rc = rdmae_err_set(e, -EINVAL, "round: the session's data path is external (the "
+				   "caller moves the pages: rdmae_session_write_lane)");
+		goto out;
+	}
 	if (check_bitmaps(s, bitmaps)) {
 		rc = rdmae_err_set(e, -EINVAL, "round: a block has no dirty bitmap");
 		goto out;
@@ -780,6 +785,7 @@ void rdmae_session_mark_stopped(struct rdmae_session *s)
 		s->stopped_ns = rdmae_now_ns();
 	}
 	pthread_mutex_unlock(&s->lock);
+	atomic_store(&s->x_stopped, true);
 }
 
 /* ---- device state ---- */

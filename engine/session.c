@@ -591,6 +591,9 @@ int rdmae_session_create(struct rdmae_session **out, enum rdmae_role role, struc
 	if (o && (unsigned int)o->reg_mode > RDMAE_REG_AUTO)
 		return rdmae_err_set(err, -EINVAL, "session create: registration mode %d unknown",
 				     (int)o->reg_mode);
+	if (o && (unsigned int)o->data_path > RDMAE_DATA_PATH_EXTERNAL)
+		return rdmae_err_set(err, -EINVAL, "session create: data path %d unknown",
+				     (int)o->data_path);
 	rc = rdmae_session_check_blocks(blocks, nblocks, err);
 	if (rc)
 		return rc;
@@ -617,6 +620,7 @@ int rdmae_session_create(struct rdmae_session **out, enum rdmae_role role, struc
 	if (!s->o.timeout_ms)
 		s->o.timeout_ms = DEF_TIMEOUT_MS;
 	s->mode = resolve_mode(role, s->o.reg_mode, rdmae_conn_dev(conn));
+	s->external = s->o.data_path == RDMAE_DATA_PATH_EXTERNAL;
 	s->nblocks = nblocks;
 	s->max_msg = neg->max_fragmented_size;
 	atomic_init(&s->max_bw, s->o.max_bandwidth);
@@ -673,9 +677,17 @@ int rdmae_session_create(struct rdmae_session **out, enum rdmae_role role, struc
 		goto err_lock;
 	if (pthread_mutex_init(&s->cancel_lock, NULL))
 		goto err_reg_lock;
+	if (pthread_mutex_init(&s->rx_lock, NULL))
+		goto err_cancel_lock;
+	if (pthread_rwlock_init(&s->rem_lock, NULL))
+		goto err_rx_lock;
 	*out = s;
 	return 0;
 
+err_rx_lock:
+	pthread_mutex_destroy(&s->rx_lock);
+err_cancel_lock:
+	pthread_mutex_destroy(&s->cancel_lock);
 err_reg_lock:
 	pthread_mutex_destroy(&s->reg_lock);
 err_lock:
@@ -714,6 +726,8 @@ void rdmae_session_destroy(struct rdmae_session *s)
 		rdmae_pagesums_free(&b->ps);
 	}
 	free(s->advertised);
+	pthread_rwlock_destroy(&s->rem_lock);
+	pthread_mutex_destroy(&s->rx_lock);
 	pthread_mutex_destroy(&s->cancel_lock);
 	pthread_mutex_destroy(&s->reg_lock);
 	pthread_mutex_destroy(&s->lock);
@@ -777,6 +791,7 @@ int rdmae_session_stats(struct rdmae_session *s, struct rdmae_session_stats *st)
 	*st = s->st;
 	if (s->start_ns && !st->total_ns)
 		st->total_ns = rdmae_now_ns() - s->start_ns;
+	sess_external_stats(s, st);
 	pthread_mutex_unlock(&s->lock);
 	return 0;
 }

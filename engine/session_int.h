@@ -9,6 +9,8 @@
  *   rounds.c     source: plan, rounds, device state
  *   commit.c     source: complete and verification
  *   dest.c       destination: rounds, state, verification and commit
+ *   external.c   the external data path: WRITEs and page sums from the
+ *                caller's threads, block lookup, the switchover cost
  *
  * The helpers carry the sess_ prefix so that they are not taken for API.
  * Locking is as in struct rdmae_session's comments; doc/protocol-engine.md
@@ -79,7 +81,12 @@ struct sblock {
 	struct piece *loc;
 	size_t nloc;
 	size_t nready;
-	/* Source: the destination's pieces as advertised, covering [0, s->advertised[i]). */
+	/*
+	 * Source: the destination's pieces as advertised, covering [0,
+	 * s->advertised[i]). Changed under rem_lock (written), read under it
+	 * by the external path's threads; the engine's own rounds run in the
+	 * one thread that takes DESCS in and read it without.
+	 */
 	struct piece *rem;
 	size_t nrem;
 	size_t rem_cap;
@@ -146,6 +153,23 @@ struct rdmae_session {
 	uint64_t state_off;
 	struct rdmae_round_stats last_rs;
 	struct rdmae_sums_guard sums_guard;	/* what the destination may ask of our page sums */
+
+	/*
+	 * The external data path (external.c): the caller's threads call in
+	 * concurrently with each other and with the engine's lane-0 calls, so
+	 * what they share is atomic or under its own lock, never s->busy.
+	 */
+	bool external;
+	pthread_rwlock_t rem_lock;	/* source: blk[].rem, advertised (see struct sblock) */
+	pthread_mutex_t rx_lock;	/* source, external: one reader of lane 0 at a time */
+	atomic_bool x_stopped;		/* source: mark_stopped was called */
+	atomic_bool x_first_write;	/* source: first_write_ns taken */
+	_Atomic uint64_t x_hash_ns;	/* page_sum: time hashing, all threads */
+	_Atomic uint64_t x_hash_bytes;
+	_Atomic uint64_t x_verify_ns;	/* the part after mark_stopped (in the downtime) */
+	_Atomic uint64_t x_bytes;	/* write_lane: bytes posted */
+	_Atomic uint64_t x_pages;	/* page_sum calls */
+	_Atomic uint64_t x_zero_pages;	/* page_zero calls */
 
 	/* destination */
 	void *ev_msg;			/* holds the last STATE event's bytes */
@@ -246,5 +270,13 @@ int sess_dst_advertise(struct rdmae_session *s, struct rdmae_err *err);
 
 /* One sum per block from the page sums kept (both sides compare these). */
 int sess_block_sums(struct rdmae_session *s, uint64_t *sums, struct rdmae_err *err);
+
+/* ---- external.c ---- */
+
+/* The external path's counters folded into st (under s->lock). */
+void sess_external_stats(struct rdmae_session *s, struct rdmae_session_stats *st);
+/* Session flags on the wire (RDMAE_SESS_*) for this side, and a peer's named. */
+uint32_t sess_wire_flags(const struct rdmae_session *s);
+const char *sess_data_path_name(uint32_t wire_flags);
 
 #endif

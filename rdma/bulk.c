@@ -468,7 +468,8 @@ int rdmae_write_flush(struct rdmae_conn *c, struct rdmae_err *err)
  * The fence's number under c->lock, then its empty message on each lane in
  * turn, under that lane's lock: lanes are never held two at a time.
  */
-int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err)
+static int fence_lanes(struct rdmae_conn *c, unsigned int first, unsigned int end,
+		       uint32_t *seq, struct rdmae_err *err)
 {
 	int tmo = c->opts.send_timeout_ms;
 	uint64_t deadline = rdmae_deadline_after(tmo);
@@ -481,7 +482,7 @@ int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err)
 	rdmae_conn_lock(c);
 	*seq = ++c->fence_seq;
 	rdmae_conn_unlock(c);
-	for (i = 0; i < c->nlanes && !ret; i++) {
+	for (i = first; i < end && !ret; i++) {
 		struct rdmae_lane *l = &c->lanes[i];
 		int pret;
 
@@ -507,13 +508,28 @@ int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err)
 	return ret;
 }
 
-int rdmae_fence_wait(struct rdmae_conn *c, uint32_t seq, int timeout_ms, struct rdmae_err *err)
+int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err)
+{
+	return fence_lanes(c, 0, c->nlanes, seq, err);
+}
+
+int rdmae_fence_lane(struct rdmae_conn *c, unsigned int lane, uint32_t *seq,
+		     struct rdmae_err *err)
+{
+	if (lane >= c->nlanes)
+		return rdmae_err_set(err, -EINVAL, "fence to %s: no lane %u (%u lanes)", c->peer,
+				     lane, c->nlanes);
+	return fence_lanes(c, lane, lane + 1, seq, err);
+}
+
+static int fence_wait_lanes(struct rdmae_conn *c, unsigned int first, unsigned int end,
+			    uint32_t seq, int timeout_ms, struct rdmae_err *err)
 {
 	uint64_t deadline = rdmae_deadline_after(timeout_ms);
 	unsigned int i;
 	int ret = 0;
 
-	for (i = 0; i < c->nlanes && !ret; i++) {
+	for (i = first; i < end && !ret; i++) {
 		struct rdmae_lane *l = &c->lanes[i];
 
 		rdmae_lane_lock(l);
@@ -532,4 +548,18 @@ int rdmae_fence_wait(struct rdmae_conn *c, uint32_t seq, int timeout_ms, struct 
 		rdmae_lane_unlock(l);
 	}
 	return ret;
+}
+
+int rdmae_fence_wait(struct rdmae_conn *c, uint32_t seq, int timeout_ms, struct rdmae_err *err)
+{
+	return fence_wait_lanes(c, 0, c->nlanes, seq, timeout_ms, err);
+}
+
+int rdmae_fence_wait_lane(struct rdmae_conn *c, unsigned int lane, uint32_t seq, int timeout_ms,
+			  struct rdmae_err *err)
+{
+	if (lane >= c->nlanes)
+		return rdmae_err_set(err, -EINVAL, "fence from %s: no lane %u (%u lanes)", c->peer,
+				     lane, c->nlanes);
+	return fence_wait_lanes(c, lane, lane + 1, seq, timeout_ms, err);
 }

@@ -296,6 +296,31 @@ out:
 	return ret;
 }
 
+int rdmae_send_drain_lane(struct rdmae_conn *c, unsigned int lane, int timeout_ms,
+			  struct rdmae_err *err)
+{
+	uint64_t deadline = rdmae_deadline_after(timeout_ms);
+	struct rdmae_lane *l = lane_get(c, lane, "drain sends to", err);
+	int ret;
+
+	if (!l)
+		return -EINVAL;
+	rdmae_lane_lock(l);
+	rdmae_lane_qp_held(l, &l->qp);
+	/* Every SEND is signalled (qp.c): tx_tail reaches tx_head once the last one completed. */
+	while (!(ret = rdmae_conn_check(c, err)) && l->live &&
+	       (l->sending || rdmae_qp_sends_pending_locked(&l->qp))) {
+		if (rdmae_lane_wait_locked(l, deadline) == -ETIMEDOUT &&
+		    (l->sending || rdmae_qp_sends_pending_locked(&l->qp))) {
+			ret = rdmae_err_set(err, -ETIMEDOUT, "drain sends to %s: lane %u still "
+					    "sending after %d ms", c->peer, lane, timeout_ms);
+			break;
+		}
+	}
+	rdmae_lane_unlock(l);
+	return ret;
+}
+
 int rdmae_recv(struct rdmae_conn *c, void **buf, size_t *len, int timeout_ms,
 	       struct rdmae_err *err)
 {

@@ -199,6 +199,17 @@ int rdmae_send_lane(struct rdmae_conn *c, unsigned int lane, const void *buf, si
 int rdmae_recv_lane(struct rdmae_conn *c, unsigned int lane, void **buf, size_t *len,
 		    int timeout_ms, struct rdmae_err *err);
 
+/*
+ * Wait until every message sent so far on lane has left and its SENDs have
+ * completed here (on RC: the peer's side acknowledged them), for a sender
+ * that must know its last message is out before it acts on it, e.g.
+ * before a process exits or a connection is torn down. timeout_ms < 0
+ * waits for ever. -ETIMEDOUT, -EINVAL for a lane the connection lacks, or
+ * the connection's error.
+ */
+int rdmae_send_drain_lane(struct rdmae_conn *c, unsigned int lane, int timeout_ms,
+			  struct rdmae_err *err);
+
 struct rdmae_lane_stats {
 	uint64_t sends;			/* SEND WRs posted */
 	uint64_t send_bytes;

@@ -74,4 +74,15 @@ int rdmae_fence(struct rdmae_conn *c, uint32_t *seq, struct rdmae_err *err);
 /* Peer side: wait until fence seq has arrived on every lane. */
 int rdmae_fence_wait(struct rdmae_conn *c, uint32_t seq, int timeout_ms, struct rdmae_err *err);
 
+/*
+ * The same on one lane only, for a caller that owns the other lanes' message
+ * streams (where a fence would arrive as a message of theirs): a fence
+ * sent with rdmae_fence_lane is waited for with rdmae_fence_wait_lane on
+ * the same lane. -EINVAL for a lane the connection lacks.
+ */
+int rdmae_fence_lane(struct rdmae_conn *c, unsigned int lane, uint32_t *seq,
+		     struct rdmae_err *err);
+int rdmae_fence_wait_lane(struct rdmae_conn *c, unsigned int lane, uint32_t seq, int timeout_ms,
+			  struct rdmae_err *err);
+
 #endif

@@ -348,10 +348,17 @@ static void proto(void)
 		blocks[i].page_size = psize[i];
 		blocks[i].flags = psize[i] > 4096 ? RDMAE_BLOCK_HUGEPAGES : 0;
 	}
-	n = rdmae_msg_blocks_encode(big, blocks, FUZZ_NBLOCKS, RDMAE_WIRE_REG_PIN);
+	n = rdmae_msg_blocks_encode(big, blocks, FUZZ_NBLOCKS, RDMAE_WIRE_REG_PIN, 0);
 	put_msg("blocks", n, true);
+	/* v7: the external data path (the caller writes lanes >= 1) on both sides. */
+	n = rdmae_msg_blocks_encode(big, blocks, FUZZ_NBLOCKS, RDMAE_WIRE_REG_PIN,
+				    RDMAE_SESS_EXTERNAL);
+	put_msg("blocks-external", n, true);
+	n = rdmae_msg_preflight_ok_encode(big, FUZZ_NBLOCKS, RDMAE_WIRE_REG_PIN,
+					  RDMAE_SESS_EXTERNAL);
+	put_msg("preflight-ok-external", n, true);
 
-	n = rdmae_msg_preflight_ok_encode(big, FUZZ_NBLOCKS, RDMAE_WIRE_REG_ODP);
+	n = rdmae_msg_preflight_ok_encode(big, FUZZ_NBLOCKS, RDMAE_WIRE_REG_ODP, 0);
 	put_msg("preflight-ok", n, true);
 	/* Each block's rest, from where the session's advertised part ends, in one piece. */
 	for (i = 0; i < FUZZ_NBLOCKS; i++) {
@@ -422,8 +429,16 @@ static void proto(void)
 			.state_bytes = 4096,
 		};
 
+		const struct rdmae_msg_complete cx = {
+			.fence_seq = 7, .flags = RDMAE_COMPLETE_STOPPED, .nblocks = FUZZ_NBLOCKS,
+			.state_bytes = 4096,
+		};
+
 		n = rdmae_msg_complete_encode(big, &c);
 		put_msg("complete", n, true);
+		/* v7, the external data path: no engine round, the VM said stopped. */
+		n = rdmae_msg_complete_encode(big, &cx);
+		put_msg("complete-external", n, true);
 	}
 	n = rdmae_msg_block_sums_encode(big, sums, FUZZ_NBLOCKS);
 	put_msg("block-sums", n, true);

@@ -417,7 +417,7 @@ static struct rdmae_session *source_preflight(struct rdmae_conn *c, int timeout_
 	o.timeout_ms = timeout_ms;
 	if (rdmae_session_create(&s, RDMAE_SOURCE, c, blocks, 1, &o, &err))
 		fail_msg("session: %s", err.msg);
-	from_dest(c, m, rdmae_msg_preflight_ok_encode(m, 1, RDMAE_WIRE_REG_PIN));
+	from_dest(c, m, rdmae_msg_preflight_ok_encode(m, 1, RDMAE_WIRE_REG_PIN, 0));
 	assert_int_equal(rdmae_session_preflight(s, &err), 0);
 	return s;
 }
@@ -792,7 +792,7 @@ static void from_source_blocks(struct rdmae_conn *c, uint32_t mode)
 	uint8_t m[512];
 
 	assert_true(rdmae_msg_blocks_size(1) <= sizeof(m));
-	assert_int_equal(mock_deliver_msg(c, 0, m, (uint32_t)rdmae_msg_blocks_encode(m, &b, 1, mode),
+	assert_int_equal(mock_deliver_msg(c, 0, m, (uint32_t)rdmae_msg_blocks_encode(m, &b, 1, mode, 0),
 					  0, 0, 0), 0);
 	mock_progress(c);
 }
@@ -963,7 +963,7 @@ static void test_src_learns_dest_mode(void **state)
 	o.no_verify = true;
 	if (rdmae_session_create(&s, RDMAE_SOURCE, c, blocks, 1, &o, &err))
 		fail_msg("session: %s", err.msg);
-	from_dest(c, m, rdmae_msg_preflight_ok_encode(m, 1, RDMAE_WIRE_REG_ODP));
+	from_dest(c, m, rdmae_msg_preflight_ok_encode(m, 1, RDMAE_WIRE_REG_ODP, 0));
 	assert_int_equal(rdmae_session_preflight(s, &err), 0);
 	for (size_t i = 0; i < mock_sends(); i++)
 		if (sent_type(mock_send_at(i), s, &dm) == RDMAE_MSG_BLOCKS) {

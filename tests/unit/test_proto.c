@@ -131,7 +131,7 @@ static size_t blocks_msg(void)
 		{ .name = "vga.vram", .len = 16 << 20, .page_size = 4096 },
 	};
 
-	return rdmae_msg_blocks_encode(buf, b, 2, RDMAE_WIRE_REG_PIN);
+	return rdmae_msg_blocks_encode(buf, b, 2, RDMAE_WIRE_REG_PIN, 0);
 }
 
 static void test_blocks(void **state)
@@ -162,7 +162,7 @@ static void test_blocks(void **state)
 		struct rdmae_msg_block lb = { .len = 4096, .page_size = 4096 };
 
 		memset(lb.name, 'a', sizeof(lb.name));	/* no NUL at all */
-		len = rdmae_msg_blocks_encode(buf, &lb, 1, RDMAE_WIRE_REG_PIN);
+		len = rdmae_msg_blocks_encode(buf, &lb, 1, RDMAE_WIRE_REG_PIN, 0);
 		assert_int_equal(dec(len, NULL, &m), 0);
 		rdmae_msg_blocks_get(&m, 0, &b);
 		assert_int_equal(strlen(b.name), RDMAE_PROTO_NAME_LEN - 1);
@@ -174,7 +174,7 @@ static void test_blocks(void **state)
 
 		assert_int_equal(RDMAE_PROTO_NAME_LEN, 256);
 		memset(qb.name, 'q', RDMAE_PROTO_NAME_LEN - 1);
-		len = rdmae_msg_blocks_encode(buf, &qb, 1, RDMAE_WIRE_REG_PIN);
+		len = rdmae_msg_blocks_encode(buf, &qb, 1, RDMAE_WIRE_REG_PIN, 0);
 		assert_int_equal(dec(len, NULL, &m), 0);
 		rdmae_msg_blocks_get(&m, 0, &b);
 		assert_memory_equal(b.name, qb.name, RDMAE_PROTO_NAME_LEN);
@@ -242,20 +242,20 @@ static void test_preflight_ok(void **state)
 
 	(void)state;
 	/* Version 5: the blocks fit, nothing more; descriptors come in DESCS. */
-	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_PIN);
+	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_PIN, 0);
 	assert_int_equal(len, H + 8);
 	assert_int_equal(dec(len, &ctx, &m), 0);
 	assert_int_equal(m.type, RDMAE_MSG_PREFLIGHT_OK);
 	assert_int_equal(m.u.preflight_ok.nblocks, 2);
 	assert_int_equal(m.u.preflight_ok.reg_mode, RDMAE_WIRE_REG_PIN);
 	/* Version 6: each side's registration mode; every source mode reads back. */
-	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_ODP);
+	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_ODP, 0);
 	assert_int_equal(dec(len, &ctx, &m), 0);
 	assert_int_equal(m.u.preflight_ok.reg_mode, RDMAE_WIRE_REG_ODP);
 	for (uint32_t mode = RDMAE_WIRE_REG_PIN; mode <= RDMAE_WIRE_REG_ODP; mode++) {
 		struct rdmae_msg_block b = { .name = "pc.ram", .len = 4096, .page_size = 4096 };
 
-		len = rdmae_msg_blocks_encode(buf, &b, 1, mode);
+		len = rdmae_msg_blocks_encode(buf, &b, 1, mode, 0);
 		assert_int_equal(dec(len, NULL, &m), 0);
 		assert_int_equal(m.u.blocks.reg_mode, mode);
 	}
@@ -266,23 +266,23 @@ static void test_preflight_ok_reject(void **state)
 	size_t len;
 
 	(void)state;
-	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_PIN);
+	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_PIN, 0);
 	reject(len, NULL, -EPROTO);
 	/* Block count not the session's. */
 	put32(H, 3);
 	reject(len, &ctx, -EPROTO);
 	/* Registration mode: a destination pins or uses ODP, never on-demand chunks. */
-	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_ON_DEMAND);
+	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_ON_DEMAND, 0);
 	reject(len, &ctx, -EPROTO);
 	put32(H + 4, RDMAE_WIRE_REG_ODP + 1);
 	reject(len, &ctx, -EPROTO);
 	/* Descriptors after it (version 4's layout): no longer. */
-	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_PIN);
+	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_PIN, 0);
 	memset(buf + len, 0, 16);
 	set_body_len(len + 16);
 	reject(len + 16, &ctx, -EBADMSG);
 	/* Truncated. */
-	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_PIN);
+	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_PIN, 0);
 	set_body_len(len - 4);
 	reject(len - 4, &ctx, -EBADMSG);
 }
@@ -725,6 +725,49 @@ static void test_state(void **state)
 	reject(H + 8, &ctx, -EBADMSG);
 }
 
+/*
+ * Version 7: BLOCKS and PREFLIGHT_OK carry the session flags (the external
+ * data path), in the high half of what was the registration mode; a flag
+ * this side does not know is refused. COMPLETE says the VM is stopped.
+ */
+static void test_session_flags(void **state)
+{
+	struct rdmae_msg_block b = { .name = "pc.ram", .len = 4096, .page_size = 4096 };
+	struct rdmae_msg_complete c = { .fence_seq = 1, .flags = RDMAE_COMPLETE_STOPPED,
+					.nblocks = 2 };
+	struct rdmae_msg m;
+	size_t len;
+
+	(void)state;
+	len = rdmae_msg_blocks_encode(buf, &b, 1, RDMAE_WIRE_REG_ODP, RDMAE_SESS_EXTERNAL);
+	assert_int_equal(dec(len, NULL, &m), 0);
+	assert_int_equal(m.u.blocks.reg_mode, RDMAE_WIRE_REG_ODP);
+	assert_int_equal(m.u.blocks.flags, RDMAE_SESS_EXTERNAL);
+	len = rdmae_msg_blocks_encode(buf, &b, 1, RDMAE_WIRE_REG_PIN, 0);
+	assert_int_equal(dec(len, NULL, &m), 0);
+	assert_int_equal(m.u.blocks.flags, 0);
+	/* An unknown flag: refused, as is a version 6 message. */
+	len = rdmae_msg_blocks_encode(buf, &b, 1, RDMAE_WIRE_REG_PIN, 0x2);
+	reject(len, NULL, -EPROTO);
+	len = rdmae_msg_blocks_encode(buf, &b, 1, RDMAE_WIRE_REG_PIN, RDMAE_SESS_EXTERNAL);
+	buf[4] = 6;
+	buf[5] = 0;
+	reject(len, NULL, -EPROTO);
+
+	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_PIN, RDMAE_SESS_EXTERNAL);
+	assert_int_equal(len, H + 8);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.u.preflight_ok.reg_mode, RDMAE_WIRE_REG_PIN);
+	assert_int_equal(m.u.preflight_ok.flags, RDMAE_SESS_EXTERNAL);
+	len = rdmae_msg_preflight_ok_encode(buf, 2, RDMAE_WIRE_REG_PIN, 0x8000);
+	reject(len, &ctx, -EPROTO);
+
+	len = rdmae_msg_complete_encode(buf, &c);
+	assert_int_equal(dec(len, &ctx, &m), 0);
+	assert_int_equal(m.u.complete.flags, RDMAE_COMPLETE_STOPPED);
+	assert_int_equal(m.u.complete.rounds, 0);
+}
+
 /* ---- commit ---- */
 
 static void test_complete(void **state)
@@ -884,6 +927,7 @@ int main(void)
 		cmocka_unit_test(test_rounds),
 		cmocka_unit_test(test_state),
 		cmocka_unit_test(test_complete),
+		cmocka_unit_test(test_session_flags),
 		cmocka_unit_test(test_sums),
 		cmocka_unit_test(test_commit),
 		cmocka_unit_test(test_cancel),
