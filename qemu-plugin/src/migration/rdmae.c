@@ -50,6 +50,7 @@
 #include "exec/target_page.h"
 #include "migration.h"
 #include "migration/client-options.h"
+#include "migration/register.h"
 #include "channel.h"
 #include "options.h"
 #include "ram.h"
@@ -778,6 +779,8 @@ type_init(qio_channel_rdmae_register_types);
 
 /* ---- source ---- */
 
+static uint64_t rdmae_switchover_cost_ms(uint64_t final_bytes);
+
 typedef struct RdmaeConnectJob {
     MigrationState *s;
     InetSocketAddress *addr;
@@ -1000,6 +1003,7 @@ void rdmae_start_outgoing_migration(MigrationState *s,
         src_outcome_unknown = false;
     }
     s->rdmae_migration = true;
+    s->switchover_cost_ms = rdmae_switchover_cost_ms;
     object_ref(OBJECT(s));
     qemu_thread_create(&th, "rdmae-connect", rdmae_connect_thread, job,
                        QEMU_THREAD_DETACHED);
@@ -1027,6 +1031,67 @@ void rdmae_params_changed(void)
                                          migrate_downtime_limit() * 1000000ull);
     }
 }
+
+/*
+ * What the switchover costs beyond moving the final pass at QEMU's
+ * bandwidth, in the engine's model (rdmae_session_switchover_cost_ns):
+ * hashing the final pass on both sides, the commit's round trips, the
+ * device state. Counted nowhere else, it let a guest converge "in time"
+ * and then overrun downtime-limit by exactly these costs.
+ */
+static uint64_t rdmae_switchover_cost_ms(uint64_t final_bytes)
+{
+    QEMU_LOCK_GUARD(&src_lock);
+    if (!current_src_link || !current_src_link->sess) {
+        return 0;
+    }
+    return DIV_ROUND_UP(rdmae_session_switchover_cost_ns(
+                            current_src_link->sess, final_bytes), SCALE_MS);
+}
+
+static bool rdmae_pending_is_active(void *opaque)
+{
+    QEMU_LOCK_GUARD(&src_lock);
+    return current_src_link && current_src_link->sess;
+}
+
+/*
+ * The cost as pending bytes, at the bandwidth of QEMU's switchover
+ * decision: pending < threshold_size then means "the dirty bytes and the
+ * fixed costs together fit downtime-limit".
+ */
+static void rdmae_state_pending(void *opaque, uint64_t *must_precopy,
+                                uint64_t *can_postcopy)
+{
+    MigrationState *s = migrate_get_current();
+    uint64_t limit_ms = migrate_downtime_limit();
+    uint64_t cost_ms;
+
+    if (!limit_ms || !s->threshold_size) {
+        return;
+    }
+    cost_ms = rdmae_switchover_cost_ms(ram_bytes_remaining());
+    /* threshold_size is the bandwidth (bytes/ms) times the limit. */
+    *must_precopy += cost_ms * (s->threshold_size / limit_ms);
+    trace_rdmae_switchover_cost(cost_ms, *must_precopy, s->threshold_size);
+}
+
+/*
+ * No section of its own: only the pending callbacks, so that the stream
+ * and the destination are unchanged.
+ */
+static SaveVMHandlers savevm_rdmae_handlers = {
+    .is_active = rdmae_pending_is_active,
+    .state_pending_estimate = rdmae_state_pending,
+    .state_pending_exact = rdmae_state_pending,
+};
+
+/* Once per process; is_active keeps it out of every other migration. */
+static void rdmae_savevm_register(void)
+{
+    register_savevm_live("rdmae", 0, 1, &savevm_rdmae_handlers, NULL);
+}
+migration_init(rdmae_savevm_register);
 
 int64_t rdmae_setup_ms(void)
 {
