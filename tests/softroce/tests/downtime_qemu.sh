@@ -25,9 +25,10 @@
 # transport, run, completed, status, limit_ms, downtime_ms, total_ms,
 # setup_ms, dirty_sync_count, transferred_bytes, expected_downtime_last_ms
 # (the last value sampled before the end), expected_downtime_seen (every
-# value sampled while active, in order), polls, dirty_pages_rate_max (QEMU
-# updates expected-downtime only once its dirty-pages-rate is non-zero),
-# ram_verified; tests/softroce/bench_perf.sh
+# value sampled while active, in order: before QEMU decides to stop the
+# guest), expected_downtime_after_stop (while in status device), polls,
+# dirty_pages_rate_max (QEMU updates expected-downtime only once its
+# dirty-pages-rate is non-zero), ram_verified; tests/softroce/bench_perf.sh
 # collects them under "downtime" with the goals. A migration that fails or
 # does not end within DT_WAIT s is a row (completed false, with QEMU's
 # error) and the remaining runs go on; the test then fails at its end, as it
@@ -112,6 +113,7 @@ src_prepare() {
 src_migrate() {
   local tr="$1" port="$2" j st e t0 now
   : >src.exp
+  : >src.exp2
   : >src.progress
   qm_qmp src "$(qm_migrate_cmd "$tr" uri "$PEER" "$port")" >migrate.out ||
     qm_die "src: migrate refused: $(cat migrate.out)"
@@ -127,8 +129,14 @@ src_migrate() {
         else sub(/[,} ].*/, "", s); return s }
       { print v("status"), v("expected-downtime"), v("dirty-sync-count"), v("remaining"), v("dirty-pages-rate"); exit }')
     st=${1:-none} e=${2:--}
-    # The values QEMU shows while the migration runs (not while it sets up).
-    case $st in active|pre-switchover|device) [ "$e" = - ] || echo "$e" >>src.exp ;; esac
+    # The values QEMU shows while the migration runs (not while it sets up),
+    # apart: while active (before it decides to stop the guest) and after.
+    if [ "$e" != - ]; then
+      case $st in
+        active) echo "$e" >>src.exp; echo "$e" >src.explast ;;
+        pre-switchover|device) echo "$e" >>src.exp2; echo "$e" >src.explast ;;
+      esac
+    fi
     echo "$((now - t0)) $*" >>src.progress
     case $st in completed|failed|cancelled) break ;; esac
     if [ $((now - t0)) -gt $((WAIT * 100)) ]; then
@@ -146,10 +154,10 @@ src_migrate() {
 }
 src_run() { # TRANSPORT PORT N RUN
   local tr="$1" port="$2" go=$(($3 * 3 - 2)) hashp=$(($3 * 3 - 1)) verd=$(($3 * 3)) run="$4"
-  local msg ready=1 why="" ver limit ok=false seen last polls dpr
+  local msg ready=1 why="" ver limit ok=false seen seen2 last polls dpr
   local status total_time downtime setup_time transferred remaining total mbps dirty_sync_count \
     normal duplicate normal_bytes expected_downtime
-  rm -f src.mig src.exp src.hash src.params src.progress
+  rm -f src.mig src.exp src.exp2 src.explast src.hash src.params src.progress
   bg_step src.fail src_prepare || { ready=0; why="src: $(cat src.fail)"; }
   msg=$(qm_recv "$(qm_xport $go)" 900)
   [ "$msg" = incoming ] || { [ $ready = 0 ] || why=$msg; ready=0; }
@@ -169,16 +177,17 @@ src_run() { # TRANSPORT PORT N RUN
   [ "$status" = completed ] && ok=true
   [ -n "$why" ] || [ $ok = true ] || why="$(jget error-desc <src.mig 2>/dev/null || true)"
   seen=$(tr -d '\r' <src.exp 2>/dev/null | tr '\n' , | sed 's/,$//')
+  seen2=$(tr -d '\r' <src.exp2 2>/dev/null | tr '\n' , | sed 's/,$//')
   polls=$(awk 'END { print NR }' src.progress 2>/dev/null || echo 0)
   dpr=$(awk '$6 != "-" && $6 + 0 > m { m = $6 + 0 } END { print m + 0 }' src.progress 2>/dev/null || echo 0)
   if [ -s src.progress ]; then
     qm_say "$tr run $run: the query-migrate polls where status, expected-downtime, rounds or dirty-pages-rate changed (cs since migrate, status, expected-downtime, dirty-sync-count, remaining, dirty-pages-rate):"
     awk '{ k = $2 " " $3 " " $4 " " $6 } k != p { print "      " $0; p = k }' src.progress
   fi
-  last=$(tail -1 src.exp 2>/dev/null || true)
+  last=$(cat src.explast 2>/dev/null || true)
   n() { case $1 in ''|*[!0-9]*) echo null ;; *) echo "$1" ;; esac; }
-  echo "BENCH-RESULT {\"kind\":\"downtime\",\"transport\":\"$tr\",\"run\":$run,\"completed\":$ok,\"status\":\"$status\",\"why\":\"$(printf '%s' "$why" | tr -d '"\\\r' | tr '\n' ' ')\",\"limit_ms\":$(n "$limit"),\"downtime_ms\":$(n "${downtime:-}"),\"total_ms\":$(n "${total_time:-}"),\"setup_ms\":$(n "${setup_time:-}"),\"dirty_sync_count\":$(n "${dirty_sync_count:-}"),\"transferred_bytes\":$(n "${transferred:-}"),\"expected_downtime_last_ms\":$(n "$last"),\"expected_downtime_seen\":[$seen],\"polls\":$(n "$polls"),\"dirty_pages_rate_max\":$(n "$dpr"),\"ram_verified\":$([ "$ver" = "ram equal" ] && echo true || echo false),\"guest_mib\":$GUEST_MEM,\"hot_kib\":$GUEST_HOT}"
-  qm_say "$tr run $run: $status${why:+ ($why)}; downtime ${downtime:--} ms (limit ${limit} ms), total ${total_time:--} ms, setup ${setup_time:--} ms, rounds ${dirty_sync_count:--}, expected-downtime seen [${seen}]; destination: $ver"
+  echo "BENCH-RESULT {\"kind\":\"downtime\",\"transport\":\"$tr\",\"run\":$run,\"completed\":$ok,\"status\":\"$status\",\"why\":\"$(printf '%s' "$why" | tr -d '"\\\r' | tr '\n' ' ')\",\"limit_ms\":$(n "$limit"),\"downtime_ms\":$(n "${downtime:-}"),\"total_ms\":$(n "${total_time:-}"),\"setup_ms\":$(n "${setup_time:-}"),\"dirty_sync_count\":$(n "${dirty_sync_count:-}"),\"transferred_bytes\":$(n "${transferred:-}"),\"expected_downtime_last_ms\":$(n "$last"),\"expected_downtime_seen\":[$seen],\"expected_downtime_after_stop\":[$seen2],\"polls\":$(n "$polls"),\"dirty_pages_rate_max\":$(n "$dpr"),\"ram_verified\":$([ "$ver" = "ram equal" ] && echo true || echo false),\"guest_mib\":$GUEST_MEM,\"hot_kib\":$GUEST_HOT}"
+  qm_say "$tr run $run: $status${why:+ ($why)}; downtime ${downtime:--} ms (limit ${limit} ms), total ${total_time:--} ms, setup ${setup_time:--} ms, rounds ${dirty_sync_count:--}, expected-downtime seen [${seen}] while active, [${seen2}] after the guest stopped; destination: $ver"
   echo "$tr $run $ok $(n "${downtime:-}") $(n "$limit") $(echo "$ver" | tr ' ' _)" >>runs.txt
   qm_stop src
   kill "$(qm_pid src)" 2>/dev/null || true
