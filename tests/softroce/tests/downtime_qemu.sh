@@ -207,7 +207,8 @@ while [ $i -le "$RUNS" ] || [ $i -le "$TCP_RUNS" ]; do
 done
 
 if [ "$ROLE" = src ]; then
-  # The goals as bench_perf.sh prints them (it computes them again from the rows).
+  # The goals' figures per transport; bench_perf.sh computes them again from
+  # the rows and prints each goal met or missed.
   for tr in rdmae tcp; do
     awk -v tr="$tr" -v p="$QM_PREFIX" '$1 == tr {
         n++; lim = $5; if ($3 == "true" && $4 != "null" && $4 <= $5) ok++
