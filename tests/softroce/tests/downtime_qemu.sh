@@ -70,7 +70,7 @@ bg_step() {
 # ---- destination ----
 dst_prepare() { # TRANSPORT PORT
   qm_start dst -S -incoming defer
-  qm_qmp dst "{\"execute\":\"migrate-incoming\",\"arguments\":{\"uri\":\"$1:$SELF:$2$(qm_auth "$1")\"}}" >/dev/null ||
+  qm_qmp dst "{\"execute\":\"migrate-incoming\",\"arguments\":{\"uri\":\"$1:$SELF:$2\"}}" >/dev/null ||
     qm_die "dst: migrate-incoming $1:$SELF:$2 refused"
 }
 dst_verify() { # WHAT (the source's "hash H" is in dst.hash)
