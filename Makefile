@@ -12,7 +12,9 @@
 #   make bench    transport and migration (tcp:, rdma:, rdmae:) side by side,
 #                 and the scale benchmark, bench-results/latest.json;
 #                 make bench-scale: the scale benchmark alone (guests of
-#                 256 MiB to 2 GiB); make bench-callgrind: engine
+#                 256 MiB to 2 GiB); make bench-downtime: the downtime
+#                 limit with QEMU deciding (10 migrations over rdmae:, 10
+#                 over tcp:); make bench-callgrind: engine
 #                 instructions per dirty page (doc/performance.md)
 #   make deps     install the Debian packages the project needs (idempotent)
 #   make fuzz     every libFuzzer harness of tests/fuzz/ for FUZZ_TIME seconds
@@ -190,14 +192,18 @@ perf: deps-check all
 
 # make bench: ib_write_bw against rdmae, the test guest over tcp:, rdma:
 # and rdmae:, and the scale benchmark (make bench-scale: rdmae-perf migrate
-# at 256 MiB, 1 GiB and 2 GiB, QEMU's setup-time at 128 and 512 MiB), in one
-# bench run; writes bench-results/latest.{json,md,log} (doc/performance.md).
-# Not part of make check: speed is not a test.
-.PHONY: bench bench-scale bench-callgrind
+# at 256 MiB, 1 GiB and 2 GiB, QEMU's setup-time at 128 and 512 MiB), and the
+# downtime benchmark (make bench-downtime: the test guest with a 3 MiB hot set
+# migrated 10 times over rdmae: and 10 over tcp: at QEMU's default downtime
+# limit), in one bench run; writes bench-results/latest.{json,md,log}
+# (doc/performance.md). Not part of make check: speed is not a test.
+.PHONY: bench bench-scale bench-downtime bench-callgrind
 bench: deps-check all guest
 	$(WITH_QEMU) RDMAE_BUILD=$(abspath $(BUILD)) tests/softroce/bench_perf.sh
 bench-scale: deps-check all guest
 	$(WITH_QEMU) RDMAE_BUILD=$(abspath $(BUILD)) tests/softroce/bench_perf.sh scale_perf scale_qemu
+bench-downtime: deps-check all guest
+	$(WITH_QEMU) RDMAE_BUILD=$(abspath $(BUILD)) tests/softroce/bench_perf.sh downtime_qemu
 
 # The engine's instructions per dirty page (bitmap to posted WRITE), verbs
 # stubbed, under callgrind on the host: perf/callgrind/.

@@ -2,8 +2,8 @@
 # rdmae soft-RoCE bench: runs test scripts inside QEMU (TCG) VMs whose Debian
 # kernel has rdma_rxe. See doc/testing.md.
 #
-#   bench.sh                 every test but "demo" and the perf_* and scale_*
-#                            benchmarks
+#   bench.sh                 every test but "demo" and the perf_*, scale_* and
+#                            downtime_* benchmarks
 #   bench.sh NAME...         only these tests (tests/softroce/tests/NAME.sh)
 #   bench.sh --demo          the test named "demo" (a QEMU guest over rdmae: and tcp:)
 #   bench.sh --demo-synthetic  the test named "demo_synthetic" (the engine's own guest)
@@ -370,7 +370,7 @@ main() {
     names=(demo_synthetic)
   elif [[ ${#names[@]} -eq 0 ]]; then
     for t in "${ALL_TESTS[@]}"; do
-      [[ $t == demo || $t == demo_* || $t == perf_* || $t == scale_* ]] || names+=("$t")
+      [[ $t == demo || $t == demo_* || $t == perf_* || $t == scale_* || $t == downtime_* ]] || names+=("$t")
     done
   fi
   for t in "${names[@]}"; do
