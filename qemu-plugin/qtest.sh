@@ -150,7 +150,25 @@ set +e
   cd "$run" &&
   TMPDIR=$run/tmp QTEST_QEMU_BINARY=$wrapper PYTHON=$PYTHON \
     timeout -k 30 "$TIMEOUT" "$test_bin" --tap -k
-) 2>&1 | tee "$run/tap.log"
+) 2>&1 | {
+  # Each result line with the seconds since the previous one (for the
+  # summary; nothing is judged on them).
+  last=$EPOCHSECONDS
+  while IFS= read -r line; do
+    printf '%s\n' "$line"
+    printf '%s\n' "$line" >>"$run/tap.log"
+    if [[ $line =~ ^(not\ )?ok\ [0-9]+\ ([^ ]+)(.*)$ ]]; then
+      name=${BASH_REMATCH[2]} st=ok why=
+      if [[ -n ${BASH_REMATCH[1]} ]]; then
+        st=FAIL
+      elif [[ ${BASH_REMATCH[3]} =~ \#\ *[Ss][Kk][Ii][Pp]\ *(.*) ]]; then
+        st=skip why=${BASH_REMATCH[1]:+ (${BASH_REMATCH[1]})}
+      fi
+      printf '  %-4s %4d s  %s%s\n' "$st" $((EPOCHSECONDS - last)) "$name" "$why" >>"$run/results"
+      last=$EPOCHSECONDS
+    fi
+  done
+}
 rc=${PIPESTATUS[0]}
 set -e
 run_s=$(($(date +%s) - t0))
@@ -162,8 +180,7 @@ fail=$(grep -cE '^not ok ' "$run/tap.log" || true)
 ok=$((ok - skip))
 echo
 echo "=== QEMU migration-test (default set) against $bin"
-sed -nE 's/^ok [0-9]+ ([^ ]+) *# *SKIP *(.*)$/  skip  \1  (\2)/p' "$run/tap.log"
-sed -nE 's/^not ok [0-9]+ ([^ ]+).*$/  FAIL  \1/p' "$run/tap.log"
+[[ -f $run/results ]] && cat "$run/results"
 echo "=== ok $ok, skip $skip, fail $fail; exit status $rc; run $((run_s / 60)) min $((run_s % 60)) s${build_s:+, migration-test build $build_s s}"
 if [[ $rc = 124 || $rc = 137 ]]; then
   echo "=== FAILED: still running after $TIMEOUT s (RDMAE_QTEST_TIMEOUT), killed"
