@@ -104,6 +104,8 @@ cleanup() {
   if [[ -n ${RDMAE_QTEST_KEEP:-} ]]; then log "kept $run"; else rm -rf "$run"; fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 mkdir -p "$run/bin" "$run/scripts" "$run/tmp"
 stage() { ln -f "$1" "$2" 2>/dev/null || cp "$1" "$2"; }
 stage "$bin" "$run/bin/qemu-system-x86_64"
