@@ -5,8 +5,12 @@
 #                 soft-RoCE bench: transport and engine tests, and the patched
 #                 QEMU (built once and cached: make qemu) migrating a real
 #                 guest over rdmae: and tcp: between two VMs
+#   make check-long  make check, then make qemu-test (11 more minutes: it
+#                 would take a cold CI run past its budget; doc/testing.md)
 #   make demo     the main job: a guest migrated over rdmae: on the bench
 #   make qemu     QEMU 10.0.2 with the rdmae: channel; prints the binary's path
+#   make qemu-test  QEMU's own tests/qtest/migration-test (its default set)
+#                 against that binary (qemu-plugin/qtest.sh)
 #   make install  librdmae, its headers and rdmae.pc (PREFIX=...)
 #   make perf     the benchmarks: rdmae against ib_write_bw in one VM run
 #   make bench    transport and migration (tcp:, rdma:, rdmae:) side by side,
@@ -265,3 +269,15 @@ install: $(REL_ONE_LIB)
 .PHONY: qemu
 qemu:
 	qemu-plugin/build.sh
+
+# QEMU's own migration test suite (tests/qtest/migration-test, the default set:
+# precopy, multifd, postcopy) built from the same tree and run against the
+# patched binary. 11 minutes here plus a build of 6-25 s: a cold make check
+# (26 min, CI's limit 40) would reach 37.5, so it is in check-long, not check
+# (doc/testing.md, "QEMU's own migration tests").
+.PHONY: qemu-test check-long
+qemu-test: deps-check
+	qemu-plugin/qtest.sh
+check-long: deps-check
+	$(MAKE) check
+	$(MAKE) qemu-test

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Debian packages the patched QEMU 10.0.2 build needs (qemu-plugin/build.sh).
+# Debian packages the patched QEMU 10.0.2 build needs (qemu-plugin/build.sh),
+# and the firmware its guests and QEMU's migration-test (qemu-plugin/qtest.sh)
+# load with -L: SeaBIOS, QEMU's option ROMs and iPXE's NIC ROMs.
 #
 #   deps.sh check     exit 0 iff every package is installed and the
 #                     bookworm-backports source is configured (fast, offline)
@@ -17,7 +19,7 @@ BACKPORTS=(meson python3-pycotap)
 PACKAGES=(
   ninja-build libglib2.0-dev libpixman-1-dev zlib1g-dev flex bison libslirp-dev
   libfdt-dev libibverbs-dev librdmacm-dev pkg-config xz-utils patch
-  qemu-system-data seabios
+  qemu-system-data seabios ipxe-qemu
 )
 
 have_source() {
