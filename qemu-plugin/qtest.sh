@@ -5,7 +5,10 @@
 # our qemu-system-x86_64. The series changes migration.c, ram.c and options.c:
 # precopy, multifd and postcopy over tcp:, unix:, file: and TLS must still pass.
 #
-#   qemu-plugin/qtest.sh            (make qemu-test)
+#   qemu-plugin/qtest.sh            the default set (make qemu-test)
+#   qemu-plugin/qtest.sh PATH...    only the tests under these paths (g_test's
+#                                   -p), e.g. /x86_64/migration/multifd: the
+#                                   part that make check runs
 #
 # 1. Under build.sh's lock ($CACHE/lock): build.sh (RDMAE_QEMU_LOCK_HELD=1)
 #    gives the binary, bin/KEY/qemu-system-x86_64; ninja builds
@@ -41,6 +44,11 @@
 # (the bench lock, default /tmp/rdmae-bench.lock), TMPDIR.
 set -euo pipefail
 
+paths=()
+for p in "$@"; do
+  [[ $p == /* ]] || { printf 'qemu-plugin/qtest.sh: %s is not a test path (/x86_64/migration/...)\n' "$p" >&2; exit 2; }
+  paths+=(-p "$p")
+done
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${RDMAE_CACHE:-$HOME/.cache/rdmae}/qemu
 JOBS=${RDMAE_QEMU_JOBS:-2}
@@ -145,13 +153,13 @@ wrapper=$run/qemu-system-x86_64
 } >"$wrapper"
 chmod +x "$wrapper"
 
-log "running migration-test --tap -k (the default set) against $bin"
+log "running migration-test --tap -k ${paths[*]:-(the default set)} against $bin"
 t0=$(date +%s)
 set +e
 (
   cd "$run" &&
   TMPDIR=$run/tmp QTEST_QEMU_BINARY=$wrapper PYTHON=$PYTHON \
-    timeout -k 30 "$TIMEOUT" "$test_bin" --tap -k
+    timeout -k 30 "$TIMEOUT" "$test_bin" --tap -k "${paths[@]}"
 ) 2>&1 | {
   # Each result line with the seconds since the previous one (for the
   # summary; nothing is judged on them).
@@ -181,7 +189,7 @@ skip=$(grep -cE '^ok .*# *SKIP' "$run/tap.log" || true)
 fail=$(grep -cE '^not ok ' "$run/tap.log" || true)
 ok=$((ok - skip))
 echo
-echo "=== QEMU migration-test (default set) against $bin"
+echo "=== QEMU migration-test (${paths[*]:-default set}) against $bin"
 [[ -f $run/results ]] && cat "$run/results"
 echo "=== ok $ok, skip $skip, fail $fail; exit status $rc; run $((run_s / 60)) min $((run_s % 60)) s${build_s:+, migration-test build $build_s s}"
 if [[ $rc = 124 || $rc = 137 ]]; then
