@@ -196,7 +196,8 @@ echo "$pc_sum" >"$build/.rdmae-pc"
 mkdir -p "$CACHE/bin/$key"
 cp "$build/qemu-system-x86_64" "$bin.tmp"
 mv "$bin.tmp" "$bin"
-# Keep the two newest binaries (79 MB each).
-ls -1dt "$CACHE"/bin/*/ 2>/dev/null | tail -n +3 | xargs -r rm -rf
+# Keep the four newest binaries (79 MB each): a bench or qtest.sh of another
+# checkout may still be using one of the older keys.
+ls -1dt "$CACHE"/bin/*/ 2>/dev/null | tail -n +5 | xargs -r rm -rf
 log "built in $(($(date +%s) - t0)) s: $bin"
 echo "$bin"

@@ -16,7 +16,7 @@
 #    to bin/KEY/migration-test (with scripts/analyze-migration.py), so it is
 #    cached under the binary's key and built once per key. Still under the
 #    lock, the run takes its own copies (hard links) of the binary and the
-#    test: build.sh keeps only the two newest bin/KEY, and a build of another
+#    test: build.sh keeps only the four newest bin/KEY, and a build of another
 #    key (another checkout) may remove this one while the test runs.
 # 2. The lock released, and the machine-wide bench lock taken (a TCG guest
 #    pair, like the soft-RoCE bench: the two never run at once), the test runs
