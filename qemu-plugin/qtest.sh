@@ -104,7 +104,7 @@ else
   fi
 fi
 
-# The run's own copies, taken under the lock: build.sh keeps only the two
+# The run's own copies, taken under the lock: build.sh keeps only the four
 # newest bin/KEY directories, and a build of another key (another checkout)
 # may remove this one while the test runs. A hard link where it can be.
 run=$(mktemp -d "${TMPDIR:-/tmp}/rdmae-qtest.XXXXXX")
