@@ -332,15 +332,21 @@ static int dcs_commit_ok(void *arg, bool verified, struct rdmae_err *err)
 	rc = sess_send_msg(s, msg,
 			   rdmae_msg_commit_ok_encode(msg, verified ? RDMAE_COMMIT_VERIFIED : 0),
 			   err);
-	/*
-	 * External (QEMU): COMMITTED starts the guest here and the caller may
-	 * tear the connection down right after; COMMIT_OK must have left by
-	 * then, or the source would be left not knowing (and paused).
-	 */
-	if (!rc && s->external)
-		rc = rdmae_send_drain_lane(s->conn, 0, s->o.timeout_ms, err);
 	if (rc)
 		return sess_fail(s, rc, err);
+	/*
+	 * External (QEMU): COMMITTED starts the guest here and the caller may
+	 * tear the connection down right after; give COMMIT_OK the time to
+	 * leave first. Posting it was the decision: a drain that fails (the
+	 * source already hung up, having read it; or a link that died) must
+	 * not fail the commit, or the guest would run nowhere. A source that
+	 * missed it stays paused, its outcome unknown.
+	 */
+	if (s->external) {
+		struct rdmae_err drain_err = { 0 };
+
+		(void)rdmae_send_drain_lane(s->conn, 0, s->o.timeout_ms, &drain_err);
+	}
 	/* Pinned (but unwritable) until released, after the guest runs. */
 	pthread_mutex_lock(&s->lock);
 	s->commit_at_ns = rdmae_now_ns();

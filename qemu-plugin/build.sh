@@ -84,6 +84,8 @@ key=$( {
 } | sha256sum | cut -c1-16)
 bin=$CACHE/bin/$key/qemu-system-x86_64
 if [[ -x $bin ]]; then
+  # In use: the pruning below goes by age.
+  touch "$CACHE/bin/$key"
   log "up to date (key $key)"
   echo "$bin"
   exit 0
@@ -198,6 +200,7 @@ cp "$build/qemu-system-x86_64" "$bin.tmp"
 mv "$bin.tmp" "$bin"
 # Keep the four newest binaries (79 MB each): a bench or qtest.sh of another
 # checkout may still be using one of the older keys.
-ls -1dt "$CACHE"/bin/*/ 2>/dev/null | tail -n +5 | xargs -r rm -rf
+mapfile -t keys < <(ls -1dt "$CACHE"/bin/*/ 2>/dev/null)
+for old in "${keys[@]:4}"; do rm -rf "$old"; done
 log "built in $(($(date +%s) - t0)) s: $bin"
 echo "$bin"

@@ -307,9 +307,16 @@ int rdmae_send_drain_lane(struct rdmae_conn *c, unsigned int lane, int timeout_m
 		return -EINVAL;
 	rdmae_lane_lock(l);
 	rdmae_lane_qp_held(l, &l->qp);
-	/* Every SEND is signalled (qp.c): tx_tail reaches tx_head once the last one completed. */
-	while (!(ret = rdmae_conn_check(c, err)) && l->live &&
-	       (l->sending || rdmae_qp_sends_pending_locked(&l->qp))) {
+	/*
+	 * Every SEND is signalled (qp.c): tx_tail reaches tx_head once the last
+	 * one completed. Sends that completed count as drained even if the
+	 * connection failed afterwards (the peer read them and hung up).
+	 */
+	ret = 0;
+	while (l->live && (l->sending || rdmae_qp_sends_pending_locked(&l->qp))) {
+		ret = rdmae_conn_check(c, err);
+		if (ret)
+			break;
 		if (rdmae_lane_wait_locked(l, deadline) == -ETIMEDOUT &&
 		    (l->sending || rdmae_qp_sends_pending_locked(&l->qp))) {
 			ret = rdmae_err_set(err, -ETIMEDOUT, "drain sends to %s: lane %u still "

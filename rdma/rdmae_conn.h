@@ -204,8 +204,10 @@ int rdmae_recv_lane(struct rdmae_conn *c, unsigned int lane, void **buf, size_t 
  * completed here (on RC: the peer's side acknowledged them), for a sender
  * that must know its last message is out before it acts on it, e.g.
  * before a process exits or a connection is torn down. timeout_ms < 0
- * waits for ever. -ETIMEDOUT, -EINVAL for a lane the connection lacks, or
- * the connection's error.
+ * waits for ever. 0 once nothing is pending, even if the connection has
+ * failed since (the peer read the messages and hung up); otherwise
+ * -ETIMEDOUT, -EINVAL for a lane the connection lacks, or the connection's
+ * error.
  */
 int rdmae_send_drain_lane(struct rdmae_conn *c, unsigned int lane, int timeout_ms,
 			  struct rdmae_err *err);

@@ -151,10 +151,11 @@ bool rdmae_check_addr(const InetSocketAddress *addr, Error **errp)
     }
     /* rdma_cm resolves and routes by itself: socket options mean nothing. */
     if (addr->has_to || addr->has_ipv4 || addr->has_ipv6 ||
-        addr->has_keep_alive) {
+        addr->has_keep_alive || addr->has_numeric) {
         error_setg(errp, "rdmae: the address takes only host and port, not "
                    "'%s'", addr->has_to ? "to" : addr->has_ipv4 ? "ipv4" :
-                   addr->has_ipv6 ? "ipv6" : "keep-alive");
+                   addr->has_ipv6 ? "ipv6" : addr->has_keep_alive ?
+                   "keep-alive" : "numeric");
         return false;
     }
 #ifdef HAVE_IPPROTO_MPTCP
@@ -175,6 +176,9 @@ typedef struct RdmaeParams {
     unsigned int lanes;
     enum rdmae_reg_mode reg;
     bool verify;
+    bool zero_detect;           /* source: zero-page-detection is not none */
+    uint64_t max_bandwidth;     /* source: bytes/s */
+    uint64_t downtime_limit_ms; /* source */
     uint8_t *key;               /* the secret's bytes; NULL: insecure */
     size_t key_len;
 } RdmaeParams;
@@ -188,6 +192,34 @@ static void rdmae_params_wipe(RdmaeParams *p)
     }
 }
 
+/*
+ * A secret read from a file must be private to its owner, as the
+ * library's own key files must: QEMU's secret object does not check.
+ */
+static bool rdmae_secret_file_private(const char *id, Error **errp)
+{
+    Object *obj = object_resolve_path_component(object_get_objects_root(),
+                                                id);
+    g_autofree char *file = NULL;
+    struct stat st;
+
+    if (!obj || !object_property_find(obj, "file")) {
+        return true;
+    }
+    file = object_property_get_str(obj, "file", NULL);
+    if (!file || !*file || stat(file, &st) < 0) {
+        return true;
+    }
+    if (st.st_mode & 077) {
+        error_setg(errp, "rdmae: secret '%s' reads %s, which group or "
+                   "others can access (mode %04o); it must be readable by "
+                   "its owner only (chmod 600)", id, file,
+                   (unsigned int)(st.st_mode & 07777));
+        return false;
+    }
+    return true;
+}
+
 /* BQL held: the secret object is looked up here. */
 static bool rdmae_params_get(RdmaeParams *p, Error **errp)
 {
@@ -199,6 +231,10 @@ static bool rdmae_params_get(RdmaeParams *p, Error **errp)
     }
     p->lanes = migrate_multifd_channels() + 1;
     p->verify = migrate_rdmae_verify();
+    p->zero_detect =
+        migrate_zero_page_detection() != ZERO_PAGE_DETECTION_NONE;
+    p->max_bandwidth = migrate_max_bandwidth();
+    p->downtime_limit_ms = migrate_downtime_limit();
     switch (migrate_rdmae_registration()) {
     case RDMAE_REGISTRATION_MODE_PIN_ALL:
         p->reg = RDMAE_REG_PIN_ALL;
@@ -225,6 +261,14 @@ static bool rdmae_params_get(RdmaeParams *p, Error **errp)
             rdmae_params_wipe(p);
             return false;
         }
+        if (!rdmae_secret_file_private(secret, errp)) {
+            rdmae_params_wipe(p);
+            return false;
+        }
+    } else {
+        warn_report("rdmae: x-rdmae-insecure is on: no authentication, "
+                    "anyone who reaches the destination's address can write "
+                    "into its guest RAM");
     }
     return true;
 }
@@ -444,6 +488,7 @@ typedef struct RdmaeLink {
     bool discard_disabled;
     int64_t setup_ms;
     int64_t start_us;           /* source: migrate; destination: accepted */
+    bool cost_warned;           /* source: fixed costs reach the limit */
 } RdmaeLink;
 
 static void link_free(RdmaeLink *l)
@@ -634,8 +679,8 @@ static void *rdmae_pump_thread(void *opaque)
         } else {
             rioc->committed = true;
             if (!ev.verified) {
-                warn_report("rdmae: committed without verification "
-                            "(the source asked for verify=off)");
+                warn_report("rdmae: committed without verification (the "
+                            "source has x-rdmae-verify=off)");
             }
         }
         qemu_cond_broadcast(&rioc->cond);
@@ -780,6 +825,7 @@ type_init(qio_channel_rdmae_register_types);
 /* ---- source ---- */
 
 static uint64_t rdmae_switchover_cost_ms(uint64_t final_bytes);
+static void rdmae_savevm_register(void);
 
 typedef struct RdmaeConnectJob {
     MigrationState *s;
@@ -905,10 +951,9 @@ static void *rdmae_connect_thread(void *opaque)
     rdmae_session_opts_default(&so);
     so.reg_mode = job->params.reg;
     so.no_verify = !job->params.verify;
-    so.no_zero_detect =
-        migrate_zero_page_detection() == ZERO_PAGE_DETECTION_NONE;
-    so.max_bandwidth = migrate_max_bandwidth();
-    so.downtime_limit_ns = migrate_downtime_limit() * 1000000ull;
+    so.no_zero_detect = !job->params.zero_detect;
+    so.max_bandwidth = job->params.max_bandwidth;
+    so.downtime_limit_ns = job->params.downtime_limit_ms * 1000000ull;
     /* QEMU decides convergence (threshold, downtime-limit, auto-converge). */
     so.max_rounds = RDMAE_ROUNDS_UNLIMITED;
     rc = rdmae_session_create(&sess, RDMAE_SOURCE, l->conn, l->eblocks,
@@ -1004,6 +1049,7 @@ void rdmae_start_outgoing_migration(MigrationState *s,
     }
     s->rdmae_migration = true;
     s->switchover_cost_ms = rdmae_switchover_cost_ms;
+    rdmae_savevm_register();
     object_ref(OBJECT(s));
     qemu_thread_create(&th, "rdmae-connect", rdmae_connect_thread, job,
                        QEMU_THREAD_DETACHED);
@@ -1035,9 +1081,10 @@ void rdmae_params_changed(void)
 /*
  * What the switchover costs beyond moving the final pass at QEMU's
  * bandwidth, in the engine's model (rdmae_session_switchover_cost_ns):
- * hashing the final pass on both sides, the commit's round trips, the
- * device state. Counted nowhere else, it let a guest converge "in time"
- * and then overrun downtime-limit by exactly these costs.
+ * hashing the final pass on both sides, digesting the page sums, the
+ * commit's round trips (the device state is not known ahead, so it is not
+ * counted). Counted nowhere else, it let a guest converge "in time" and
+ * then overrun downtime-limit by exactly these costs.
  */
 static uint64_t rdmae_switchover_cost_ms(uint64_t final_bytes)
 {
@@ -1071,6 +1118,23 @@ static void rdmae_state_pending(void *opaque, uint64_t *must_precopy,
         return;
     }
     cost_ms = rdmae_switchover_cost_ms(ram_bytes_remaining());
+    if (cost_ms >= limit_ms) {
+        bool warn = false;
+
+        WITH_QEMU_LOCK_GUARD(&src_lock) {
+            if (current_src_link && !current_src_link->cost_warned) {
+                current_src_link->cost_warned = warn = true;
+            }
+        }
+        if (warn) {
+            warn_report("rdmae: the switchover's fixed costs (%" PRIu64
+                        " ms: verification, the commit's round trips) alone "
+                        "reach downtime-limit (%" PRIu64 " ms), so the "
+                        "migration cannot converge; raise downtime-limit, "
+                        "or set x-rdmae-verify=off on both sides", cost_ms,
+                        limit_ms);
+        }
+    }
     /* threshold_size is the bandwidth (bytes/ms) times the limit. */
     *must_precopy += cost_ms * (s->threshold_size / limit_ms);
     trace_rdmae_switchover_cost(cost_ms, *must_precopy, s->threshold_size);
@@ -1086,12 +1150,21 @@ static SaveVMHandlers savevm_rdmae_handlers = {
     .state_pending_exact = rdmae_state_pending,
 };
 
-/* Once per process; is_active keeps it out of every other migration. */
+/*
+ * Once per process, at the first rdmae migration: after "ram" (registered
+ * when the migration object is created), so that its pending callbacks
+ * run after ram's dirty-bitmap sync and see the bytes the final pass would
+ * move. is_active keeps it out of every other migration.
+ */
 static void rdmae_savevm_register(void)
 {
-    register_savevm_live("rdmae", 0, 1, &savevm_rdmae_handlers, NULL);
+    static bool registered;
+
+    if (!registered) {
+        register_savevm_live("rdmae", 0, 1, &savevm_rdmae_handlers, NULL);
+        registered = true;
+    }
 }
-migration_init(rdmae_savevm_register);
 
 int64_t rdmae_setup_ms(void)
 {

@@ -38,8 +38,8 @@ bool rdmae_parse_uri(const char *str, InetSocketAddress *addr, Error **errp);
  */
 bool rdmae_check_addr(const InetSocketAddress *addr, Error **errp);
 /*
- * Capabilities and parameters rdmae cannot serve; caps is indexed by
- * MigrationCapability.
+ * Capabilities rdmae cannot serve; caps is indexed by MigrationCapability
+ * (the parameters are rdmae_check_addr's).
  */
 bool rdmae_caps_check(const bool *caps, Error **errp);
 /* The destination is listening for (or receiving) an rdmae migration. */

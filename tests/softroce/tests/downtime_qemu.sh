@@ -9,9 +9,10 @@
 # sweeps over the rest verifying pages) migrates from a QEMU in the src VM to
 # a QEMU in the dst VM, DT_RUNS times over rdmae: and, as the same-run
 # reference, DT_TCP_RUNS times over tcp:, alternately (rdmae:, tcp:, rdmae:,
-# ...). No migration parameter is set: QEMU's defaults decide (downtime-limit
-# 300 ms, max-bandwidth 128 MiB/s, above the link's rate); the limit is read
-# back from query-migrate-parameters and recorded with each run.
+# ...). No migration parameter is set beyond qmig.sh's qm_rdmae_args (the key
+# and 4 lanes): QEMU's defaults decide (downtime-limit 300 ms, max-bandwidth
+# 128 MiB/s, above the link's rate); the limit is read back from
+# query-migrate-parameters and recorded with each run.
 #
 # Each run has fresh QEMU processes on both sides: the destination waits
 # paused (-S -incoming defer, then migrate-incoming in the URI form) while the
