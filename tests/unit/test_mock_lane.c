@@ -502,6 +502,40 @@ static void test_flush_after_region_destroyed(void **state)
 }
 
 /*
+ * A drain after the peer read the last message and hung up: the SEND has
+ * completed, so the drain succeeds although the connection has failed
+ * since (a destination that posted COMMIT_OK must not take the hang-up for
+ * a lost commit). With a SEND still pending, the connection's error.
+ */
+static void test_drain_after_peer_hung_up(void **state)
+{
+	struct rdmae_err err = { 0 };
+	struct rdmae_conn *c;
+
+	(void)state;
+	c = mock_conn(1, NULL);
+	assert_non_null(c);
+	assert_int_equal(rdmae_send(c, "commit", 6, &err), 0);
+	assert_int_equal(mock_complete_sends(mock_lane_qp(c, 0), 1), 0);
+	mock_progress(c);
+	rdmae_conn_abort(c, -ECONNRESET, "test: the peer read it and hung up");
+	assert_int_equal(rdmae_send_drain_lane(c, 0, 0, &err), 0);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+
+	c = mock_conn(1, NULL);
+	assert_non_null(c);
+	assert_int_equal(rdmae_send(c, "commit", 6, &err), 0);
+	rdmae_conn_abort(c, -ECONNRESET, "test: gone before the SEND completed");
+	assert_int_equal(rdmae_send_drain_lane(c, 0, 0, &err), -ECONNRESET);
+	assert_non_null(strstr(err.msg, "before the SEND completed"));
+	assert_int_equal(mock_complete_sends(mock_lane_qp(c, 0), 1), 0);
+	mock_progress(c);
+	rdmae_conn_destroy(c);
+	fixture_assert_clean();
+}
+
+/*
  * An abort with a message still queued: DISCONNECTING, the error already
  * sticky but the QP still up, until the message has left; then the
  * progress thread's step disconnects (ERROR, the QP flushed).
@@ -1054,6 +1088,7 @@ int main(void)
 		cmocka_unit_test_setup(test_fence_received, fixture_setup),
 		cmocka_unit_test_setup(test_peer_over_grant, fixture_setup),
 		cmocka_unit_test_setup(test_revoke_remote_write, fixture_setup),
+		cmocka_unit_test_setup(test_drain_after_peer_hung_up, fixture_setup),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
