@@ -7,7 +7,7 @@
 #
 #   qemu-plugin/qtest.sh            the default set (make qemu-test)
 #   qemu-plugin/qtest.sh PATH...    only the tests under these paths (g_test's
-#                                   -p), e.g. /x86_64/migration/multifd: the
+#                                   -r; -p goes one level only), e.g. /x86_64/migration/multifd: the
 #                                   part that make check runs
 #
 # 1. Under build.sh's lock ($CACHE/lock): build.sh (RDMAE_QEMU_LOCK_HELD=1)
@@ -47,7 +47,7 @@ set -euo pipefail
 paths=()
 for p in "$@"; do
   [[ $p == /* ]] || { printf 'qemu-plugin/qtest.sh: %s is not a test path (/x86_64/migration/...)\n' "$p" >&2; exit 2; }
-  paths+=(-p "$p")
+  paths+=(-r "$p")
 done
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${RDMAE_CACHE:-$HOME/.cache/rdmae}/qemu
