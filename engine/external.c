@@ -213,19 +213,11 @@ static int x_flush(struct rdmae_session *s, unsigned int lane, const struct sblo
 	return rc;
 }
 
-/* The first WRITE of the session: setup as the issue measures it (connect to first WRITE). */
+/* The caller's writers take the session lock for it once, not per batch. */
 static void x_note_first_write(struct rdmae_session *s)
 {
-	if (atomic_exchange(&s->x_first_write, true))
-		return;
-	pthread_mutex_lock(&s->lock);
-	if (!s->st.first_write_ns) {
-		s->st.first_write_ns = rdmae_now_ns() - s->start_ns;
-		if (!s->st.first_write_ns)
-			s->st.first_write_ns = 1;
-		s->st.reg_first_ns = s->st.reg_ns;
-	}
-	pthread_mutex_unlock(&s->lock);
+	if (!atomic_exchange(&s->x_first_write, true))
+		sess_note_first_write(s);
 }
 
 /* Post [off, off + len) of b, cut at both sides' pieces, batched per piece pair. */

@@ -264,19 +264,6 @@ static void hash_batch(struct round_ctx *rctx, size_t n)
 	sess_account_hash(s, t0, rctx->final, rctx->batch_bytes);
 }
 
-/* The first WRITE of the session: setup as the issue measures it (connect to first WRITE). */
-static void note_first_write(struct rdmae_session *s)
-{
-	pthread_mutex_lock(&s->lock);
-	if (!s->st.first_write_ns) {
-		s->st.first_write_ns = rdmae_now_ns() - s->start_ns;
-		if (!s->st.first_write_ns)
-			s->st.first_write_ns = 1;
-		s->st.reg_first_ns = s->st.reg_ns;
-	}
-	pthread_mutex_unlock(&s->lock);
-}
-
 static int flush_data(struct round_ctx *rctx)
 {
 	struct rdmae_session *s = rctx->s;
@@ -307,7 +294,7 @@ static int flush_data(struct round_ctx *rctx)
 		s->runs[i].local -= lp->off;
 		s->runs[i].remote -= rp->off;
 	}
-	note_first_write(s);
+	sess_note_first_write(s);
 	ret = rdmae_write(s->conn, lp->region, &rp->remote, s->runs, n, rctx->err);
 	if (ret)
 		return ret;

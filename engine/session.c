@@ -474,6 +474,18 @@ int sess_send_msg(struct rdmae_session *s, const void *buf, size_t len, struct r
 }
 
 /* Time spent hashing, and the part of it after the stop (the verification in the downtime). */
+void sess_note_first_write(struct rdmae_session *s)
+{
+	pthread_mutex_lock(&s->lock);
+	if (!s->st.first_write_ns) {
+		s->st.first_write_ns = rdmae_now_ns() - s->start_ns;
+		if (!s->st.first_write_ns)
+			s->st.first_write_ns = 1;
+		s->st.reg_first_ns = s->st.reg_ns;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
 void sess_account_hash(struct rdmae_session *s, uint64_t t0, bool at_stop, uint64_t bytes)
 {
 	uint64_t dt = rdmae_now_ns() - t0;

@@ -240,6 +240,8 @@ int sess_recv_any(struct rdmae_session *s, int timeout_ms, void **buf, struct rd
 		  struct rdmae_err *err);
 /* Hashing time and bytes since t0; at_stop: the VM is stopped, so it is downtime too. */
 void sess_account_hash(struct rdmae_session *s, uint64_t t0, bool at_stop, uint64_t bytes);
+/* The first WRITE of the session: setup as the issue measures it (connect to first WRITE). */
+void sess_note_first_write(struct rdmae_session *s);
 
 /* ---- preflight.c: registration modes ---- */
 
