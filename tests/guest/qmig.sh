@@ -104,7 +104,17 @@ qm_start() {
   # shellcheck disable=SC2046
   qm_launch "$n" -accel tcg -smp "${GUEST_SMP:-1}" -m "$GUEST_MEM" -no-reboot -L "$QEMU_FW" \
     -kernel "${GUEST_KERNEL:-$GUEST_ELF}" -append "${GUEST_APPEND:-hot=$GUEST_HOT}" \
-    -serial "file:$n.serial" $(qm_rdmae_args) "$@"
+    -serial "file:$n.serial" $(qm_rdmae_args) $(qm_incoming_multifd "$@") "$@"
+}
+
+# qm_incoming_multifd QEMU ARGS...: the multifd capability for an
+# -incoming rdmae: given on the command line (see qm_is_rdmae_migrate).
+qm_incoming_multifd() {
+  local a
+  [ -z "${QM_NO_MULTIFD:-}" ] || return 0
+  for a in "$@"; do
+    case $a in rdmae:*) echo "-global migration.x-multifd=on"; return 0 ;; esac
+  done
 }
 
 qm_pid() { cat "$1.pid"; }
@@ -113,7 +123,7 @@ qm_pid() { cat "$1.pid"; }
 # trace events (rdmae: the phases of setup-time, on stderr, i.e. NAME.log).
 qm_trace_args() {
   case $1 in
-    rdmae) echo "-trace rdmae_setup_conn -trace rdmae_setup_conn_parts -trace rdmae_setup_src -trace rdmae_setup_dst -trace rdmae_setup_time -trace rdmae_reg_modes -trace rdmae_populate -trace rdmae_populate_skipped -trace rdmae_dereg" ;;
+    rdmae) echo "-trace rdmae_setup_conn -trace rdmae_setup_conn_parts -trace rdmae_setup_src -trace rdmae_setup_dst -trace rdmae_reg_modes -trace rdmae_populate -trace rdmae_populate_skipped -trace rdmae_dereg" ;;
   esac
 }
 
@@ -156,7 +166,22 @@ qm_alive() { [ ! -f "$1.rc" ] && kill -0 "$(qm_pid "$1")" 2>/dev/null; }
 qm_qmp() {
   local n=$1
   shift
+  if [ -z "${QM_NO_MULTIFD:-}" ] && qm_is_rdmae_migrate "$*"; then
+    rdmae-qmp -t "$QMP_TIMEOUT" "$n.qmp" '{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"multifd","state":true}]}}' >/dev/null ||
+      qm_die "$n: migrate-set-capabilities multifd refused"
+  fi
   rdmae-qmp -t "$QMP_TIMEOUT" "$n.qmp" "$@"
+}
+
+# rdmae: moves RAM through multifd, so an operator enables the multifd
+# capability on both sides before migrate or migrate-incoming; qm_qmp does
+# that for an rdmae migrate command (QM_NO_MULTIFD=1: not, to test the
+# refusal), qm_start for an -incoming rdmae: on the command line.
+qm_is_rdmae_migrate() {
+  case $1 in
+    *'"execute":"migrate"'*rdmae* | *'"execute":"migrate-incoming"'*rdmae* | hmp:migrate\ *rdmae:*) return 0 ;;
+  esac
+  return 1
 }
 
 # jget KEY: the first value of "KEY" in the JSON on stdin (number or string).

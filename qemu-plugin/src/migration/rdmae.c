@@ -1,24 +1,31 @@
 /*
  * rdmae: live migration over the librdmae RDMA engine
  *
+ * RAM moves through multifd: every multifd channel is a lane (an RC queue
+ * pair) of one authenticated RDMA connection, and multifd-rdmae.c's
+ * methods write the pages by zero-copy RDMA WRITE from source guest RAM
+ * into destination guest RAM. Lane 0 carries the main migration stream
+ * and the engine's messages: pre-flight (both sides register guest RAM
+ * and the destination advertises it), the stream's bytes, and the
+ * verified commit.
+ *
  * Source:
- *   rdmae_start_outgoing_migration (BQL): check, list the RAM blocks, start
- *   a connect thread: rdmae_connect, HELLO (block names and used lengths),
- *   session, pre-flight (both sides register, outside the BQL); then a
- *   bottom half hands QEMU a QIOChannelRdmae (migration_channel_connect).
- *   ram.c sends one engine round per iteration over a dirty-bitmap
- *   snapshot and the final round after the last sync; the device state
- *   goes through the channel (rdmae_session_send_state); migration.c calls
- *   rdmae_complete() after the last byte: fence, verified commit.
+ *   rdmae_start_outgoing_migration (BQL): check, list the RAM blocks,
+ *   hand QEMU the main channel (not connected yet). In the migration
+ *   thread, multifd's first channel connects (authentication) and runs
+ *   pre-flight; every channel then wraps its lane. After the stream's last
+ *   byte, the transport's complete() sends COMPLETE and waits for the
+ *   destination's verified COMMIT_OK.
  *
  * Destination:
  *   rdmae_start_incoming_migration: listen; an accept thread takes one
- *   connection and its HELLO, a bottom half resizes resizable blocks to the
- *   source's lengths, the thread creates the session and pre-flights (pins
- *   all of guest RAM); a pump thread then runs rdmae_session_dest_step and
- *   buffers the device state until RDMAE_EV_COMMITTED: the loadvm coroutine
- *   reads nothing before every page is placed and verified, so the VM never
- *   runs on unverified memory and no post_load can race the checksums.
+ *   connection, pre-flights, reads each lane's first multifd message, and
+ *   hands QEMU the main channel first, then the lanes (lanes cannot be
+ *   peeked: the first channel QEMU sees is taken as the main one). A pump
+ *   thread runs the engine on lane 0 and feeds the main channel. The
+ *   "rdmae" section, after "ram" and before every device, waits for the
+ *   engine's commit: no device state loads before every page is placed
+ *   and verified.
  *
  * This work is licensed under the terms of the GNU GPL, version 2 or
  * later.  See the COPYING file in the top-level directory.
@@ -30,6 +37,7 @@
 #include "qapi/qapi-visit-migration.h"
 #include "qapi/clone-visitor.h"
 #include "crypto/secret_common.h"
+#include "qemu/coroutine.h"
 #include "qemu/cutils.h"
 #include "qemu/error-report.h"
 #include "qemu/event_notifier.h"
@@ -50,9 +58,13 @@
 #include "exec/target_page.h"
 #include "migration.h"
 #include "migration/client-options.h"
+#include "migration/misc.h"
 #include "migration/register.h"
 #include "channel.h"
+#include "multifd.h"
+#include "multifd-rdmae.h"
 #include "options.h"
+#include "qemu-file.h"
 #include "ram.h"
 #include "rdmae.h"
 #include "trace.h"
@@ -119,6 +131,24 @@ static bool rdmae_params_check(Error **errp)
                    RDMAE_LANES_MAX - 1);
         return false;
     }
+    if (migrate_multifd_compression() != MULTIFD_COMPRESSION_NONE) {
+        error_setg(errp, "rdmae: multifd-compression '%s': rdmae writes guest "
+                   "RAM as it is, from memory to memory; set it to 'none'",
+                   MultiFDCompression_str(migrate_multifd_compression()));
+        return false;
+    }
+    /*
+     * Legacy detection sends zero pages on the main channel, which the
+     * RDMA WRITEs on the other lanes are not ordered with: a zero page of
+     * one round could land over the next round's data.
+     */
+    if (migrate_zero_page_detection() == ZERO_PAGE_DETECTION_LEGACY) {
+        error_setg(errp, "rdmae: zero-page-detection 'legacy' sends zero "
+                   "pages on the main channel, which RDMA WRITEs on the "
+                   "other lanes are not ordered with; use 'multifd' (the "
+                   "default) or 'none'");
+        return false;
+    }
     if (has_secret && migrate_rdmae_insecure()) {
         error_setg(errp, "rdmae: rdmae-secret names a key ('%s') and "
                    "x-rdmae-insecure is on: set one of them", secret);
@@ -176,9 +206,6 @@ typedef struct RdmaeParams {
     unsigned int lanes;
     enum rdmae_reg_mode reg;
     bool verify;
-    bool zero_detect;           /* source: zero-page-detection is not none */
-    uint64_t max_bandwidth;     /* source: bytes/s */
-    uint64_t downtime_limit_ms; /* source */
     uint8_t *key;               /* the secret's bytes; NULL: insecure */
     size_t key_len;
 } RdmaeParams;
@@ -231,10 +258,6 @@ static bool rdmae_params_get(RdmaeParams *p, Error **errp)
     }
     p->lanes = migrate_multifd_channels() + 1;
     p->verify = migrate_rdmae_verify();
-    p->zero_detect =
-        migrate_zero_page_detection() != ZERO_PAGE_DETECTION_NONE;
-    p->max_bandwidth = migrate_max_bandwidth();
-    p->downtime_limit_ms = migrate_downtime_limit();
     switch (migrate_rdmae_registration()) {
     case RDMAE_REGISTRATION_MODE_PIN_ALL:
         p->reg = RDMAE_REG_PIN_ALL;
@@ -287,7 +310,6 @@ bool rdmae_caps_check(const bool *caps, Error **errp)
 {
     static const MigrationCapability refused[] = {
         MIGRATION_CAPABILITY_POSTCOPY_RAM,
-        MIGRATION_CAPABILITY_MULTIFD,
         MIGRATION_CAPABILITY_XBZRLE,
         MIGRATION_CAPABILITY_RETURN_PATH,
         MIGRATION_CAPABILITY_SWITCHOVER_ACK,
@@ -307,118 +329,33 @@ bool rdmae_caps_check(const bool *caps, Error **errp)
             return false;
         }
     }
+    if (!caps[MIGRATION_CAPABILITY_MULTIFD]) {
+        error_setg(errp, "rdmae: the multifd capability is off: rdmae moves "
+                   "RAM through multifd, one RDMA lane per channel; enable "
+                   "multifd on both sides (on the destination before "
+                   "migrate-incoming)");
+        return false;
+    }
     return true;
 }
 
-/* ---- HELLO: the source's blocks, before the sessions exist ---- */
-
-#define HELLO_MAGIC     0x48514452u     /* "RDQH" on the wire */
-#define HELLO_VERSION   1
-#define HELLO_NAME_LEN  256             /* RAMBlock idstr, NUL included */
-
-typedef struct QEMU_PACKED HelloHdr {
-    uint32_t magic;
-    uint16_t version;
-    uint16_t reserved0;
-    uint32_t count;
-    uint32_t reserved1;
-} HelloHdr;
-
-typedef struct QEMU_PACKED HelloBlock {
-    char name[HELLO_NAME_LEN];
-    uint64_t used_length;
-    uint32_t page_size;
-    uint32_t reserved;
-} HelloBlock;
-
-QEMU_BUILD_BUG_ON(sizeof(HelloHdr) != 16);
-QEMU_BUILD_BUG_ON(sizeof(HelloBlock) != 272);
-QEMU_BUILD_BUG_ON(sizeof(((RAMBlock *)0)->idstr) != HELLO_NAME_LEN);
-QEMU_BUILD_BUG_ON(RDMAE_BLOCK_NAME_MAX != HELLO_NAME_LEN);
-/* QEMU's dirty bitmaps are handed to the engine as they are. */
-QEMU_BUILD_BUG_ON(sizeof(unsigned long) != sizeof(uint64_t));
+/* ---- the RAM blocks ---- */
 
 typedef struct RdmaeBlockInfo {
     char *name;
     RAMBlock *rb;
     void *host;
     uint64_t len;
-    uint64_t page_size;
+    size_t page_size;
     bool hugepages;
 } RdmaeBlockInfo;
 
-static void *hello_encode(const RdmaeBlockInfo *b, size_t n, size_t *len)
-{
-    HelloHdr h = {
-        .magic = cpu_to_le32(HELLO_MAGIC),
-        .version = cpu_to_le16(HELLO_VERSION),
-        .count = cpu_to_le32(n),
-    };
-    uint8_t *buf;
-
-    *len = sizeof(h) + n * sizeof(HelloBlock);
-    buf = g_malloc0(*len);
-    memcpy(buf, &h, sizeof(h));
-    for (size_t i = 0; i < n; i++) {
-        HelloBlock hb = { 0 };
-
-        pstrcpy(hb.name, sizeof(hb.name), b[i].name);
-        hb.used_length = cpu_to_le64(b[i].len);
-        hb.page_size = cpu_to_le32(b[i].page_size);
-        memcpy(buf + sizeof(h) + i * sizeof(hb), &hb, sizeof(hb));
-    }
-    return buf;
-}
-
-/* Strict: sizes, magic, version, reserved zero, names NUL-terminated. */
-static bool hello_decode(const void *buf, size_t len, HelloBlock **out,
-                         size_t *n, Error **errp)
-{
-    HelloHdr h;
-    uint32_t count;
-
-    if (len < sizeof(h)) {
-        error_setg(errp, "rdmae: HELLO of %zu bytes is too short", len);
-        return false;
-    }
-    memcpy(&h, buf, sizeof(h));
-    count = le32_to_cpu(h.count);
-    if (le32_to_cpu(h.magic) != HELLO_MAGIC) {
-        error_setg(errp, "rdmae: the peer did not send a HELLO (magic 0x%x): "
-                   "not an rdmae QEMU source?", le32_to_cpu(h.magic));
-        return false;
-    }
-    if (le16_to_cpu(h.version) != HELLO_VERSION) {
-        error_setg(errp, "rdmae: HELLO version %u, this QEMU speaks %u",
-                   le16_to_cpu(h.version), HELLO_VERSION);
-        return false;
-    }
-    if (h.reserved0 || h.reserved1 || !count || count > RDMAE_BLOCKS_MAX ||
-        len != sizeof(h) + (size_t)count * sizeof(HelloBlock)) {
-        error_setg(errp, "rdmae: malformed HELLO (%u blocks in %zu bytes)",
-                   count, len);
-        return false;
-    }
-    *out = g_new(HelloBlock, count);
-    memcpy(*out, (const uint8_t *)buf + sizeof(h), count * sizeof(HelloBlock));
-    for (uint32_t i = 0; i < count; i++) {
-        HelloBlock *hb = &(*out)[i];
-
-        hb->used_length = le64_to_cpu(hb->used_length);
-        hb->page_size = le32_to_cpu(hb->page_size);
-        if (!memchr(hb->name, '\0', sizeof(hb->name)) || !hb->name[0] ||
-            hb->reserved || !hb->used_length) {
-            error_setg(errp, "rdmae: malformed HELLO block %u", i);
-            g_free(*out);
-            *out = NULL;
-            return false;
-        }
-    }
-    *n = count;
-    return true;
-}
-
-/* Every migratable block, ROMs and resizable ones included. BQL held. */
+/*
+ * Every migratable block, ROMs and resizable ones included, at its
+ * max_length: the mapping is fixed at that size, so registering it all
+ * makes the used length (which the stream's MEM_SIZE record sets on the
+ * destination) irrelevant to pre-flight. BQL held.
+ */
 static RdmaeBlockInfo *list_blocks(size_t *n, Error **errp)
 {
     GArray *a = g_array_new(false, true, sizeof(RdmaeBlockInfo));
@@ -431,7 +368,7 @@ static RdmaeBlockInfo *list_blocks(size_t *n, Error **errp)
                 .name = g_strdup(rb->idstr),
                 .rb = rb,
                 .host = rb->host,
-                .len = rb->used_length,
+                .len = rb->max_length,
                 .page_size = ps,
                 .hugepages = qemu_ram_pagesize(rb) > qemu_real_host_page_size(),
             };
@@ -474,30 +411,46 @@ static struct rdmae_block *engine_blocks(const RdmaeBlockInfo *b, size_t n)
     return eb;
 }
 
-/* ---- the link: connection, session, blocks; owned by the channel ---- */
+/* ---- the link: connection, session, blocks; shared by the channels ---- */
 
 typedef struct RdmaeLink {
+    int refs;                   /* qatomic: the channels and the migration */
     bool source;
+    QemuMutex lock;             /* conn, sess and cancelled, against a stop */
+    bool cancelled;             /* source: stopped before it connected */
     struct rdmae_conn *conn;
     struct rdmae_session *sess;
     RdmaeBlockInfo *blocks;
     size_t nblocks;
     struct rdmae_block *eblocks;
-    uint64_t **bitmaps;         /* source: round snapshots */
     char *peer;
+    unsigned int lanes;         /* multifd-channels + 1 */
+    bool verify;
     bool discard_disabled;
-    int64_t setup_ms;
-    int64_t start_us;           /* source: migrate; destination: accepted */
+    bool connected;             /* source: pre-flight done */
+    bool committed;             /* qatomic: a lane's end is no error then */
+    bool outcome_unknown;       /* source */
     bool cost_warned;           /* source: fixed costs reach the limit */
+    int64_t start_us;           /* source: migrate; destination: accepted */
+    /* source, until it connects */
+    InetSocketAddress *addr;
+    RdmaeParams params;
 } RdmaeLink;
+
+static RdmaeLink *link_new(bool source)
+{
+    RdmaeLink *l = g_new0(RdmaeLink, 1);
+
+    l->refs = 1;
+    l->source = source;
+    qemu_mutex_init(&l->lock);
+    return l;
+}
 
 static void link_free(RdmaeLink *l)
 {
     struct rdmae_session_stats st;
 
-    if (!l) {
-        return;
-    }
     /* The trace says how long after COMMIT_OK the deregistration ended. */
     if (l->sess && !rdmae_session_release(l->sess, NULL) &&
         !rdmae_session_stats(l->sess, &st) && st.dereg_ns) {
@@ -506,16 +459,15 @@ static void link_free(RdmaeLink *l)
     }
     rdmae_session_destroy(l->sess);
     rdmae_conn_destroy(l->conn);
-    for (size_t i = 0; l->bitmaps && i < l->nblocks; i++) {
-        g_free(l->bitmaps[i]);
-    }
-    g_free(l->bitmaps);
     g_free(l->eblocks);
     free_blocks(l->blocks, l->nblocks);
     g_free(l->peer);
+    qapi_free_InetSocketAddress(l->addr);
+    rdmae_params_wipe(&l->params);
     if (l->discard_disabled) {
         ram_block_discard_disable(false);
     }
+    qemu_mutex_destroy(&l->lock);
     g_free(l);
 }
 
@@ -525,25 +477,49 @@ static void *link_free_thread(void *opaque)
     return NULL;
 }
 
+static RdmaeLink *link_ref(RdmaeLink *l)
+{
+    qatomic_inc(&l->refs);
+    return l;
+}
+
 /*
- * The channel closes with the BQL held: on the destination in the
+ * The last reference goes with the BQL held: on the destination in the
  * incoming bottom half, after vm_start or, under -S (libvirt), before the
  * `cont` that waits for the BQL. Deregistering a large guest takes
  * seconds, so it runs on a thread of its own and stays out of the
  * downtime either way.
  */
-static void link_free_async(RdmaeLink *l)
+static void link_unref(RdmaeLink *l)
 {
     QemuThread th;
 
-    if (!l) {
-        return;
+    if (l && qatomic_fetch_dec(&l->refs) == 1) {
+        qemu_thread_create(&th, "rdmae-release", link_free_thread, l,
+                           QEMU_THREAD_DETACHED);
     }
-    qemu_thread_create(&th, "rdmae-release", link_free_thread, l,
-                       QEMU_THREAD_DETACHED);
 }
 
-/* ---- the device-state channel ---- */
+/*
+ * A channel was shut down (migrate_cancel, an error, the end): stop the
+ * session unless it has decided. A destination that has committed also
+ * ends the connection, so that its receive threads, blocked on their
+ * lanes, see the end (COMMIT_OK's send has completed by then). A source
+ * never does: from COMPLETE on, the commit's own wait decides.
+ */
+static void link_stop(RdmaeLink *l, const char *why)
+{
+    QEMU_LOCK_GUARD(&l->lock);
+    l->cancelled = true;
+    if (l->sess && rdmae_session_cancel(l->sess, why)) {
+        return;
+    }
+    if (!l->source && l->conn) {
+        rdmae_conn_abort(l->conn, -ESHUTDOWN, why);
+    }
+}
+
+/* ---- the channels: main (lane 0) and one per multifd channel ---- */
 
 #define TYPE_QIO_CHANNEL_RDMAE "qio-channel-rdmae"
 OBJECT_DECLARE_SIMPLE_TYPE(QIOChannelRdmae, QIO_CHANNEL_RDMAE)
@@ -551,20 +527,86 @@ OBJECT_DECLARE_SIMPLE_TYPE(QIOChannelRdmae, QIO_CHANNEL_RDMAE)
 struct QIOChannelRdmae {
     QIOChannel parent;
     RdmaeLink *link;
+    unsigned int lane;
     bool blocking;
+    bool shut;                  /* qatomic: shut down, reads end */
 
-    /* destination: filled by the pump, readable once committed */
+    /* lanes >= 1: the message being read */
+    uint8_t *msg;
+    size_t msg_len;
+    size_t msg_off;
+
+    /* destination, lane 0: the stream as the pump receives it */
     QemuThread pump;
     bool pump_started;
     QemuMutex lock;
     QemuCond cond;
-    GByteArray *state;          /* device state received */
-    size_t read_off;            /* served to loadvm so far */
+    GByteArray *state;          /* received, not yet read */
+    size_t read_off;            /* read by loadvm so far */
     bool committed;             /* every page placed and verified */
     bool closing;
     Error *err;                 /* the pump's failure */
-    EventNotifier readable;     /* set once committed or failed */
+    Coroutine *waiter;          /* the "rdmae" section, for the commit */
+    EventNotifier readable;     /* bytes to read, the end or a failure */
 };
+
+static QIOChannelRdmae *rdmae_channel_new(RdmaeLink *l, unsigned int lane)
+{
+    QIOChannelRdmae *rioc =
+        QIO_CHANNEL_RDMAE(object_new(TYPE_QIO_CHANNEL_RDMAE));
+    g_autofree char *name = NULL;
+
+    rioc->link = link_ref(l);
+    rioc->lane = lane;
+    if (lane) {
+        name = g_strdup_printf("migration-rdmae-%s-lane-%u",
+                               l->source ? "outgoing" : "incoming", lane);
+    } else {
+        name = g_strdup_printf("migration-rdmae-%s",
+                               l->source ? "outgoing" : "incoming");
+    }
+    qio_channel_set_name(QIO_CHANNEL(rioc), name);
+    return rioc;
+}
+
+bool rdmae_lane_info(QIOChannel *ioc, RdmaeLaneInfo *info, Error **errp)
+{
+    QIOChannelRdmae *rioc = (QIOChannelRdmae *)
+        object_dynamic_cast(OBJECT(ioc), TYPE_QIO_CHANNEL_RDMAE);
+
+    if (!rioc || !rioc->lane || !rioc->link || !rioc->link->sess) {
+        error_setg(errp, "rdmae: multifd channel '%s' is not an rdmae lane",
+                   ioc->name ? ioc->name : "?");
+        return false;
+    }
+    info->sess = rioc->link->sess;
+    info->lane = rioc->lane;
+    info->verify = rioc->link->verify;
+    info->peer = rioc->link->peer;
+    return true;
+}
+
+/* A message, split where it exceeds what the connection takes at once. */
+static ssize_t lane_send(QIOChannelRdmae *rioc, const uint8_t *buf,
+                         size_t len, Error **errp)
+{
+    RdmaeLink *l = rioc->link;
+    size_t max = rdmae_conn_negotiated(l->conn)->max_fragmented_size;
+
+    for (size_t off = 0; off < len;) {
+        size_t n = MIN(len - off, max);
+        struct rdmae_err e = { 0 };
+        int rc = rdmae_send_lane(l->conn, rioc->lane, buf + off, n, -1, &e);
+
+        if (rc) {
+            error_setg_errno(errp, -rc, "rdmae: lane %u to %s: %s",
+                             rioc->lane, l->peer, e.msg);
+            return -1;
+        }
+        off += n;
+    }
+    return len;
+}
 
 static ssize_t qio_channel_rdmae_writev(QIOChannel *ioc,
                                         const struct iovec *iov, size_t niov,
@@ -572,33 +614,74 @@ static ssize_t qio_channel_rdmae_writev(QIOChannel *ioc,
                                         Error **errp)
 {
     QIOChannelRdmae *rioc = QIO_CHANNEL_RDMAE(ioc);
+    RdmaeLink *l = rioc->link;
     struct rdmae_err e = { 0 };
     size_t len = iov_size(iov, niov);
     g_autofree uint8_t *buf = NULL;
+    const uint8_t *p;
     int rc;
 
-    if (!rioc->link || !rioc->link->source) {
-        error_setg(errp, "rdmae: the channel is closed or not a source");
+    if (!l || !l->conn || (rioc->lane == 0 && !l->source)) {
+        error_setg(errp, "rdmae: the channel is closed or not connected");
         return -1;
     }
     if (!len) {
         return 0;
     }
-    /* One message per flush (QEMUFile buffers up to 32 KiB). */
     if (niov == 1) {
-        rc = rdmae_session_send_state(rioc->link->sess, iov[0].iov_base, len,
-                                      &e);
+        p = iov[0].iov_base;
     } else {
         buf = g_malloc(len);
         iov_to_buf(iov, niov, 0, buf, len);
-        rc = rdmae_session_send_state(rioc->link->sess, buf, len, &e);
+        p = buf;
     }
+    if (rioc->lane) {
+        return lane_send(rioc, p, len, errp);
+    }
+    /* One message per flush (QEMUFile buffers up to 32 KiB). */
+    rc = rdmae_session_send_state(l->sess, p, len, &e);
     if (rc) {
-        error_setg_errno(errp, -rc, "rdmae: device state to %s: %s",
-                         rioc->link->peer, e.msg);
+        error_setg_errno(errp, -rc, "rdmae: migration stream to %s: %s",
+                         l->peer, e.msg);
         return -1;
     }
     return len;
+}
+
+/* Lanes are byte streams over their messages; multifd reads in pieces. */
+static ssize_t lane_readv(QIOChannelRdmae *rioc, const struct iovec *iov,
+                          size_t niov, Error **errp)
+{
+    RdmaeLink *l = rioc->link;
+    size_t n;
+
+    if (!rioc->msg) {
+        struct rdmae_err e = { 0 };
+        void *buf;
+        size_t len;
+        int rc = rdmae_recv_lane(l->conn, rioc->lane, &buf, &len, -1, &e);
+
+        if (rc) {
+            /* After a shutdown or the commit, the end is the end. */
+            if (qatomic_read(&rioc->shut) || qatomic_read(&l->committed)) {
+                return 0;
+            }
+            error_setg_errno(errp, -rc, "rdmae: lane %u from %s: %s",
+                             rioc->lane, l->peer, e.msg);
+            return -1;
+        }
+        rioc->msg = buf;
+        rioc->msg_len = len;
+        rioc->msg_off = 0;
+    }
+    n = iov_from_buf(iov, niov, 0, rioc->msg + rioc->msg_off,
+                     rioc->msg_len - rioc->msg_off);
+    rioc->msg_off += n;
+    if (rioc->msg_off == rioc->msg_len) {
+        free(rioc->msg);
+        rioc->msg = NULL;
+    }
+    return n;
 }
 
 static ssize_t qio_channel_rdmae_readv(QIOChannel *ioc,
@@ -609,32 +692,61 @@ static ssize_t qio_channel_rdmae_readv(QIOChannel *ioc,
     QIOChannelRdmae *rioc = QIO_CHANNEL_RDMAE(ioc);
     size_t avail, n;
 
-    if (!rioc->link || rioc->link->source) {
+    if (!rioc->link || (rioc->lane == 0 && rioc->link->source)) {
         error_setg(errp, "rdmae: the channel is closed or not a destination");
         return -1;
     }
+    if (rioc->lane) {
+        return lane_readv(rioc, iov, niov, errp);
+    }
     QEMU_LOCK_GUARD(&rioc->lock);
-    while (!rioc->committed && !rioc->err && !rioc->closing) {
+    for (;;) {
+        if (rioc->err) {
+            error_propagate(errp, error_copy(rioc->err));
+            return -1;
+        }
+        avail = rioc->state->len - rioc->read_off;
+        if (avail) {
+            break;
+        }
+        if (rioc->committed) {
+            return 0;       /* the end of the stream */
+        }
+        if (rioc->closing) {
+            error_setg(errp, "rdmae: the channel is closed");
+            return -1;
+        }
         if (!rioc->blocking) {
+            event_notifier_test_and_clear(&rioc->readable);
             return QIO_CHANNEL_ERR_BLOCK;
         }
         qemu_cond_wait(&rioc->cond, &rioc->lock);
     }
-    if (rioc->err) {
-        error_propagate(errp, error_copy(rioc->err));
-        return -1;
-    }
-    if (!rioc->committed) {
-        error_setg(errp, "rdmae: the channel is closed");
-        return -1;
-    }
-    avail = rioc->state->len - rioc->read_off;
     n = iov_from_buf(iov, niov, 0, rioc->state->data + rioc->read_off, avail);
     rioc->read_off += n;
-    return n;       /* 0: the end of the stream */
+    if (rioc->read_off == rioc->state->len) {
+        g_byte_array_set_size(rioc->state, 0);
+        rioc->read_off = 0;
+    }
+    return n;
 }
 
-/* Destination: every message in order; device state held until the commit. */
+/* Wake whoever waits for bytes or for the commit. Lock held. */
+static Coroutine *pump_wake_locked(QIOChannelRdmae *rioc)
+{
+    Coroutine *co = rioc->waiter;
+
+    rioc->waiter = NULL;
+    qemu_cond_broadcast(&rioc->cond);
+    event_notifier_set(&rioc->readable);
+    return co;
+}
+
+/*
+ * Destination: the engine on lane 0. The stream's bytes are readable at
+ * once (RAM sections and multifd flushes flow during pre-copy); the
+ * "rdmae" section waits for RDMAE_EV_COMMITTED before any device loads.
+ */
 static void *rdmae_pump_thread(void *opaque)
 {
     QIOChannelRdmae *rioc = opaque;
@@ -644,6 +756,7 @@ static void *rdmae_pump_thread(void *opaque)
         struct rdmae_dest_event ev;
         struct rdmae_err e = { 0 };
         int rc = rdmae_session_dest_step(l->sess, &ev, &e);
+        Coroutine *co;
 
         if (rc == -ETIMEDOUT) {
             /* A quiet source (e.g. pause-before-switchover): wait again. */
@@ -657,6 +770,19 @@ static void *rdmae_pump_thread(void *opaque)
             }
         }
         qemu_mutex_lock(&rioc->lock);
+        if (!rc && ev.kind == RDMAE_EV_STATE) {
+            g_byte_array_append(rioc->state, ev.data, ev.len);
+            co = pump_wake_locked(rioc);
+            qemu_mutex_unlock(&rioc->lock);
+            if (co) {
+                aio_co_wake(co);
+            }
+            continue;
+        }
+        if (!rc && ev.kind == RDMAE_EV_ROUND) {
+            qemu_mutex_unlock(&rioc->lock);
+            continue;
+        }
         if (rc) {
             if (!rioc->closing) {
                 error_setg_errno(&rioc->err, -rc, "rdmae: from %s: %s",
@@ -669,23 +795,19 @@ static void *rdmae_pump_thread(void *opaque)
             } else {
                 error_setg(&rioc->err, "rdmae: the channel is closed");
             }
-        } else if (ev.kind == RDMAE_EV_STATE) {
-            g_byte_array_append(rioc->state, ev.data, ev.len);
-            qemu_mutex_unlock(&rioc->lock);
-            continue;
-        } else if (ev.kind == RDMAE_EV_ROUND) {
-            qemu_mutex_unlock(&rioc->lock);
-            continue;
         } else {
             rioc->committed = true;
+            qatomic_set(&l->committed, true);
             if (!ev.verified) {
                 warn_report("rdmae: committed without verification (the "
                             "source has x-rdmae-verify=off)");
             }
         }
-        qemu_cond_broadcast(&rioc->cond);
+        co = pump_wake_locked(rioc);
         qemu_mutex_unlock(&rioc->lock);
-        event_notifier_set(&rioc->readable);
+        if (co) {
+            aio_co_wake(co);
+        }
         return NULL;
     }
 }
@@ -693,7 +815,13 @@ static void *rdmae_pump_thread(void *opaque)
 static int qio_channel_rdmae_set_blocking(QIOChannel *ioc, bool enabled,
                                           Error **errp)
 {
-    QIO_CHANNEL_RDMAE(ioc)->blocking = enabled;
+    QIOChannelRdmae *rioc = QIO_CHANNEL_RDMAE(ioc);
+
+    if (rioc->lane && !enabled) {
+        error_setg(errp, "rdmae: lane channels are blocking only");
+        return -1;
+    }
+    rioc->blocking = enabled;
     return 0;
 }
 
@@ -702,15 +830,14 @@ static int qio_channel_rdmae_shutdown(QIOChannel *ioc,
 {
     QIOChannelRdmae *rioc = QIO_CHANNEL_RDMAE(ioc);
 
-    /* Wakes any call blocked in the engine with -ECANCELED. */
-    if (rioc->link && rioc->link->sess) {
-        rdmae_session_cancel(rioc->link->sess, "migration channel shut down");
+    qatomic_set(&rioc->shut, true);
+    if (rioc->link) {
+        /* Wakes any call blocked in the engine, on every lane. */
+        link_stop(rioc->link, rioc->lane ? "a multifd channel shut down" :
+                  "the migration channel shut down");
     }
     return 0;
 }
-
-static RdmaeLink *current_src_link;
-static QemuMutex src_lock;
 
 static int qio_channel_rdmae_close(QIOChannel *ioc, Error **errp)
 {
@@ -719,13 +846,6 @@ static int qio_channel_rdmae_close(QIOChannel *ioc, Error **errp)
 
     if (!l) {
         return 0;
-    }
-    if (l->source) {
-        WITH_QEMU_LOCK_GUARD(&src_lock) {
-            if (current_src_link == l) {
-                current_src_link = NULL;
-            }
-        }
     }
     if (rioc->pump_started) {
         WITH_QEMU_LOCK_GUARD(&rioc->lock) {
@@ -737,8 +857,10 @@ static int qio_channel_rdmae_close(QIOChannel *ioc, Error **errp)
         qemu_thread_join(&rioc->pump);
         rioc->pump_started = false;
     }
+    free(rioc->msg);
+    rioc->msg = NULL;
     rioc->link = NULL;
-    link_free_async(l);
+    link_unref(l);
     return 0;
 }
 
@@ -816,68 +938,10 @@ static const TypeInfo qio_channel_rdmae_info = {
 
 static void qio_channel_rdmae_register_types(void)
 {
-    qemu_mutex_init(&src_lock);
     type_register_static(&qio_channel_rdmae_info);
 }
 
 type_init(qio_channel_rdmae_register_types);
-
-/* ---- source ---- */
-
-static uint64_t rdmae_switchover_cost_ms(uint64_t final_bytes);
-static void rdmae_savevm_register(void);
-
-typedef struct RdmaeConnectJob {
-    MigrationState *s;
-    InetSocketAddress *addr;
-    RdmaeParams params;
-    RdmaeLink *link;
-    Error *err;
-} RdmaeConnectJob;
-
-/* The job between migrate and the channel: migrate_cancel reaches it here. */
-static RdmaeConnectJob *pending_job;
-static bool pending_cancelled;
-static bool src_outcome_unknown;
-
-static bool job_cancelled(void)
-{
-    QEMU_LOCK_GUARD(&src_lock);
-    return pending_cancelled;
-}
-
-static void rdmae_connect_bh(void *opaque)
-{
-    RdmaeConnectJob *job = opaque;
-    MigrationState *s = job->s;
-
-    WITH_QEMU_LOCK_GUARD(&src_lock) {
-        pending_job = NULL;
-        if (pending_cancelled && !job->err) {
-            error_setg(&job->err, "rdmae: cancelled during setup");
-        }
-    }
-    if (job->err) {
-        link_free(job->link);
-        migration_connect(s, job->err);
-        error_free(job->err);
-    } else {
-        QIOChannelRdmae *rioc =
-            QIO_CHANNEL_RDMAE(object_new(TYPE_QIO_CHANNEL_RDMAE));
-
-        rioc->link = job->link;
-        WITH_QEMU_LOCK_GUARD(&src_lock) {
-            current_src_link = job->link;
-        }
-        qio_channel_set_name(QIO_CHANNEL(rioc), "migration-rdmae-outgoing");
-        migration_channel_connect(s, QIO_CHANNEL(rioc), job->addr->host, NULL);
-        object_unref(OBJECT(rioc));
-    }
-    qapi_free_InetSocketAddress(job->addr);
-    rdmae_params_wipe(&job->params);
-    object_unref(OBJECT(s));
-    g_free(job);
-}
 
 /* The connection's setup phases, as rdma/ timed them. */
 static void trace_setup_conn(RdmaeLink *l)
@@ -907,175 +971,119 @@ static void trace_reg_modes(RdmaeLink *l)
     }
 }
 
-static void *rdmae_connect_thread(void *opaque)
+
+/* ---- source ---- */
+
+static const MigrationTransportOps rdmae_transport_ops;
+static void rdmae_savevm_register(void);
+static void rdmae_savevm_unregister(void);
+
+/* The migration's link, while an rdmae migration runs. */
+static RdmaeLink *src_link(MigrationState *s)
 {
-    RdmaeConnectJob *job = opaque;
-    RdmaeLink *l = job->link;
+    return s->transport == &rdmae_transport_ops ? s->transport_opaque : NULL;
+}
+
+/*
+ * Migration thread, multifd's first channel: connect (authentication),
+ * session, pre-flight (both sides register). A shutdown of any channel
+ * (migrate_cancel) stops it: at once once the session exists, else
+ * when rdmae_connect returns.
+ */
+static bool rdmae_link_connect(RdmaeLink *l, Error **errp)
+{
+    struct rdmae_conn *conn = NULL;
     struct rdmae_session *sess = NULL;
-    bool cancelled;
     struct rdmae_conn_opts co;
     struct rdmae_session_opts so;
     struct rdmae_err e = { 0 };
-    g_autofree void *hello = NULL;
-    size_t hello_len;
-    int64_t t0 = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
-    int64_t t[5];
+    bool cancelled;
+    int64_t t[4];
     int rc;
 
     t[0] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
-    conn_opts_from_params(&job->params, &co);
-    rc = rdmae_connect(&l->conn, job->addr->host, job->addr->port, &co, &e);
+    conn_opts_from_params(&l->params, &co);
+    rc = rdmae_connect(&conn, l->addr->host, l->addr->port, &co, &e);
     /* The library keeps its own copy of the key. */
-    rdmae_params_wipe(&job->params);
+    rdmae_params_wipe(&l->params);
     t[1] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
     if (rc) {
-        error_setg_errno(&job->err, -rc, "rdmae: connect to %s:%s: %s",
-                         job->addr->host, job->addr->port, e.msg);
-        goto out;
+        error_setg_errno(errp, -rc, "rdmae: connect to %s:%s: %s",
+                         l->addr->host, l->addr->port, e.msg);
+        return false;
     }
-    l->peer = g_strdup(rdmae_conn_peer(l->conn));
-    if (job_cancelled()) {
-        goto out;
+    WITH_QEMU_LOCK_GUARD(&l->lock) {
+        l->conn = conn;
+        cancelled = l->cancelled;
     }
-
+    l->peer = g_strdup(rdmae_conn_peer(conn));
+    if (cancelled) {
+        error_setg(errp, "rdmae: cancelled while connecting to %s", l->peer);
+        return false;
+    }
     trace_setup_conn(l);
-    hello = hello_encode(l->blocks, l->nblocks, &hello_len);
-    rc = rdmae_send(l->conn, hello, hello_len, &e);
-    t[2] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
-    if (rc) {
-        error_setg_errno(&job->err, -rc, "rdmae: HELLO to %s: %s", l->peer,
-                         e.msg);
-        goto out;
-    }
 
     rdmae_session_opts_default(&so);
-    so.reg_mode = job->params.reg;
-    so.no_verify = !job->params.verify;
-    so.no_zero_detect = !job->params.zero_detect;
-    so.max_bandwidth = job->params.max_bandwidth;
-    so.downtime_limit_ns = job->params.downtime_limit_ms * 1000000ull;
-    /* QEMU decides convergence (threshold, downtime-limit, auto-converge). */
-    so.max_rounds = RDMAE_ROUNDS_UNLIMITED;
-    rc = rdmae_session_create(&sess, RDMAE_SOURCE, l->conn, l->eblocks,
+    so.reg_mode = l->params.reg;
+    so.no_verify = !l->verify;
+    so.data_path = RDMAE_DATA_PATH_EXTERNAL;
+    rc = rdmae_session_create(&sess, RDMAE_SOURCE, conn, l->eblocks,
                               l->nblocks, &so, &e);
-    t[3] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    t[2] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
     if (rc) {
-        error_setg_errno(&job->err, -rc, "rdmae: %s", e.msg);
-        goto out;
+        error_setg_errno(errp, -rc, "rdmae: %s", e.msg);
+        return false;
     }
-    /* From here, migrate_cancel cancels the session. */
-    qemu_mutex_lock(&src_lock);
-    l->sess = sess;
-    cancelled = pending_cancelled;
-    qemu_mutex_unlock(&src_lock);
+    WITH_QEMU_LOCK_GUARD(&l->lock) {
+        l->sess = sess;
+        cancelled = l->cancelled;
+    }
     if (cancelled) {
-        goto out;
+        error_setg(errp, "rdmae: cancelled during pre-flight with %s",
+                   l->peer);
+        return false;
     }
-    rc = rdmae_session_preflight(l->sess, &e);
+    rc = rdmae_session_preflight(sess, &e);
     if (rc) {
-        error_setg_errno(&job->err, -rc, "rdmae: pre-flight with %s: %s",
-                         l->peer, e.msg);
-        goto out;
+        error_setg_errno(errp, -rc, "rdmae: pre-flight with %s: %s", l->peer,
+                         e.msg);
+        return false;
     }
-    t[4] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
-    l->setup_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) - t0;
+    t[3] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
     trace_rdmae_setup_src(t[0] - l->start_us, t[1] - t[0], t[2] - t[1],
-                          t[3] - t[2], t[4] - t[3]);
+                          t[3] - t[2]);
     trace_reg_modes(l);
-
-out:
-    aio_bh_schedule_oneshot(qemu_get_aio_context(), rdmae_connect_bh, job);
-    return NULL;
+    l->connected = true;
+    return true;
 }
 
-void rdmae_start_outgoing_migration(MigrationState *s,
-                                    InetSocketAddress *addr, Error **errp)
+/*
+ * multifd_send_setup(), in the migration thread, per channel: the first
+ * connects, and every one wraps its lane, synchronously, as
+ * file_send_channel_create() does.
+ */
+static bool rdmae_multifd_channel_create(void *opaque, Error **errp)
 {
-    RdmaeConnectJob *job;
-    RdmaeParams params;
-    RdmaeLink *l;
-    QemuThread th;
+    MultiFDSendParams *p = opaque;
+    RdmaeLink *l = src_link(migrate_get_current());
+    bool ok;
 
-    if (!rdmae_check_addr(addr, errp) ||
-        !rdmae_caps_check(s->capabilities, errp) ||
-        !rdmae_params_get(&params, errp)) {
-        return;
-    }
-    l = g_new0(RdmaeLink, 1);
-    l->source = true;
-    l->start_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
-    l->blocks = list_blocks(&l->nblocks, errp);
-    if (!l->blocks) {
-        g_free(l);
-        rdmae_params_wipe(&params);
-        return;
-    }
-    l->eblocks = engine_blocks(l->blocks, l->nblocks);
-    l->bitmaps = g_new0(uint64_t *, l->nblocks);
-    for (size_t i = 0; i < l->nblocks; i++) {
-        l->bitmaps[i] = g_new0(uint64_t,
-                               BITS_TO_LONGS(l->blocks[i].len /
-                                             l->blocks[i].page_size));
-    }
-    {
-        struct rdmae_err e = { 0 };
-
-        if (rdmae_session_check_blocks(l->eblocks, l->nblocks, &e)) {
-            error_setg(errp, "rdmae: %s", e.msg);
-            link_free(l);
-            rdmae_params_wipe(&params);
-            return;
+    if (p->id == 0) {
+        ok = rdmae_link_connect(l, errp);
+    } else {
+        ok = l->connected;
+        if (!ok) {
+            error_setg(errp, "rdmae: multifd channel %u: not connected",
+                       p->id);
         }
     }
-    /* A discarded page would leave its pinned registration stale. */
-    if (ram_block_discard_disable(true)) {
-        error_setg(errp, "rdmae: RAM discards (e.g. a balloon) cannot be "
-                   "disabled");
-        link_free(l);
-        rdmae_params_wipe(&params);
-        return;
+    if (ok) {
+        multifd_channel_connect(p, QIO_CHANNEL(rdmae_channel_new(l,
+                                                                 p->id + 1)));
     }
-    l->discard_disabled = true;
-
-    job = g_new0(RdmaeConnectJob, 1);
-    job->s = s;
-    job->addr = QAPI_CLONE(InetSocketAddress, addr);
-    job->params = params;
-    job->link = l;
-    WITH_QEMU_LOCK_GUARD(&src_lock) {
-        pending_job = job;
-        pending_cancelled = false;
-        src_outcome_unknown = false;
-    }
-    s->rdmae_migration = true;
-    s->switchover_cost_ms = rdmae_switchover_cost_ms;
-    rdmae_savevm_register();
-    object_ref(OBJECT(s));
-    qemu_thread_create(&th, "rdmae-connect", rdmae_connect_thread, job,
-                       QEMU_THREAD_DETACHED);
-}
-
-void rdmae_cancel_setup(void)
-{
-    QEMU_LOCK_GUARD(&src_lock);
-    if (pending_job) {
-        pending_cancelled = true;
-        if (pending_job->link && pending_job->link->sess) {
-            rdmae_session_cancel(pending_job->link->sess,
-                                 "migrate_cancel during setup");
-        }
-    }
-}
-
-void rdmae_params_changed(void)
-{
-    QEMU_LOCK_GUARD(&src_lock);
-    if (current_src_link && current_src_link->sess) {
-        rdmae_session_set_max_bandwidth(current_src_link->sess,
-                                        migrate_max_bandwidth());
-        rdmae_session_set_downtime_limit(current_src_link->sess,
-                                         migrate_downtime_limit() * 1000000ull);
-    }
+    /* Synchronous, but multifd_send_setup() waits for every channel. */
+    multifd_send_channel_created();
+    return ok;
 }
 
 /*
@@ -1086,20 +1094,128 @@ void rdmae_params_changed(void)
  * counted). Counted nowhere else, it let a guest converge "in time" and
  * then overrun downtime-limit by exactly these costs.
  */
-static uint64_t rdmae_switchover_cost_ms(uint64_t final_bytes)
+static uint64_t rdmae_switchover_cost_ms(MigrationState *s,
+                                         uint64_t final_bytes)
 {
-    QEMU_LOCK_GUARD(&src_lock);
-    if (!current_src_link || !current_src_link->sess) {
+    RdmaeLink *l = src_link(s);
+
+    if (!l || !l->connected) {
         return 0;
     }
-    return DIV_ROUND_UP(rdmae_session_switchover_cost_ns(
-                            current_src_link->sess, final_bytes), SCALE_MS);
+    return DIV_ROUND_UP(rdmae_session_switchover_cost_ns(l->sess,
+                                                         final_bytes),
+                        SCALE_MS);
 }
 
-static bool rdmae_pending_is_active(void *opaque)
+/* After the stream's last byte: COMPLETE, and the verified COMMIT_OK. */
+static int rdmae_complete(MigrationState *s, Error **errp)
 {
-    QEMU_LOCK_GUARD(&src_lock);
-    return current_src_link && current_src_link->sess;
+    RdmaeLink *l = src_link(s);
+    struct rdmae_err e = { 0 };
+    int rc;
+
+    rc = rdmae_session_complete(l->sess, &e);
+    if (rc == -ENOTRECOVERABLE) {
+        l->outcome_unknown = true;
+        error_setg(errp, "rdmae: %s; the source VM stays paused: resume it "
+                   "with 'cont' only once the destination (%s) is known not "
+                   "to run", e.msg, l->peer);
+    } else if (rc) {
+        error_setg_errno(errp, -rc, "rdmae: commit with %s: %s", l->peer,
+                         e.msg);
+    } else {
+        qatomic_set(&l->committed, true);
+    }
+    return rc;
+}
+
+static bool rdmae_outcome_unknown(MigrationState *s)
+{
+    RdmaeLink *l = src_link(s);
+
+    return l && l->outcome_unknown;
+}
+
+/* The channels are closed: the migration's own reference goes. */
+static void rdmae_cleanup(MigrationState *s)
+{
+    RdmaeLink *l = src_link(s);
+
+    s->transport = NULL;
+    s->transport_opaque = NULL;
+    rdmae_savevm_unregister();
+    link_unref(l);
+}
+
+static const MigrationTransportOps rdmae_transport_ops = {
+    .multifd_channel_create = rdmae_multifd_channel_create,
+    .multifd_methods = &multifd_rdmae_ops,
+    .switchover_cost_ms = rdmae_switchover_cost_ms,
+    .complete = rdmae_complete,
+    .outcome_unknown = rdmae_outcome_unknown,
+    .cleanup = rdmae_cleanup,
+};
+
+void rdmae_start_outgoing_migration(MigrationState *s,
+                                    InetSocketAddress *addr, Error **errp)
+{
+    struct rdmae_err e = { 0 };
+    QIOChannelRdmae *rioc;
+    RdmaeLink *l;
+
+    if (!rdmae_check_addr(addr, errp) ||
+        !rdmae_caps_check(s->capabilities, errp)) {
+        return;
+    }
+    l = link_new(true);
+    l->start_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    if (!rdmae_params_get(&l->params, errp)) {
+        goto fail;
+    }
+    l->lanes = l->params.lanes;
+    l->verify = l->params.verify;
+    l->addr = QAPI_CLONE(InetSocketAddress, addr);
+    l->blocks = list_blocks(&l->nblocks, errp);
+    if (!l->blocks) {
+        goto fail;
+    }
+    l->eblocks = engine_blocks(l->blocks, l->nblocks);
+    if (rdmae_session_check_blocks(l->eblocks, l->nblocks, &e)) {
+        error_setg(errp, "rdmae: %s", e.msg);
+        goto fail;
+    }
+    /* A discarded page would leave its pinned registration stale. */
+    if (ram_block_discard_disable(true)) {
+        error_setg(errp, "rdmae: RAM discards (e.g. a balloon) cannot be "
+                   "disabled");
+        goto fail;
+    }
+    l->discard_disabled = true;
+
+    rdmae_savevm_register();
+    s->transport = &rdmae_transport_ops;
+    s->transport_opaque = l;
+    /* Connecting waits for the migration thread (multifd's setup). */
+    rioc = rdmae_channel_new(l, 0);
+    migration_channel_connect(s, QIO_CHANNEL(rioc), addr->host, NULL);
+    object_unref(OBJECT(rioc));
+    return;
+
+fail:
+    link_free(l);
+}
+
+/* ---- the "rdmae" section: after "ram", before every device ---- */
+
+#define RDMAE_SECTION_MAGIC     0x52444d45u     /* "RDME" */
+#define RDMAE_SECTION_START     1
+#define RDMAE_SECTION_END       2
+
+static bool rdmae_save_is_active(void *opaque)
+{
+    RdmaeLink *l = src_link(migrate_get_current());
+
+    return l && l->connected;
 }
 
 /*
@@ -1111,155 +1227,110 @@ static void rdmae_state_pending(void *opaque, uint64_t *must_precopy,
                                 uint64_t *can_postcopy)
 {
     MigrationState *s = migrate_get_current();
+    RdmaeLink *l = src_link(s);
     uint64_t limit_ms = migrate_downtime_limit();
     uint64_t cost_ms;
 
-    if (!limit_ms || !s->threshold_size) {
+    if (!l || !limit_ms || !s->threshold_size) {
         return;
     }
-    cost_ms = rdmae_switchover_cost_ms(ram_bytes_remaining());
-    if (cost_ms >= limit_ms) {
-        bool warn = false;
-
-        WITH_QEMU_LOCK_GUARD(&src_lock) {
-            if (current_src_link && !current_src_link->cost_warned) {
-                current_src_link->cost_warned = warn = true;
-            }
-        }
-        if (warn) {
-            warn_report("rdmae: the switchover's fixed costs (%" PRIu64
-                        " ms: verification, the commit's round trips) alone "
-                        "reach downtime-limit (%" PRIu64 " ms), so the "
-                        "migration cannot converge; raise downtime-limit, "
-                        "or set x-rdmae-verify=off on both sides", cost_ms,
-                        limit_ms);
-        }
+    cost_ms = rdmae_switchover_cost_ms(s, ram_bytes_remaining());
+    if (cost_ms >= limit_ms && !l->cost_warned) {
+        l->cost_warned = true;
+        warn_report("rdmae: the switchover's fixed costs (%" PRIu64 " ms: "
+                    "verification, the commit's round trips) alone reach "
+                    "downtime-limit (%" PRIu64 " ms), so the migration cannot "
+                    "converge; raise downtime-limit, or set x-rdmae-verify=off"
+                    " on both sides", cost_ms, limit_ms);
     }
     /* threshold_size is the bandwidth (bytes/ms) times the limit. */
     *must_precopy += cost_ms * (s->threshold_size / limit_ms);
     trace_rdmae_switchover_cost(cost_ms, *must_precopy, s->threshold_size);
 }
 
-/*
- * No section of its own: only the pending callbacks, so that the stream
- * and the destination are unchanged.
- */
-static SaveVMHandlers savevm_rdmae_handlers = {
-    .is_active = rdmae_pending_is_active,
-    .state_pending_estimate = rdmae_state_pending,
-    .state_pending_exact = rdmae_state_pending,
-};
-
-/*
- * Once per process, at the first rdmae migration: after "ram" (registered
- * when the migration object is created), so that its pending callbacks
- * run after ram's dirty-bitmap sync and see the bytes the final pass would
- * move. is_active keeps it out of every other migration.
- */
-static void rdmae_savevm_register(void)
+/* So that a destination without rdmae fails on a named section. */
+static int rdmae_save_setup(QEMUFile *f, void *opaque, Error **errp)
 {
-    static bool registered;
+    RdmaeLink *l = src_link(migrate_get_current());
 
-    if (!registered) {
-        register_savevm_live("rdmae", 0, 1, &savevm_rdmae_handlers, NULL);
-        registered = true;
-    }
-}
-
-int64_t rdmae_setup_ms(void)
-{
-    QEMU_LOCK_GUARD(&src_lock);
-    return current_src_link ? current_src_link->setup_ms : 0;
-}
-
-size_t rdmae_round_nblocks(void)
-{
-    return current_src_link ? current_src_link->nblocks : 0;
-}
-
-unsigned long *rdmae_round_bitmap(size_t index, RAMBlock *rb, Error **errp)
-{
-    RdmaeLink *l = current_src_link;
-
-    /* The migration thread owns the link while it runs rounds. */
-    if (!l) {
-        error_setg(errp, "rdmae: no session");
-        return NULL;
-    }
-    if (index >= l->nblocks || l->blocks[index].rb != rb ||
-        l->blocks[index].len != rb->used_length ||
-        l->blocks[index].host != rb->host) {
-        error_setg(errp, "rdmae: RAM block '%s' appeared, moved or changed "
-                   "size during the migration", rb->idstr);
-        return NULL;
-    }
-    return (unsigned long *)l->bitmaps[index];
-}
-
-int rdmae_round(bool final, RdmaeRoundResult *res, Error **errp)
-{
-    RdmaeLink *l = current_src_link;
-    struct rdmae_round_stats rs;
-    struct rdmae_err e = { 0 };
-    int rc;
-
-    if (!l) {
-        error_setg(errp, "rdmae: no session");
-        return -EINVAL;
-    }
-    if (final) {
-        /* QEMU lifts the rate limit for the final stage; so does the round. */
-        rdmae_session_set_max_bandwidth(l->sess, 0);
-    }
-    rc = rdmae_session_round(l->sess, (const uint64_t *const *)l->bitmaps,
-                             &rs, &e);
-    if (rc) {
-        error_setg_errno(errp, -rc, "rdmae: %sround to %s: %s",
-                         final ? "final " : "", l->peer, e.msg);
-        return rc;
-    }
-    res->pages = rs.pages;
-    res->zero_pages = rs.zero_pages;
-    res->bytes = rs.bytes;
+    qemu_put_be32(f, RDMAE_SECTION_MAGIC);
+    qemu_put_be32(f, RDMAE_SECTION_START);
+    qemu_put_be32(f, l->lanes);
     return 0;
 }
 
-void rdmae_mark_stopped(void)
+/*
+ * The VM is stopped and ram's final pass is placed (its SYNC was
+ * acknowledged on every lane): the destination waits here for the commit.
+ */
+static int rdmae_save_complete(QEMUFile *f, void *opaque)
 {
-    if (current_src_link) {
-        rdmae_session_mark_stopped(current_src_link->sess);
-    }
+    RdmaeLink *l = src_link(migrate_get_current());
+
+    rdmae_session_mark_stopped(l->sess);
+    qemu_put_be32(f, RDMAE_SECTION_MAGIC);
+    qemu_put_be32(f, RDMAE_SECTION_END);
+    return 0;
 }
 
-int rdmae_complete(Error **errp)
-{
-    RdmaeLink *l = current_src_link;
-    struct rdmae_err e = { 0 };
-    int rc;
+typedef struct RdmaeIncoming RdmaeIncoming;
+static int rdmae_wait_commit(void);
 
-    if (!l) {
-        error_setg(errp, "rdmae: no session");
+static int rdmae_load_state(QEMUFile *f, void *opaque, int version_id)
+{
+    MigrationIncomingState *mis = migration_incoming_get_current();
+    uint32_t magic = qemu_get_be32(f);
+    uint32_t kind = qemu_get_be32(f);
+    uint32_t lanes;
+
+    if (mis->transport != &rdmae_transport_ops) {
+        error_report("rdmae: an rdmae section, but the migration does not "
+                     "come over rdmae:");
         return -EINVAL;
     }
-    rc = rdmae_session_complete(l->sess, &e);
-    if (rc == -ENOTRECOVERABLE) {
-        WITH_QEMU_LOCK_GUARD(&src_lock) {
-            src_outcome_unknown = true;
-        }
-        error_setg(errp, "rdmae: %s; the source VM stays paused: resume it "
-                   "with 'cont' only once the destination (%s) is known not "
-                   "to run", e.msg, l->peer);
-    } else if (rc) {
-        error_setg_errno(errp, -rc, "rdmae: commit with %s: %s", l->peer,
-                         e.msg);
+    if (magic != RDMAE_SECTION_MAGIC) {
+        error_report("rdmae: bad section magic %#x", magic);
+        return -EINVAL;
     }
-    return rc;
+    switch (kind) {
+    case RDMAE_SECTION_START:
+        lanes = qemu_get_be32(f);
+        if (lanes != migrate_multifd_channels() + 1) {
+            error_report("rdmae: the source has %u lanes, this side %d",
+                         lanes, migrate_multifd_channels() + 1);
+            return -EINVAL;
+        }
+        return qemu_file_get_error(f);
+    case RDMAE_SECTION_END:
+        return rdmae_wait_commit();
+    default:
+        error_report("rdmae: unknown section kind %u", kind);
+        return -EINVAL;
+    }
 }
 
-bool rdmae_outcome_unknown(void)
+static SaveVMHandlers savevm_rdmae_handlers = {
+    .is_active = rdmae_save_is_active,
+    .save_setup = rdmae_save_setup,
+    .save_live_complete_precopy = rdmae_save_complete,
+    .state_pending_estimate = rdmae_state_pending,
+    .state_pending_exact = rdmae_state_pending,
+    .load_state = rdmae_load_state,
+};
+
+/*
+ * Per migration, on either side: after "ram" (registered when the
+ * migration object is created), so that the END section follows ram's
+ * final pass and the pending callbacks run after ram's dirty-bitmap sync.
+ */
+static void rdmae_savevm_register(void)
 {
-    QEMU_LOCK_GUARD(&src_lock);
-    return src_outcome_unknown;
+    register_savevm_live("rdmae", 0, 1, &savevm_rdmae_handlers, NULL);
+}
+
+static void rdmae_savevm_unregister(void)
+{
+    unregister_savevm(NULL, "rdmae", NULL);
 }
 
 /* ---- destination ---- */
@@ -1272,15 +1343,15 @@ typedef struct PopulateRange {
     int fd;
 } PopulateRange;
 
-typedef struct RdmaeIncoming {
+struct RdmaeIncoming {
     InetSocketAddress *addr;
     enum rdmae_reg_mode reg;
     bool verify;
+    unsigned int lanes;
     struct rdmae_listener *listener;
-    RdmaeLink *link;            /* until the channel takes it */
-    HelloBlock *hello;
-    size_t nhello;
-    QemuEvent resized;
+    RdmaeLink *link;            /* until the channels take it */
+    QIOChannelRdmae **chans;    /* main, then the lanes: for the bottom half */
+    QIOChannelRdmae *main;      /* for the "rdmae" section */
     Error *err;
     bool accept_done;           /* the accept thread has finished */
     QemuThread populate;
@@ -1291,13 +1362,13 @@ typedef struct RdmaeIncoming {
     bool discard_disabled;      /* by the populating, undone at cleanup */
     PopulateRange *ranges;
     size_t nranges;
-} RdmaeIncoming;
-
-static RdmaeIncoming *incoming;
+};
 
 bool rdmae_incoming_active(void)
 {
-    return incoming != NULL;
+    MigrationIncomingState *mis = migration_incoming_get_current();
+
+    return mis->transport == &rdmae_transport_ops;
 }
 
 /* ---- populating guest RAM while -incoming waits ---- */
@@ -1437,18 +1508,60 @@ static void rdmae_populate_finish(RdmaeIncoming *in)
     }
 }
 
+/*
+ * The "rdmae" section's END: every page of the final pass is placed (its
+ * SYNC was acknowledged); wait for the engine to compare the page sums
+ * and commit. The loadvm coroutine yields meanwhile, so the main loop
+ * runs.
+ */
+static int rdmae_wait_commit(void)
+{
+    MigrationIncomingState *mis = migration_incoming_get_current();
+    RdmaeIncoming *in = mis->transport_data;
+    QIOChannelRdmae *rioc = in ? in->main : NULL;
+    int64_t t0 = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    int ret = 0;
+
+    if (!rioc) {
+        error_report("rdmae: no rdmae connection for the rdmae section");
+        return -EINVAL;
+    }
+    qemu_mutex_lock(&rioc->lock);
+    while (!rioc->committed && !rioc->err && !rioc->closing) {
+        if (qemu_in_coroutine()) {
+            rioc->waiter = qemu_coroutine_self();
+            qemu_mutex_unlock(&rioc->lock);
+            qemu_coroutine_yield();
+            qemu_mutex_lock(&rioc->lock);
+        } else {
+            qemu_cond_wait(&rioc->cond, &rioc->lock);
+        }
+    }
+    if (!rioc->committed) {
+        error_report("%s", rioc->err ? error_get_pretty(rioc->err) :
+                     "rdmae: the channel closed before the commit");
+        ret = -EINVAL;
+    }
+    qemu_mutex_unlock(&rioc->lock);
+    trace_rdmae_commit_wait(qemu_clock_get_us(QEMU_CLOCK_REALTIME) - t0,
+                            ret == 0);
+    return ret;
+}
+
 static void rdmae_incoming_fail_bh(void *opaque)
 {
     RdmaeIncoming *in = opaque;
     MigrationIncomingState *mis = migration_incoming_get_current();
 
-    if (in != incoming) {
+    if (mis->transport_data != in) {
         return;
     }
     error_report_err(error_copy(in->err));
     rdmae_populate_finish(in);
-    link_free(in->link);
-    in->link = NULL;
+    if (in->link) {
+        link_unref(in->link);
+        in->link = NULL;
+    }
     migrate_set_state(&mis->state, mis->state, MIGRATION_STATUS_FAILED);
     if (mis->exit_on_error) {
         /* Registrations are undone above; nothing stays pinned. */
@@ -1457,53 +1570,32 @@ static void rdmae_incoming_fail_bh(void *opaque)
 }
 
 /*
- * BQL: resizable blocks take the source's used length, as parse_ramblock
- * does. A block that cannot take it stays as it is, with a warning: the
- * engine's pre-flight then refuses the migration and tells the source
- * which block differs, where failing here would only hang up on it.
+ * The main channel first: lanes cannot be peeked, and QEMU takes the
+ * first channel without a main one as the main channel. Each lane's
+ * MultiFDInit_t is already read, so multifd_recv_new_channel() does not
+ * block the main loop.
  */
-static void rdmae_resize_bh(void *opaque)
+static void rdmae_incoming_bh(void *opaque)
 {
     RdmaeIncoming *in = opaque;
 
-    for (size_t i = 0; i < in->nhello; i++) {
-        RAMBlock *rb = qemu_ram_block_by_name(in->hello[i].name);
-        Error *err = NULL;
-
-        if (rb && rb->used_length != in->hello[i].used_length &&
-            (memory_region_ram_resize(rb->mr, in->hello[i].used_length,
-                                      &err), err)) {
-            warn_reportf_err(err, "rdmae: block '%s' is %" PRIu64 " bytes at"
-                             " the source, " RAM_ADDR_FMT " here: ",
-                             in->hello[i].name, in->hello[i].used_length,
-                             rb->used_length);
-        }
+    for (unsigned int i = 0; i < in->lanes; i++) {
+        migration_channel_process_incoming(QIO_CHANNEL(in->chans[i]));
+        object_unref(OBJECT(in->chans[i]));
     }
-    in->link->blocks = list_blocks(&in->link->nblocks, &in->err);
-    qemu_event_set(&in->resized);
-}
-
-static void rdmae_incoming_bh(void *opaque)
-{
-    QIOChannelRdmae *rioc = opaque;
-
-    migration_channel_process_incoming(QIO_CHANNEL(rioc));
-    object_unref(OBJECT(rioc));
+    g_free(in->chans);
+    in->chans = NULL;
 }
 
 static void *rdmae_accept_thread(void *opaque)
 {
     RdmaeIncoming *in = opaque;
-    RdmaeLink *l = g_new0(RdmaeLink, 1);
+    RdmaeLink *l = in->link;
     struct rdmae_session_opts so;
     struct rdmae_err e = { 0 };
-    QIOChannelRdmae *rioc;
-    void *buf = NULL;
-    size_t len;
-    int64_t t0, t[4];
+    int64_t t[4];
     int rc;
 
-    in->link = l;
     rc = rdmae_accept(in->listener, &l->conn, -1, &e);
     /*
      * The source is here: populating on would only take CPU and memory
@@ -1526,65 +1618,75 @@ static void *rdmae_accept_thread(void *opaque)
                          in->addr->host, in->addr->port, e.msg);
         goto fail;
     }
-    t0 = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
-    l->start_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    l->start_us = t[0] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
     l->peer = g_strdup(rdmae_conn_peer(l->conn));
     trace_setup_conn(l);
-    rc = rdmae_recv(l->conn, &buf, &len, 30000, &e);
-    if (rc) {
-        error_setg_errno(&in->err, -rc, "rdmae: HELLO from %s: %s", l->peer,
-                         e.msg);
+    if (rdmae_conn_lanes(l->conn) != in->lanes) {
+        error_setg(&in->err, "rdmae: %s connected with %u lanes "
+                   "(multifd-channels %u); this side has multifd-channels "
+                   "%u: set the same on both sides", l->peer,
+                   rdmae_conn_lanes(l->conn), rdmae_conn_lanes(l->conn) - 1,
+                   in->lanes - 1);
         goto fail;
     }
-    if (!hello_decode(buf, len, &in->hello, &in->nhello, &in->err)) {
-        free(buf);
-        goto fail;
-    }
-    free(buf);
-    t[0] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
-
-    /* Resizing takes the BQL; the pinning below must not. */
-    aio_bh_schedule_oneshot(qemu_get_aio_context(), rdmae_resize_bh, in);
-    qemu_event_wait(&in->resized);
-    t[1] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
-    if (in->err) {
-        goto fail;
-    }
-    l->eblocks = engine_blocks(l->blocks, l->nblocks);
 
     rdmae_session_opts_default(&so);
     so.reg_mode = in->reg;
     /* A destination that verifies refuses a source that would not. */
     so.require_verify = in->verify;
-    so.max_rounds = RDMAE_ROUNDS_UNLIMITED;
+    so.data_path = RDMAE_DATA_PATH_EXTERNAL;
     rc = rdmae_session_create(&l->sess, RDMAE_DEST, l->conn, l->eblocks,
                               l->nblocks, &so, &e);
-    t[2] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    t[1] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
     if (!rc) {
         rc = rdmae_session_preflight(l->sess, &e);
     }
-    t[3] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    t[2] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
     if (rc) {
         error_setg_errno(&in->err, -rc, "rdmae: pre-flight with %s: %s",
                          l->peer, e.msg);
         goto fail;
     }
-    l->setup_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) - t0;
-    trace_rdmae_setup_dst(t[0] - l->start_us, t[1] - t[0], t[2] - t[1],
-                          t[3] - t[2]);
     trace_reg_modes(l);
 
-    rioc = QIO_CHANNEL_RDMAE(object_new(TYPE_QIO_CHANNEL_RDMAE));
-    qio_channel_set_name(QIO_CHANNEL(rioc), "migration-rdmae-incoming");
-    rioc->link = l;
+    in->chans = g_new0(QIOChannelRdmae *, in->lanes);
+    for (unsigned int i = 0; i < in->lanes; i++) {
+        in->chans[i] = rdmae_channel_new(l, i);
+    }
+    in->main = in->chans[0];
+    object_ref(OBJECT(in->main));
+    in->main->pump_started = true;
+    qemu_thread_create(&in->main->pump, "rdmae-pump", rdmae_pump_thread,
+                       in->main, QEMU_THREAD_JOINABLE);
+    for (unsigned int i = 1; i < in->lanes; i++) {
+        QIOChannelRdmae *lane = in->chans[i];
+        void *buf;
+        size_t len;
+
+        rc = rdmae_recv_lane(l->conn, i, &buf, &len, so.timeout_ms, &e);
+        if (rc) {
+            error_setg_errno(&in->err, -rc, "rdmae: lane %u from %s, the "
+                             "first multifd message: %s", i, l->peer, e.msg);
+            goto fail_chans;
+        }
+        lane->msg = buf;
+        lane->msg_len = len;
+    }
+    t[3] = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    trace_rdmae_setup_dst(t[1] - t[0], t[2] - t[1], t[3] - t[2]);
+    link_unref(l);
     in->link = NULL;
-    rioc->pump_started = true;
-    qemu_thread_create(&rioc->pump, "rdmae-pump", rdmae_pump_thread, rioc,
-                       QEMU_THREAD_JOINABLE);
     qatomic_set(&in->accept_done, true);
-    aio_bh_schedule_oneshot(qemu_get_aio_context(), rdmae_incoming_bh, rioc);
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), rdmae_incoming_bh, in);
     return NULL;
 
+fail_chans:
+    /* The main channel's close cancels the session (and its pump). */
+    for (unsigned int i = 0; i < in->lanes; i++) {
+        object_unref(OBJECT(in->chans[i]));
+    }
+    g_free(in->chans);
+    in->chans = NULL;
 fail:
     qatomic_set(&in->accept_done, true);
     aio_bh_schedule_oneshot(qemu_get_aio_context(), rdmae_incoming_fail_bh,
@@ -1596,10 +1698,8 @@ static void rdmae_incoming_cleanup(void *opaque)
 {
     RdmaeIncoming *in = opaque;
 
-    if (in != incoming) {
-        return;
-    }
     rdmae_populate_finish(in);
+    rdmae_savevm_unregister();
     /*
      * Still waiting in rdmae_accept (e.g. QEMU quits while listening): the
      * thread owns everything else; the process exit releases it.
@@ -1607,17 +1707,19 @@ static void rdmae_incoming_cleanup(void *opaque)
     if (!qatomic_read(&in->accept_done)) {
         return;
     }
-    link_free(in->link);
+    if (in->main) {
+        object_unref(OBJECT(in->main));
+    }
+    if (in->link) {
+        link_unref(in->link);
+    }
     rdmae_listener_destroy(in->listener);
-    g_free(in->hello);
-    qemu_event_destroy(&in->resized);
     if (in->populate_started) {
         qemu_event_destroy(&in->populate_done);
     }
     error_free(in->err);
     qapi_free_InetSocketAddress(in->addr);
     g_free(in);
-    incoming = NULL;
 }
 
 void rdmae_start_incoming_migration(InetSocketAddress *addr, Error **errp)
@@ -1628,6 +1730,7 @@ void rdmae_start_incoming_migration(InetSocketAddress *addr, Error **errp)
     struct rdmae_err e = { 0 };
     RdmaeIncoming *in;
     RdmaeParams params;
+    RdmaeLink *l;
     QemuThread th;
     int rc;
 
@@ -1635,18 +1738,30 @@ void rdmae_start_incoming_migration(InetSocketAddress *addr, Error **errp)
         !rdmae_caps_check(s->capabilities, errp)) {
         return;
     }
-    if (incoming) {
+    if (rdmae_incoming_active()) {
         error_setg(errp, "rdmae: already listening");
         return;
     }
     if (!rdmae_params_get(&params, errp)) {
         return;
     }
+    l = link_new(false);
+    l->lanes = params.lanes;
+    l->verify = params.verify;
+    l->blocks = list_blocks(&l->nblocks, errp);
+    if (!l->blocks) {
+        rdmae_params_wipe(&params);
+        link_free(l);
+        return;
+    }
+    l->eblocks = engine_blocks(l->blocks, l->nblocks);
+
     in = g_new0(RdmaeIncoming, 1);
     in->addr = QAPI_CLONE(InetSocketAddress, addr);
     in->reg = params.reg;
     in->verify = params.verify;
-    qemu_event_init(&in->resized, false);
+    in->lanes = params.lanes;
+    in->link = l;
     conn_opts_from_params(&params, &co);
     rc = rdmae_listen(&in->listener, addr->host, addr->port, &co, &e);
     /* The listener keeps its own copy of the key. */
@@ -1654,12 +1769,13 @@ void rdmae_start_incoming_migration(InetSocketAddress *addr, Error **errp)
     if (rc) {
         error_setg_errno(errp, -rc, "rdmae: listen on %s:%s: %s", addr->host,
                          addr->port, e.msg);
-        qemu_event_destroy(&in->resized);
+        link_free(l);
         qapi_free_InetSocketAddress(in->addr);
         g_free(in);
         return;
     }
-    incoming = in;
+    rdmae_savevm_register();
+    mis->transport = &rdmae_transport_ops;
     mis->transport_data = in;
     mis->transport_cleanup = rdmae_incoming_cleanup;
     rdmae_populate_start(in);

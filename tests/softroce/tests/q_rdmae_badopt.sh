@@ -10,7 +10,9 @@
 #   - a bad migration parameter: too many lanes (multifd-channels), a
 #     rdmae-secret naming no object, a secret too short for a key, no key
 #     and no x-rdmae-insecure, a registration mode that does not exist;
-#   - a socket option in the channels form of the address.
+#   - a socket option in the channels form of the address;
+#   - what rdmae cannot serve through multifd: the multifd capability off,
+#     zero-page-detection legacy, multifd-compression other than none.
 #   src: QMP migrate with each returns an error naming it; the guest runs on.
 #   dst: QEMU -incoming with each exits non-zero, naming it.
 # Nothing listens on the port used, so an error about connecting would show
@@ -37,7 +39,7 @@ dst_refuses() {
   rm -f dst.log
   rc=0
   timeout 300 "$QEMU" -accel tcg -m 16 -nodefaults -display none -L "$QEMU_FW" \
-    -kernel "$GUEST_ELF" "$@" >dst.log 2>&1 || rc=$?
+    -kernel "$GUEST_ELF" -global migration.x-multifd=on "$@" >dst.log 2>&1 || rc=$?
   msg=$(tr '\n' ' ' <dst.log)
   qm_say "dst: $*: exit status $rc: $msg"
   [ "$rc" != 0 ] || qm_die "dst: QEMU accepted $*"
@@ -82,6 +84,10 @@ if [ "$ROLE" = dst ]; then
   dst_refuses multifd-channels $base -global migration.multifd-channels=16 -incoming "rdmae:$SELF:$PORT"
   dst_refuses nosuch -global migration.rdmae-secret=nosuch -incoming "rdmae:$SELF:$PORT"
   dst_refuses rdmae-secret -incoming "rdmae:$SELF:$PORT"
+  # shellcheck disable=SC2086
+  dst_refuses multifd $base -global migration.x-multifd=off -incoming "rdmae:$SELF:$PORT"
+  # shellcheck disable=SC2086
+  dst_refuses legacy $base -global migration.zero-page-detection=legacy -incoming "rdmae:$SELF:$PORT"
   printf 'short' >short.key
   dst_refuses short -object secret,id=short,file=short.key,format=raw \
     -global migration.rdmae-secret=short -incoming "rdmae:$SELF:$PORT"
@@ -94,6 +100,19 @@ else
     src_refuses "$(optname "$o")"
   done
   QM_URI_OPTS=
+
+  # The multifd capability off (qm_qmp turns it on for rdmae otherwise).
+  qm_qmp src '{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"multifd","state":false}]}}' >/dev/null ||
+    qm_die "src: migrate-set-capabilities multifd=false refused"
+  QM_NO_MULTIFD=1
+  src_refuses multifd
+  QM_NO_MULTIFD=
+  set_param zero-page-detection '"legacy"'
+  src_refuses legacy
+  set_param zero-page-detection '"multifd"'
+  set_param multifd-compression '"zlib"'
+  src_refuses zlib
+  set_param multifd-compression '"none"'
 
   set_param multifd-channels 16
   src_refuses multifd-channels
