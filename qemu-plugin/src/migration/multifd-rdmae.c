@@ -195,7 +195,7 @@ static int multifd_rdmae_send_sync(MultiFDSendParams *p, Error **errp)
         be32_to_cpu(ack.version) != RDMAE_SYNC_ACK_VERSION ||
         be64_to_cpu(ack.seq) != m->syncs) {
         error_setg(errp, "rdmae: multifd channel %u: bad SYNC acknowledgement"
-                   " (magic %#x, version %u, seq %" PRIu64 ", expected %"
+                   " (magic 0x%x, version %u, seq %" PRIu64 ", expected %"
                    PRIu64 ")", p->id, be32_to_cpu(ack.magic),
                    be32_to_cpu(ack.version), be64_to_cpu(ack.seq), m->syncs);
         return -1;

@@ -1289,7 +1289,7 @@ static int rdmae_load_state(QEMUFile *f, void *opaque, int version_id)
         return -EINVAL;
     }
     if (magic != RDMAE_SECTION_MAGIC) {
-        error_report("rdmae: bad section magic %#x", magic);
+        error_report("rdmae: bad section magic 0x%x", magic);
         return -EINVAL;
     }
     switch (kind) {
