@@ -232,10 +232,10 @@ static int x_post_run(struct rdmae_session *s, unsigned int lane, struct sblock 
 		uint64_t seg = len;
 		struct piece rp;
 
-		/* Pre-flight pinned every local piece: never true unless something broke. */
-		if (li >= b->nready)
-			return rdmae_err_set(err, -EINVAL, "write: block '%s': offset %" PRIu64
-					     " not registered here", b->b.name, off);
+		/* Pinned as the writers reach it, one piece ahead (pre-flight pins the first). */
+		rc = sess_src_pin_at(s, (size_t)(b - s->blk), li, err);
+		if (rc)
+			break;
 		pthread_rwlock_rdlock(&s->rem_lock);
 		rp = b->rem[sess_piece_at(b->rem, b->nrem, off)];
 		pthread_rwlock_unlock(&s->rem_lock);

@@ -130,10 +130,27 @@ int sess_src_pin(struct rdmae_session *s, size_t block, size_t upto, struct rdma
 			return rdmae_err_set(err, rc, "register: block '%s': piece %zu (bytes %"
 					     PRIu64 "+%" PRIu64 "): %s", b->b.name, b->nready,
 					     p->off, p->len, e2.msg);
-		b->nready++;
+		/* Release: the external path's writers read nready without a lock. */
+		__atomic_store_n(&b->nready, b->nready + 1, __ATOMIC_RELEASE);
 		account_reg(s, t0, false);
 	}
 	return 0;
+}
+
+int sess_src_pin_at(struct rdmae_session *s, size_t block, size_t li, struct rdmae_err *err)
+{
+	int rc;
+
+	if (li < __atomic_load_n(&s->blk[block].nready, __ATOMIC_ACQUIRE))
+		return 0;
+	/*
+	 * One writer pins, for all: the others that need the piece wait here.
+	 * reg_lock also orders the pinning with a cancel's teardown.
+	 */
+	pthread_mutex_lock(&s->reg_lock);
+	rc = s->reg_stopped ? sess_stopped_err(s, err) : sess_src_pin(s, block, li + 1, err);
+	pthread_mutex_unlock(&s->reg_lock);
+	return rc;
 }
 
 int sess_src_take_descs(struct rdmae_session *s, const struct rdmae_msg *m,
@@ -290,12 +307,10 @@ static int src_preflight(struct rdmae_session *s, struct rdmae_err *err)
 	if (!rc && s->mode == RDMAE_REG_PIN_ALL)
 		rc = sess_src_pin(s, 0, 1, err);
 	/*
-	 * The external path's writers post from many threads at once and
-	 * never pin: everything is pinned here, while the destination
-	 * registers, and the local pieces are fixed from then on.
+	 * The rest is pinned as the writers reach it (the rounds' cursor, or
+	 * the external path's writers, sess_src_pin_at), one piece ahead, so
+	 * that setup does not grow with guest RAM.
 	 */
-	for (i = 0; i < s->nblocks && !rc && s->external && s->mode == RDMAE_REG_PIN_ALL; i++)
-		rc = sess_src_pin(s, i, s->blk[i].nloc - 1, err);
 	for (i = 0; i < s->nblocks && !rc && s->mode != RDMAE_REG_PIN_ALL; i++)
 		rc = sess_src_pin(s, i, 0, err);
 	if (rc)

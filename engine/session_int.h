@@ -262,6 +262,11 @@ int sess_src_take_descs(struct rdmae_session *s, const struct rdmae_msg *m,
 /* Source: register block's pieces up to and including piece upto (PIN_ALL). */
 int sess_src_pin(struct rdmae_session *s, size_t block, size_t upto, struct rdmae_err *err);
 /*
+ * Source, the external path's writers (any thread): piece li of block
+ * pinned, and the one after, unless already; 0 or the error.
+ */
+int sess_src_pin_at(struct rdmae_session *s, size_t block, size_t li, struct rdmae_err *err);
+/*
  * Destination: register the next piece and advertise it (DESCS). Returns 1
  * when one went, 0 when none is left or registration has stopped, or a
  * negative errno (the session has failed).

@@ -47,6 +47,8 @@ struct rdmae_conn *rdmae_conn_alloc(const struct rdmae_conn_opts *o, bool server
 	rdmae_opts_limits(&c->limits, &c->opts);
 	c->server = server;
 	c->debug = dbg && *dbg && *dbg != '0';
+	if (rdmae_faults_parse(getenv("RDMAE_TEST_FAULTS"), &c->faults, err))
+		goto err_free;
 	c->numa_node = -1;
 	c->notify_fd = -1;
 	snprintf(c->peer, sizeof(c->peer), "?");

@@ -17,6 +17,7 @@
  *   err.c        struct rdmae_err
  *   time.c       the clock and deadlines
  *   opts.c       option defaults and checks, and the wire limits they stand for
+ *   faults.c     RDMAE_TEST_FAULTS, test-only fault injection (faults.h)
  *
  *   L1, verbs objects that know no connection (own headers: qp.h, mem.h,
  *   dev.h, mr.h):
@@ -145,6 +146,7 @@
 #include <infiniband/verbs.h>
 #include <rdma/rdma_cma.h>
 
+#include "faults.h"
 #include "mem.h"
 #include "opts.h"
 #include "qp.h"
@@ -247,6 +249,7 @@ struct rdmae_conn {
 	 */
 	struct rdmae_setup_times setup;
 	bool debug;			/* RDMAE_DEBUG=1 in the environment: trace to stderr */
+	struct rdmae_faults faults;	/* RDMAE_TEST_FAULTS (faults.h): tests only */
 	char peer[80];
 	struct rdmae_conn_opts opts;
 	struct rdmae_wire_limits limits;

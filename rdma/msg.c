@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -334,6 +335,14 @@ int rdmae_recv(struct rdmae_conn *c, void **buf, size_t *len, int timeout_ms,
 	return rdmae_recv_lane(c, 0, buf, len, timeout_ms, err);
 }
 
+static void msg_hold(unsigned int ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
 int rdmae_recv_lane(struct rdmae_conn *c, unsigned int lane, void **buf, size_t *len,
 		    int timeout_ms, struct rdmae_err *err)
 {
@@ -377,5 +386,13 @@ out:
 	rdmae_lane_unlock(l);
 	if (ret && rdmae_conn_failed(c))
 		rdmae_conn_wake_lanes(c);
+	/* Test-only (faults.h): a receiver that lags on this lane. */
+	if (!ret && c->faults.recv_hold_ms && lane == c->faults.recv_hold_lane)
+		msg_hold(c->faults.recv_hold_ms);
 	return ret;
+}
+
+bool rdmae_conn_test_fault(const struct rdmae_conn *c, const char *name)
+{
+	return c && name && !strcmp(name, "no_sync_ack") && c->faults.no_sync_ack;
 }

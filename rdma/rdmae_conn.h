@@ -200,6 +200,13 @@ int rdmae_recv_lane(struct rdmae_conn *c, unsigned int lane, void **buf, size_t 
 		    int timeout_ms, struct rdmae_err *err);
 
 /*
+ * Tests only: whether RDMAE_TEST_FAULTS (rdma/faults.h) named the fault
+ * name ("no_sync_ack") for this connection's process; false otherwise,
+ * and always in production, where the variable is not set.
+ */
+bool rdmae_conn_test_fault(const struct rdmae_conn *c, const char *name);
+
+/*
  * Wait until every message sent so far on lane has left and its SENDs have
  * completed here (on RC: the peer's side acknowledged them), for a sender
  * that must know its last message is out before it acts on it, e.g.

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 # call check. `tests/lint.sh graph` runs this step only.
 LAYERS='
   wire.c 0 credits.c 0 frag.c 0 pace.c 0 runs.c 0 auth.c 0 err.c 0 time.c 0
-  opts.c 0 opts.h 0
+  opts.c 0 opts.h 0 faults.c 0 faults.h 0
   rdmae_auth.h 0 rdmae_conn.h 0 rdmae_credits.h 0 rdmae_err.h 0 rdmae_frag.h 0
   rdmae_pace.h 0 rdmae_runs.h 0 rdmae_time.h 0 rdmae_tsa.h 0 rdmae_wire.h 0
   qp.c 1 qp.h 1 mem.c 1 mem.h 1 populate.c 1 rdmae_region.h 1 dev.c 1 dev.h 1 rdmae_dev.h 1

@@ -24,7 +24,11 @@
  * After a migration, a verify pass that completes on the destination and
  * started there has checked every page.
  *
- * Kernel command line (QEMU -append): hot=KIB (default 1024).
+ * Kernel command line (QEMU -append): hot=KIB (default 1024); zero=1 makes
+ * every other generation of a hot page all zeros, so the hot set keeps
+ * turning zero pages into data pages and back (multifd sends zero pages
+ * as a flag, not as data: a destination that zero-fills a page late, or
+ * not at all, shows here).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -54,6 +58,7 @@ extern char guest_end[];                 /* linker script: end of .bss */
 static uint32_t page_gen[MAX_PAGES];     /* generation of each pattern page */
 static uint32_t npages;
 static uint32_t hot_pages;
+static uint32_t zero_churn;              /* zero=1: even hot generations are zero */
 
 /* ---- port I/O and the serial console ---- */
 
@@ -160,12 +165,24 @@ static uint32_t page_seed(uint32_t p, uint32_t gen)
 	return mix32(page_addr(p) ^ mix32(gen + 0x5bd1e995u));
 }
 
+/* A hot page's generation that is all zeros (zero=1); generation 1 never is. */
+static int page_zero_gen(uint32_t p, uint32_t gen)
+{
+	return zero_churn && p < hot_pages && (gen & 1u) == 0;
+}
+
 static void write_page(uint32_t p)
 {
 	volatile uint32_t *w = page_ptr(p);
 	uint32_t gen = page_gen[p];
 	uint32_t v = page_seed(p, gen) + 2u * WORD_STEP;
 	uint32_t i;
+
+	if (page_zero_gen(p, gen)) {
+		for (i = 0; i < PAGE_WORDS; i++)
+			w[i] = 0;
+		return;
+	}
 
 	w[0] = gen;
 	w[1] = page_addr(p);
@@ -183,6 +200,16 @@ static uint32_t check_page(uint32_t p, uint32_t *got, uint32_t *want)
 	uint32_t v = page_seed(p, gen) + 2u * WORD_STEP;
 	uint32_t i;
 
+	if (page_zero_gen(p, gen)) {
+		for (i = 0; i < PAGE_WORDS; i++) {
+			if (w[i]) {
+				*got = w[i];
+				*want = 0;
+				return i;
+			}
+		}
+		return PAGE_WORDS;
+	}
 	if (w[0] != gen) {
 		*got = w[0];
 		*want = gen;
@@ -257,6 +284,7 @@ void guest_main(uint32_t magic, uint32_t info_addr)
 	if (mbi[MBI_FLAGS] & MB_INFO_CMDLINE)
 		cmdline = (const char *)(uintptr_t)mbi[MBI_CMDLINE];
 	hot_kib = cmdline_num(cmdline, "hot", 1024u);
+	zero_churn = cmdline_num(cmdline, "zero", 0u) != 0;
 
 	ram_top = 0x100000u + mbi[MBI_MEM_UPPER] * 1024u;
 	if (ram_top < PATTERN_START + TOP_MARGIN + 16u * PAGE_SIZE) {
@@ -286,7 +314,7 @@ void guest_main(uint32_t magic, uint32_t info_addr)
 	put_dec(npages / 256u);
 	puts_serial(" MiB), hot ");
 	put_dec(hot_pages);
-	puts_serial(" pages\n");
+	puts_serial(zero_churn ? " pages, every other generation zero\n" : " pages\n");
 
 	for (p = 0; p < npages; p++) {
 		page_gen[p] = 1;

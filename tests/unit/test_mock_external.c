@@ -704,6 +704,12 @@ static void test_external_write_waits_for_descs(void **state)
 	assert_int_equal(rdmae_session_preflight(p.src, &err), 0);
 	while (!atomic_load(&d.preflighted))
 		sched_yield();
+	/*
+	 * The source pinned block 0's first pieces only: the rest is pinned as
+	 * the writers reach it, so that setup does not grow with guest RAM.
+	 */
+	assert_int_equal(p.src->blk[0].nready, 1);
+	assert_int_equal(p.src->blk[1].nready, 0);
 	/* Pre-flight advertised block 0's piece only: block 1 ("vga.vram") waits. */
 	w.s = p.src;
 	atomic_init(&w.done, false);
@@ -716,6 +722,8 @@ static void test_external_write_waits_for_descs(void **state)
 	if (w.rc)
 		fail_msg("write: %s", w.err.msg);
 	assert_int_equal(p.src->advertised[1], sizeof(src1));
+	/* The writer pinned the piece it wrote from. */
+	assert_int_equal(p.src->blk[1].nready, 1);
 	/* Placed once a message after it on the same lane arrives; the mock places at once. */
 	assert_memory_equal(dst1 + PS, src1 + PS, PS);
 	assert_true(rdmae_session_cancel(p.src, "test over"));

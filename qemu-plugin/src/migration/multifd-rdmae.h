@@ -20,6 +20,7 @@ typedef struct RdmaeLaneInfo {
     struct rdmae_session *sess;
     unsigned int lane;          /* 1..multifd-channels */
     bool verify;                /* keep page sums for the commit */
+    bool no_sync_ack;           /* tests only: see multifd_rdmae_send_sync */
     const char *peer;           /* for messages */
 } RdmaeLaneInfo;
 

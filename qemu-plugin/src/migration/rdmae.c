@@ -582,6 +582,8 @@ bool rdmae_lane_info(QIOChannel *ioc, RdmaeLaneInfo *info, Error **errp)
     info->sess = rioc->link->sess;
     info->lane = rioc->lane;
     info->verify = rioc->link->verify;
+    info->no_sync_ack = rdmae_conn_test_fault(rioc->link->conn,
+                                              "no_sync_ack");
     info->peer = rioc->link->peer;
     return true;
 }
@@ -1022,6 +1024,13 @@ static bool rdmae_link_connect(RdmaeLink *l, Error **errp)
         return false;
     }
     trace_setup_conn(l);
+    /* The connection has the smaller side's lanes: multifd needs them all. */
+    if (rdmae_conn_lanes(conn) != l->lanes) {
+        error_setg(errp, "rdmae: %s has multifd-channels %u, this side %u: "
+                   "set the same on both sides", l->peer,
+                   rdmae_conn_lanes(conn) - 1, l->lanes - 1);
+        return false;
+    }
 
     rdmae_session_opts_default(&so);
     so.reg_mode = l->params.reg;
