@@ -169,6 +169,11 @@ qm_qmp() {
   if [ -z "${QM_NO_MULTIFD:-}" ] && qm_is_rdmae_migrate "$*"; then
     rdmae-qmp -t "$QMP_TIMEOUT" "$n.qmp" '{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"multifd","state":true}]}}' >/dev/null ||
       qm_die "$n: migrate-set-capabilities multifd refused"
+  elif qm_is_migrate "$*"; then
+    # A QEMU that came in over rdmae: has multifd on; the other transports
+    # run as QEMU's defaults have them (the peer was started so).
+    rdmae-qmp -t "$QMP_TIMEOUT" "$n.qmp" '{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"multifd","state":false}]}}' >/dev/null ||
+      qm_die "$n: migrate-set-capabilities multifd=false refused"
   fi
   rdmae-qmp -t "$QMP_TIMEOUT" "$n.qmp" "$@"
 }
@@ -177,6 +182,13 @@ qm_qmp() {
 # capability on both sides before migrate or migrate-incoming; qm_qmp does
 # that for an rdmae migrate command (QM_NO_MULTIFD=1: not, to test the
 # refusal), qm_start for an -incoming rdmae: on the command line.
+qm_is_migrate() {
+  case $1 in
+    *'"execute":"migrate"'* | *'"execute":"migrate-incoming"'* | hmp:migrate\ *) return 0 ;;
+  esac
+  return 1
+}
+
 qm_is_rdmae_migrate() {
   case $1 in
     *'"execute":"migrate"'*rdmae* | *'"execute":"migrate-incoming"'*rdmae* | hmp:migrate\ *rdmae:*) return 0 ;;

@@ -1318,7 +1318,7 @@ static int rdmae_load_state(QEMUFile *f, void *opaque, int version_id)
     }
 }
 
-static SaveVMHandlers savevm_rdmae_handlers = {
+static const SaveVMHandlers savevm_rdmae_handlers = {
     .is_active = rdmae_save_is_active,
     .save_setup = rdmae_save_setup,
     .save_live_complete_precopy = rdmae_save_complete,

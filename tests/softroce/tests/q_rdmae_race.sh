@@ -11,8 +11,12 @@
 # a receive thread still working through round k then zero-fills pages that
 # round k+1 has already written.
 # The guest's hot set turns pages from data to zero and back (zero=1), and
-# RDMAE_TEST_FAULTS=recv_hold=1:30 on the destination hands each message of
-# lane 1 (the one multifd channel) to its thread 30 ms late (rdma/faults.h).
+# RDMAE_TEST_FAULTS=recv_hold=1:300 on the destination hands each message of
+# lane 1 (the one multifd channel) to its thread 300 ms late (rdma/faults.h):
+# the last pre-copy round (the hot set: two batches and a SYNC) is then
+# still being worked through when the stopped source's final pass lands,
+# however long the source takes to stop its guest. A 32 MiB guest keeps the
+# held first round short.
 #   run 1, as shipped: the migration completes, destination RAM equals the
 #     source's, the guest's own verification passes after cont;
 #   run 2, RDMAE_TEST_FAULTS=no_sync_ack at the source: it does not wait for
@@ -28,7 +32,8 @@ set -eu
 QM_PREFIX="q_rdmae_race $ROLE"
 qm_need_rdmae
 PORT=4480
-HOLD=recv_hold=1:30
+HOLD=recv_hold=1:300
+GUEST_MEM=32
 # One multifd channel: lane 1 carries every page.
 QM_LANES=2
 GUEST_APPEND="hot=1024 zero=1"
@@ -39,7 +44,7 @@ if [ "$ROLE" = dst ]; then
   export RDMAE_TEST_FAULTS
 fi
 qm_e2e rdmae uri $PORT
-qm_say "run 1 (acknowledged, destination lane 1 held 30 ms): pass"
+qm_say "run 1 (acknowledged, destination lane 1 held 300 ms): pass"
 
 # ---- run 2: without the acknowledgement ----
 if [ "$ROLE" = dst ]; then
