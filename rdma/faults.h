@@ -10,8 +10,8 @@
  *                       caller MS ms late (a receiver that lags on a lane)
  *   no_sync_ack         for the caller (rdmae_conn_test_fault): a source
  *                       of the external data path (QEMU multifd) does not
- *                       wait for the per-lane sync acknowledgements while
- *                       its guest runs
+ *                       wait for the per-lane sync acknowledgements (it
+ *                       reads them all just before COMPLETE)
  *
  * Several are separated by commas.
  */

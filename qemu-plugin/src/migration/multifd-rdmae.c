@@ -25,7 +25,6 @@
 #include "qapi/error.h"
 #include "qemu/bswap.h"
 #include "qemu/timer.h"
-#include "system/runstate.h"
 #include "exec/ramblock.h"
 #include "migration-stats.h"
 #include "multifd.h"
@@ -45,7 +44,7 @@ typedef struct QEMU_PACKED RdmaeSyncAck {
     uint64_t seq;           /* the SYNC's number on this channel, from 1 */
 } RdmaeSyncAck;
 
-QEMU_BUILD_BUG_ON(sizeof(RdmaeSyncAck) != 16);
+QEMU_BUILD_BUG_ON(sizeof(RdmaeSyncAck) != RDMAE_SYNC_ACK_SIZE);
 
 typedef struct MultiFDRdmae {
     RdmaeLaneInfo lane;
@@ -192,12 +191,13 @@ static int multifd_rdmae_send_sync(MultiFDSendParams *p, Error **errp)
     }
     m->syncs++;
     /*
-     * Tests only (RDMAE_TEST_FAULTS=no_sync_ack): while the guest runs,
-     * do not wait; the acknowledgements stay queued and are read at the
-     * first sync after the stop, so that the final pass is still fenced
-     * and a race of pre-copy reaches the verified commit.
+     * Tests only (RDMAE_TEST_FAULTS=no_sync_ack): do not wait. The
+     * acknowledgements stay queued on the lane until the "rdmae" section's
+     * END drains them, so that COMPLETE still follows every WRITE and a
+     * race of the syncs reaches the verified commit.
      */
-    if (m->lane.no_sync_ack && runstate_is_running()) {
+    if (m->lane.no_sync_ack) {
+        rdmae_lane_ack_owed(p->c);
         return 0;
     }
     do {

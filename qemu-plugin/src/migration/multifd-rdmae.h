@@ -30,6 +30,15 @@ typedef struct RdmaeLaneInfo {
  */
 bool rdmae_lane_info(QIOChannel *ioc, RdmaeLaneInfo *info, Error **errp);
 
+/*
+ * Tests only (no_sync_ack): the source did not wait for a SYNC's
+ * acknowledgement on this lane; it is read before COMPLETE instead.
+ */
+void rdmae_lane_ack_owed(QIOChannel *ioc);
+
+/* The size of a SYNC acknowledgement on the wire. */
+#define RDMAE_SYNC_ACK_SIZE 16
+
 extern const MultiFDMethods multifd_rdmae_ops;
 
 #endif

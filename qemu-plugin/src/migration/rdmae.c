@@ -432,6 +432,8 @@ typedef struct RdmaeLink {
     bool outcome_unknown;       /* source */
     bool cost_warned;           /* source: fixed costs reach the limit */
     int64_t start_us;           /* source: migrate; destination: accepted */
+    /* source: multifd's lane channels (not owned), for the END section */
+    struct QIOChannelRdmae *lane_ioc[RDMAE_LANES_MAX];
     /* source, until it connects */
     InetSocketAddress *addr;
     RdmaeParams params;
@@ -530,6 +532,7 @@ struct QIOChannelRdmae {
     unsigned int lane;
     bool blocking;
     bool shut;                  /* qatomic: shut down, reads end */
+    uint64_t acks_owed;         /* qatomic; tests only: rdmae_lane_ack_owed */
 
     /* lanes >= 1: the message being read */
     uint8_t *msg;
@@ -586,6 +589,11 @@ bool rdmae_lane_info(QIOChannel *ioc, RdmaeLaneInfo *info, Error **errp)
                                               "no_sync_ack");
     info->peer = rioc->link->peer;
     return true;
+}
+
+void rdmae_lane_ack_owed(QIOChannel *ioc)
+{
+    qatomic_inc(&QIO_CHANNEL_RDMAE(ioc)->acks_owed);
 }
 
 /* A message, split where it exceeds what the connection takes at once. */
@@ -1087,8 +1095,10 @@ static bool rdmae_multifd_channel_create(void *opaque, Error **errp)
         }
     }
     if (ok) {
-        multifd_channel_connect(p, QIO_CHANNEL(rdmae_channel_new(l,
-                                                                 p->id + 1)));
+        QIOChannelRdmae *lane = rdmae_channel_new(l, p->id + 1);
+
+        l->lane_ioc[p->id + 1] = lane;
+        multifd_channel_connect(p, QIO_CHANNEL(lane));
     }
     /* Synchronous, but multifd_send_setup() waits for every channel. */
     multifd_send_channel_created();
@@ -1275,7 +1285,26 @@ static int rdmae_save_setup(QEMUFile *f, void *opaque, Error **errp)
 static int rdmae_save_complete(QEMUFile *f, void *opaque)
 {
     RdmaeLink *l = src_link(migrate_get_current());
+    Error *err = NULL;
 
+    /*
+     * Tests only (no_sync_ack): the acknowledgements not waited for, so
+     * that every WRITE is placed before COMPLETE revokes remote access.
+     */
+    for (unsigned int i = 1; i < l->lanes; i++) {
+        QIOChannelRdmae *lane = l->lane_ioc[i];
+
+        while (lane && qatomic_read(&lane->acks_owed)) {
+            uint8_t ack[RDMAE_SYNC_ACK_SIZE];
+
+            if (qio_channel_read_all(QIO_CHANNEL(lane), (char *)ack,
+                                     sizeof(ack), &err) < 0) {
+                error_report_err(err);
+                return -EIO;
+            }
+            qatomic_dec(&lane->acks_owed);
+        }
+    }
     rdmae_session_mark_stopped(l->sess);
     qemu_put_be32(f, RDMAE_SECTION_MAGIC);
     qemu_put_be32(f, RDMAE_SECTION_END);

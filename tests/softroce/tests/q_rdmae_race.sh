@@ -13,19 +13,18 @@
 # The guest's hot set turns pages from data to zero and back (zero=1), and
 # RDMAE_TEST_FAULTS=recv_hold=1:300 on the destination hands each message of
 # lane 1 (the one multifd channel) to its thread 300 ms late (rdma/faults.h):
-# the last pre-copy round (the hot set: two batches and a SYNC) is then
-# still being worked through when the stopped source's final pass lands,
-# however long the source takes to stop its guest. A 32 MiB guest keeps the
-# held first round short.
+# without the acknowledgement the source runs up to a lane's credits (32
+# messages, about ten rounds of the hot set) ahead of the destination's
+# thread. A 32 MiB guest keeps the held first round short.
 #   run 1, as shipped: the migration completes, destination RAM equals the
 #     source's, the guest's own verification passes after cont;
 #   run 2, RDMAE_TEST_FAULTS=no_sync_ack at the source: it does not wait for
-#     the acknowledgements while its guest runs (it reads them at the first
-#     sync after the stop, so the final pass itself is still fenced). The
-#     race must be caught: the last pre-copy round's late zero-fills land on
-#     the final pass, the verified commit refuses (a page's sum differs), the
-#     destination never runs its guest, and the source's guest runs on. If
-#     run 2 completes, this test could not catch the race, and it fails.
+#     the acknowledgements (it reads them all just before COMPLETE, so that
+#     COMPLETE still follows every WRITE). The race must be caught: earlier
+#     rounds' late zero-fills land on later rounds' WRITEs, the verified
+#     commit refuses (a page's sum differs), the destination never runs its
+#     guest, and the source's guest runs on. If run 2 completes, this test
+#     could not catch the race, and it fails.
 # Needs the patched QEMU (RDMAE_QEMU); fails without it.
 set -eu
 . /usr/libexec/rdmae/qmig.sh
