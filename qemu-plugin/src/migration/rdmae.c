@@ -1351,7 +1351,12 @@ static const SaveVMHandlers savevm_rdmae_handlers = {
     .is_active = rdmae_save_is_active,
     .save_setup = rdmae_save_setup,
     .save_live_complete_precopy = rdmae_save_complete,
-    .state_pending_estimate = rdmae_state_pending,
+    /*
+     * Not in the estimate: QEMU syncs the dirty bitmap (and so starts the
+     * next round) only once the estimate falls below the threshold, and
+     * with the fixed costs in it a downtime-limit below them would stop
+     * the rounds instead of only the switchover.
+     */
     .state_pending_exact = rdmae_state_pending,
     .load_state = rdmae_load_state,
 };
