@@ -1,6 +1,6 @@
 #!/bin/sh
 # topology: one
-# timeout: 900
+# timeout: 1200
 # needs: qemu
 # QEMU's own migration-test (tests/qtest/migration/rdmae-tests.c, patch
 # 0007) runs its rdmae: tests here, where rxe0 gives them an RDMA device:
