@@ -22,7 +22,9 @@
 #include "migration/framework.h"
 #include "migration/migration-qmp.h"
 #include "migration/migration-util.h"
+#include "qapi/error.h"
 #include "qobject/qdict.h"
+#include "qobject/qjson.h"
 
 #define RDMAE_SECRET_ID "rdmae-key"
 #define RDMAE_PORT_DEFAULT 4490
@@ -39,19 +41,22 @@
 /* Ports: one per test, so that a listener left by one never meets another. */
 enum {
     RDMAE_PORT_PLAIN,
+    RDMAE_PORT_CHANNELS,
     RDMAE_PORT_BAD_KEY,
     RDMAE_PORT_NO_MULTIFD,
+    RDMAE_PORT_COUNT,
 };
 
 /*
- * The URI of an RDMA-capable address, or NULL (the test skipped) when
- * RDMAE_QTEST_ADDR does not name one.
+ * The host and port of an RDMA-capable address; false (the test skipped)
+ * when RDMAE_QTEST_ADDR does not name one.
  */
-static char *rdmae_uri(int port_index, bool need_rdma)
+static bool rdmae_addr(int port_index, bool need_rdma, const char **host,
+                       int *port)
 {
     const char *addr = getenv("RDMAE_QTEST_ADDR");
     const char *port_env = getenv("RDMAE_QTEST_PORT");
-    int port = RDMAE_PORT_DEFAULT;
+    int base = RDMAE_PORT_DEFAULT;
 
     if (!addr || !*addr) {
         if (need_rdma) {
@@ -59,16 +64,30 @@ static char *rdmae_uri(int port_index, bool need_rdma)
                         "address of an interface with an RDMA device "
                         "(e.g. soft-RoCE: rdma link add rxe0 type rxe "
                         "netdev IFACE)");
-            return NULL;
+            return false;
         }
         /* Nothing listens: the refusal comes before any connection. */
         addr = "127.0.0.1";
     }
     if (port_env && *port_env) {
-        port = atoi(port_env);
-        g_assert(port > 0 && port + RDMAE_PORT_NO_MULTIFD <= 65535);
+        base = atoi(port_env);
+        g_assert(base > 0 && base + RDMAE_PORT_COUNT <= 65536);
     }
-    return g_strdup_printf("rdmae:%s:%d", addr, port + port_index);
+    *host = addr;
+    *port = base + port_index;
+    return true;
+}
+
+/* The URI form of rdmae_addr(), or NULL. */
+static char *rdmae_uri(int port_index, bool need_rdma)
+{
+    const char *host;
+    int port;
+
+    if (!rdmae_addr(port_index, need_rdma, &host, &port)) {
+        return NULL;
+    }
+    return g_strdup_printf("rdmae:%s:%d", host, port);
 }
 
 static void rdmae_set_key(QTestState *who)
@@ -92,6 +111,26 @@ static void *migrate_hook_start_rdmae(QTestState *from, QTestState *to,
     migrate_set_capability(to, "multifd", true);
 
     migrate_incoming_qmp(to, uri, NULL, "{}");
+    return NULL;
+}
+
+/*
+ * Both sides as above, the destination given the address in the QMP
+ * channels form.
+ */
+static void *migrate_hook_start_rdmae_channels(QTestState *from,
+                                               QTestState *to,
+                                               const char *channels)
+{
+    rdmae_set_key(from);
+    rdmae_set_key(to);
+    migrate_set_parameter_int(from, "multifd-channels", RDMAE_CHANNELS);
+    migrate_set_parameter_int(to, "multifd-channels", RDMAE_CHANNELS);
+    migrate_set_capability(from, "multifd", true);
+    migrate_set_capability(to, "multifd", true);
+
+    migrate_incoming_qmp(to, NULL, qobject_from_json(channels, &error_abort),
+                         "{}");
     return NULL;
 }
 
@@ -126,6 +165,46 @@ static void test_multifd_rdmae_plain(void)
     args.connect_uri = uri;
     test_precopy_common(&args);
     plain_uri = NULL;
+}
+
+static char *channels_json;
+
+static void *migrate_hook_start_rdmae_channels_json(QTestState *from,
+                                                    QTestState *to)
+{
+    return migrate_hook_start_rdmae_channels(from, to, channels_json);
+}
+
+/*
+ * As plain, with the address in the QMP channels form on both sides
+ * (MigrationAddress of transport rdmae), as libvirt gives it.
+ */
+static void test_multifd_rdmae_channels(void)
+{
+    g_autofree char *channels = NULL;
+    const char *host;
+    int port;
+    MigrateCommon args = {
+        .start = {
+            .opts_source = RDMAE_SECRET_OPTS(RDMAE_KEY_A),
+            .opts_target = RDMAE_SECRET_OPTS(RDMAE_KEY_A),
+        },
+        .listen_uri = "defer",
+        .start_hook = migrate_hook_start_rdmae_channels_json,
+    };
+
+    if (!rdmae_addr(RDMAE_PORT_CHANNELS, true, &host, &port)) {
+        return;
+    }
+    channels = g_strdup_printf("[ { 'channel-type': 'main',"
+                               "    'addr': { 'transport': 'rdmae',"
+                               "              'host': '%s',"
+                               "              'port': '%d' } } ]",
+                               host, port);
+    channels_json = channels;
+    args.connect_channels = channels;
+    test_precopy_common(&args);
+    channels_json = NULL;
 }
 
 static char *bad_key_uri;
@@ -237,6 +316,8 @@ void migration_test_add_rdmae(MigrationTestEnv *env)
 {
     migration_test_add("/migration/multifd/rdmae/plain",
                        test_multifd_rdmae_plain);
+    migration_test_add("/migration/multifd/rdmae/channels",
+                       test_multifd_rdmae_channels);
     migration_test_add("/migration/multifd/rdmae/bad-key",
                        test_multifd_rdmae_bad_key);
     migration_test_add("/migration/multifd/rdmae/no-multifd",
