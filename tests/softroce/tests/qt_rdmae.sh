@@ -4,7 +4,7 @@
 # needs: qemu
 # QEMU's own migration-test (tests/qtest/migration/rdmae-tests.c, patch
 # 0007) runs its rdmae: tests here, where rxe0 gives them an RDMA device:
-# /x86_64/migration/multifd/rdmae/{plain,bad-key,no-multifd}, source and
+# /x86_64/migration/multifd/rdmae/{plain,channels,bad-key,no-multifd}, source and
 # destination QEMU in this VM, through the one rxe0 (RDMAE_QTEST_ADDR is
 # its address). On a host without RDMA the data tests skip; here a skip
 # is a failure. Passes iff the test exits 0, every TAP result is "ok",
