@@ -178,8 +178,10 @@ fuzz-corpus: deps-check $(BUILD)/fuzz/gen_corpus
 
 BENCH := RDMAE_BUILD=$(abspath $(BUILD)) tests/softroce/bench.sh
 # The end-to-end tests and the demo run the patched QEMU (built once, cached
-# outside the work tree: qemu-plugin/build.sh) nested in the bench VMs.
-WITH_QEMU := RDMAE_QEMU=$$(qemu-plugin/build.sh | tail -n 1) && export RDMAE_QEMU &&
+# outside the work tree: qemu-plugin/build.sh) nested in the bench VMs; qt_rdmae
+# runs there QEMU's migration-test built from the same tree (qtest.sh --build-only).
+WITH_QEMU := RDMAE_QEMU=$$(qemu-plugin/build.sh | tail -n 1) && export RDMAE_QEMU && \
+  RDMAE_QTEST=$$(qemu-plugin/qtest.sh --build-only | tail -n 1) && export RDMAE_QTEST &&
 
 softroce: deps-check all guest
 	$(WITH_QEMU) $(BENCH)

@@ -9,6 +9,12 @@
 #   qemu-plugin/qtest.sh PATH...    only the tests under these paths (g_test's
 #                                   -r; -p goes one level only), e.g. /x86_64/migration/multifd: the
 #                                   part that make check runs
+#   qemu-plugin/qtest.sh --build-only   build (or reuse) the test and print
+#                                   the path of the cached migration-test
+#                                   (bin/KEY/migration-test) on its last
+#                                   line; nothing runs. The soft-RoCE bench
+#                                   takes it into its VM (RDMAE_QTEST), where
+#                                   the rdmae: tests have an RDMA device.
 #
 # 1. Under build.sh's lock ($CACHE/lock): build.sh (RDMAE_QEMU_LOCK_HELD=1)
 #    gives the binary, bin/KEY/qemu-system-x86_64; ninja builds
@@ -45,6 +51,12 @@
 set -euo pipefail
 
 paths=()
+build_only=0
+if [[ ${1:-} == --build-only ]]; then
+  build_only=1
+  shift
+  [[ $# -eq 0 ]] || { echo "qemu-plugin/qtest.sh: --build-only takes no test paths" >&2; exit 2; }
+fi
 for p in "$@"; do
   [[ $p == /* ]] || { printf 'qemu-plugin/qtest.sh: %s is not a test path (/x86_64/migration/...)\n' "$p" >&2; exit 2; }
   paths+=(-r "$p")
@@ -102,6 +114,13 @@ else
     mv "$from/migration-test.tmp" "$from/migration-test"
     log "cached: $from/migration-test"
   fi
+fi
+
+if [[ $build_only == 1 ]]; then
+  # Only a cached test has a path that outlives this call.
+  [[ -n $from ]] || die "$build holds another build than $bin: run build.sh first, then --build-only"
+  echo "$from/migration-test"
+  exit 0
 fi
 
 # The run's own copies, taken under the lock: build.sh keeps only the four

@@ -21,7 +21,8 @@
 # <repo>/build), RDMAE_TESTS_DIR (default tests/softroce/tests), V=1
 # (verbose), TMPDIR, RDMAE_QEMU (the QEMU with the rdmae: channel, for the
 # tests with "# needs: qemu"; without it they get Debian's QEMU, and the rdmae:
-# ones fail).
+# ones fail), RDMAE_QTEST (QEMU's migration-test from the same tree,
+# qemu-plugin/qtest.sh --build-only, for qt_rdmae; without it qt_rdmae fails).
 #
 # Output ends with exactly one line "softroce: N passed, M failed"; the exit
 # status is non-zero when M > 0.

@@ -217,11 +217,18 @@ initramfs_fixed() { # sets FIXED_CPIO
 # channel), else Debian's, as /usr/local/bin/qemu-system-x86_64 with every
 # library ldd names and its TCG module if it has modules; the firmware a
 # -kernel guest needs in /usr/share/rdmae/qemu-fw (-L); the test guest, the
-# QMP client and the test helpers from build/guest and tests/guest; and
+# QMP client and the test helpers from build/guest and tests/guest; QEMU's
+# migration-test when $RDMAE_QTEST names it (qemu-plugin/qtest.sh
+# --build-only: built from the same tree as the patched QEMU); and
 # /etc/rdmae-qemu.env, which tells the tests what they got.
 INITRAMFS_QEMU_FW=(bios-256k.bin kvmvapic.bin linuxboot.bin linuxboot_dma.bin
   multiboot.bin multiboot_dma.bin pvh.bin)
 INITRAMFS_QEMU_FW_DIRS=(/usr/share/seabios /usr/share/qemu)
+# QEMU's migration-test ($RDMAE_QTEST, from qemu-plugin/qtest.sh
+# --build-only) starts q35 machines with their default devices: the VGA's
+# and the e1000e's ROMs besides the firmware above (qemu-plugin/qtest.sh).
+INITRAMFS_QTEST_FW=(vgabios-stdvga.bin efi-e1000e.rom)
+INITRAMFS_QTEST_FW_DIRS=(/usr/share/seabios /usr/share/qemu /usr/lib/ipxe/qemu)
 
 initramfs_qemu() { # stage
   local stage=$1 q patched=0 f d found ver moddir="" m
@@ -254,6 +261,23 @@ initramfs_qemu() { # stage
     done
     [[ -n $found ]] || die "QEMU firmware $f not in ${INITRAMFS_QEMU_FW_DIRS[*]} (packages seabios, qemu-system-data)"
   done
+  # QEMU's migration-test, for qt_rdmae: /usr/local/bin/migration-test with
+  # its libraries and the firmware its machines need. Without RDMAE_QTEST
+  # the env file says so and qt_rdmae fails.
+  local qtest=
+  if [[ -n ${RDMAE_QTEST:-} ]]; then
+    [[ -x $RDMAE_QTEST && -f $RDMAE_QTEST ]] || die "RDMAE_QTEST=$RDMAE_QTEST: not an executable file"
+    _copy_file "$stage" "$RDMAE_QTEST" /usr/local/bin/migration-test
+    _copy_libs "$stage" "$RDMAE_QTEST"
+    for f in "${INITRAMFS_QTEST_FW[@]}"; do
+      found=
+      for d in "${INITRAMFS_QTEST_FW_DIRS[@]}"; do
+        [[ -f $d/$f ]] && { _copy_file "$stage" "$d/$f" "/usr/share/rdmae/qemu-fw/$f"; found=1; break; }
+      done
+      [[ -n $found ]] || die "QEMU firmware $f not in ${INITRAMFS_QTEST_FW_DIRS[*]} (packages seabios, ipxe-qemu)"
+    done
+    qtest=/usr/local/bin/migration-test
+  fi
   for f in "$BUILD_DIR/guest/rdmae-guest.elf" "$BUILD_DIR/guest/rdmae-qmp"; do
     [[ -f $f ]] || die "$f missing: run 'make guest'"
   done
@@ -262,7 +286,6 @@ initramfs_qemu() { # stage
   _copy_libs "$stage" "$BUILD_DIR/guest/rdmae-qmp"
   _copy_file "$stage" "$REPO/tests/guest/qmig.sh" /usr/libexec/rdmae/qmig.sh
   mkdir -p "$stage/etc"
-  mkdir -p "$stage/etc"
   # Defaults only (:=): a test that sets one of these before sourcing
   # qmig.sh keeps its own.
   {
@@ -270,10 +293,12 @@ initramfs_qemu() { # stage
     echo ': "${QEMU_FW:=/usr/share/rdmae/qemu-fw}"'
     echo ': "${GUEST_ELF:=/usr/share/rdmae/rdmae-guest.elf}"'
     echo "RDMAE_QEMU_PATCHED=$patched"
+    echo "RDMAE_QTEST=$qtest"
     printf 'QEMU_VERSION=%q\n' "$ver"
     [[ -z $moddir ]] || echo "QEMU_MODULE_DIR=$moddir; export QEMU_MODULE_DIR"
   } >"$stage/etc/rdmae-qemu.env"
   RUN_QEMU="QEMU $ver from $q$([[ $patched == 1 ]] || echo ' (Debian'"'"'s: no rdmae: channel; set RDMAE_QEMU)')"
+  RUN_QEMU="$RUN_QEMU${qtest:+, migration-test from $RDMAE_QTEST}"
 }
 
 # The Linux test guest (tests/guest/linux), for tests with "# needs: linux":
