@@ -44,7 +44,6 @@ static bool faults_num(const char *s, size_t len, unsigned int lo, unsigned int 
 static int faults_item(const char *s, size_t len, struct rdmae_faults *f, struct rdmae_err *err)
 {
 	static const char hold[] = "recv_hold=";
-	const char *colon;
 
 	if (len == strlen("no_sync_ack") && !memcmp(s, "no_sync_ack", len)) {
 		f->no_sync_ack = true;
@@ -53,8 +52,8 @@ static int faults_item(const char *s, size_t len, struct rdmae_faults *f, struct
 	if (len > strlen(hold) && !memcmp(s, hold, strlen(hold))) {
 		const char *v = s + strlen(hold);
 		size_t vlen = len - strlen(hold);
+		const char *colon = memchr(v, ':', vlen);
 
-		colon = memchr(v, ':', vlen);
 		if (colon &&
 		    faults_num(v, (size_t)(colon - v), 1, FAULTS_LANE_MAX, &f->recv_hold_lane) &&
 		    faults_num(colon + 1, vlen - (size_t)(colon - v) - 1, 1, FAULTS_HOLD_MAX_MS,
@@ -68,13 +67,12 @@ int rdmae_faults_parse(const char *spec, struct rdmae_faults *f, struct rdmae_er
 {
 	struct rdmae_faults parsed = { 0 };
 	const char *s = spec;
-	int ret;
 
 	while (s && *s) {
 		const char *comma = strchr(s, ',');
 		size_t len = comma ? (size_t)(comma - s) : strlen(s);
+		int ret = faults_item(s, len, &parsed, err);
 
-		ret = faults_item(s, len, &parsed, err);
 		if (ret)
 			return ret;
 		s = comma ? comma + 1 : NULL;
