@@ -343,7 +343,6 @@ bool rdmae_caps_check(const bool *caps, Error **errp)
 
 typedef struct RdmaeBlockInfo {
     char *name;
-    RAMBlock *rb;
     void *host;
     uint64_t len;
     size_t page_size;
@@ -366,7 +365,6 @@ static RdmaeBlockInfo *list_blocks(size_t *n, Error **errp)
         RAMBLOCK_FOREACH_NOT_IGNORED(rb) {
             RdmaeBlockInfo bi = {
                 .name = g_strdup(rb->idstr),
-                .rb = rb,
                 .host = rb->host,
                 .len = rb->max_length,
                 .page_size = ps,
