@@ -407,6 +407,7 @@ int rdmae_conn_lane_stats(struct rdmae_conn *c, unsigned int lane, struct rdmae_
 	l = &c->lanes[lane];
 	rdmae_lane_lock(l);
 	*out = l->qp.st;
+	out->one_sided_done = l->pace.delivered;
 	rdmae_lane_unlock(l);
 	return 0;
 }

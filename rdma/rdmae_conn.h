@@ -233,6 +233,13 @@ struct rdmae_lane_stats {
 	uint64_t fences;		/* fences sent */
 	uint64_t reads;			/* RDMA READ WRs posted */
 	uint64_t read_bytes;
+	/*
+	 * WRITE and READ bytes whose completion has been reaped (the pacing's
+	 * count): write_bytes + read_bytes minus this is what is still in
+	 * flight. A caller that reports progress counts this, not the posts,
+	 * which can run a whole pacing budget ahead of the wire.
+	 */
+	uint64_t one_sided_done;
 };
 
 int rdmae_conn_lane_stats(struct rdmae_conn *c, unsigned int lane, struct rdmae_lane_stats *out);

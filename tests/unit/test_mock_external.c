@@ -526,6 +526,12 @@ static void test_external_migration(void **state)
 		assert_int_equal(ls0.fences, 1);
 		assert_true(ls1.writes > 0);
 		assert_int_equal(ls1.fences, 0);
+		/*
+		 * After the commit every WRITE has completed, and the count
+		 * QEMU reports progress from (one_sided_done) says so.
+		 */
+		assert_int_equal(ls1.one_sided_done, ls1.write_bytes);
+		assert_int_equal(ls0.one_sided_done, 0);
 	}
 	/* The switchover cost: positive, and growing with the final pass. */
 	c0 = rdmae_session_switchover_cost_ns(p.src, 0);

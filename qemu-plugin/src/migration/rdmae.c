@@ -1236,9 +1236,31 @@ static bool rdmae_save_is_active(void *opaque)
 }
 
 /*
+ * WRITE bytes posted on the multifd lanes whose completions have not come
+ * back. ram.c no longer counts their pages as dirty, and multifd counts
+ * them as transferred only once they complete (multifd-rdmae.c), so
+ * without this they would be nowhere in the switchover decision; up to a
+ * pacing budget per lane, which on a slow link is seconds.
+ */
+static uint64_t rdmae_inflight_bytes(RdmaeLink *l)
+{
+    uint64_t sum = 0;
+
+    for (unsigned int i = 1; i < l->lanes; i++) {
+        struct rdmae_lane_stats st;
+
+        if (rdmae_session_lane_stats(l->sess, i, &st) == 0 &&
+            st.write_bytes > st.one_sided_done) {
+            sum += st.write_bytes - st.one_sided_done;
+        }
+    }
+    return sum;
+}
+
+/*
  * The cost as pending bytes, at the bandwidth of QEMU's switchover
- * decision: pending < threshold_size then means "the dirty bytes and the
- * fixed costs together fit downtime-limit".
+ * decision: pending < threshold_size then means "the dirty bytes, what is
+ * still in flight and the fixed costs together fit downtime-limit".
  */
 static void rdmae_state_pending(void *opaque, uint64_t *must_precopy,
                                 uint64_t *can_postcopy)
@@ -1248,7 +1270,11 @@ static void rdmae_state_pending(void *opaque, uint64_t *must_precopy,
     uint64_t limit_ms = migrate_downtime_limit();
     uint64_t cost_ms;
 
-    if (!l || !limit_ms || !s->threshold_size) {
+    if (!l || !l->connected) {
+        return;
+    }
+    *must_precopy += rdmae_inflight_bytes(l);
+    if (!limit_ms || !s->threshold_size) {
         return;
     }
     cost_ms = rdmae_switchover_cost_ms(s, ram_bytes_remaining());
