@@ -448,11 +448,20 @@ static size_t build_runs(const struct args *a, struct rdmae_run *runs, uint64_t 
 	return n;
 }
 
+/*
+ * The server answers once it has registered its whole target: 19.5 s for
+ * 1 GiB on the bench when the machine is quiet, 31.5 s with a build beside
+ * it, which a 30 s wait turned into a failed test. A dead or stalled
+ * server is the keepalive's to find (t_keepalive_busy), so this only
+ * bounds a live server that never answers.
+ */
+#define HELLO_WAIT_MS 600000
+
 static int get_hello(struct rdmae_conn *c, struct write_hello *hello, struct rdmae_err *err)
 {
 	struct write_hello *h;
 	size_t len;
-	int ret = rdmae_recv(c, (void **)&h, &len, 30000, err);
+	int ret = rdmae_recv(c, (void **)&h, &len, HELLO_WAIT_MS, err);
 
 	if (ret)
 		return ret;
