@@ -39,7 +39,7 @@ build=$LV_CACHE/build
 prefix=$LV_CACHE/prefix
 MESON_ARGS=(
   --prefix="$prefix" --libdir=lib --buildtype=debugoptimized
-  -Dc_args="-ffile-prefix-map=$src/=libvirt/ -ffile-prefix-map=$build/=libvirt/"
+  -Dc_args="-ffile-prefix-map=$src=libvirt/src -ffile-prefix-map=$build=libvirt/build"
   -Ddocs=disabled -Dtests=disabled -Dexpensive_tests=disabled -Dnls=disabled
   -Dgit_werror=disabled -Drpath=enabled
   -Ddriver_qemu=enabled -Ddriver_remote=enabled -Ddriver_libvirtd=enabled
@@ -58,7 +58,7 @@ MESON_ARGS=(
   -Dapparmor=disabled -Dsecdriver_apparmor=disabled -Dapparmor_profiles=disabled
   -Dselinux=disabled -Dsecdriver_selinux=disabled -Dpolkit=disabled
   -Dfirewalld=disabled -Dfirewalld_zone=disabled -Dudev=disabled
-  -Dpciaccess=disabled -Dlibnl=disabled -Dnumactl=disabled -Dnumad=disabled
+  -Dpciaccess=disabled -Dlibnl=enabled -Dnumactl=disabled -Dnumad=disabled
   -Dcapng=disabled -Daudit=disabled -Dblkid=disabled -Dfuse=disabled
   -Dcurl=disabled -Dlibssh=disabled -Dlibssh2=disabled -Dsasl=disabled
   -Dglusterfs=disabled -Dlibiscsi=disabled -Dnetcf=disabled

@@ -18,6 +18,8 @@ PACKAGES=(
   # libtirpc for the remote driver and libvirtd's RPC, readline for virsh
   libglib2.0-dev libgnutls28-dev libxml2-dev libjson-c-dev libtirpc-dev
   libreadline-dev
+  # libnl: src/util/virnetdevbridge.c does not build without it (RTM_SETLINK)
+  libnl-3-dev libnl-route-3-dev
   pkg-config xz-utils patch
 )
 
