@@ -39,6 +39,8 @@ build=$LV_CACHE/build
 prefix=$LV_CACHE/prefix
 MESON_ARGS=(
   --prefix="$prefix" --libdir=lib --buildtype=debugoptimized
+  # libvirt puts its sockets and pid files in /run whatever the prefix
+  -Drunstatedir="$prefix/var/run"
   -Dc_args="-ffile-prefix-map=$src=libvirt/src -ffile-prefix-map=$build=libvirt/build"
   -Ddocs=disabled -Dtests=disabled -Dexpensive_tests=disabled -Dnls=disabled
   -Dgit_werror=disabled -Drpath=enabled

@@ -36,6 +36,16 @@ DOM=rdmae-smoke
 declare -A PORT=([src]=16531 [dst]=16532) HOSTUUID=(
   [src]=8a4f0c52-1111-4e6b-9a11-0c5a1d2e3f01 [dst]=8a4f0c52-2222-4e6b-9a11-0c5a1d2e3f02)
 pids=()
+# <memtune><hard_limit>: libvirt sets QEMU's RLIMIT_MEMLOCK to it, which
+# needs CAP_SYS_RESOURCE above the current hard limit. Guest RAM + 64 MiB
+# where that is possible; a container without CAP_SYS_RESOURCE gets its own
+# hard limit (nothing is pinned here: there is no RDMA device).
+HARD_LIMIT_KIB=$(( (128 + 64) * 1024 ))
+hl=$(ulimit -Hl)
+if [[ $hl != unlimited ]] && ! capsh --has-p=cap_sys_resource 2>/dev/null &&
+   ((hl < HARD_LIMIT_KIB)); then
+  HARD_LIMIT_KIB=$hl
+fi
 
 cleanup() {
   virsh_src destroy "$DOM" >/dev/null 2>&1
@@ -56,7 +66,7 @@ chmod 600 "$work/migration.key"
 mkdir -p "$LV/var"
 for side in src dst; do
   d=$work/$side
-  mkdir -p "$d/etc" "$d/var"
+  mkdir -p "$d/etc" "$d/var/run" "$d/var/lib" "$d/var/log" "$d/var/cache"
   cp -a "$LV/etc/libvirt/." "$d/etc/"
   cat >"$d/etc/libvirtd.conf" <<CONF
 listen_tls = 0
@@ -67,7 +77,9 @@ auth_tcp = "none"
 auth_unix_rw = "none"
 auth_unix_ro = "none"
 host_uuid = "${HOSTUUID[$side]}"
-log_outputs = "3:file:$d/libvirtd.log"
+log_level = 3
+log_filters = "1:qemu.qemu_monitor"
+log_outputs = "1:file:$d/libvirtd.log"
 CONF
   cat >"$d/etc/qemu.conf" <<CONF
 user = "root"
@@ -105,16 +117,14 @@ done
 echo "== the key: a private libvirt secret on both daemons, $SECRET_UUID (qemu.conf migrate_rdmae_secret_uuid)"
 
 echo "== host migration transports (virsh capabilities)"
-virsh_src capabilities | grep -A4 '<migration_features>' | grep uri_transport
-echo "== the capability probe (QEMU capabilities cache)"
-grep -ho "<flag name='migrate-rdma[e]*'/>" "$work"/src/var/cache/libvirt/qemu/capabilities/*.xml
+virsh_src capabilities | sed -n '/<uri_transports>/,/<\/uri_transports>/p' | grep '<uri_transport>'
 
 domxml() {  # domxml WITH_HARD_LIMIT
   cat <<XML
 <domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>$DOM</name>
   <memory unit='MiB'>128</memory>
-  $( [[ $1 = 1 ]] && echo "<memtune><hard_limit unit='MiB'>256</hard_limit></memtune>" )
+  $( [[ $1 = 1 ]] && echo "<memtune><hard_limit unit='KiB'>$HARD_LIMIT_KIB</hard_limit></memtune>" )
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
@@ -143,15 +153,20 @@ migrate() {
 
 echo "== 1. a domain without <memtune><hard_limit>"
 domxml 0 >"$work/dom.xml"
-run virsh_src define "$work/dom.xml" >/dev/null
+run virsh_src define "$work/dom.xml"
 run virsh_src start "$DOM"
+echo "== the capability probe (QEMU capabilities cache of each emulator)"
+for f in "$work"/src/var/cache/libvirt/qemu/capabilities/*.xml; do
+  echo "$(sed -n 's|.*<emulator>\(.*\)</emulator>.*|\1|p' "$f"): $(grep -o "migrate-rdmae*" "$f" | tr '\n' ' ')"
+done
 migrate
 run virsh_src domstate --reason "$DOM"
-run virsh_src destroy "$DOM" >/dev/null
+run virsh_src destroy "$DOM"
+run virsh_src undefine "$DOM"
 
-echo "== 2. with <memtune><hard_limit> 256 MiB"
+echo "== 2. with <memtune><hard_limit> $HARD_LIMIT_KIB KiB"
 domxml 1 >"$work/dom.xml"
-run virsh_src define "$work/dom.xml" >/dev/null
+run virsh_src define "$work/dom.xml"
 run virsh_src start "$DOM"
 sleep 2
 run virsh_src domstate --reason "$DOM"
@@ -160,6 +175,10 @@ echo "guest console: $(tr -d '\r' <"$work/guest.serial" | tail -1)"
 migrate
 run virsh_src domstate --reason "$DOM"
 run virsh_src domjobinfo --completed "$DOM"
-echo "== the destination's QEMU log (last lines)"
-tail -n 3 "$work"/dst/var/log/libvirt/qemu/"$DOM".log 2>/dev/null
+echo "== what libvirt asked of the destination's QEMU (QMP, from its log)"
+grep -o 'QEMU_MONITOR_SEND_MSG: mon=[^ ]* msg={"execute":"\(object-add\|migrate-set-capabilities\|migrate-set-parameters\|migrate-incoming\)".*' \
+  "$work/dst/libvirtd.log" | sed 's/^[^{]*//; s/"data":"[^"]*"/"data":"..."/; s/"iv":"[^"]*"/"iv":"..."/' |
+  sed 's/{"capability":"\([a-z-]*\)","state":true}/\1/g; s/{"capability":"[a-z-]*","state":false},\{0,1\}//g' |
+  sed 's/,\]/]/; s/,"id":"libvirt-[0-9]*"//; s/ fd=-1$//'
+echo "(capabilities: only those turned on are listed)"
 echo "== done"
