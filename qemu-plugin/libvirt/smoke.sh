@@ -14,7 +14,9 @@
 #     our QEMU as its emulator, domstate --reason, domjobinfo;
 #   - virsh migrate --live over rdmae:// without <memtune><hard_limit>:
 #     refused by libvirt (memlock); with it: refused by rdmae itself (this
-#     host has no RDMA device), and the source domain runs on.
+#     host has no RDMA device), and the source domain runs on; the QMP
+#     commands libvirt sent the destination's QEMU (multifd on, return-path
+#     off, the key's secret object, rdmae-secret, rdmae:[::]:PORT).
 #
 #   qemu-plugin/libvirt/smoke.sh         (prints each command and its output)
 #   SMOKE_KEEP=1 keeps the work directory (logs, configuration).
@@ -148,7 +150,7 @@ XML
 
 migrate() {
   run "$LV/bin/virsh" -c "qemu+tcp://127.0.0.1:${PORT[src]}/system" migrate --live --verbose "$DOM" \
-    "qemu+tcp://127.0.0.1:${PORT[dst]}/system" --migrateuri rdmae://127.0.0.1:4999
+    "qemu+tcp://127.0.0.1:${PORT[dst]}/system" --migrateuri rdmae://127.0.0.1:4999 "$@"
 }
 
 echo "== 1. a domain without <memtune><hard_limit>"
@@ -172,7 +174,9 @@ sleep 2
 run virsh_src domstate --reason "$DOM"
 run virsh_src domjobinfo "$DOM"
 echo "guest console: $(tr -d '\r' <"$work/guest.serial" | tail -1)"
-migrate
+# No --parallel: the rdmae:// URI implies it, and sets multifd-channels on
+# both sides.
+migrate --parallel-connections 3
 run virsh_src domstate --reason "$DOM"
 run virsh_src domjobinfo --completed "$DOM"
 echo "== what libvirt asked of the destination's QEMU (QMP, from its log)"
