@@ -28,16 +28,11 @@ LG_BLOCKS=${LG_BLOCKS:-256}
 LG_BAD_KLOG='soft lockup|hung_task|blocked for more than|virtio.*(error|fail)|I/O error|blk_update_request|clocksource.*(watchdog|unstable)|Marking clocksource|timekeeping watchdog'
 
 # The guest's part of qm_start: kernel, initramfs, command line, memory.
-# mitigations=off: the guest boots nested under two levels of TCG, where the
-# speculation mitigations (retpolines, return thunks, RSB filling) cost real
-# time and protect nothing in a test guest; measured on the bench, /init
-# came 42 s sooner (123 s of guest time against 165 s). Migration does not
-# see the difference: it moves RAM and device state, not CPU mitigations.
 lg_guest() {
   GUEST_KERNEL=$LINUX_KERNEL
   GUEST_INITRD=$LINUX_INITRD
   GUEST_MEM=${LG_GUEST_MEM:-256}
-  GUEST_APPEND="console=ttyS0 quiet panic=-1 mitigations=off lguest.ip=$LG_IP/24 lguest.mem=$LG_MEM_MIB lguest.hot=$LG_HOT_KIB lguest.blocks=$LG_BLOCKS lguest.port=$LG_PORT"
+  GUEST_APPEND="console=ttyS0 quiet panic=-1 lguest.ip=$LG_IP/24 lguest.mem=$LG_MEM_MIB lguest.hot=$LG_HOT_KIB lguest.blocks=$LG_BLOCKS lguest.port=$LG_PORT"
   export GUEST_KERNEL GUEST_INITRD GUEST_MEM GUEST_APPEND
 }
 
