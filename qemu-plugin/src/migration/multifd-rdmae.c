@@ -36,6 +36,8 @@
 
 #define RDMAE_SYNC_ACK_MAGIC    0x52445341u     /* "RDSA" */
 #define RDMAE_SYNC_ACK_VERSION  1
+/* Under a quarter of a lane's 32 credits (RDMAE_LANE_CREDITS). */
+#define RDMAE_SYNC_SKIP_MAX     8
 
 /* Destination to source, on the lane, once per SYNC packet. */
 typedef struct QEMU_PACKED RdmaeSyncAck {
@@ -55,6 +57,7 @@ typedef struct MultiFDRdmae {
     uint64_t syncs;         /* SYNC packets sent or received */
     uint64_t reported;      /* source: WRITE bytes counted in mig_stats */
     uint64_t unfenced;      /* source: packets since the last awaited ack */
+    uint64_t unread;        /* source: SYNC acks skipped, not yet read */
 } MultiFDRdmae;
 
 static bool rdmae_lane(MultiFDRdmae *m, QIOChannel *ioc, Error **errp)
@@ -233,9 +236,12 @@ static int multifd_rdmae_send_sync(MultiFDSendParams *p, Error **errp)
      * search for dirty pages reaches the end of the block list once after
      * the final pages and once finding nothing); waiting for the second
      * acknowledgement was 45-74 ms of downtime on the bench
-     * (doc/performance.md).
+     * (doc/performance.md). The skips are bounded well below the lane's
+     * credits: an idle lane through many rounds must not leave the
+     * destination's acknowledgements waiting for credit.
      */
-    if (!m->unfenced) {
+    if (!m->unfenced && m->unread < RDMAE_SYNC_SKIP_MAX) {
+        m->unread++;
         trace_multifd_rdmae_send_sync_skip(p->id, m->syncs);
         return 0;
     }
@@ -258,6 +264,7 @@ static int multifd_rdmae_send_sync(MultiFDSendParams *p, Error **errp)
         }
     } while (seq < m->syncs);
     m->unfenced = 0;
+    m->unread = 0;
     /* Everything before the SYNC is placed: count it before QEMU reads it. */
     rdmae_account(m);
     trace_multifd_rdmae_send_sync(p->id, m->syncs,
