@@ -8,7 +8,8 @@
 #                 migration-test's multifd tests against that binary
 #   make check-long  make check, then make qemu-test (11 more minutes: the
 #                 whole default set would take a cold CI run past its
-#                 budget; doc/testing.md)
+#                 budget; doc/testing.md) and make check-libvirt (virsh
+#                 migrate over rdmae:// with the patched libvirt 11.3.0)
 #   make demo     the main job: a guest migrated over rdmae: on the bench
 #   make qemu     QEMU 10.0.2 with the rdmae: channel; prints the binary's path
 #   make qemu-test  QEMU's own tests/qtest/migration-test (its default set)
@@ -285,7 +286,7 @@ qemu:
 # from 26 to 37.5 minutes against CI's 40, so it is make check-long
 # (doc/testing.md, "QEMU's own migration tests").
 QTEST_CHECK_PATHS := /x86_64/migration/multifd
-.PHONY: qemu-test qemu-test-multifd check-long
+.PHONY: qemu-test qemu-test-multifd check-long check-libvirt
 qemu-test: deps-check
 	qemu-plugin/qtest.sh
 qemu-test-multifd: deps-check
@@ -293,3 +294,12 @@ qemu-test-multifd: deps-check
 check-long: deps-check
 	$(MAKE) check
 	$(MAKE) qemu-test
+	$(MAKE) check-libvirt
+
+# virsh migrate over rdmae:// in the bench VMs (tests/softroce/tests/l_*.sh),
+# with libvirt 11.3.0 patched and built once, cached outside the work tree
+# (qemu-plugin/libvirt/build.sh: 4 to 8 minutes cold, a second warm).
+check-libvirt: deps-check all guest
+	@qemu-plugin/libvirt/deps.sh check || qemu-plugin/libvirt/deps.sh install
+	$(WITH_QEMU) RDMAE_LIBVIRT=$$(qemu-plugin/libvirt/build.sh | tail -n 1) && export RDMAE_LIBVIRT && \
+	  $(BENCH) l_virsh_migrate

@@ -2,8 +2,9 @@
 # rdmae soft-RoCE bench: runs test scripts inside QEMU (TCG) VMs whose Debian
 # kernel has rdma_rxe. See doc/testing.md.
 #
-#   bench.sh                 every test but "demo" and the perf_*, scale_* and
-#                            downtime_* benchmarks
+#   bench.sh                 every test but "demo", the perf_*, scale_* and
+#                            downtime_* benchmarks and the l_* (libvirt) tests
+#                            (make check-libvirt runs those)
 #   bench.sh NAME...         only these tests (tests/softroce/tests/NAME.sh)
 #   bench.sh --demo          the test named "demo" (a QEMU guest over rdmae: and tcp:)
 #   bench.sh --demo-synthetic  the test named "demo_synthetic" (the engine's own guest)
@@ -12,7 +13,8 @@
 # A test is a file NAME.sh of the tests folder whose first lines say
 # "# topology: one|two", "# timeout: SECONDS" and optionally "# needs: qemu"
 # (the nested QEMU and the bare-metal test guest) or "# needs: qemu,linux"
-# (also the Linux test guest: tests/guest/linux), and "# mem: MIB" for VMs
+# (also the Linux test guest: tests/guest/linux) or "# needs: qemu,libvirt"
+# (also libvirt, from RDMAE_LIBVIRT), and "# mem: MIB" for VMs
 # of more memory than the topology's default (each VM of the boot gets the
 # largest any of its tests asks for). Sourced helper libraries
 # go in the folder's lib/ (they reach the VMs as /tests/lib/*.sh) and are
@@ -22,7 +24,8 @@
 # (verbose), TMPDIR, RDMAE_QEMU (the QEMU with the rdmae: channel, for the
 # tests with "# needs: qemu"; without it they get Debian's QEMU, and the rdmae:
 # ones fail), RDMAE_QTEST (QEMU's migration-test from the same tree,
-# qemu-plugin/qtest.sh --build-only, for qt_rdmae; without it qt_rdmae fails).
+# qemu-plugin/qtest.sh --build-only, for qt_rdmae; without it qt_rdmae fails),
+# RDMAE_LIBVIRT (qemu-plugin/libvirt/build.sh's prefix, for the l_* tests).
 #
 # Output ends with exactly one line "softroce: N passed, M failed"; the exit
 # status is non-zero when M > 0.
@@ -38,6 +41,7 @@ KEEP=0
 DEMO=0
 NEED_QEMU=0   # a selected test runs QEMU inside the VMs ("# needs: qemu")
 NEED_LINUX=0  # ... with the Linux test guest ("# needs: qemu,linux")
+NEED_LIBVIRT=0  # ... under libvirt ("# needs: qemu,libvirt")
 
 # VM sizes
 MEM_ONE=3072 SMP_ONE=2
@@ -371,7 +375,7 @@ main() {
     names=(demo_synthetic)
   elif [[ ${#names[@]} -eq 0 ]]; then
     for t in "${ALL_TESTS[@]}"; do
-      [[ $t == demo || $t == demo_* || $t == perf_* || $t == scale_* || $t == downtime_* ]] || names+=("$t")
+      [[ $t == demo || $t == demo_* || $t == perf_* || $t == scale_* || $t == downtime_* || $t == l_* ]] || names+=("$t")
     done
   fi
   for t in "${names[@]}"; do
@@ -379,6 +383,7 @@ main() {
     [[ " ${SELECTED[*]} " == *" $t "* ]] || SELECTED+=("$t")
     case ,${T_NEEDS[$t]}, in *,qemu,*) NEED_QEMU=1 ;; esac
     case ,${T_NEEDS[$t]}, in *,linux,*) NEED_QEMU=1 NEED_LINUX=1 ;; esac
+    case ,${T_NEEDS[$t]}, in *,libvirt,*) NEED_QEMU=1 NEED_LIBVIRT=1 ;; esac
   done
 
   for t in qemu-system-x86_64 socat flock timeout cpio gzip ldd ss apt-cache apt-get dpkg-deb; do

@@ -209,7 +209,7 @@ static int multifd_rdmae_send_prepare(MultiFDSendParams *p, Error **errp)
 static int multifd_rdmae_send_sync(MultiFDSendParams *p, Error **errp)
 {
     MultiFDRdmae *m = p->compress_data;
-    int64_t t0 = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    int64_t t0 = qemu_clock_get_us(QEMU_CLOCK_REALTIME), wait_us;
     RdmaeSyncAck ack;
     uint64_t seq;
 
@@ -267,8 +267,13 @@ static int multifd_rdmae_send_sync(MultiFDSendParams *p, Error **errp)
     m->unread = 0;
     /* Everything before the SYNC is placed: count it before QEMU reads it. */
     rdmae_account(m);
-    trace_multifd_rdmae_send_sync(p->id, m->syncs,
-                                  qemu_clock_get_us(QEMU_CLOCK_REALTIME) - t0);
+    wait_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME) - t0;
+    /*
+     * The switchover waits for one of these and for the commit's round
+     * trip: the cost model counts them at what they really take here.
+     */
+    rdmae_session_note_round_trip(m->lane.sess, wait_us * 1000);
+    trace_multifd_rdmae_send_sync(p->id, m->syncs, wait_us);
     return 0;
 }
 

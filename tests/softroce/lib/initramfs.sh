@@ -361,6 +361,44 @@ initramfs_linux() { # stage
   RUN_QEMU="$RUN_QEMU, Linux guest $KVER (${kernel##*/})"
 }
 
+# libvirt (qemu-plugin/libvirt/build.sh), for tests with "# needs: libvirt":
+# libvirtd, virsh, the QEMU and secret drivers, libvirt_iohelper and the CPU
+# map, at the prefix's own path ($RDMAE_LIBVIRT: libvirt compiles its
+# paths in and finds its libraries by rpath), debug info stripped (71 MB
+# installed, most of it debug info and locales); /etc/passwd and /etc/group
+# with root (the VMs have none, and qemu.conf's user = "root" is looked
+# up); and /etc/rdmae-libvirt.env.
+initramfs_libvirt() { # stage
+  local stage=$1 lv=${RDMAE_LIBVIRT:-} f rel files=()
+  [[ -n $lv ]] || die "a selected test needs libvirt: set RDMAE_LIBVIRT to qemu-plugin/libvirt/build.sh's prefix (make check-libvirt does)"
+  [[ -x $lv/sbin/libvirtd && -x $lv/bin/virsh ]] || die "RDMAE_LIBVIRT=$lv: no sbin/libvirtd or bin/virsh there"
+  for f in "$lv"/sbin/libvirtd "$lv"/bin/virsh "$lv"/libexec/libvirt_iohelper \
+    "$lv"/lib/libvirt.so.0* "$lv"/lib/libvirt-qemu.so.0* \
+    "$lv"/lib/libvirt/connection-driver/libvirt_driver_qemu.so \
+    "$lv"/lib/libvirt/connection-driver/libvirt_driver_secret.so; do
+    [[ -f $f && ! -L $f ]] || continue
+    _copy_file "$stage" "$f" "$f"
+    strip --strip-debug "$stage$f"
+    files+=("$f")
+  done
+  # The sonames before ldd's walk, which would copy them unstripped.
+  for f in "$lv"/lib/libvirt.so.0 "$lv"/lib/libvirt-qemu.so.0; do
+    [[ -L $f ]] && cp -P "$f" "$stage$f"
+  done
+  for f in "${files[@]}"; do _copy_libs "$stage" "$f"; done
+  for rel in share/libvirt/cpu_map etc/libvirt; do
+    [[ -d $lv/$rel ]] || die "RDMAE_LIBVIRT=$lv: no $rel"
+    mkdir -p "$stage$lv/$rel"
+    cp -a "$lv/$rel/." "$stage$lv/$rel/"
+  done
+  mkdir -p "$stage/etc" "$stage$lv/var/run" "$stage$lv/var/lib" "$stage$lv/var/log" "$stage$lv/var/cache"
+  echo 'root:x:0:0:root:/root:/bin/sh' >"$stage/etc/passwd"
+  echo 'root:x:0:' >"$stage/etc/group"
+  printf 'LV=%q\nLIBVIRT_VERSION=%q\n' "$lv" "$("$lv/bin/virsh" --version)" >"$stage/etc/rdmae-libvirt.env"
+  _copy_file "$stage" "$REPO/tests/guest/lvirt.sh" /usr/libexec/rdmae/lvirt.sh
+  RUN_QEMU="$RUN_QEMU, libvirt $("$lv/bin/virsh" --version) from $lv"
+}
+
 # Per-run part: project binaries (build/san/verbs/*, build/rel/rdmae-perf) in
 # /usr/local/bin with their libraries, and every test script in /tests.
 initramfs_run() { # out
@@ -382,6 +420,7 @@ initramfs_run() { # out
   RUN_QEMU=
   [[ ${NEED_QEMU:-0} != 1 ]] || initramfs_qemu "$stage"
   [[ ${NEED_LINUX:-0} != 1 ]] || initramfs_linux "$stage"
+  [[ ${NEED_LIBVIRT:-0} != 1 ]] || initramfs_libvirt "$stage"
   _cpio_gz "$stage" "$out"
   RUN_BINARIES=$n
   rm -rf "$stage"
