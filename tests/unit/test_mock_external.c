@@ -850,31 +850,11 @@ static void test_external_refusals(void **state)
 	assert_non_null(strstr(err.msg, "not marked stopped"));
 	/* The device state grows the switchover cost. */
 	{
-		uint64_t c0 = rdmae_session_switchover_cost_ns(p.src, 1u << 20), c1, c2;
+		uint64_t c0 = rdmae_session_switchover_cost_ns(p.src, 1u << 20);
 
 		p.src->o.expected_state_bytes = 256u << 20;
 		assert_true(rdmae_session_switchover_cost_ns(p.src, 1u << 20) > c0);
 		assert_true(c0 > 0);
-		/*
-		 * The caller's round trips: three of the shortest of the last
-		 * eight; a destination's, a zero and a NULL session are ignored.
-		 */
-		p.src->o.expected_state_bytes = 0;
-		c0 = rdmae_session_switchover_cost_ns(p.src, 0);
-		rdmae_session_note_round_trip(p.src, 50 * NSEC_PER_MSEC);
-		rdmae_session_note_round_trip(p.src, 0);
-		rdmae_session_note_round_trip(p.dst, NSEC_PER_MSEC);
-		rdmae_session_note_round_trip(NULL, NSEC_PER_MSEC);
-		c1 = rdmae_session_switchover_cost_ns(p.src, 0);
-		assert_true(c1 >= 150 * NSEC_PER_MSEC);
-		assert_true(c1 - 150 * NSEC_PER_MSEC <= c0);
-		rdmae_session_note_round_trip(p.src, 20 * NSEC_PER_MSEC);
-		c2 = rdmae_session_switchover_cost_ns(p.src, 0);
-		assert_true(c2 >= 60 * NSEC_PER_MSEC && c2 < c1);
-		/* Eight longer ones push the 20 ms one out. */
-		for (int i = 0; i < 8; i++)
-			rdmae_session_note_round_trip(p.src, 40 * NSEC_PER_MSEC);
-		assert_true(rdmae_session_switchover_cost_ns(p.src, 0) >= 120 * NSEC_PER_MSEC);
 	}
 	assert_true(rdmae_session_cancel(p.src, "test over"));
 	assert_int_equal(pthread_join(d.th, NULL), 0);
