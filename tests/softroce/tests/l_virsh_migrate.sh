@@ -173,9 +173,14 @@ qm_send "$P_MIGRATED" migrated
 msg=$(qm_recv "$P_VERIFIED" 1200)
 [ "$msg" = verified ] || qm_die "the dst VM says: $msg"
 QM_ON_DIE="lv_diag; qm_send $P_END 'failed: see the src VM' 60"
-# Both figures from the destination's side, where libvirt's total downtime
-# runs from the source's stop to the resume at the end of Finish.
-rdmae_line="rdmae://    elapsed $(lv_num "$(lv_field "$in_ji" 'Time elapsed')") ms, total downtime $(lv_num "$(lv_field "$in_ji" 'Total downtime')") ms (QEMU's $(lv_num "$(lv_field "$done_ji" 'Downtime w/o network')") ms), memory processed $(lv_field "$in_ji" 'Memory processed')"
+# Both moves' figures from the destination's side.
+jline() { # DOMJOBINFO: elapsed, libvirt's total downtime (the source's stop to
+  # the resume at the end of Finish), QEMU's own where libvirt has it
+  local q
+  q=$(lv_field "$1" 'Downtime w/o network')
+  echo "elapsed $(lv_num "$(lv_field "$1" 'Time elapsed')") ms, total downtime $(lv_num "$(lv_field "$1" 'Total downtime')") ms${q:+ (QEMU's $(lv_num "$q") ms)}, memory processed $(lv_field "$1" 'Memory processed')"
+}
+rdmae_line="rdmae://    $(jline "$in_ji")"
 
 # ---- 4. the reference: back with libvirt's own migration ----
 rm -f back.rc
@@ -187,7 +192,7 @@ echo "$back_ji" | sed 's/^/    /'
 lv_verify_here
 qm_say "same run, same domain and link (the destination's domjobinfo --completed):"
 qm_say "  $rdmae_line"
-qm_say "  tcp (back)  elapsed $(lv_num "$(lv_field "$back_ji" 'Time elapsed')") ms, total downtime $(lv_num "$(lv_field "$back_ji" 'Total downtime')") ms, memory processed $(lv_field "$back_ji" 'Memory processed')"
+qm_say "  tcp (back)  $(jline "$back_ji")"
 qm_send "$P_END" end
 lv_virsh destroy "$DOM" >/dev/null 2>&1 || true
 lv_virsh undefine "$DOM" >/dev/null 2>&1 || true
