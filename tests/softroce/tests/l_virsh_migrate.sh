@@ -113,7 +113,8 @@ while :; do
   sleep 0.5
 done
 qm_say "2. under way: Memory processed $(lv_field "$ji" 'Memory processed'), Memory remaining $(lv_field "$ji" 'Memory remaining'); virsh domjobabort"
-# libvirt's domjobabort returns once QEMU says cancelled.
+# domjobabort returns once QEMU has taken migrate_cancel (libvirt does not
+# wait for the cancelled state); virsh migrate ends after it.
 timeout -s KILL 300 "$LV/bin/virsh" -c "qemu+tcp://$SELF/system" domjobabort "$DOM" >jobabort.out 2>&1 ||
   lv_stuck "virsh domjobabort failed or still waits after 300 s: $(cat jobabort.out)"
 t=0
@@ -124,7 +125,9 @@ done
 # Not a bare wait: libvirtd is this shell's child too.
 wait "$mig"
 [ "$(cat abort.rc)" != 0 ] || qm_die "virsh migrate succeeded after domjobabort: $(cat abort.out)"
-qm_say "2. virsh migrate says: $(tr '\r' '\n' <abort.out | grep 'error:' | tail -1)"
+err=$(tr '\r' '\n' <abort.out | grep 'error:' | tail -1)
+qm_say "2. virsh migrate says: $err"
+echo "$err" | grep -qi 'cancel' || qm_die "virsh migrate's error does not say it was cancelled: $err"
 src_runs_on "domjobabort"
 dst_has_no_domain "domjobabort"
 
