@@ -299,7 +299,7 @@ check-long: deps-check
 # virsh migrate over rdmae:// in the bench VMs (tests/softroce/tests/l_*.sh),
 # with libvirt 11.3.0 patched and built once, cached outside the work tree
 # (qemu-plugin/libvirt/build.sh: 4 to 8 minutes cold, a second warm).
+# build.sh installs libvirt's own build dependencies (its deps.sh).
 check-libvirt: deps-check all guest
-	@qemu-plugin/libvirt/deps.sh check || qemu-plugin/libvirt/deps.sh install
 	$(WITH_QEMU) RDMAE_LIBVIRT=$$(qemu-plugin/libvirt/build.sh | tail -n 1) && export RDMAE_LIBVIRT && \
 	  $(BENCH) l_virsh_migrate

@@ -76,6 +76,11 @@ dst_has_no_domain() {
     qm_die "dst: domain $DOM still exists after $1: $(lv_virsh_peer list --all)"
   fi
 }
+# moving DOMJOBINFO: a migration job that has moved guest memory
+moving() {
+  [ "$(lv_field "$1" 'Job type')" = Unbounded ] &&
+    [ "$(lv_kib "$(lv_field "$1" 'Memory processed')")" -gt 0 ]
+}
 migrate_rdmae() {
   lv_virsh migrate --live --verbose "$DOM" "$DST_URI" \
     --migrateuri "rdmae://$PEER:$PORT" --listen-address "$PEER" --parallel-connections 3 "$@"
@@ -105,8 +110,7 @@ t=0
 while :; do
   [ ! -f abort.rc ] || qm_die "the migration ended before the test could abort it: $(cat abort.out)"
   ji=$(lv_virsh domjobinfo "$DOM" 2>&1 || true)
-  if [ "$(lv_field "$ji" 'Job type')" = Unbounded ] &&
-     [ "$(lv_kib "$(lv_field "$ji" 'Memory processed')")" -gt 0 ]; then
+  if moving "$ji"; then
     break
   fi
   t=$((t + 1)); [ $t -le 900 ] || qm_die "no migration data moved within 900 s: $ji"
@@ -137,8 +141,7 @@ rm -f mig.rc during.txt
 mig=$!
 while [ ! -f mig.rc ]; do
   ji=$(lv_virsh domjobinfo "$DOM" 2>/dev/null || true)
-  if [ "$(lv_field "$ji" 'Job type')" = Unbounded ] &&
-     [ "$(lv_kib "$(lv_field "$ji" 'Memory processed')")" -gt 0 ]; then
+  if moving "$ji"; then
     echo "$ji" >during.txt
   fi
   sleep 1
