@@ -17,7 +17,7 @@ static int faults_bad(const char *item, size_t len, struct rdmae_err *err)
 {
 	return rdmae_err_set(err, -EINVAL,
 			     "RDMAE_TEST_FAULTS: '%.*s' is not a fault (recv_hold=LANE:MS with "
-			     "LANE 1..%u and MS 1..%u, no_sync_ack)",
+			     "LANE 1..%u and MS 1..%u, no_sync_ack, recheck)",
 			     (int)len, item, FAULTS_LANE_MAX, FAULTS_HOLD_MAX_MS);
 }
 
@@ -47,6 +47,10 @@ static int faults_item(const char *s, size_t len, struct rdmae_faults *f, struct
 
 	if (len == strlen("no_sync_ack") && !memcmp(s, "no_sync_ack", len)) {
 		f->no_sync_ack = true;
+		return 0;
+	}
+	if (len == strlen("recheck") && !memcmp(s, "recheck", len)) {
+		f->recheck = true;
 		return 0;
 	}
 	if (len > strlen(hold) && !memcmp(s, hold, strlen(hold))) {

@@ -12,6 +12,12 @@
  *                       of the external data path (QEMU multifd) does not
  *                       wait for the per-lane sync acknowledgements (it
  *                       reads them all just before COMPLETE)
+ *   recheck             for the engine: at the commit of the external data
+ *                       path, each side also hashes every page it kept a
+ *                       sum for from memory, and logs (stderr) the pages
+ *                       whose memory no longer matches the sum sent or
+ *                       placed: a source page changed after its last send,
+ *                       or a destination page changed after it was placed
  *
  * Several are separated by commas.
  */
@@ -26,6 +32,7 @@ struct rdmae_faults {
 	unsigned int recv_hold_lane;
 	unsigned int recv_hold_ms;	/* 0: no hold */
 	bool no_sync_ack;
+	bool recheck;
 };
 
 /*

@@ -394,5 +394,11 @@ out:
 
 bool rdmae_conn_test_fault(const struct rdmae_conn *c, const char *name)
 {
-	return c && name && !strcmp(name, "no_sync_ack") && c->faults.no_sync_ack;
+	if (!c || !name)
+		return false;
+	if (!strcmp(name, "no_sync_ack"))
+		return c->faults.no_sync_ack;
+	if (!strcmp(name, "recheck"))
+		return c->faults.recheck;
+	return false;
 }
