@@ -21,23 +21,21 @@
 /* ---- complete (source) ---- */
 
 /*
- * Block sums from the page sums kept through the rounds. Only pages that
- * never had a current sum (not sent in any round: normally none, since the
- * first round covers all of memory) are hashed from memory now. In the
- * external data path nothing is: the sums are what the caller's threads
- * stored (rdmae_session_page_sum), and a page never named keeps the
- * "never sent" sentinel on both sides, so that it is not compared.
+ * Tests only (RDMAE_TEST_FAULTS=recheck): does memory still hold what the
+ * kept sums say? The commit compares sums, not memory, so a page the source
+ * changed after its last send without sending it again (a dirty log that
+ * missed a write), or a destination page overwritten after it was placed
+ * and summed, passes the verification. This finds them: every differing
+ * page is logged (the first 32, on stderr, which QEMU keeps in its log),
+ * the first is named in why, and the side's commit fails with -EIO.
  */
-/*
- * Tests only (RDMAE_TEST_FAULTS=recheck): whether memory still holds what
- * the kept sums say. The commit compares sums, not memory, so a page the
- * source changed after its last send without sending it again, or a
- * destination page overwritten after it was placed and summed, passes the
- * verification; this names them, in the process's log.
- */
-static void sess_recheck(struct rdmae_session *s)
+int sess_recheck(struct rdmae_session *s, size_t *blk, uint64_t *page, char *why,
+		 size_t whylen)
 {
 	const char *side = s->role == RDMAE_SOURCE ? "source" : "destination";
+	const char *what = s->role == RDMAE_SOURCE ?
+		"changed after its last send without being sent again" :
+		"changed after it was placed";
 	uint64_t bad = 0, kept = 0;
 	size_t i;
 
@@ -56,7 +54,16 @@ static void sess_recheck(struct rdmae_session *s)
 					     b->b.page_size);
 			if (got == RDMAE_PAGESUM_UNSENT)
 				got = 1;
-			if (got != want && bad++ < 32)
+			if (got == want)
+				continue;
+			if (!bad) {
+				*blk = i;
+				*page = p;
+				snprintf(why, whylen, "recheck: %s: block '%s': page %" PRIu64
+					 " (offset %#" PRIx64 ") %s", side, b->b.name, p,
+					 p * b->b.page_size, what);
+			}
+			if (bad++ < 32)
 				fprintf(stderr, "rdmae recheck: %s: block '%s' page %" PRIu64
 					" (offset %#" PRIx64 "): kept sum %016" PRIx64
 					", memory now %016" PRIx64 "\n", side, b->b.name, p,
@@ -65,8 +72,17 @@ static void sess_recheck(struct rdmae_session *s)
 	}
 	fprintf(stderr, "rdmae recheck: %s: %" PRIu64 " of %" PRIu64
 		" summed pages differ from their kept sums\n", side, bad, kept);
+	return bad ? -EIO : 0;
 }
 
+/*
+ * Block sums from the page sums kept through the rounds. Only pages that
+ * never had a current sum (not sent in any round: normally none, since the
+ * first round covers all of memory) are hashed from memory now. In the
+ * external data path nothing is: the sums are what the caller's threads
+ * stored (rdmae_session_page_sum), and a page never named keeps the
+ * "never sent" sentinel on both sides, so that it is not compared.
+ */
 int sess_block_sums(struct rdmae_session *s, uint64_t *sums, struct rdmae_err *err)
 {
 	uint64_t t0 = rdmae_now_ns();
@@ -86,8 +102,6 @@ int sess_block_sums(struct rdmae_session *s, uint64_t *sums, struct rdmae_err *e
 		bytes += n * b->b.page_size + b->npages * sizeof(uint64_t);
 	}
 	sess_account_hash(s, t0, true, bytes);
-	if (!rc && s->external && s->sums && rdmae_conn_test_fault(s->conn, "recheck"))
-		sess_recheck(s);
 	return rc;
 }
 
@@ -281,6 +295,19 @@ int rdmae_session_complete(struct rdmae_session *s, struct rdmae_err *err)
 				   "(rdmae_session_mark_stopped before the final pass)");
 		sess_leave(s);
 		return rc;
+	}
+	/* Tests only: before COMPLETE leaves, so that a failure leaves the source free to resume. */
+	if (s->external && s->sums && rdmae_conn_test_fault(s->conn, "recheck")) {
+		char why[RDMAE_ERR_LEN];
+		uint64_t page;
+		size_t blk;
+
+		if (sess_recheck(s, &blk, &page, why, sizeof(why))) {
+			rdmae_err_set(e, -EIO, "complete: %s", why);
+			rc = sess_fail(s, -EIO, e);
+			sess_leave(s);
+			return rc;
+		}
 	}
 	/* Lane 0 is ours alone from here: no writer still waits there for DESCS. */
 	if (s->external)

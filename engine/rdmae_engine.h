@@ -368,13 +368,25 @@ int rdmae_session_page_zero(struct rdmae_session *s, size_t block, uint64_t page
  *   round trips: the final per-lane sync ack, COMPLETE -> COMMIT_OK and
  *       the revoke before it: 3 x RTT (RTT: the last COMPLETE -> COMMIT_OK
  *       measured, else the engine rounds' shortest fence-to-ack wait, else
- *       the connection's measured WRITE latency, else 1 ms);
+ *       the shortest of the caller's last 8 round trips
+ *       (rdmae_session_note_round_trip), else the connection's measured
+ *       WRITE latency, else 1 ms);
  *   the device state: expected_state_bytes at the measured WRITE rate
  *       (else 1 GiB/s).
  * Without verification the hashing terms are 0. 0 before pre-flight, on
  * the destination and for NULL; never 0 after pre-flight. Thread safe.
  */
 uint64_t rdmae_session_switchover_cost_ns(struct rdmae_session *s, uint64_t final_bytes);
+
+/*
+ * Source, external data path: a round trip the caller timed through both
+ * processes, in ns: a message on a lane and the destination's answer to it
+ * (QEMU: a multifd SYNC and its acknowledgement). The switchover's cost
+ * counts its round trips at the shortest of the last 8, until the engine
+ * has timed one of its own. Ignored for NULL, 0, a destination or the
+ * engine's data path. Thread safe; takes the session's lock briefly.
+ */
+void rdmae_session_note_round_trip(struct rdmae_session *s, uint64_t ns);
 int rdmae_session_lane_stats(struct rdmae_session *s, unsigned int lane,
 			     struct rdmae_lane_stats *out);
 

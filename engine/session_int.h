@@ -41,6 +41,7 @@
 #define ZERO_BATCH		RDMAE_PROTO_MAX_RUNS	/* zero runs per ZERO_RUNS message: the most allowed */
 _Static_assert(RUN_BATCH <= RDMAE_PROTO_MAX_RUNS, "a DATA_RUNS message describes one write batch");
 #define RECENT_ROUNDS		3		/* rounds the expected downtime is measured over */
+#define RECENT_RTTS		8		/* the caller's round trips the model takes the least of */
 
 /*
  * Registration in pieces (issue 18): a block is registered as consecutive
@@ -168,6 +169,8 @@ struct rdmae_session {
 	_Atomic uint64_t x_hash_bytes;
 	_Atomic uint64_t x_verify_ns;	/* the part after mark_stopped (in the downtime) */
 	_Atomic uint64_t x_bytes;	/* write_lane: bytes posted */
+	uint64_t x_rtt[RECENT_RTTS];	/* note_round_trip: the last ones, ns (under lock) */
+	unsigned int x_rtt_next;
 	_Atomic uint64_t x_pages;	/* page_sum calls */
 	_Atomic uint64_t x_zero_pages;	/* page_zero calls */
 
@@ -277,6 +280,13 @@ int sess_dst_advertise(struct rdmae_session *s, struct rdmae_err *err);
 
 /* One sum per block from the page sums kept (both sides compare these). */
 int sess_block_sums(struct rdmae_session *s, uint64_t *sums, struct rdmae_err *err);
+/*
+ * Tests only (RDMAE_TEST_FAULTS=recheck, external data path): every kept page
+ * sum against memory now; -EIO with the first differing page in blk, page
+ * and why, each one logged on stderr.
+ */
+int sess_recheck(struct rdmae_session *s, size_t *blk, uint64_t *page, char *why,
+		 size_t whylen);
 
 /* ---- external.c ---- */
 

@@ -12,12 +12,14 @@
  *                       of the external data path (QEMU multifd) does not
  *                       wait for the per-lane sync acknowledgements (it
  *                       reads them all just before COMPLETE)
- *   recheck             for the engine: at the commit of the external data
- *                       path, each side also hashes every page it kept a
- *                       sum for from memory, and logs (stderr) the pages
- *                       whose memory no longer matches the sum sent or
- *                       placed: a source page changed after its last send,
- *                       or a destination page changed after it was placed
+ *   recheck             for the engine (external data path): at the commit
+ *                       each side also hashes from memory every page it
+ *                       kept a sum for, logs (stderr) those that no longer
+ *                       match, and fails naming the first: a source page
+ *                       changed after its last send without being sent
+ *                       again (before COMPLETE, so the source may resume),
+ *                       a destination page changed after it was placed
+ *                       (COMMIT_FAIL). It only reads memory.
  *
  * Several are separated by commas.
  */

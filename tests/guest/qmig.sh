@@ -127,6 +127,22 @@ qm_trace_args() {
   esac
 }
 
+# qm_recheck NAME: when RDMAE_TEST_FAULTS names recheck (rdma/faults.h), the
+# engine's recheck in NAME.log must say that no page's memory differs from
+# the sum that side kept for it (source: no page changed after its last send
+# without being sent again; destination: none changed after it was placed).
+# Without the fault it checks nothing.
+qm_recheck() {
+  local l
+  case ",${RDMAE_TEST_FAULTS:-}," in *,recheck,*) ;; *) return 0 ;; esac
+  l=$(grep 'rdmae recheck: .* summed pages differ' "$1.log" 2>/dev/null | tail -1) || true
+  [ -n "$l" ] || qm_die "$1: no 'rdmae recheck' line in $1.log, though RDMAE_TEST_FAULTS=$RDMAE_TEST_FAULTS"
+  case $l in
+    *": 0 of "*) qm_say "$1: ${l#rdmae }" ;;
+    *) grep 'rdmae recheck' "$1.log" | head -8; qm_die "$1: ${l#rdmae }" ;;
+  esac
+}
+
 # qm_setup_phases NAME: one line with the setup trace events in NAME.log.
 qm_setup_phases() {
   local p
@@ -463,6 +479,7 @@ qm_e2e() {
     qm_say "dst: QEMU waits for the guest on $tr:$SELF:$port ($mode form)"
     qm_sync ready 900
     qm_dst_verify_ram "$(qm_xport 1)" "$tr, $GUEST_MEM MiB"
+    qm_recheck dst
     qm_qmp dst cont >/dev/null || qm_die "dst: cont failed"
     qm_verify_after_resume dst
     qm_ticking dst
@@ -495,6 +512,7 @@ qm_e2e() {
     hs=$(qm_pmem_hash src src.mem)
     QM_ON_DIE=
     qm_send "$(qm_xport 1)" "hash $hs"
+    qm_recheck src
     qm_check_figures src
     qm_setup_phases src
     eval "$(qm_figures src)"

@@ -19,6 +19,7 @@ static void test_none(void **state)
 	assert_int_equal(rdmae_faults_parse(NULL, &f, &e), 0);
 	assert_int_equal(f.recv_hold_ms, 0);
 	assert_false(f.no_sync_ack);
+	assert_false(f.recheck);
 	assert_int_equal(rdmae_faults_parse("", &f, &e), 0);
 	assert_int_equal(f.recv_hold_ms, 0);
 }
@@ -35,6 +36,10 @@ static void test_both(void **state)
 	assert_true(f.no_sync_ack);
 	assert_int_equal(rdmae_faults_parse("no_sync_ack", &f, &e), 0);
 	assert_int_equal(f.recv_hold_ms, 0);
+	assert_true(f.no_sync_ack);
+	assert_false(f.recheck);
+	assert_int_equal(rdmae_faults_parse("recheck,no_sync_ack", &f, &e), 0);
+	assert_true(f.recheck);
 	assert_true(f.no_sync_ack);
 }
 
@@ -64,6 +69,7 @@ static void test_refused(void **state)
 	refused("recv_hold=-1:30", "'recv_hold=-1:30'");
 	refused("no_sync_ack,,", "''");
 	refused("no_sync_acks", "'no_sync_acks'");
+	refused("recheck=1", "'recheck=1'");
 }
 
 int main(void)

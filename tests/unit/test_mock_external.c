@@ -51,6 +51,8 @@
 #define SKIPPED_PAGE	7u		/* block 0: never sent (free-page hinting) */
 #define CORRUPT_PAGE	13u		/* block 0: corrupted on the destination */
 #define EXTRA_PAGE	SKIPPED_PAGE	/* block 0: summed on the destination only */
+#define LOST_PAGE	5u		/* block 0: changed at the source after its last send */
+#define LATE_PAGE	10u		/* block 0: overwritten at the destination after placement */
 
 static uint8_t src0[BLK0_PAGES * PS] __attribute__((aligned(4096)));
 static uint8_t src1[BLK1_PAGES * PS] __attribute__((aligned(4096)));
@@ -231,7 +233,12 @@ struct packet {
 	uint8_t zero[PKT_MAX];
 };
 
-enum fault { F_NONE, F_CORRUPT, F_DEST_EXTRA };
+/*
+ * F_SRC_LOST: the source's page changes after its last send and is not
+ * sent again (a dirty log that missed the write); F_DST_LATE: a placed and
+ * summed destination page is overwritten before the commit.
+ */
+enum fault { F_NONE, F_CORRUPT, F_DEST_EXTRA, F_SRC_LOST, F_DST_LATE };
 
 struct lane_rx {
 	struct pair *p;
@@ -473,6 +480,10 @@ static void migrate(struct pair *p, enum fault fault, struct outcome *out)
 		assert_int_equal(pthread_join(rx[l].th, NULL), 0);
 		assert_int_equal(rx[l].rc, 0);
 	}
+	if (fault == F_SRC_LOST)
+		src0[LOST_PAGE * PS + 7] ^= 0x5a;
+	if (fault == F_DST_LATE)
+		dst0[LATE_PAGE * PS + 9] ^= 0x5a;
 	assert_int_equal(rdmae_session_send_state(p->src, state, sizeof(state), &err), 0);
 	out->src_rc = rdmae_session_complete(p->src, &out->src_err);
 	assert_int_equal(pthread_join(out->d.th, NULL), 0);
@@ -586,6 +597,93 @@ static void test_external_verify_mismatch(void **state)
 	assert_int_equal(o.d.rc, -EIO);
 	assert_false(o.d.committed);
 	assert_non_null(strstr(o.d.err.msg, want));
+	pair_down(&p);
+}
+
+/* RDMAE_TEST_FAULTS=recheck on both sides' connections. */
+static void recheck_on(struct pair *p)
+{
+	p->w.a->faults.recheck = true;
+	p->w.b->faults.recheck = true;
+}
+
+/*
+ * A source page changed after its last send, never sent again: the sums
+ * agree (each side kept the sum of what travelled), so the verification
+ * passes and the destination holds the older page. This is what the
+ * commit cannot see, and why the recheck exists.
+ */
+static void test_external_lost_write_unseen(void **state)
+{
+	struct outcome o;
+	struct pair p;
+
+	(void)state;
+	pair_up(&p, RDMAE_DATA_PATH_EXTERNAL, RDMAE_DATA_PATH_EXTERNAL, true);
+	migrate(&p, F_SRC_LOST, &o);
+	if (o.src_rc)
+		fail_msg("complete: %s", o.src_err.msg);
+	assert_true(o.d.committed);
+	assert_false(memcmp(dst0 + LOST_PAGE * PS, src0 + LOST_PAGE * PS, PS) == 0);
+	pair_down(&p);
+}
+
+/* With the recheck the source names the page and fails before COMPLETE: nothing commits. */
+static void test_external_recheck_source(void **state)
+{
+	char want[96];
+	struct outcome o;
+	struct pair p;
+
+	(void)state;
+	pair_up(&p, RDMAE_DATA_PATH_EXTERNAL, RDMAE_DATA_PATH_EXTERNAL, true);
+	recheck_on(&p);
+	migrate(&p, F_SRC_LOST, &o);
+	snprintf(want, sizeof(want), "recheck: source: block 'pc.ram': page %u ", LOST_PAGE);
+	assert_int_equal(o.src_rc, -EIO);
+	if (!strstr(o.src_err.msg, want) || !strstr(o.src_err.msg, "without being sent again"))
+		fail_msg("'%s' does not name '%s'", o.src_err.msg, want);
+	assert_false(o.d.committed);
+	assert_int_not_equal(o.d.rc, 0);
+	pair_down(&p);
+}
+
+/* A destination page overwritten after placement: its commit fails, and the source hears why. */
+static void test_external_recheck_destination(void **state)
+{
+	char want[96];
+	struct outcome o;
+	struct pair p;
+
+	(void)state;
+	pair_up(&p, RDMAE_DATA_PATH_EXTERNAL, RDMAE_DATA_PATH_EXTERNAL, true);
+	recheck_on(&p);
+	migrate(&p, F_DST_LATE, &o);
+	snprintf(want, sizeof(want), "recheck: destination: block 'pc.ram': page %u ", LATE_PAGE);
+	assert_int_equal(o.d.rc, -EIO);
+	assert_false(o.d.committed);
+	if (!strstr(o.d.err.msg, want) || !strstr(o.d.err.msg, "changed after it was placed"))
+		fail_msg("'%s' does not name '%s'", o.d.err.msg, want);
+	assert_int_equal(o.src_rc, -EIO);
+	if (!strstr(o.src_err.msg, want))
+		fail_msg("the source's '%s' does not name '%s'", o.src_err.msg, want);
+	pair_down(&p);
+}
+
+/* And with nothing wrong the recheck passes on both sides. */
+static void test_external_recheck_clean(void **state)
+{
+	struct outcome o;
+	struct pair p;
+
+	(void)state;
+	pair_up(&p, RDMAE_DATA_PATH_EXTERNAL, RDMAE_DATA_PATH_EXTERNAL, true);
+	recheck_on(&p);
+	migrate(&p, F_NONE, &o);
+	if (o.src_rc)
+		fail_msg("complete: %s", o.src_err.msg);
+	assert_true(o.d.committed);
+	assert_true(o.d.verified);
 	pair_down(&p);
 }
 
@@ -850,11 +948,31 @@ static void test_external_refusals(void **state)
 	assert_non_null(strstr(err.msg, "not marked stopped"));
 	/* The device state grows the switchover cost. */
 	{
-		uint64_t c0 = rdmae_session_switchover_cost_ns(p.src, 1u << 20);
+		uint64_t c0 = rdmae_session_switchover_cost_ns(p.src, 1u << 20), c1, c2;
 
 		p.src->o.expected_state_bytes = 256u << 20;
 		assert_true(rdmae_session_switchover_cost_ns(p.src, 1u << 20) > c0);
 		assert_true(c0 > 0);
+		/*
+		 * The caller's round trips: three of the shortest of the last
+		 * eight; a destination's, a zero and a NULL session are ignored.
+		 */
+		p.src->o.expected_state_bytes = 0;
+		c0 = rdmae_session_switchover_cost_ns(p.src, 0);
+		rdmae_session_note_round_trip(p.src, 50 * NSEC_PER_MSEC);
+		rdmae_session_note_round_trip(p.src, 0);
+		rdmae_session_note_round_trip(p.dst, NSEC_PER_MSEC);
+		rdmae_session_note_round_trip(NULL, NSEC_PER_MSEC);
+		c1 = rdmae_session_switchover_cost_ns(p.src, 0);
+		assert_true(c1 >= 150 * NSEC_PER_MSEC);
+		assert_true(c1 - 150 * NSEC_PER_MSEC <= c0);
+		rdmae_session_note_round_trip(p.src, 20 * NSEC_PER_MSEC);
+		c2 = rdmae_session_switchover_cost_ns(p.src, 0);
+		assert_true(c2 >= 60 * NSEC_PER_MSEC && c2 < c1);
+		/* Eight longer ones push the 20 ms one out. */
+		for (int i = 0; i < 8; i++)
+			rdmae_session_note_round_trip(p.src, 40 * NSEC_PER_MSEC);
+		assert_true(rdmae_session_switchover_cost_ns(p.src, 0) >= 120 * NSEC_PER_MSEC);
 	}
 	assert_true(rdmae_session_cancel(p.src, "test over"));
 	assert_int_equal(pthread_join(d.th, NULL), 0);
@@ -964,6 +1082,10 @@ int main(void)
 		cmocka_unit_test_setup(test_external_migration_on_demand, fixture_setup),
 		cmocka_unit_test_setup(test_external_verify_mismatch, fixture_setup),
 		cmocka_unit_test_setup(test_external_dest_only_page, fixture_setup),
+		cmocka_unit_test_setup(test_external_lost_write_unseen, fixture_setup),
+		cmocka_unit_test_setup(test_external_recheck_source, fixture_setup),
+		cmocka_unit_test_setup(test_external_recheck_destination, fixture_setup),
+		cmocka_unit_test_setup(test_external_recheck_clean, fixture_setup),
 		cmocka_unit_test_setup(test_external_no_verify, fixture_setup),
 		cmocka_unit_test_setup(test_external_mode_mismatch, fixture_setup),
 		cmocka_unit_test_setup(test_external_cancel, fixture_setup),
