@@ -600,11 +600,24 @@ static void test_external_verify_mismatch(void **state)
 	pair_down(&p);
 }
 
-/* RDMAE_TEST_FAULTS=recheck on both sides' connections. */
-static void recheck_on(struct pair *p)
+/* A migration with RDMAE_TEST_FAULTS=recheck on both sides' connections. */
+static void migrate_rechecked(struct pair *p, enum fault fault, struct outcome *o)
 {
+	pair_up(p, RDMAE_DATA_PATH_EXTERNAL, RDMAE_DATA_PATH_EXTERNAL, true);
 	p->w.a->faults.recheck = true;
 	p->w.b->faults.recheck = true;
+	migrate(p, fault, o);
+}
+
+/* err names the page "recheck: SIDE: block 'pc.ram': page N " and says what. */
+static void recheck_named(const struct rdmae_err *err, const char *side, unsigned int page,
+			  const char *what)
+{
+	char want[96];
+
+	snprintf(want, sizeof(want), "recheck: %s: block 'pc.ram': page %u ", side, page);
+	if (!strstr(err->msg, want) || !strstr(err->msg, what))
+		fail_msg("'%s' does not name '%s' (%s)", err->msg, want, what);
 }
 
 /*
@@ -631,18 +644,13 @@ static void test_external_lost_write_unseen(void **state)
 /* With the recheck the source names the page and fails before COMPLETE: nothing commits. */
 static void test_external_recheck_source(void **state)
 {
-	char want[96];
 	struct outcome o;
 	struct pair p;
 
 	(void)state;
-	pair_up(&p, RDMAE_DATA_PATH_EXTERNAL, RDMAE_DATA_PATH_EXTERNAL, true);
-	recheck_on(&p);
-	migrate(&p, F_SRC_LOST, &o);
-	snprintf(want, sizeof(want), "recheck: source: block 'pc.ram': page %u ", LOST_PAGE);
+	migrate_rechecked(&p, F_SRC_LOST, &o);
 	assert_int_equal(o.src_rc, -EIO);
-	if (!strstr(o.src_err.msg, want) || !strstr(o.src_err.msg, "without being sent again"))
-		fail_msg("'%s' does not name '%s'", o.src_err.msg, want);
+	recheck_named(&o.src_err, "source", LOST_PAGE, "without being sent again");
 	assert_false(o.d.committed);
 	assert_int_not_equal(o.d.rc, 0);
 	pair_down(&p);
@@ -651,22 +659,16 @@ static void test_external_recheck_source(void **state)
 /* A destination page overwritten after placement: its commit fails, and the source hears why. */
 static void test_external_recheck_destination(void **state)
 {
-	char want[96];
 	struct outcome o;
 	struct pair p;
 
 	(void)state;
-	pair_up(&p, RDMAE_DATA_PATH_EXTERNAL, RDMAE_DATA_PATH_EXTERNAL, true);
-	recheck_on(&p);
-	migrate(&p, F_DST_LATE, &o);
-	snprintf(want, sizeof(want), "recheck: destination: block 'pc.ram': page %u ", LATE_PAGE);
+	migrate_rechecked(&p, F_DST_LATE, &o);
 	assert_int_equal(o.d.rc, -EIO);
 	assert_false(o.d.committed);
-	if (!strstr(o.d.err.msg, want) || !strstr(o.d.err.msg, "changed after it was placed"))
-		fail_msg("'%s' does not name '%s'", o.d.err.msg, want);
+	recheck_named(&o.d.err, "destination", LATE_PAGE, "changed after it was placed");
 	assert_int_equal(o.src_rc, -EIO);
-	if (!strstr(o.src_err.msg, want))
-		fail_msg("the source's '%s' does not name '%s'", o.src_err.msg, want);
+	recheck_named(&o.src_err, "destination", LATE_PAGE, "changed after it was placed");
 	pair_down(&p);
 }
 
@@ -677,9 +679,7 @@ static void test_external_recheck_clean(void **state)
 	struct pair p;
 
 	(void)state;
-	pair_up(&p, RDMAE_DATA_PATH_EXTERNAL, RDMAE_DATA_PATH_EXTERNAL, true);
-	recheck_on(&p);
-	migrate(&p, F_NONE, &o);
+	migrate_rechecked(&p, F_NONE, &o);
 	if (o.src_rc)
 		fail_msg("complete: %s", o.src_err.msg);
 	assert_true(o.d.committed);
