@@ -38,9 +38,10 @@
 # Knobs (edit here; the bench passes no environment into the VMs):
 #   DT_RUNS, DT_TCP_RUNS, DT_WAIT (s per migration), DT_POLL (s between
 #   query-migrate polls), DT_GUEST_MEM (MiB), DT_HOT_KIB, DT_RECHECK (1:
-#   RDMAE_TEST_FAULTS=recheck, each run prints which side's pages differ
-#   from the sums it kept; the destination's rehash then counts in the
-#   downtime, so figures taken with it are not comparable).
+#   RDMAE_TEST_FAULTS=recheck: each rdmae: run prints both sides' recheck
+#   lines, and a page whose memory differs from the sum its side kept fails
+#   that run's migration, naming it; the rehash counts in the downtime, so
+#   figures taken with it are not comparable).
 # shellcheck disable=SC3043,SC1091,SC2034
 set -eu
 . /usr/libexec/rdmae/qmig.sh
