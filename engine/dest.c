@@ -255,8 +255,7 @@ static int dst_verify(struct rdmae_session *s, struct rdmae_err *err)
 		goto out;
 	}
 	/* Tests only (RDMAE_TEST_FAULTS=recheck): memory, not only the sums. */
-	if (s->external && rdmae_conn_test_fault(s->conn, "recheck") &&
-	    sess_recheck(s, &i, &page, reason, sizeof(reason))) {
+	if (sess_recheck(s, &i, &page, reason, sizeof(reason))) {
 		rc = dst_commit_fail(s, -EIO, (uint32_t)i, page, reason, err);
 		goto out;
 	}

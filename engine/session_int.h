@@ -283,7 +283,7 @@ int sess_block_sums(struct rdmae_session *s, uint64_t *sums, struct rdmae_err *e
 /*
  * Tests only (RDMAE_TEST_FAULTS=recheck, external data path): every kept page
  * sum against memory now; -EIO with the first differing page in blk, page
- * and why, each one logged on stderr.
+ * and why, each one logged on stderr. 0 without the fault.
  */
 int sess_recheck(struct rdmae_session *s, size_t *blk, uint64_t *page, char *why,
 		 size_t whylen);
